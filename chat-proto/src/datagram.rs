@@ -1,0 +1,241 @@
+//! Every datagram ChatApp sends, in one enum, and the records they carry.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Name, Text};
+
+/// The id of one request or message, unique per sender.
+///
+/// A retransmission carries the same id as the original, so a receiver can tell the two apart
+/// from a new message with the same text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MsgId(pub u64);
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// One row of the client table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRow {
+    /// The client's name.
+    pub name: Name,
+    /// Where the client listens: the address its datagrams come from.
+    pub addr: SocketAddr,
+    /// Whether the server believes the client is there.
+    pub online: bool,
+}
+
+/// The whole client table at one version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// Grows with every change, also across server restarts; never applied over a newer one.
+    pub version: u64,
+    /// Every client the server knows, online or not, sorted by name.
+    pub clients: Vec<ClientRow>,
+}
+
+/// Whether a stored message was sent to one client or to the channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `send <name> <message>` that found the recipient offline.
+    Direct,
+    /// `send_all <message>` while the recipient was offline.
+    Channel,
+}
+
+/// A message the server keeps for an offline client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Who sent it.
+    pub from: Name,
+    /// Direct or channel.
+    pub origin: Origin,
+    /// When the server received it.
+    pub at: DateTime<Utc>,
+    /// The message.
+    pub text: Text,
+}
+
+/// Why the server turned a request down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The name is online at another address that answered the server's probe.
+    NameTaken,
+    /// The recipient's mailbox is at its limit; nothing was stored.
+    MailboxFull,
+    /// The sender's name is not registered at the address the request came from.
+    NotRegistered,
+    /// The recipient of a save is not a client the server knows.
+    UnknownRecipient,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NameTaken => "the name is in use by another client",
+            Self::MailboxFull => "the recipient's mailbox is full",
+            Self::NotRegistered => "not registered with the server",
+            Self::UnknownRecipient => "no such client",
+        })
+    }
+}
+
+/// One datagram: one message, request, answer or ACK.
+///
+/// On the wire it is a JSON object whose `type` field names the variant
+/// (see `docs/PROTOCOL.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Datagram {
+    // ---- client → server ----
+    /// Register `name` at the address this datagram comes from (also `reg` after `dereg`).
+    Register {
+        /// Request id.
+        id: MsgId,
+        /// The name to register.
+        name: Name,
+    },
+    /// Mark `name` offline (`dereg`).
+    Dereg {
+        /// Request id.
+        id: MsgId,
+        /// The name to take offline: the sender's own.
+        name: Name,
+    },
+    /// Keep `text` for `to`, who did not answer a direct send or is offline.
+    Save {
+        /// Request id.
+        id: MsgId,
+        /// The sender.
+        from: Name,
+        /// The recipient.
+        to: Name,
+        /// The message.
+        text: Text,
+        /// Store without probing: the recipient was probed alive once for this message and still
+        /// did not take it directly.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
+    /// Send `text` to the channel (`send_all`).
+    ChannelSend {
+        /// Request id.
+        id: MsgId,
+        /// The sender.
+        from: Name,
+        /// The message.
+        text: Text,
+    },
+    /// Ask for stored message number `index` (0-based) after [`Datagram::Registered`].
+    Fetch {
+        /// Request id.
+        id: MsgId,
+        /// Which stored message.
+        index: u32,
+    },
+    /// The first `count` stored messages were received and shown: the server may delete them.
+    FetchDone {
+        /// Request id.
+        id: MsgId,
+        /// How many, from the start of the mailbox.
+        count: u32,
+    },
+    /// The client applied the table at `version` (or a newer one).
+    TableAck {
+        /// The version applied.
+        version: u64,
+    },
+    /// The answer to [`Datagram::Probe`]: `name` is here.
+    ProbeAck {
+        /// The probe's id.
+        id: MsgId,
+        /// The name of the client answering.
+        name: Name,
+    },
+    /// The client showed channel message `id`.
+    ChannelAck {
+        /// The channel message's id.
+        id: MsgId,
+    },
+
+    // ---- server → client ----
+    /// Registration succeeded; `stored` messages wait to be fetched.
+    Registered {
+        /// The request's id.
+        id: MsgId,
+        /// The table version that shows the client online.
+        version: u64,
+        /// How many stored messages wait.
+        stored: u32,
+    },
+    /// The request was turned down.
+    Refused {
+        /// The request's id.
+        id: MsgId,
+        /// Why.
+        reason: Refusal,
+    },
+    /// The request was done: dereg, save (on disk), channel send, fetch-done.
+    Ack {
+        /// The request's id.
+        id: MsgId,
+    },
+    /// A save was refused because the recipient answered a probe; here is the current table.
+    Exists {
+        /// The save request's id.
+        id: MsgId,
+        /// The server's table.
+        table: Table,
+    },
+    /// Stored message number `index`, the answer to [`Datagram::Fetch`].
+    Stored {
+        /// The fetch request's id.
+        id: MsgId,
+        /// Which stored message.
+        index: u32,
+        /// The message.
+        message: StoredMessage,
+    },
+    /// The client table, sent to every online client on each change.
+    Table(Table),
+    /// A channel message relayed by the server.
+    Channel {
+        /// Message id (chosen by the server).
+        id: MsgId,
+        /// The sender.
+        from: Name,
+        /// The message.
+        text: Text,
+    },
+    /// "Are you there?": the server checks that a client still answers.
+    Probe {
+        /// Probe id.
+        id: MsgId,
+    },
+
+    // ---- client ↔ client ----
+    /// A direct message.
+    Chat {
+        /// Message id.
+        id: MsgId,
+        /// The sender.
+        from: Name,
+        /// The message.
+        text: Text,
+    },
+    /// The recipient showed (or had already shown) chat message `id`.
+    ChatAck {
+        /// The message's id.
+        id: MsgId,
+    },
+}

@@ -1,0 +1,54 @@
+//! ChatApp's wire format: every datagram type, `encode`/`decode`, the size limits and the name
+//! rules. No I/O: this crate turns values into bytes and back, nothing else.
+//!
+//! One datagram is one JSON object (see `docs/PROTOCOL.md`). [`decode`] is the only place that
+//! parses bytes from the network; anything it refuses is dropped by the caller.
+
+mod datagram;
+mod name;
+mod text;
+
+pub use datagram::{ClientRow, Datagram, MsgId, Origin, Refusal, StoredMessage, Table};
+pub use name::{MAX_NAME_CHARS, Name, NameError};
+pub use text::{MAX_TEXT_BYTES, Text, TextError};
+
+/// The largest datagram ChatApp sends or accepts: the largest UDP payload over IPv4.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Why bytes could not be turned into a datagram, or a datagram into bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// The datagram is larger than [`MAX_DATAGRAM`].
+    #[error("datagram of {0} bytes is over the limit of {MAX_DATAGRAM}")]
+    Oversized(usize),
+    /// The bytes are not a datagram ChatApp knows (bad JSON, unknown type, a rule broken).
+    #[error("malformed datagram: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// Encodes one datagram.
+///
+/// # Errors
+/// [`ProtoError::Oversized`] if the result would not fit in one UDP datagram (a long text made
+/// of many characters that JSON escapes, or a table of very many clients).
+pub fn encode(d: &Datagram) -> Result<Vec<u8>, ProtoError> {
+    let bytes = serde_json::to_vec(d)?;
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(ProtoError::Oversized(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Decodes one datagram, checking every field's rules (names, text limits).
+///
+/// # Errors
+/// [`ProtoError`] for anything that is not one valid datagram; never panics.
+pub fn decode(bytes: &[u8]) -> Result<Datagram, ProtoError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(ProtoError::Oversized(bytes.len()));
+    }
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Round trips for every variant, golden strings that pin the format, and rejects.
+
+use chrono::{TimeZone, Utc};
+
+use super::*;
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("test name")
+}
+
+fn text(s: &str) -> Text {
+    Text::new(s).expect("test text")
+}
+
+fn table() -> Table {
+    Table {
+        version: 7,
+        clients: vec![ClientRow {
+            name: name("bob"),
+            addr: "127.0.0.1:5001".parse().expect("addr"),
+            online: true,
+        }],
+    }
+}
+
+fn every_variant() -> Vec<Datagram> {
+    let id = MsgId(42);
+    let at = Utc
+        .with_ymd_and_hms(2026, 11, 23, 14, 5, 9)
+        .single()
+        .expect("time");
+    vec![
+        Datagram::Register {
+            id,
+            name: name("alice"),
+        },
+        Datagram::Dereg {
+            id,
+            name: name("alice"),
+        },
+        Datagram::Save {
+            id,
+            from: name("a"),
+            to: name("b"),
+            text: text("hi"),
+            force: false,
+        },
+        Datagram::Save {
+            id,
+            from: name("a"),
+            to: name("b"),
+            text: text("hi"),
+            force: true,
+        },
+        Datagram::ChannelSend {
+            id,
+            from: name("a"),
+            text: text("all"),
+        },
+        Datagram::Fetch { id, index: 3 },
+        Datagram::FetchDone { id, count: 4 },
+        Datagram::TableAck { version: 9 },
+        Datagram::ProbeAck {
+            id,
+            name: name("b"),
+        },
+        Datagram::ChannelAck { id },
+        Datagram::Registered {
+            id,
+            version: 5,
+            stored: 2,
+        },
+        Datagram::Refused {
+            id,
+            reason: Refusal::NameTaken,
+        },
+        Datagram::Refused {
+            id,
+            reason: Refusal::MailboxFull,
+        },
+        Datagram::Ack { id },
+        Datagram::Exists { id, table: table() },
+        Datagram::Stored {
+            id,
+            index: 0,
+            message: StoredMessage {
+                from: name("c"),
+                origin: Origin::Channel,
+                at,
+                text: text("yo"),
+            },
+        },
+        Datagram::Table(table()),
+        Datagram::Channel {
+            id,
+            from: name("a"),
+            text: text("all"),
+        },
+        Datagram::Probe { id },
+        Datagram::Chat {
+            id,
+            from: name("a"),
+            text: text("hello there"),
+        },
+        Datagram::ChatAck { id },
+    ]
+}
+
+#[test]
+fn every_variant_round_trips() {
+    for d in every_variant() {
+        let bytes = encode(&d).expect("encode");
+        assert_eq!(decode(&bytes).expect("decode"), d);
+    }
+}
+
+#[test]
+fn golden_strings_pin_the_format() {
+    let cases = [
+        (
+            Datagram::Register {
+                id: MsgId(1),
+                name: name("alice"),
+            },
+            r#"{"type":"register","id":1,"name":"alice"}"#,
+        ),
+        (
+            Datagram::Chat {
+                id: MsgId(2),
+                from: name("a"),
+                text: text("hi"),
+            },
+            r#"{"type":"chat","id":2,"from":"a","text":"hi"}"#,
+        ),
+        (
+            Datagram::Save {
+                id: MsgId(3),
+                from: name("a"),
+                to: name("b"),
+                text: text("x"),
+                force: false,
+            },
+            r#"{"type":"save","id":3,"from":"a","to":"b","text":"x"}"#,
+        ),
+        (
+            Datagram::Refused {
+                id: MsgId(4),
+                reason: Refusal::NameTaken,
+            },
+            r#"{"type":"refused","id":4,"reason":"name_taken"}"#,
+        ),
+        (
+            Datagram::Table(table()),
+            r#"{"type":"table","version":7,"clients":[{"name":"bob","addr":"127.0.0.1:5001","online":true}]}"#,
+        ),
+        (
+            Datagram::ChatAck { id: MsgId(5) },
+            r#"{"type":"chat_ack","id":5}"#,
+        ),
+    ];
+    for (d, golden) in cases {
+        assert_eq!(
+            String::from_utf8(encode(&d).expect("encode")).expect("utf8"),
+            golden
+        );
+        assert_eq!(decode(golden.as_bytes()).expect("decode"), d);
+    }
+}
+
+#[test]
+fn garbage_is_an_error_never_a_panic() {
+    let long = vec![b'x'; MAX_DATAGRAM + 1];
+    let bad: [&[u8]; 12] = [
+        b"",
+        b"\xff\xfe\x00",
+        b"not json",
+        b"{}",
+        br#"{"type":"warp","id":1}"#,
+        br#"{"type":"chat","id":1,"from":"a"}"#,
+        br#"{"type":"chat","id":-1,"from":"a","text":"x"}"#,
+        br#"{"type":"chat","id":1,"from":"a b","text":"x"}"#,
+        br#"{"type":"chat","id":1,"from":"a","text":"\u001b[2J"}"#,
+        br#"{"type":"register","id":1,"name":""}"#,
+        br#"{"type":"chat","id":1,"from":"a","text":"x""#,
+        &long,
+    ];
+    for b in bad {
+        assert!(
+            decode(b).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(&b[..b.len().min(60)])
+        );
+    }
+}
+
+#[test]
+fn oversized_text_is_refused_on_both_sides() {
+    let json = format!(
+        r#"{{"type":"chat","id":1,"from":"a","text":"{}"}}"#,
+        "x".repeat(MAX_TEXT_BYTES + 1)
+    );
+    assert!(matches!(
+        decode(json.as_bytes()),
+        Err(ProtoError::Malformed(_))
+    ));
+    let max = Datagram::Chat {
+        id: MsgId(u64::MAX),
+        from: name(&"n".repeat(32)),
+        text: text(&"x".repeat(MAX_TEXT_BYTES)),
+    };
+    assert!(encode(&max).expect("the largest plain message fits").len() <= MAX_DATAGRAM);
+}
+
+#[test]
+fn a_datagram_that_cannot_fit_is_refused_at_encode() {
+    // Every quote doubles when escaped: 32 KiB of quotes cannot fit one datagram.
+    let d = Datagram::Chat {
+        id: MsgId(1),
+        from: name("a"),
+        text: text(&"\"".repeat(MAX_TEXT_BYTES)),
+    };
+    assert!(matches!(encode(&d), Err(ProtoError::Oversized(_))));
+}
