@@ -1,1 +1,21 @@
-//! placeholder
+//! ChatApp's registration server: the client table and its broadcast, save-message requests
+//! with their probes, the delivery of stored messages after `reg`, and the channel relay.
+//!
+//! [`Server`] is the sans-IO core (no socket, no clock); [`run`] drives it over a bound UDP
+//! socket until a shutdown token is cancelled. Disk access goes through
+//! [`offline_store::Store`].
+
+mod channel;
+mod clients;
+mod core;
+mod dedup;
+mod driver;
+mod probe;
+mod register;
+mod save;
+
+pub use crate::core::{Config, Server, Transmit};
+pub use driver::run;
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,153 @@
-//! placeholder
+//! The server's offline mailboxes: messages kept for clients that are not there to take them.
+//!
+//! This crate owns the on-disk layout (one file per recipient, named by [`file_name`]), the
+//! record format (one checksummed JSON line per message), durable appends with group commit,
+//! durable clearing, and the per-mailbox limits. It is plain `std::fs`: it must not know about
+//! sockets, tokio, the protocol's requests, or who is online; the server decides when to store,
+//! when to [`Store::sync`] before ACKing, and when to delete.
+//!
+//! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
+//! crates' unit tests.
+
+use std::io;
+use std::path::PathBuf;
+
+use chat_proto::{Name, StoredMessage};
+
+mod file;
+mod mem;
+mod name;
+mod record;
+#[cfg(test)]
+mod tests;
+
+pub use file::FileStore;
+pub use mem::MemStore;
+pub use name::file_name;
+
+/// How much one mailbox holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Number of stored messages (readable records).
+    pub count: usize,
+    /// Bytes of their lines in the mailbox file, newlines included.
+    pub bytes: u64,
+}
+
+/// The most one mailbox may hold; an append that would pass either limit is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most messages in one mailbox.
+    pub max_messages: usize,
+    /// Most bytes (of record lines) in one mailbox.
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    /// 10 000 messages, 16 MiB.
+    fn default() -> Self {
+        Self {
+            max_messages: 10_000,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that a record of `line_len` bytes fits in a mailbox at `usage`.
+    fn check(&self, name: &Name, usage: Usage, line_len: u64) -> Result<(), StoreError> {
+        let full = |limit: String| StoreError::MailboxFull {
+            name: name.clone(),
+            limit,
+        };
+        if usage.count.saturating_add(1) > self.max_messages {
+            return Err(full(format!("{} messages", self.max_messages)));
+        }
+        if usage.bytes.saturating_add(line_len) > self.max_bytes {
+            return Err(full(format!("{} bytes", self.max_bytes)));
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The message would pass the recipient's [`Limits`]; nothing was stored.
+    #[error("mailbox of {name} is full ({limit})")]
+    MailboxFull {
+        /// The recipient.
+        name: Name,
+        /// The limit it would pass, e.g. `10000 messages` or `16777216 bytes`.
+        limit: String,
+    },
+    /// A file system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done (`open`, `write`, `sync`, `rename`, ...).
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// Builds the closure that turns an [`io::Error`] into [`StoreError::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { op, path, source }
+    }
+}
+
+/// Per-recipient offline mailboxes.
+///
+/// Appends are written at once but durable only after [`Store::sync`], so a caller can append
+/// many messages and pay for one sync (group commit) before acknowledging them.
+pub trait Store {
+    /// Appends one message to `to`'s mailbox.
+    ///
+    /// The record is written (one write syscall) at once, and durable only after [`Store::sync`].
+    ///
+    /// # Errors
+    /// [`StoreError::MailboxFull`], with nothing written, when the message would pass the
+    /// limits; [`StoreError::Io`] when the file cannot be read, opened or written.
+    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError>;
+
+    /// Makes every append so far durable.
+    ///
+    /// Syncs each mailbox file touched since the last sync once (and the directory once, when
+    /// a file was created). This is the group commit: callers append many, then sync once.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when a sync fails; the appends since the last successful sync may
+    /// then be lost and must not be acknowledged.
+    fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// Every stored message for `to`, oldest first; empty if `to` has no mailbox.
+    ///
+    /// A torn last record (crash mid-write) or a corrupt record is skipped with a warning that
+    /// names the file and line, without losing the records around it.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the mailbox exists but cannot be read.
+    fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Deletes the first `n` messages of `to`'s mailbox, durably.
+    ///
+    /// `n` larger than the count removes them all (and the file). Unreadable records are
+    /// dropped by the rewrite, as they could never be delivered.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the mailbox cannot be read, rewritten or removed; the mailbox is
+    /// then either as it was or as asked.
+    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError>;
+
+    /// Count and bytes of `to`'s mailbox.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the mailbox exists but cannot be read.
+    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError>;
+}

@@ -1,0 +1,141 @@
+//! The server's client table: who is registered, where, and whether online. No I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use chat_proto::{ClientRow, Name, Table};
+
+/// One registered client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub addr: SocketAddr,
+    pub online: bool,
+}
+
+/// The table, with a version that grows on every change, and an index by address.
+#[derive(Debug)]
+pub(crate) struct Clients {
+    rows: BTreeMap<Name, Entry>,
+    by_addr: HashMap<SocketAddr, Name>,
+    version: u64,
+}
+
+impl Clients {
+    /// An empty table whose first version is `base + 1`.
+    pub fn new(base: u64) -> Self {
+        Self {
+            rows: BTreeMap::new(),
+            by_addr: HashMap::new(),
+            version: base,
+        }
+    }
+
+    pub fn get(&self, name: &Name) -> Option<Entry> {
+        self.rows.get(name).copied()
+    }
+
+    /// The name registered and online at `addr`.
+    pub fn online_at(&self, addr: SocketAddr) -> Option<&Name> {
+        self.by_addr
+            .get(&addr)
+            .filter(|n| self.rows.get(*n).is_some_and(|e| e.online))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Puts `name` online at `addr`. Another name that was registered at `addr` is marked
+    /// offline: only one process can listen on one address.
+    pub fn set_online(&mut self, name: &Name, addr: SocketAddr) {
+        if let Some(old) = self.rows.insert(name.clone(), Entry { addr, online: true }) {
+            if old.addr != addr {
+                self.by_addr.remove(&old.addr);
+            }
+        }
+        if let Some(prev) = self.by_addr.insert(addr, name.clone()) {
+            if &prev != name {
+                if let Some(e) = self.rows.get_mut(&prev) {
+                    e.online = false;
+                }
+            }
+        }
+        self.version += 1;
+    }
+
+    /// Marks `name` offline; returns false (and changes nothing) if it was not online.
+    pub fn set_offline(&mut self, name: &Name) -> bool {
+        match self.rows.get_mut(name) {
+            Some(e) if e.online => {
+                e.online = false;
+                self.version += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every online client's name and address.
+    pub fn online(&self) -> impl Iterator<Item = (&Name, SocketAddr)> {
+        self.rows
+            .iter()
+            .filter(|(_, e)| e.online)
+            .map(|(n, e)| (n, e.addr))
+    }
+
+    pub fn snapshot(&self) -> Table {
+        let clients = self
+            .rows
+            .iter()
+            .map(|(name, e)| ClientRow {
+                name: name.clone(),
+                addr: e.addr,
+                online: e.online,
+            })
+            .collect();
+        Table {
+            version: self.version,
+            clients,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::new(s).expect("name")
+    }
+
+    fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn every_change_bumps_the_version_and_no_op_does_not() {
+        let mut c = Clients::new(100);
+        c.set_online(&n("a"), a(1));
+        assert_eq!(c.version(), 101);
+        assert!(c.set_offline(&n("a")));
+        assert!(!c.set_offline(&n("a")));
+        assert!(!c.set_offline(&n("zed")));
+        assert_eq!(c.version(), 102);
+    }
+
+    #[test]
+    fn a_name_moves_and_an_address_has_one_name() {
+        let mut c = Clients::new(0);
+        c.set_online(&n("a"), a(1));
+        c.set_online(&n("a"), a(2));
+        assert_eq!(c.online_at(a(1)), None);
+        assert_eq!(c.online_at(a(2)), Some(&n("a")));
+        c.set_online(&n("b"), a(2));
+        assert_eq!(c.get(&n("a")).map(|e| e.online), Some(false));
+        assert_eq!(
+            c.online().map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(c.snapshot().clients.len(), 2);
+    }
+}

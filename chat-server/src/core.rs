@@ -1,0 +1,312 @@
+//! The server's sans-IO core: every decision the server makes, with no socket and no clock.
+//!
+//! Inputs are [`Server::handle_datagram`], [`Server::handle_timeout`] and [`Server::commit`], each
+//! given `now`; outputs are [`Server::poll_transmit`] and [`Server::poll_timeout`]. The async
+//! driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits to play
+//! loss. The handlers for each kind of request live in their own modules beside this one.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_proto::{Datagram, MsgId, Name, Table, encode};
+use chrono::{DateTime, Utc};
+use offline_store::Store;
+
+use crate::channel::Delivery;
+use crate::clients::Clients;
+use crate::dedup::{Dedup, Seen};
+use crate::probe::Probe;
+use crate::save::SaveRequest;
+
+/// How the server times its retries.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// How long to wait for an ACK: the window of a probe or of a channel delivery, and the
+    /// interval between table retransmissions.
+    pub ack_timeout: Duration,
+    /// How many times a table is retransmitted to a client that does not ACK it.
+    pub retries: u32,
+    /// How many recent requests are remembered to answer retransmissions.
+    pub dedup_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_millis(500),
+            retries: 5,
+            dedup_capacity: 65_536,
+        }
+    }
+}
+
+/// One datagram to send: the bytes are shared when the same datagram goes to many clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub to: SocketAddr,
+    /// The encoded datagram.
+    pub bytes: Arc<[u8]>,
+}
+
+/// A table sent to one client and not yet ACKed.
+#[derive(Debug)]
+struct Push {
+    version: u64,
+    bytes: Arc<[u8]>,
+    next_at: Instant,
+    left: u32,
+}
+
+/// The registration server's state.
+#[derive(Debug)]
+pub struct Server<S> {
+    pub(crate) cfg: Config,
+    pub(crate) store: S,
+    pub(crate) clients: Clients,
+    pub(crate) dedup: Dedup,
+    pub(crate) probes: Vec<Probe>,
+    /// Stored messages being fetched by a client that just registered.
+    pub(crate) fetches: HashMap<Name, Vec<chat_proto::StoredMessage>>,
+    pub(crate) deliveries: HashMap<(SocketAddr, MsgId), Delivery>,
+    pushes: HashMap<SocketAddr, Push>,
+    /// Replies that may leave only after the store is synced and the table broadcast.
+    pub(crate) after_commit: Vec<(SocketAddr, MsgId, Datagram)>,
+    pub(crate) table_dirty: bool,
+    /// Messages were appended that no pending reply waits on (channel copies): sync anyway.
+    pub(crate) unsynced: bool,
+    /// Clients just marked offline by a failed probe: they get the table too, so that one that
+    /// is in fact alive (its answers were lost) sees it and registers again.
+    pub(crate) also_tell: Vec<SocketAddr>,
+    out: VecDeque<Transmit>,
+    next_id: u64,
+    start: Instant,
+    start_wall: DateTime<Utc>,
+}
+
+impl<S: Store> Server<S> {
+    /// A server with an empty table. `start` and `start_wall` are the same moment on the
+    /// monotonic and the wall clock; `id_seed` should be random, so that ids differ across
+    /// restarts.
+    pub fn new(
+        cfg: Config,
+        store: S,
+        start: Instant,
+        start_wall: DateTime<Utc>,
+        id_seed: u64,
+    ) -> Self {
+        // Versions start from the wall clock, so a restarted server's tables are newer than the
+        // ones its clients hold.
+        let version_base = u64::try_from(start_wall.timestamp_micros()).unwrap_or(0);
+        Self {
+            cfg,
+            store,
+            clients: Clients::new(version_base),
+            dedup: Dedup::new(cfg.dedup_capacity),
+            probes: Vec::new(),
+            fetches: HashMap::new(),
+            deliveries: HashMap::new(),
+            pushes: HashMap::new(),
+            after_commit: Vec::new(),
+            table_dirty: false,
+            unsynced: false,
+            also_tell: Vec::new(),
+            out: VecDeque::new(),
+            next_id: id_seed,
+            start,
+            start_wall,
+        }
+    }
+
+    /// Handles one decoded datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
+        match d {
+            Datagram::Register { id, name } => self.on_register(now, from, id, name),
+            Datagram::Dereg { id, name } => self.on_dereg(from, id, &name),
+            Datagram::Save {
+                id,
+                from: sender,
+                to,
+                text,
+                force,
+            } => {
+                self.on_save(
+                    now,
+                    from,
+                    SaveRequest {
+                        id,
+                        sender,
+                        to,
+                        text,
+                        force,
+                    },
+                );
+            }
+            Datagram::ChannelSend {
+                id,
+                from: sender,
+                text,
+            } => {
+                self.on_channel_send(now, from, id, &sender, text);
+            }
+            Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
+            Datagram::FetchDone { id, count } => self.on_fetch_done(from, id, count),
+            Datagram::TableAck { version } => self.on_table_ack(from, version),
+            Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
+            Datagram::ChannelAck { id } => self.on_channel_ack(from, id),
+            other => tracing::debug!(%from, "dropped a datagram a server does not take: {other:?}"),
+        }
+    }
+
+    /// Retransmits and gives up on whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.probe_timeouts(now);
+        self.delivery_timeouts(now);
+        let (out, interval) = (&mut self.out, self.cfg.ack_timeout);
+        self.pushes.retain(|to, push| {
+            if push.next_at > now {
+                return true;
+            }
+            if push.left == 0 {
+                tracing::debug!(%to, version = push.version, "table never ACKed, given up");
+                return false;
+            }
+            out.push_back(Transmit {
+                to: *to,
+                bytes: push.bytes.clone(),
+            });
+            push.left -= 1;
+            push.next_at = now + interval;
+            true
+        });
+    }
+
+    /// Makes appended messages durable, sends the table if it changed, then releases the
+    /// replies that had to wait for both. The driver calls it after each batch of input, so
+    /// that one disk sync and one broadcast serve the whole batch.
+    pub fn commit(&mut self, now: Instant) {
+        if self.unsynced || !self.after_commit.is_empty() {
+            if let Err(e) = self.store.sync() {
+                // Keep the replies: the next commit tries again, and until then senders retry.
+                tracing::error!("store sync failed, saves not acknowledged yet: {e}");
+                return;
+            }
+            self.unsynced = false;
+        }
+        if self.table_dirty {
+            self.broadcast(now);
+        }
+        for (to, id, reply) in std::mem::take(&mut self.after_commit) {
+            self.answer(to, id, reply);
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let probes = self.probes.iter().map(Probe::due);
+        let deliveries = self.deliveries.values().map(Delivery::due);
+        let pushes = self.pushes.values().map(|p| p.next_at);
+        probes.chain(deliveries).chain(pushes).min()
+    }
+
+    /// The current client table.
+    pub fn table(&self) -> Table {
+        self.clients.snapshot()
+    }
+
+    /// The store, for the driver's shutdown and for tests.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// A fresh id for a datagram the server starts (probe, channel message).
+    pub(crate) fn fresh_id(&mut self) -> MsgId {
+        self.next_id = self.next_id.wrapping_add(1);
+        MsgId(self.next_id)
+    }
+
+    /// Wall-clock time at `now`, for message timestamps.
+    pub(crate) fn wall(&self, now: Instant) -> DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(now.saturating_duration_since(self.start))
+            .unwrap_or_default();
+        self.start_wall + elapsed
+    }
+
+    /// Queues an encoded datagram.
+    pub(crate) fn push_out(&mut self, t: Transmit) {
+        self.out.push_back(t);
+    }
+
+    /// Sends `d` to `to` now.
+    pub(crate) fn send(&mut self, to: SocketAddr, d: &Datagram) {
+        match encode(d) {
+            Ok(bytes) => self.out.push_back(Transmit {
+                to,
+                bytes: bytes.into(),
+            }),
+            Err(e) => tracing::error!(%to, "cannot encode a reply: {e}"),
+        }
+    }
+
+    /// Sends the reply to request `id` and remembers it for retransmissions.
+    pub(crate) fn answer(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
+        self.send(to, &reply);
+        self.dedup.set(to, id, Seen::Answered(reply));
+    }
+
+    /// Deals with a request already seen: re-sends its reply, or ignores it while it is being
+    /// worked on. Returns true if the request was seen before.
+    pub(crate) fn replay(&mut self, from: SocketAddr, id: MsgId) -> bool {
+        match self.dedup.get(from, id) {
+            None => false,
+            Some(Seen::Pending) => true,
+            Some(Seen::Answered(reply)) => {
+                let reply = reply.clone();
+                self.send(from, &reply);
+                true
+            }
+        }
+    }
+
+    fn broadcast(&mut self, now: Instant) {
+        self.table_dirty = false;
+        let table = self.clients.snapshot();
+        let bytes: Arc<[u8]> = match encode(&Datagram::Table(table)) {
+            Ok(b) => b.into(),
+            Err(e) => {
+                tracing::error!("the client table does not fit one datagram: {e}");
+                return;
+            }
+        };
+        let version = self.clients.version();
+        let mut targets: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
+        targets.append(&mut self.also_tell);
+        tracing::info!(version, clients = targets.len(), "table broadcast");
+        for to in targets {
+            self.out.push_back(Transmit {
+                to,
+                bytes: bytes.clone(),
+            });
+            let push = Push {
+                version,
+                bytes: bytes.clone(),
+                next_at: now + self.cfg.ack_timeout,
+                left: self.cfg.retries,
+            };
+            self.pushes.insert(to, push);
+        }
+    }
+
+    fn on_table_ack(&mut self, from: SocketAddr, version: u64) {
+        if self.pushes.get(&from).is_some_and(|p| p.version <= version) {
+            self.pushes.remove(&from);
+        }
+    }
+}

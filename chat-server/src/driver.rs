@@ -1,0 +1,75 @@
+//! The async driver: one loop over the UDP socket, the core's next timeout and shutdown.
+
+use std::io;
+use std::time::Instant;
+
+use chat_proto::{MAX_DATAGRAM, decode};
+use chrono::Utc;
+use offline_store::Store;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Config, Server};
+
+/// How many datagrams are handled before the store is synced and replies go out.
+const BATCH: usize = 256;
+
+/// Serves on `socket` until `shutdown` is cancelled, then syncs the store.
+///
+/// # Errors
+/// Only a failure to sync the store at shutdown; network errors are logged and survived.
+pub async fn run<S: Store>(
+    socket: UdpSocket,
+    store: S,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let seed = getrandom::u64()
+        .unwrap_or_else(|_| Utc::now().timestamp_nanos_opt().unwrap_or(0).unsigned_abs());
+    let mut core = Server::new(cfg, store, Instant::now(), Utc::now(), seed);
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut dropped = 0u64;
+    loop {
+        let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            first = socket.recv_from(&mut buf) => {
+                let mut next = Some(first);
+                for _ in 0..BATCH {
+                    let Some(received) = next.take() else { break };
+                    match received {
+                        Ok((len, from)) => match decode(&buf[..len]) {
+                            Ok(d) => core.handle_datagram(Instant::now(), from, d),
+                            Err(e) => {
+                                dropped += 1;
+                                tracing::debug!(%from, dropped, "dropped a bad datagram: {e}");
+                            }
+                        },
+                        Err(e) => tracing::debug!("receive error: {e}"),
+                    }
+                    next = match socket.try_recv_from(&mut buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                        other => Some(other),
+                    };
+                }
+            }
+            () = sleep_until(wake), if wake.is_some() => {}
+        }
+        let now = Instant::now();
+        core.handle_timeout(now);
+        core.commit(now);
+        while let Some(t) = core.poll_transmit() {
+            if let Err(e) = socket.send_to(&t.bytes, t.to).await {
+                tracing::debug!(to = %t.to, "send failed: {e}");
+            }
+        }
+    }
+    tracing::info!("server stopping");
+    core.store_mut().sync().map_err(io::Error::other)
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}

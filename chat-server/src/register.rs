@@ -1,0 +1,138 @@
+//! Registration, de-registration, and the fetch of stored messages after `reg`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chat_proto::{Datagram, MsgId, Name, Refusal};
+use offline_store::Store;
+
+use crate::Server;
+use crate::dedup::Seen;
+use crate::probe::Waiter;
+
+impl<S: Store> Server<S> {
+    pub(crate) fn on_register(&mut self, now: Instant, from: SocketAddr, id: MsgId, name: Name) {
+        if self.replay(from, id) {
+            return;
+        }
+        match self.clients.get(&name) {
+            Some(e) if e.online && e.addr != from => {
+                tracing::info!(%name, %from, old = %e.addr, "name online elsewhere");
+                self.dedup.set(from, id, Seen::Pending);
+                self.probe(
+                    now,
+                    &name,
+                    e.addr,
+                    Waiter::Register {
+                        from,
+                        id,
+                        name: name.clone(),
+                    },
+                );
+            }
+            _ => self.register(now, from, id, &name),
+        }
+    }
+
+    /// Puts `name` online at `from` and answers with the number of stored messages. With none
+    /// the table goes out at once; with some, after the client confirms it has them all.
+    pub(crate) fn register(&mut self, _now: Instant, from: SocketAddr, id: MsgId, name: &Name) {
+        self.clients.set_online(name, from);
+        let stored = self.store.load(name).unwrap_or_else(|e| {
+            tracing::error!(%name, "cannot read stored messages: {e}");
+            Vec::new()
+        });
+        let count = u32::try_from(stored.len()).unwrap_or(u32::MAX);
+        tracing::info!(%name, %from, stored = count, "registered");
+        if stored.is_empty() {
+            self.fetches.remove(name);
+            self.table_dirty = true;
+        } else {
+            self.fetches.insert(name.clone(), stored);
+        }
+        let version = self.clients.version();
+        self.answer(
+            from,
+            id,
+            Datagram::Registered {
+                id,
+                version,
+                stored: count,
+            },
+        );
+    }
+
+    pub(crate) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name) {
+        if self.replay(from, id) {
+            return;
+        }
+        if self.clients.get(name).is_none_or(|e| e.addr != from) {
+            self.answer(
+                from,
+                id,
+                Datagram::Refused {
+                    id,
+                    reason: Refusal::NotRegistered,
+                },
+            );
+            return;
+        }
+        if self.clients.set_offline(name) {
+            tracing::info!(%name, %from, "deregistered");
+            self.table_dirty = true;
+        }
+        self.fetches.remove(name);
+        self.dedup.set(from, id, Seen::Pending);
+        self.after_commit.push((from, id, Datagram::Ack { id }));
+    }
+
+    pub(crate) fn on_fetch(&mut self, from: SocketAddr, id: MsgId, index: u32) {
+        let message = self
+            .clients
+            .online_at(from)
+            .and_then(|name| self.fetches.get(name))
+            .and_then(|msgs| msgs.get(usize::try_from(index).ok()?));
+        match message {
+            Some(message) => {
+                let reply = Datagram::Stored {
+                    id,
+                    index,
+                    message: message.clone(),
+                };
+                self.send(from, &reply);
+            }
+            None => tracing::debug!(%from, index, "fetch of no stored message"),
+        }
+    }
+
+    /// The client has the first `count` stored messages: delete them, then tell everyone it is
+    /// online.
+    pub(crate) fn on_fetch_done(&mut self, from: SocketAddr, id: MsgId, count: u32) {
+        if self.replay(from, id) {
+            return;
+        }
+        let Some(name) = self.clients.online_at(from).cloned() else {
+            self.answer(
+                from,
+                id,
+                Datagram::Refused {
+                    id,
+                    reason: Refusal::NotRegistered,
+                },
+            );
+            return;
+        };
+        if let Some(msgs) = self.fetches.remove(&name) {
+            let n = usize::try_from(count).unwrap_or(usize::MAX).min(msgs.len());
+            if let Err(e) = self.store.remove_first(&name, n) {
+                tracing::error!(%name, "cannot delete delivered messages: {e}");
+                self.fetches.insert(name, msgs);
+                return; // the client retries
+            }
+            tracing::info!(%name, delivered = n, "stored messages delivered and deleted");
+            self.table_dirty = true;
+        }
+        self.dedup.set(from, id, Seen::Pending);
+        self.after_commit.push((from, id, Datagram::Ack { id }));
+    }
+}

@@ -1,0 +1,109 @@
+//! Save-message requests: store a message for a recipient that is offline or does not answer.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, StoredMessage, Text};
+use offline_store::{Store, StoreError};
+
+use crate::Server;
+use crate::dedup::Seen;
+use crate::probe::Waiter;
+
+/// One save-message request, as it came in.
+#[derive(Debug)]
+pub(crate) struct SaveRequest {
+    pub id: MsgId,
+    pub sender: Name,
+    pub to: Name,
+    pub text: Text,
+    pub force: bool,
+}
+
+impl<S: Store> Server<S> {
+    pub(crate) fn on_save(&mut self, now: Instant, from: SocketAddr, req: SaveRequest) {
+        let SaveRequest {
+            id,
+            sender,
+            to,
+            text,
+            force,
+        } = req;
+        if self.replay(from, id) {
+            return;
+        }
+        if self.clients.online_at(from) != Some(&sender) {
+            self.answer(
+                from,
+                id,
+                Datagram::Refused {
+                    id,
+                    reason: Refusal::NotRegistered,
+                },
+            );
+            return;
+        }
+        let Some(entry) = self.clients.get(&to) else {
+            self.answer(
+                from,
+                id,
+                Datagram::Refused {
+                    id,
+                    reason: Refusal::UnknownRecipient,
+                },
+            );
+            return;
+        };
+        let msg = StoredMessage {
+            from: sender,
+            origin: Origin::Direct,
+            at: self.wall(now),
+            text,
+        };
+        self.dedup.set(from, id, Seen::Pending);
+        if entry.online && !force {
+            self.probe(
+                now,
+                &to,
+                entry.addr,
+                Waiter::Save {
+                    from,
+                    id,
+                    to: to.clone(),
+                    msg,
+                },
+            );
+            return;
+        }
+        // A forced save is for a client that answers probes but not messages: marking it
+        // offline makes it register again and so fetch the message.
+        self.mark_gone(&to, entry.addr);
+        self.store_for(from, id, &to, msg);
+    }
+
+    /// Appends `msg` to `to`'s mailbox; the ACK leaves after the next sync.
+    pub(crate) fn store_for(&mut self, from: SocketAddr, id: MsgId, to: &Name, msg: StoredMessage) {
+        match self.store.append(to, &msg) {
+            Ok(()) => {
+                tracing::info!(%to, from = %msg.from, "message saved");
+                self.after_commit.push((from, id, Datagram::Ack { id }));
+            }
+            Err(StoreError::MailboxFull { .. }) => {
+                tracing::warn!(%to, from = %msg.from, "mailbox full, message refused");
+                self.answer(
+                    from,
+                    id,
+                    Datagram::Refused {
+                        id,
+                        reason: Refusal::MailboxFull,
+                    },
+                );
+            }
+            Err(e) => {
+                // Not acknowledged and forgotten: the sender's retransmission tries again.
+                tracing::error!(%to, "cannot store a message: {e}");
+                self.dedup.forget(from, id);
+            }
+        }
+    }
+}

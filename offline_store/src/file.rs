@@ -1,0 +1,274 @@
+//! [`FileStore`]: mailboxes as append-only files in one directory, with group commit.
+//!
+//! This module owns the files: opening, appending, syncing, rewriting and removing them, and
+//! the in-memory cache of each mailbox's usage. It must not hold whole mailboxes in memory, nor
+//! keep file handles open past a sync.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, ErrorKind, Write as _};
+use std::path::{Path, PathBuf};
+
+use chat_proto::{Name, StoredMessage};
+
+use crate::record::{self, Line, Lines};
+use crate::{Limits, Store, StoreError, Usage, file_name};
+
+/// What the store knows about one mailbox file, from its last full scan and the writes since.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mailbox {
+    /// Readable records and their bytes.
+    usage: Usage,
+    /// Whether the file exists.
+    exists: bool,
+    /// Set when the file ends in a torn record: the offset just past its last complete line,
+    /// to cut the file back to before the next append.
+    torn_at: Option<u64>,
+}
+
+/// Mailboxes stored as one `<file_name>.mbox` file per recipient in a directory.
+#[derive(Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+    limits: Limits,
+    /// Usage cache, filled by the first scan of each mailbox and kept exact after.
+    boxes: HashMap<Name, Mailbox>,
+    /// Open handles of files appended to since the last sync.
+    dirty: HashMap<Name, File>,
+    /// A mailbox file was created since the last sync: the directory needs a sync too.
+    dir_dirty: bool,
+}
+
+impl FileStore {
+    /// Opens the store in `dir`, creating the directory (and its parents) if missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the directory cannot be created.
+    pub fn open(dir: impl Into<PathBuf>, limits: Limits) -> Result<Self, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
+        Ok(Self {
+            dir,
+            limits,
+            boxes: HashMap::new(),
+            dirty: HashMap::new(),
+            dir_dirty: false,
+        })
+    }
+
+    /// The directory holding the mailboxes.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of `name`'s mailbox file (which may not exist): always directly in [`Self::dir`].
+    pub fn mailbox_path(&self, name: &Name) -> PathBuf {
+        self.dir.join(format!("{}.mbox", file_name(name)))
+    }
+
+    /// How many file handles are open (those of files appended to since the last sync).
+    #[cfg(test)]
+    pub(crate) fn open_handles(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// The cached state of `name`'s mailbox, scanning the file the first time.
+    fn mailbox(&mut self, name: &Name) -> Result<Mailbox, StoreError> {
+        if let Some(mb) = self.boxes.get(name) {
+            return Ok(*mb);
+        }
+        let mb = self.scan(name, |_| {})?;
+        self.boxes.insert(name.clone(), mb);
+        Ok(mb)
+    }
+
+    /// Reads `name`'s whole mailbox, passing each readable record to `each`, and returns its
+    /// state. Skipped lines are logged.
+    fn scan(
+        &self,
+        name: &Name,
+        mut each: impl FnMut(StoredMessage),
+    ) -> Result<Mailbox, StoreError> {
+        let path = self.mailbox_path(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Mailbox::default()),
+            Err(e) => return Err(StoreError::io("open", path)(e)),
+        };
+        let mut mb = Mailbox {
+            exists: true,
+            ..Mailbox::default()
+        };
+        let mut lines = Lines::new(BufReader::new(file));
+        while let Some(line) = lines.next_line().map_err(StoreError::io("read", &path))? {
+            match line {
+                Line::Record(msg) => {
+                    mb.usage.count += 1;
+                    mb.usage.bytes += lines.raw().len() as u64;
+                    each(msg);
+                }
+                Line::Corrupt(why) => {
+                    tracing::warn!(path = %path.display(), line = lines.number, "skipping corrupt record: {why}");
+                }
+                Line::Torn => {
+                    tracing::warn!(path = %path.display(), line = lines.number, "skipping torn last record");
+                    mb.torn_at = Some(lines.end);
+                }
+            }
+        }
+        Ok(mb)
+    }
+
+    /// Opens `name`'s file for appending (once per sync), cutting off a torn tail first.
+    fn writer(&mut self, name: &Name, mb: &mut Mailbox) -> Result<&mut File, StoreError> {
+        let path = self.mailbox_path(name);
+        let slot = match self.dirty.entry(name.clone()) {
+            Entry::Occupied(open) => return Ok(open.into_mut()),
+            Entry::Vacant(slot) => slot,
+        };
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(StoreError::io("open", &path))?;
+        if let Some(end) = mb.torn_at {
+            file.set_len(end)
+                .map_err(StoreError::io("truncate", &path))?;
+            mb.torn_at = None;
+        }
+        if !mb.exists {
+            self.dir_dirty = true;
+            mb.exists = true;
+        }
+        Ok(slot.insert(file))
+    }
+
+    /// Syncs the store's directory, so created, renamed and removed files stay so.
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io("sync directory", &self.dir))
+    }
+
+    /// Writes `name`'s records after the first `n` readable ones to a temporary file and
+    /// returns it with the usage it holds.
+    fn write_rest(&self, name: &Name, n: usize, tmp: &Path) -> Result<Usage, StoreError> {
+        let path = self.mailbox_path(name);
+        let file = File::open(&path).map_err(StoreError::io("open", &path))?;
+        let out = File::create(tmp).map_err(StoreError::io("create", tmp))?;
+        let mut out = BufWriter::new(out);
+        let mut lines = Lines::new(BufReader::new(file));
+        let (mut seen, mut kept) = (0, Usage::default());
+        while let Some(line) = lines.next_line().map_err(StoreError::io("read", &path))? {
+            if let Line::Record(_) = line {
+                seen += 1;
+                if seen > n {
+                    out.write_all(lines.raw())
+                        .map_err(StoreError::io("write", tmp))?;
+                    kept.count += 1;
+                    kept.bytes += lines.raw().len() as u64;
+                }
+            }
+        }
+        let out = out
+            .into_inner()
+            .map_err(|e| StoreError::io("write", tmp)(e.into_error()))?;
+        out.sync_data().map_err(StoreError::io("sync", tmp))?;
+        Ok(kept)
+    }
+}
+
+impl Store for FileStore {
+    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+        let path = self.mailbox_path(to);
+        let line = record::encode(msg).map_err(|e| StoreError::io("encode", &path)(e.into()))?;
+        let mut mb = self.mailbox(to)?;
+        self.limits.check(to, mb.usage, line.len() as u64)?;
+        let written = self.writer(to, &mut mb).and_then(|file| {
+            file.write_all(&line)
+                .map_err(StoreError::io("write", &path))
+        });
+        if let Err(e) = written {
+            // The file may now end in a partial record: forget what we know and rescan.
+            self.boxes.remove(to);
+            self.dirty.remove(to);
+            return Err(e);
+        }
+        mb.usage.count += 1;
+        mb.usage.bytes += line.len() as u64;
+        self.boxes.insert(to.clone(), mb);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        let mut first_err = None;
+        for (name, file) in self.dirty.drain() {
+            if let Err(e) = file.sync_data() {
+                let path = self.dir.join(format!("{}.mbox", file_name(&name)));
+                first_err.get_or_insert(StoreError::io("sync", path)(e));
+            }
+        }
+        if self.dir_dirty {
+            match self.sync_dir() {
+                Ok(()) => self.dir_dirty = false,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut out = Vec::new();
+        let mb = self.scan(to, |msg| out.push(msg))?;
+        self.boxes.insert(to.clone(), mb);
+        Ok(out)
+    }
+
+    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
+        let mb = self.mailbox(to)?;
+        if n == 0 || !mb.exists {
+            return Ok(());
+        }
+        // The file is replaced: appends since the last sync are copied (or removed) with it.
+        self.dirty.remove(to);
+        let path = self.mailbox_path(to);
+        let kept = if n >= mb.usage.count {
+            Usage::default()
+        } else {
+            let tmp = self.dir.join(format!("{}.tmp", file_name(to)));
+            let kept = self.write_rest(to, n, &tmp);
+            let kept = kept.and_then(|kept| {
+                fs::rename(&tmp, &path).map_err(StoreError::io("rename", &tmp))?;
+                Ok(kept)
+            });
+            if kept.is_err() {
+                let _ = fs::remove_file(&tmp);
+                self.boxes.remove(to);
+            }
+            kept?
+        };
+        if kept.count == 0 {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    self.boxes.remove(to);
+                    return Err(StoreError::io("remove", path)(e));
+                }
+                _ => {}
+            }
+        }
+        let mb = Mailbox {
+            usage: kept,
+            exists: kept.count > 0,
+            torn_at: None,
+        };
+        self.boxes.insert(to.clone(), mb);
+        self.sync_dir()
+    }
+
+    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError> {
+        Ok(self.mailbox(to)?.usage)
+    }
+}

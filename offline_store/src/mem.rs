@@ -1,0 +1,76 @@
+//! [`MemStore`]: the [`Store`] semantics, limits included, without files, for unit tests.
+//!
+//! This module must not touch the file system.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use chat_proto::{Name, StoredMessage};
+
+use crate::{Limits, Store, StoreError, Usage, file_name, record};
+
+/// Mailboxes held in memory; [`Store::sync`] does nothing. Usage bytes are those the records
+/// would take in a [`crate::FileStore`].
+#[derive(Debug, Default)]
+pub struct MemStore {
+    limits: Limits,
+    /// Each mailbox's messages with the length of their record line.
+    boxes: HashMap<Name, VecDeque<(StoredMessage, u64)>>,
+}
+
+impl MemStore {
+    /// An empty store with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            boxes: HashMap::new(),
+        }
+    }
+
+    fn usage_of(&self, to: &Name) -> Usage {
+        self.boxes.get(to).map_or_else(Usage::default, |b| Usage {
+            count: b.len(),
+            bytes: b.iter().map(|(_, len)| len).sum(),
+        })
+    }
+}
+
+impl Store for MemStore {
+    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+        let len = record::encode(msg)
+            .map_err(|e| StoreError::io("encode", PathBuf::from(file_name(to)))(e.into()))?
+            .len() as u64;
+        self.limits.check(to, self.usage_of(to), len)?;
+        self.boxes
+            .entry(to.clone())
+            .or_default()
+            .push_back((msg.clone(), len));
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .boxes
+            .get(to)
+            .map(|b| b.iter().map(|(m, _)| m.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
+        if let Some(b) = self.boxes.get_mut(to) {
+            b.drain(..n.min(b.len()));
+            if b.is_empty() {
+                self.boxes.remove(to);
+            }
+        }
+        Ok(())
+    }
+
+    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError> {
+        Ok(self.usage_of(to))
+    }
+}

@@ -1,0 +1,392 @@
+//! Unit tests for both stores, the file name encoding and the record format.
+
+use std::fs;
+use std::path::Path;
+
+use chat_proto::{Name, Origin, StoredMessage, Text};
+use chrono::DateTime;
+
+use crate::{FileStore, Limits, MemStore, Store, StoreError, Usage, file_name, record};
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("valid name")
+}
+
+fn msg(i: u32) -> StoredMessage {
+    StoredMessage {
+        from: name("alice"),
+        origin: if i % 2 == 0 {
+            Origin::Direct
+        } else {
+            Origin::Channel
+        },
+        at: DateTime::from_timestamp(1_800_000_000 + i64::from(i), 0).expect("valid time"),
+        text: Text::new(format!("hello number {i} \"quoted\" λ")).expect("valid text"),
+    }
+}
+
+fn msgs(range: std::ops::Range<u32>) -> Vec<StoredMessage> {
+    range.map(msg).collect()
+}
+
+fn line_len(i: u32) -> u64 {
+    record::encode(&msg(i)).expect("encodes").len() as u64
+}
+
+fn append_all(store: &mut impl Store, to: &Name, range: std::ops::Range<u32>) {
+    for i in range {
+        store.append(to, &msg(i)).expect("append");
+    }
+}
+
+fn open(dir: &Path) -> FileStore {
+    FileStore::open(dir, Limits::default()).expect("open store")
+}
+
+#[test]
+fn append_load_keeps_order_across_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("nested/mail");
+    let bob = name("bob");
+    let mut store = open(&dir);
+    assert_eq!(store.load(&bob).expect("load"), vec![]);
+    append_all(&mut store, &bob, 0..150);
+    // Written at once: visible before the sync.
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..150));
+    store.sync().expect("sync");
+    assert_eq!(store.open_handles(), 0, "handles are closed after a sync");
+    append_all(&mut store, &bob, 150..200);
+    store.sync().expect("sync");
+    let usage = store.usage(&bob).expect("usage");
+    drop(store);
+
+    let mut again = open(&dir);
+    assert_eq!(again.usage(&bob).expect("usage"), usage);
+    assert_eq!(usage.count, 200);
+    assert_eq!(
+        usage.bytes,
+        fs::metadata(again.mailbox_path(&bob)).expect("meta").len()
+    );
+    assert_eq!(again.load(&bob).expect("load"), msgs(0..200));
+}
+
+#[test]
+fn remove_first_partial_then_all() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..5);
+    store.sync().expect("sync");
+    store.remove_first(&bob, 2).expect("remove 2");
+    assert_eq!(store.load(&bob).expect("load"), msgs(2..5));
+    let usage = store.usage(&bob).expect("usage");
+    assert_eq!(open(tmp.path()).usage(&bob).expect("usage"), usage);
+    assert_eq!(usage.bytes, line_len(2) + line_len(3) + line_len(4));
+    // Unsynced appends survive a partial removal, and later appends go to the new file.
+    store.append(&bob, &msg(5)).expect("append");
+    store.remove_first(&bob, 1).expect("remove 1");
+    store.append(&bob, &msg(6)).expect("append");
+    store.sync().expect("sync");
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(3..7));
+
+    store.remove_first(&bob, 100).expect("remove all");
+    assert!(!store.mailbox_path(&bob).exists(), "file removed");
+    assert_eq!(store.load(&bob).expect("load"), vec![]);
+    assert_eq!(store.usage(&bob).expect("usage"), Usage::default());
+    let leftovers: Vec<_> = fs::read_dir(tmp.path()).expect("read dir").collect();
+    assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
+    store.remove_first(&bob, 1).expect("remove from no mailbox");
+}
+
+#[test]
+fn count_limit_refuses_and_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let limits = Limits {
+        max_messages: 3,
+        ..Limits::default()
+    };
+    let mut store = FileStore::open(tmp.path(), limits).expect("open");
+    append_all(&mut store, &bob, 0..3);
+    let before = fs::read(store.mailbox_path(&bob)).expect("read");
+    let err = store.append(&bob, &msg(3)).expect_err("full");
+    assert!(
+        matches!(&err, StoreError::MailboxFull { name, limit } if *name == bob && limit == "3 messages"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "mailbox of bob is full (3 messages)");
+    assert_eq!(fs::read(store.mailbox_path(&bob)).expect("read"), before);
+    // A fresh scan sees the same, and other mailboxes are not affected.
+    let mut again = FileStore::open(tmp.path(), limits).expect("open");
+    assert!(again.append(&bob, &msg(3)).is_err());
+    again
+        .append(&name("carol"), &msg(3))
+        .expect("other mailbox");
+    again.remove_first(&bob, 1).expect("remove");
+    again.append(&bob, &msg(3)).expect("room again");
+    assert_eq!(again.load(&bob).expect("load"), msgs(1..4));
+}
+
+#[test]
+fn byte_limit_refuses_and_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let max_bytes = line_len(0) + line_len(1) + line_len(2) - 1;
+    let limits = Limits {
+        max_bytes,
+        ..Limits::default()
+    };
+    let mut store = FileStore::open(tmp.path(), limits).expect("open");
+    append_all(&mut store, &bob, 0..2);
+    let err = store.append(&bob, &msg(2)).expect_err("full");
+    assert_eq!(
+        err.to_string(),
+        format!("mailbox of bob is full ({max_bytes} bytes)")
+    );
+    let len = fs::metadata(store.mailbox_path(&bob)).expect("meta").len();
+    assert_eq!(len, line_len(0) + line_len(1));
+    assert_eq!(store.usage(&bob).expect("usage").bytes, len);
+    // Refused on a new, empty mailbox too: no file is created.
+    let tiny = Limits {
+        max_bytes: 10,
+        ..Limits::default()
+    };
+    let mut store = FileStore::open(tmp.path(), tiny).expect("open");
+    assert!(store.append(&name("carol"), &msg(0)).is_err());
+    assert!(!store.mailbox_path(&name("carol")).exists());
+}
+
+#[test]
+fn file_names_are_safe() {
+    let cases = [
+        ("bob", "bob"),
+        ("Bob", "%42ob"),
+        ("..", "%2E%2E"),
+        ("a/b", "a%2Fb"),
+        ("a\\b", "a%5Cb"),
+        ("%41", "%2541"),
+        ("x_y-9", "x_y-9"),
+        ("李", "%E6%9D%8E"),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = open(tmp.path());
+    for (raw, encoded) in cases {
+        let n = name(raw);
+        assert_eq!(file_name(&n), encoded, "{raw}");
+        let path = store.mailbox_path(&n);
+        assert_eq!(path.parent(), Some(tmp.path()), "{raw}");
+        assert_eq!(
+            path.file_name().and_then(|f| f.to_str()),
+            Some(&*format!("{encoded}.mbox"))
+        );
+    }
+    assert_ne!(
+        file_name(&name("Bob")).to_lowercase(),
+        file_name(&name("bob"))
+    );
+    // Long non-ASCII names switch to the base32 form and stay under 255 bytes.
+    let cyrillic = name(&"Ж".repeat(32));
+    assert!(file_name(&cyrillic).starts_with("%D0%96"));
+    for ch in ["李", "😀"] {
+        let longest = name(&ch.repeat(32));
+        let stem = file_name(&longest);
+        assert!(stem.starts_with('='), "{stem}");
+        assert!(stem.len() + ".mbox".len() < 255, "{stem}");
+        assert_eq!(store.mailbox_path(&longest).parent(), Some(tmp.path()));
+    }
+    assert_ne!(
+        file_name(&name(&"李".repeat(31))),
+        file_name(&name(&"李".repeat(32)))
+    );
+    assert_eq!(
+        file_name(&name(&"李".repeat(22))).len(),
+        198,
+        "still the %XX form"
+    );
+}
+
+#[test]
+fn torn_tail_is_skipped_then_cut_before_the_next_append() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
+    let path = store.mailbox_path(&bob);
+    drop(store);
+    let cut = line_len(0) + line_len(1) + line_len(2) / 2;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(cut))
+        .expect("chop");
+
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..2));
+    assert_eq!(store.usage(&bob).expect("usage").count, 2);
+    store.append(&bob, &msg(3)).expect("append");
+    store.sync().expect("sync");
+    let want = vec![msg(0), msg(1), msg(3)];
+    assert_eq!(store.load(&bob).expect("load"), want);
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), want);
+    let len = fs::metadata(&path).expect("meta").len();
+    assert_eq!(len, line_len(0) + line_len(1) + line_len(3));
+
+    // Same when the first thing after the restart is the append (no load before).
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(len - 3))
+        .expect("chop");
+    let mut store = open(tmp.path());
+    store.append(&bob, &msg(4)).expect("append");
+    assert_eq!(
+        store.load(&bob).expect("load"),
+        vec![msg(0), msg(1), msg(4)]
+    );
+}
+
+#[test]
+fn corrupt_middle_record_is_skipped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
+    let path = store.mailbox_path(&bob);
+    let mut bytes = fs::read(&path).expect("read");
+    let at = usize::try_from(line_len(0) + 20).expect("small");
+    bytes[at] ^= 0x01;
+    fs::write(&path, bytes).expect("write");
+
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(2)]);
+    assert_eq!(store.usage(&bob).expect("usage").count, 2);
+    store.append(&bob, &msg(3)).expect("append");
+    assert_eq!(
+        store.load(&bob).expect("load"),
+        vec![msg(0), msg(2), msg(3)]
+    );
+    store.remove_first(&bob, 1).expect("remove");
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(2), msg(3)]);
+}
+
+#[test]
+fn records_round_trip_and_reject_garbage() {
+    let line = record::encode(&msg(7)).expect("encode");
+    assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+    assert_eq!(line.last(), Some(&b'\n'));
+    assert_eq!(record::decode(&line).expect("decode"), msg(7));
+    let json = &line[9..line.len() - 1];
+    assert_eq!(
+        &line[..9],
+        format!("{:08x} ", crc32fast::hash(json)).as_bytes()
+    );
+    for bad in [
+        &b""[..],
+        b"\n",
+        b"12345678",
+        b"zzzzzzzz {}",
+        b"00000000 {}",
+        b"ABCDEF01 {}",
+    ] {
+        assert!(record::decode(bad).is_err(), "{bad:?}");
+    }
+    let crc = format!("{:08x} {{}}", crc32fast::hash(b"{}"));
+    assert!(
+        record::decode(crc.as_bytes()).is_err(),
+        "valid crc, not a message"
+    );
+}
+
+/// One sequence of operations; the result (every load and usage) must be the same for both.
+fn scenario(store: &mut impl Store) -> Vec<String> {
+    let (bob, carol) = (name("bob"), name("Carol"));
+    let mut log = Vec::new();
+    let note = |store: &mut dyn Store, log: &mut Vec<String>, step: &str| {
+        for who in [&bob, &carol] {
+            let loaded = store.load(who).expect("load");
+            let usage = store.usage(who).expect("usage");
+            log.push(format!("{step} {who}: {loaded:?} {usage:?}"));
+        }
+    };
+    note(store, &mut log, "empty");
+    append_all(store, &bob, 0..4);
+    append_all(store, &carol, 10..12);
+    store.sync().expect("sync");
+    note(store, &mut log, "appended");
+    let full = store.append(&bob, &msg(4)).expect_err("count limit");
+    log.push(full.to_string());
+    let big = StoredMessage {
+        text: Text::new("x".repeat(2000)).expect("text"),
+        ..msg(20)
+    };
+    log.push(
+        store
+            .append(&carol, &big)
+            .expect_err("byte limit")
+            .to_string(),
+    );
+    store.remove_first(&bob, 3).expect("remove");
+    store.remove_first(&carol, 0).expect("remove none");
+    note(store, &mut log, "removed");
+    store.append(&bob, &msg(5)).expect("append");
+    store.remove_first(&carol, 9).expect("remove all");
+    store.sync().expect("sync");
+    note(store, &mut log, "end");
+    log
+}
+
+#[test]
+fn mem_store_behaves_like_file_store() {
+    let limits = Limits {
+        max_messages: 4,
+        max_bytes: 1000,
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let from_file = scenario(&mut FileStore::open(tmp.path(), limits).expect("open"));
+    let from_mem = scenario(&mut MemStore::new(limits));
+    assert_eq!(from_file, from_mem);
+    assert!(from_file.contains(&"mailbox of bob is full (4 messages)".to_owned()));
+    assert!(from_file.contains(&"mailbox of Carol is full (1000 bytes)".to_owned()));
+    assert!(
+        from_file
+            .last()
+            .is_some_and(|l| l.starts_with("end Carol: [] Usage { count: 0, bytes: 0 }"))
+    );
+}
+
+#[test]
+fn default_limits() {
+    let l = Limits::default();
+    assert_eq!((l.max_messages, l.max_bytes), (10_000, 16 * 1024 * 1024));
+}
+
+#[test]
+fn overlong_garbage_lines_are_skipped_without_losing_neighbours() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    store.append(&bob, &msg(0)).expect("append");
+    let path = store.mailbox_path(&bob);
+    drop(store);
+    let mut bytes = fs::read(&path).expect("read");
+    bytes.extend(std::iter::repeat_n(b'x', 600 * 1024));
+    bytes.push(b'\n');
+    bytes.extend(record::encode(&msg(1)).expect("encode"));
+    bytes.extend(std::iter::repeat_n(b'y', 600 * 1024));
+    fs::write(&path, bytes).expect("write");
+
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..2));
+    store.append(&bob, &msg(2)).expect("append");
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..3));
+    store.remove_first(&bob, 1).expect("remove");
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(1..3));
+    let len = fs::metadata(&path).expect("meta").len();
+    assert_eq!(
+        len,
+        line_len(1) + line_len(2),
+        "garbage dropped by the rewrite"
+    );
+}
