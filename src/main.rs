@@ -1,2 +1,147 @@
-//! placeholder
-fn main() {}
+//! `chatapp`: the one program users run, as the server (`-s`) or a client (`-c`).
+//!
+//! A thin `main`: parse and check the arguments, set up logging, bind the socket, map
+//! Ctrl+C/SIGTERM/SIGHUP to a shutdown token, and hand over to `chat_server::run` or
+//! `chat_client::run`.
+
+mod args;
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use offline_store::{FileStore, Limits};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::args::{Mode, Options};
+
+fn main() -> ExitCode {
+    let opts = match args::parse(std::env::args_os()) {
+        Ok(opts) => opts,
+        Err(exit) => return exit,
+    };
+    init_logging(&opts);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        match &opts.mode {
+            Mode::Server { port } => serve(*port, &opts, shutdown).await,
+            Mode::Client { name, server, port } => {
+                chat(name, *server, *port, &opts, shutdown).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(&e),
+    }
+}
+
+async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result<u8, String> {
+    let limits = Limits {
+        max_messages: opts.max_messages,
+        max_bytes: opts.max_mailbox_bytes,
+    };
+    let dir = opts.data_dir.join("mailboxes");
+    let store =
+        FileStore::open(&dir, limits).map_err(|e| format!("cannot open the message store: {e}"))?;
+    let socket = bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        "chatapp server listening on {local}, messages in {}",
+        dir.display()
+    );
+    let cfg = chat_server::Config {
+        ack_timeout: opts.ack_timeout,
+        retries: opts.retries,
+        ..Default::default()
+    };
+    chat_server::run(socket, store, cfg, shutdown)
+        .await
+        .map_err(|e| format!("server stopped: {e}"))?;
+    Ok(0)
+}
+
+async fn chat(
+    name: &chat_proto::Name,
+    server: SocketAddr,
+    port: u16,
+    opts: &Options,
+    shutdown: CancellationToken,
+) -> Result<u8, String> {
+    let any: IpAddr = if server.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = bind(SocketAddr::new(any, port)).await?;
+    let history = std::fs::create_dir_all(&opts.data_dir)
+        .ok()
+        .map(|()| opts.data_dir.join(format!("{name}.history")));
+    let cfg = chat_client::Config {
+        ack_timeout: opts.ack_timeout,
+        retries: opts.retries,
+    };
+    let code = chat_client::run(socket, cfg, name.clone(), server, history, shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(u8::try_from(code).unwrap_or(1))
+}
+
+async fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
+    UdpSocket::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on UDP port {}: {e}", addr.port()))
+}
+
+fn init_logging(opts: &Options) {
+    let filter = EnvFilter::try_new(&opts.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
+/// Ctrl+C, SIGTERM or SIGHUP (a closed terminal): stop at once, a silent leave.
+async fn on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Keeps `Duration` in the public option types readable.
+pub(crate) fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}

@@ -1,1 +1,22 @@
-//! placeholder
+//! ChatApp's client: the local client table, direct sends with ACK, retry and fallback to the
+//! server, the channel, the commands, and what the user is shown.
+//!
+//! [`Client`] is the sans-IO core (no socket, no clock, no terminal); [`run`] drives it over a
+//! bound UDP socket, reading commands from a terminal (with line editing) or a script.
+
+mod command;
+mod core;
+mod driver;
+mod event;
+mod output;
+mod recent;
+mod send;
+mod session;
+
+pub use crate::command::{Command, CommandError, parse};
+pub use crate::core::{Client, Config};
+pub use crate::event::Event;
+pub use driver::run;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,324 @@
+//! The client's sans-IO core: registration, the local table, and every send with its ACK,
+//! retries and fallback, with no socket and no clock.
+//!
+//! Inputs are [`Client::handle_datagram`], [`Client::handle_command`], [`Client::handle_timeout`]
+//! and [`Client::handle_end_of_input`], each given `now`; outputs are [`Client::poll_transmit`],
+//! [`Client::poll_event`], [`Client::poll_timeout`] and [`Client::poll_exit`]. The flows live
+//! beside this file: `session.rs` (register, dereg, fetch, table) and `send.rs` (direct, save,
+//! channel).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_proto::{Datagram, MsgId, Name, Table, encode};
+
+use crate::command::Command;
+use crate::event::Event;
+use crate::recent::Recent;
+use crate::send::Outgoing;
+use crate::session::Fetch;
+
+/// How the client times its retries.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// How long to wait for each ACK.
+    pub ack_timeout: Duration,
+    /// Retransmissions after the first send before giving up.
+    pub retries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_millis(500),
+            retries: 5,
+        }
+    }
+}
+
+/// Where the client stands with the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// The first registration has not been answered yet.
+    Joining,
+    /// Registered: messages, probes and tables are answered.
+    Online,
+    /// After `dereg`: to everyone else the client is gone.
+    Offline,
+}
+
+/// What a request in flight is for: decides what its answer or its timeout means.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Register,
+    Dereg { then_exit: bool },
+    Direct(Outgoing),
+    Save(Outgoing),
+    Channel,
+    Fetch,
+    FetchDone,
+}
+
+/// A datagram sent and not yet answered.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub to: SocketAddr,
+    pub kind: Kind,
+    bytes: Vec<u8>,
+    next_at: Instant,
+    left: u32,
+}
+
+/// The client's state.
+#[derive(Debug)]
+pub struct Client {
+    pub(crate) cfg: Config,
+    pub(crate) me: Name,
+    pub(crate) server: SocketAddr,
+    pub(crate) status: Status,
+    pub(crate) table: Option<Table>,
+    /// The table version that first shows this client online after its last registration.
+    pub(crate) registered_version: u64,
+    /// Commands wait here while the client registers, fetches, or waits for its first table.
+    queue: VecDeque<Command>,
+    /// Until when commands wait for the first table after registering.
+    pub(crate) table_wait: Option<Instant>,
+    pub(crate) fetch: Option<Fetch>,
+    pub(crate) requests: HashMap<MsgId, Request>,
+    pub(crate) chats_seen: Recent<(Name, MsgId)>,
+    pub(crate) channel_seen: Recent<MsgId>,
+    closing: bool,
+    exit: Option<i32>,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<Event>,
+    next_id: u64,
+}
+
+/// How many recent message ids are remembered to spot duplicates.
+const RECENT_IDS: usize = 16_384;
+
+impl Client {
+    /// A client named `me` that will register with `server`. `id_seed` should be random, so
+    /// that ids differ across restarts.
+    pub fn new(cfg: Config, me: Name, server: SocketAddr, id_seed: u64) -> Self {
+        Self {
+            cfg,
+            me,
+            server,
+            status: Status::Joining,
+            table: None,
+            registered_version: 0,
+            queue: VecDeque::new(),
+            table_wait: None,
+            fetch: None,
+            requests: HashMap::new(),
+            chats_seen: Recent::new(RECENT_IDS),
+            channel_seen: Recent::new(RECENT_IDS),
+            closing: false,
+            exit: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: id_seed,
+        }
+    }
+
+    /// Sends the first registration.
+    pub fn start(&mut self, now: Instant) {
+        self.register(now);
+    }
+
+    /// Handles one decoded datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
+        let from_server = from == self.server;
+        match d {
+            Datagram::Chat {
+                id,
+                from: sender,
+                text,
+            } => self.on_chat(from, id, sender, text),
+            Datagram::ChatAck { id } => self.on_chat_ack(from, id),
+            Datagram::Registered {
+                id,
+                version,
+                stored,
+            } if from_server => self.on_registered(now, id, version, stored),
+            Datagram::Refused { id, reason } if from_server => self.on_refused(id, reason),
+            Datagram::Ack { id } if from_server => self.on_ack(now, id),
+            Datagram::Exists { id, table } if from_server => self.on_exists(now, id, table),
+            Datagram::Stored { id, index, message } if from_server => {
+                self.on_stored(now, id, index, message)
+            }
+            Datagram::Table(table) if from_server => self.on_table(now, table),
+            Datagram::Probe { id } if from_server => self.on_probe(id),
+            Datagram::Channel {
+                id,
+                from: sender,
+                text,
+            } if from_server => self.on_channel(id, sender, text),
+            other => tracing::debug!(%from, "dropped an unexpected datagram: {other:?}"),
+        }
+        self.settle(now);
+    }
+
+    /// Runs one command now, or queues it while the client is still registering.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        self.queue.push_back(cmd);
+        self.settle(now);
+    }
+
+    /// Shows `text` to the user (a command that did not parse, for instance).
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.emit(Event::Notice(text.into()));
+    }
+
+    /// Input has ended: finish what is in flight, then exit 0 (a silent leave).
+    pub fn handle_end_of_input(&mut self, now: Instant) {
+        self.closing = true;
+        self.settle(now);
+    }
+
+    /// Retransmits and gives up on whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<MsgId> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.next_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(r) = self.requests.get_mut(&id) else {
+                continue;
+            };
+            if r.left > 0 {
+                r.left -= 1;
+                r.next_at = now + self.cfg.ack_timeout;
+                self.out.push_back((r.to, r.bytes.clone()));
+            } else if let Some(r) = self.requests.remove(&id) {
+                self.on_gave_up(now, r.kind);
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The next datagram to send, encoded.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.out.pop_front()
+    }
+
+    /// The next thing to show the user.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.requests
+            .values()
+            .map(|r| r.next_at)
+            .chain(self.table_wait)
+            .min()
+    }
+
+    /// The exit code, once the client is done.
+    pub fn poll_exit(&self) -> Option<i32> {
+        self.exit
+    }
+
+    pub(crate) fn emit(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
+    /// Stops the client with `code` after `e` is shown.
+    pub(crate) fn exit_with(&mut self, code: i32, e: Option<Event>) {
+        if let Some(e) = e {
+            self.emit(e);
+        }
+        self.exit.get_or_insert(code);
+    }
+
+    pub(crate) fn fresh_id(&mut self) -> MsgId {
+        self.next_id = self.next_id.wrapping_add(1);
+        MsgId(self.next_id)
+    }
+
+    /// Sends `d` (whose id is `id`) to `to` and retries it until answered or given up.
+    /// Returns false, having told the user, if it cannot be encoded.
+    pub(crate) fn request(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        id: MsgId,
+        d: &Datagram,
+        kind: Kind,
+    ) -> bool {
+        let bytes = match encode(d) {
+            Ok(b) => b,
+            Err(e) => {
+                self.notice(format!("Message too long to send: {e}."));
+                return false;
+            }
+        };
+        self.out.push_back((to, bytes.clone()));
+        let next_at = now + self.cfg.ack_timeout;
+        self.requests.insert(
+            id,
+            Request {
+                to,
+                kind,
+                bytes,
+                next_at,
+                left: self.cfg.retries,
+            },
+        );
+        true
+    }
+
+    /// Sends `d` once, no answer expected (ACKs).
+    pub(crate) fn send_once(&mut self, to: SocketAddr, d: &Datagram) {
+        match encode(d) {
+            Ok(bytes) => self.out.push_back((to, bytes)),
+            Err(e) => tracing::error!("cannot encode {d:?}: {e}"),
+        }
+    }
+
+    /// Takes the request `id` if it is one of ours sent to `from`.
+    pub(crate) fn answered(&mut self, id: MsgId, from: SocketAddr) -> Option<Kind> {
+        if self.requests.get(&id).is_none_or(|r| r.to != from) {
+            tracing::debug!(%from, %id, "answer to no request in flight");
+            return None;
+        }
+        self.requests.remove(&id).map(|r| r.kind)
+    }
+
+    /// Whether commands can run now, rather than wait in the queue.
+    fn settled(&self, now: Instant) -> bool {
+        let registering = self
+            .requests
+            .values()
+            .any(|r| matches!(r.kind, Kind::Register));
+        let awaiting_table = self.table_wait.is_some_and(|t| now < t)
+            && self
+                .table
+                .as_ref()
+                .is_none_or(|t| t.version < self.registered_version);
+        !registering && self.fetch.is_none() && !awaiting_table && self.status != Status::Joining
+    }
+
+    /// Runs queued commands once the client is settled, and exits at the end of input once
+    /// nothing is left in flight.
+    fn settle(&mut self, now: Instant) {
+        if self.table_wait.is_some_and(|t| now >= t) {
+            self.table_wait = None;
+        }
+        while self.exit.is_none() && self.settled(now) {
+            let Some(cmd) = self.queue.pop_front() else {
+                break;
+            };
+            self.run_command(now, cmd);
+        }
+        if self.closing && self.queue.is_empty() && self.requests.is_empty() && self.settled(now) {
+            self.exit.get_or_insert(0);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The terminal side: where commands come from and where lines go. The only module that
+//! prints.
+//!
+//! On a terminal, rustyline gives the prompt line editing and history, and incoming lines are
+//! printed above the line being typed. Otherwise (a script, a pipe) commands are read line by
+//! line and every event is written as its own line and flushed at once, with no prompt.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use rustyline::error::ReadlineError;
+use tokio::sync::mpsc;
+
+/// The prompt.
+const PROMPT: &str = ">>> ";
+
+/// What the user did.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A line was entered.
+    Line(String),
+    /// A line that is not UTF-8.
+    Unreadable,
+    /// End of input (Ctrl+D, end of a script): finish what is in flight, then leave.
+    End,
+    /// Ctrl+C at the prompt: leave now.
+    Interrupt,
+}
+
+/// Where output lines go.
+pub(crate) enum Printer {
+    Plain(io::Stdout),
+    Terminal {
+        printer: Box<dyn rustyline::ExternalPrinter + Send>,
+        saved: Option<TermState>,
+    },
+}
+
+impl Printer {
+    /// Prints one event's lines.
+    ///
+    /// # Errors
+    /// The output is gone (a closed terminal or pipe).
+    pub fn print(&mut self, lines: String) -> io::Result<()> {
+        match self {
+            Self::Plain(out) => {
+                let mut out = out.lock();
+                writeln!(out, "{lines}")?;
+                out.flush()
+            }
+            Self::Terminal { printer, .. } => printer
+                .print(format!("{lines}\n"))
+                .map_err(io::Error::other),
+        }
+    }
+
+    /// Puts the terminal back as it was, in case the process exits while a line is edited.
+    pub fn restore(&mut self) {
+        if let Self::Terminal {
+            saved: Some(state), ..
+        } = self
+        {
+            state.restore();
+        }
+    }
+}
+
+/// Starts reading commands on a thread of their own; `history` is where a terminal's command
+/// history is kept.
+pub(crate) fn start(history: Option<PathBuf>) -> (mpsc::UnboundedReceiver<Input>, Printer) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    if io::stdin().is_terminal() {
+        match rustyline::DefaultEditor::new() {
+            Ok(mut editor) => match editor.create_external_printer() {
+                Ok(printer) => {
+                    let saved = TermState::save();
+                    std::thread::spawn(move || read_terminal(editor, history, &tx));
+                    return (
+                        rx,
+                        Printer::Terminal {
+                            printer: Box::new(printer),
+                            saved,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!("no line editing: {e}"),
+            },
+            Err(e) => tracing::warn!("no line editing: {e}"),
+        }
+    }
+    std::thread::spawn(move || read_plain(&tx));
+    (rx, Printer::Plain(io::stdout()))
+}
+
+fn read_terminal(
+    mut editor: rustyline::DefaultEditor,
+    history: Option<PathBuf>,
+    tx: &mpsc::UnboundedSender<Input>,
+) {
+    if let Some(path) = &history {
+        let _ = editor.load_history(path); // none yet is fine
+    }
+    loop {
+        let input = match editor.readline(PROMPT) {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                    if let Some(path) = &history {
+                        if let Err(e) = editor.save_history(path) {
+                            tracing::debug!("history not saved: {e}");
+                        }
+                    }
+                }
+                Input::Line(line)
+            }
+            Err(ReadlineError::Interrupted) => Input::Interrupt,
+            Err(ReadlineError::Eof) => Input::End,
+            Err(e) => {
+                tracing::warn!("terminal input failed: {e}");
+                Input::End
+            }
+        };
+        let last = matches!(input, Input::End | Input::Interrupt);
+        if tx.send(input).is_err() || last {
+            return;
+        }
+    }
+}
+
+fn read_plain(tx: &mpsc::UnboundedSender<Input>) {
+    let mut stdin = io::stdin().lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let input = match stdin.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => Input::End,
+            Ok(_) => match String::from_utf8(std::mem::take(&mut buf)) {
+                Ok(line) => Input::Line(line),
+                Err(_) => Input::Unreadable,
+            },
+        };
+        let last = matches!(input, Input::End);
+        if tx.send(input).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The terminal's settings before line editing changed them.
+pub(crate) struct TermState(#[cfg(unix)] nix::sys::termios::Termios);
+
+impl TermState {
+    #[cfg(unix)]
+    fn save() -> Option<Self> {
+        nix::sys::termios::tcgetattr(io::stdin()).ok().map(Self)
+    }
+
+    #[cfg(not(unix))]
+    fn save() -> Option<Self> {
+        None
+    }
+
+    fn restore(&self) {
+        #[cfg(unix)]
+        {
+            let _ = nix::sys::termios::tcsetattr(
+                io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &self.0,
+            );
+        }
+    }
+}

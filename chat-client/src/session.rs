@@ -1,0 +1,241 @@
+//! The client's standing with the server: registration (first, `reg`, and again when a table
+//! lists it offline), `dereg`, the fetch of stored messages, tables and probes.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chat_proto::{Datagram, MsgId, Refusal, StoredMessage, Table};
+
+use crate::core::{Client, Kind, Status};
+use crate::event::Event;
+
+/// How many stored messages are requested at once.
+const FETCH_WINDOW: u32 = 8;
+
+/// Stored messages being fetched after a registration.
+#[derive(Debug)]
+pub(crate) struct Fetch {
+    total: u32,
+    next_request: u32,
+    next_show: u32,
+    early: BTreeMap<u32, StoredMessage>,
+}
+
+impl Client {
+    pub(crate) fn register(&mut self, now: Instant) {
+        if self
+            .requests
+            .values()
+            .any(|r| matches!(r.kind, Kind::Register))
+        {
+            return;
+        }
+        let id = self.fresh_id();
+        let d = Datagram::Register {
+            id,
+            name: self.me.clone(),
+        };
+        self.request(now, self.server, id, &d, Kind::Register);
+    }
+
+    pub(crate) fn dereg(&mut self, now: Instant, then_exit: bool) {
+        if self
+            .requests
+            .values()
+            .any(|r| matches!(r.kind, Kind::Dereg { .. }))
+        {
+            return;
+        }
+        let id = self.fresh_id();
+        let d = Datagram::Dereg {
+            id,
+            name: self.me.clone(),
+        };
+        self.request(now, self.server, id, &d, Kind::Dereg { then_exit });
+    }
+
+    pub(crate) fn on_registered(&mut self, now: Instant, id: MsgId, version: u64, stored: u32) {
+        if !matches!(self.answered(id, self.server), Some(Kind::Register)) {
+            return;
+        }
+        self.status = Status::Online;
+        self.registered_version = version;
+        self.emit(Event::Welcome);
+        if stored == 0 {
+            self.wait_for_table(now);
+            return;
+        }
+        self.emit(Event::HaveMessages);
+        self.fetch = Some(Fetch {
+            total: stored,
+            next_request: 0,
+            next_show: 0,
+            early: BTreeMap::new(),
+        });
+        self.fetch_more(now);
+    }
+
+    /// Commands wait (a bounded time) for the table that shows this client online, so that a
+    /// script's first `send` finds its peers.
+    fn wait_for_table(&mut self, now: Instant) {
+        self.table_wait = Some(now + self.cfg.ack_timeout * (self.cfg.retries + 1));
+    }
+
+    fn fetch_more(&mut self, now: Instant) {
+        let Some(f) = self.fetch.as_mut() else { return };
+        let indices: Vec<u32> = (f.next_request..f.total.min(f.next_show + FETCH_WINDOW)).collect();
+        f.next_request += indices.len() as u32;
+        for index in indices {
+            let id = self.fresh_id();
+            self.request(
+                now,
+                self.server,
+                id,
+                &Datagram::Fetch { id, index },
+                Kind::Fetch,
+            );
+        }
+    }
+
+    pub(crate) fn on_stored(
+        &mut self,
+        now: Instant,
+        id: MsgId,
+        index: u32,
+        message: StoredMessage,
+    ) {
+        if !matches!(self.answered(id, self.server), Some(Kind::Fetch)) {
+            return;
+        }
+        let Some(f) = self.fetch.as_mut() else { return };
+        if index >= f.next_show {
+            f.early.insert(index, message);
+        }
+        let mut ready = Vec::new();
+        while let Some(m) = f.early.remove(&f.next_show) {
+            ready.push(m);
+            f.next_show += 1;
+        }
+        let (done, count) = (f.next_show == f.total && !ready.is_empty(), f.total);
+        for m in ready {
+            self.emit(Event::Stored(m));
+        }
+        if done {
+            let id = self.fresh_id();
+            self.request(
+                now,
+                self.server,
+                id,
+                &Datagram::FetchDone { id, count },
+                Kind::FetchDone,
+            );
+        } else {
+            self.fetch_more(now);
+        }
+    }
+
+    pub(crate) fn on_ack(&mut self, now: Instant, id: MsgId) {
+        match self.answered(id, self.server) {
+            Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
+            Some(Kind::Save(_)) => self.emit(Event::Saved),
+            Some(Kind::Channel) => self.emit(Event::ChannelAcked),
+            Some(Kind::FetchDone) => {
+                self.fetch = None;
+                self.wait_for_table(now);
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn on_refused(&mut self, id: MsgId, reason: Refusal) {
+        match self.answered(id, self.server) {
+            Some(Kind::Register) if reason == Refusal::NameTaken => {
+                let name = self.me.clone();
+                self.exit_with(1, Some(Event::NameTaken(name)));
+            }
+            Some(Kind::Register) => {
+                self.notice(format!("Registration refused: {reason}."));
+                self.exit_with(1, Some(Event::Notice("Exiting".into())));
+            }
+            // The server does not know this client at this address: it is offline already.
+            Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
+            Some(Kind::Save(o)) => self.emit(Event::NotSaved { to: o.to, reason }),
+            Some(Kind::Channel) => self.notice(format!("Message not sent: {reason}.")),
+            _ => {}
+        }
+    }
+
+    fn went_offline(&mut self, then_exit: bool) {
+        self.status = Status::Offline;
+        self.fetch = None;
+        self.table_wait = None;
+        self.emit(Event::Offline);
+        if then_exit {
+            self.exit_with(0, None);
+        }
+    }
+
+    /// A request got no answer after every retry.
+    pub(crate) fn on_gave_up(&mut self, now: Instant, kind: Kind) {
+        match kind {
+            Kind::Direct(o) => {
+                self.emit(Event::NoAck { to: o.to.clone() });
+                self.save(now, o);
+            }
+            Kind::Channel => self.emit(Event::ChannelFailed),
+            Kind::Register | Kind::Dereg { .. } | Kind::Save(_) | Kind::Fetch | Kind::FetchDone => {
+                self.exit_with(1, Some(Event::ServerGone));
+            }
+        }
+    }
+
+    pub(crate) fn on_table(&mut self, now: Instant, table: Table) {
+        if self.status == Status::Offline {
+            return;
+        }
+        self.send_once(
+            self.server,
+            &Datagram::TableAck {
+                version: table.version,
+            },
+        );
+        self.apply_table(now, table, false);
+    }
+
+    /// Replaces the local table with a newer one (or, `again`, one as new: the table that
+    /// comes with `exists`). A table newer than this client's registration that lists it
+    /// offline means the server lost track of it: it registers again.
+    pub(crate) fn apply_table(&mut self, now: Instant, table: Table, again: bool) {
+        let local = self.table.as_ref().map_or(0, |t| t.version);
+        if table.version < local || (table.version == local && !again) {
+            return;
+        }
+        let listed_online = table.clients.iter().any(|r| r.name == self.me && r.online);
+        let leaving = self
+            .requests
+            .values()
+            .any(|r| matches!(r.kind, Kind::Dereg { .. }));
+        if self.status == Status::Online
+            && table.version > self.registered_version
+            && !listed_online
+            && !leaving
+        {
+            tracing::info!("the server lists this client offline: registering again");
+            self.register(now);
+        }
+        self.table = Some(table);
+        self.emit(Event::TableUpdated);
+    }
+
+    pub(crate) fn on_probe(&mut self, id: MsgId) {
+        if self.status != Status::Offline {
+            self.send_once(
+                self.server,
+                &Datagram::ProbeAck {
+                    id,
+                    name: self.me.clone(),
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The command line: the two positional forms of the assignment, checked one by one so that a
+//! bad argument gets one line that names it, and the long options.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chat_proto::Name;
+use clap::Parser;
+
+/// The exit code for bad arguments.
+const USAGE_ERROR: u8 = 2;
+
+/// A UDP chat with a registration server.
+///
+/// Start the server first, then one client per user:
+///
+///   chatapp -s <port>
+///
+///   chatapp -c <name> <server-ip> <server-port> <client-port>
+#[derive(Debug, Parser)]
+#[command(name = "chatapp", version, about, long_about, verbatim_doc_comment)]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["server", "client"]))]
+struct Cli {
+    /// Run the server on <port> (1024-65535)
+    #[arg(short = 's', value_name = "port")]
+    server: Option<String>,
+
+    /// Run a client: its name, the server's IP and port, and the client's own port
+    #[arg(short = 'c', num_args = 4, value_names = ["name", "server-ip", "server-port", "client-port"])]
+    client: Option<Vec<String>>,
+
+    /// Where the server keeps stored messages, and a client its command history
+    #[arg(long, value_name = "dir", default_value = "chatapp-data")]
+    data_dir: PathBuf,
+
+    /// How long to wait for an ACK before retransmitting, in milliseconds
+    #[arg(long, value_name = "ms", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    ack_timeout_ms: u64,
+
+    /// Retransmissions after the first send before giving up
+    #[arg(long, value_name = "n", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    retries: u32,
+
+    /// Log level or filter for stderr (error, warn, info, debug, trace; RUST_LOG syntax)
+    #[arg(long, value_name = "filter", env = "RUST_LOG")]
+    log_level: Option<String>,
+
+    /// Server: most messages kept for one offline client
+    #[arg(long, value_name = "n", default_value_t = 10_000)]
+    max_messages: usize,
+
+    /// Server: most bytes kept for one offline client
+    #[arg(long, value_name = "bytes", default_value_t = 16 << 20)]
+    max_mailbox_bytes: u64,
+}
+
+/// What to run.
+#[derive(Debug)]
+pub enum Mode {
+    /// `-s <port>`
+    Server { port: u16 },
+    /// `-c <name> <server-ip> <server-port> <client-port>`
+    Client {
+        name: Name,
+        server: SocketAddr,
+        port: u16,
+    },
+}
+
+/// Everything the command line decided.
+#[derive(Debug)]
+pub struct Options {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub ack_timeout: Duration,
+    pub retries: u32,
+    pub log_level: String,
+    pub max_messages: usize,
+    pub max_mailbox_bytes: u64,
+}
+
+/// Parses the command line. `Err` carries the exit code after help, version or an error line
+/// has been printed.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCode> {
+    let cli = Cli::try_parse_from(args).map_err(|e| {
+        if e.use_stderr() {
+            // clap's message, without its usage block, on one line.
+            let rendered = e.to_string();
+            let message = rendered
+                .split("\n\n")
+                .next()
+                .unwrap_or("error: bad arguments");
+            let words: Vec<&str> = message.split_whitespace().collect();
+            eprintln!("{} (try --help)", words.join(" "));
+            ExitCode::from(USAGE_ERROR)
+        } else {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+    })?;
+    let mode = mode(&cli).map_err(|msg| {
+        eprintln!("error: {msg}");
+        ExitCode::from(USAGE_ERROR)
+    })?;
+    let is_server = matches!(mode, Mode::Server { .. });
+    Ok(Options {
+        mode,
+        data_dir: cli.data_dir,
+        ack_timeout: crate::millis(cli.ack_timeout_ms),
+        retries: cli.retries,
+        log_level: cli
+            .log_level
+            .unwrap_or_else(|| if is_server { "info" } else { "warn" }.to_string()),
+        max_messages: cli.max_messages,
+        max_mailbox_bytes: cli.max_mailbox_bytes,
+    })
+}
+
+fn mode(cli: &Cli) -> Result<Mode, String> {
+    if let Some(port) = &cli.server {
+        return Ok(Mode::Server {
+            port: port_arg("server port", port)?,
+        });
+    }
+    let [name, ip, server_port, port] = cli.client.as_deref().unwrap_or_default() else {
+        return Err("-c takes four values: <name> <server-ip> <server-port> <client-port>".into());
+    };
+    let name =
+        Name::new(name.as_str()).map_err(|e| format!("invalid client name '{name}': {e}"))?;
+    let ip: IpAddr = ip.parse().map_err(|_| {
+        format!(
+            "invalid server IP '{ip}': expected a dotted IPv4 address such as 127.0.0.1 (or IPv6)"
+        )
+    })?;
+    let server = SocketAddr::new(ip, port_arg("server port", server_port)?);
+    Ok(Mode::Client {
+        name,
+        server,
+        port: port_arg("client port", port)?,
+    })
+}
+
+fn port_arg(what: &str, s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p >= 1024 => Ok(p),
+        _ => Err(format!(
+            "invalid {what} '{s}': a port is an integer from 1024 to 65535"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_of(args: &[&str]) -> Result<Mode, String> {
+        let cli = Cli::try_parse_from(std::iter::once("chatapp").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        mode(&cli)
+    }
+
+    #[test]
+    fn accepts_both_positional_forms() {
+        assert!(matches!(
+            mode_of(&["-s", "5000"]),
+            Ok(Mode::Server { port: 5000 })
+        ));
+        let Ok(Mode::Client { name, server, port }) =
+            mode_of(&["-c", "bob", "127.0.0.1", "5000", "6000"])
+        else {
+            panic!("client form")
+        };
+        assert_eq!(
+            (name.as_str(), server.to_string(), port),
+            ("bob", "127.0.0.1:5000".into(), 6000)
+        );
+        assert!(mode_of(&["-c", "bob", "::1", "5000", "6000"]).is_ok());
+    }
+
+    #[test]
+    fn names_the_bad_argument() {
+        let cases = [
+            (&["-s", "80"][..], "server port '80'"),
+            (&["-s", "70000"], "server port '70000'"),
+            (
+                &["-c", "bob", "999.1.1.1", "5000", "6000"],
+                "server IP '999.1.1.1'",
+            ),
+            (
+                &["-c", "bob", "127.0.0.1", "5000", "abc"],
+                "client port 'abc'",
+            ),
+            (
+                &["-c", "b b", "127.0.0.1", "5000", "6000"],
+                "client name 'b b'",
+            ),
+        ];
+        for (args, needle) in cases {
+            let err = mode_of(args).expect_err("bad arguments");
+            assert!(err.contains(needle), "{err} should name {needle}");
+        }
+        assert!(mode_of(&[]).is_err());
+        assert!(mode_of(&["-s", "5000", "-c", "a", "127.0.0.1", "5000", "6000"]).is_err());
+    }
+}
