@@ -63,11 +63,7 @@ pub enum Mode {
     /// `-s <port>`
     Server { port: u16 },
     /// `-c <name> <server-ip> <server-port> <client-port>`
-    Client {
-        name: Name,
-        server: SocketAddr,
-        port: u16,
-    },
+    Client { name: Name, server: SocketAddr, port: u16 },
 }
 
 /// Everything the command line decided.
@@ -89,10 +85,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         if e.use_stderr() {
             // clap's message, without its usage block, on one line.
             let rendered = e.to_string();
-            let message = rendered
-                .split("\n\n")
-                .next()
-                .unwrap_or("error: bad arguments");
+            let message = rendered.split("\n\n").next().unwrap_or("error: bad arguments");
             let words: Vec<&str> = message.split_whitespace().collect();
             eprintln!("{} (try --help)", words.join(" "));
             ExitCode::from(USAGE_ERROR)
@@ -111,9 +104,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         data_dir: cli.data_dir,
         ack_timeout: crate::millis(cli.ack_timeout_ms),
         retries: cli.retries,
-        log_level: cli
-            .log_level
-            .unwrap_or_else(|| if is_server { "info" } else { "warn" }.to_string()),
+        log_level: cli.log_level.unwrap_or_else(|| if is_server { "info" } else { "warn" }.to_string()),
         max_messages: cli.max_messages,
         max_mailbox_bytes: cli.max_mailbox_bytes,
     })
@@ -121,34 +112,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
 
 fn mode(cli: &Cli) -> Result<Mode, String> {
     if let Some(port) = &cli.server {
-        return Ok(Mode::Server {
-            port: port_arg("server port", port)?,
-        });
+        return Ok(Mode::Server { port: port_arg("server port", port)? });
     }
     let [name, ip, server_port, port] = cli.client.as_deref().unwrap_or_default() else {
         return Err("-c takes four values: <name> <server-ip> <server-port> <client-port>".into());
     };
-    let name =
-        Name::new(name.as_str()).map_err(|e| format!("invalid client name '{name}': {e}"))?;
-    let ip: IpAddr = ip.parse().map_err(|_| {
-        format!(
-            "invalid server IP '{ip}': expected a dotted IPv4 address such as 127.0.0.1 (or IPv6)"
-        )
-    })?;
+    let name = Name::new(name.as_str()).map_err(|e| format!("invalid client name '{name}': {e}"))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("invalid server IP '{ip}': expected a dotted IPv4 address such as 127.0.0.1 (or IPv6)"))?;
     let server = SocketAddr::new(ip, port_arg("server port", server_port)?);
-    Ok(Mode::Client {
-        name,
-        server,
-        port: port_arg("client port", port)?,
-    })
+    Ok(Mode::Client { name, server, port: port_arg("client port", port)? })
 }
 
 fn port_arg(what: &str, s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(p) if p >= 1024 => Ok(p),
-        _ => Err(format!(
-            "invalid {what} '{s}': a port is an integer from 1024 to 65535"
-        )),
+        _ => Err(format!("invalid {what} '{s}': a port is an integer from 1024 to 65535")),
     }
 }
 
@@ -157,26 +137,18 @@ mod tests {
     use super::*;
 
     fn mode_of(args: &[&str]) -> Result<Mode, String> {
-        let cli = Cli::try_parse_from(std::iter::once("chatapp").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
+        let cli =
+            Cli::try_parse_from(std::iter::once("chatapp").chain(args.iter().copied())).map_err(|e| e.to_string())?;
         mode(&cli)
     }
 
     #[test]
     fn accepts_both_positional_forms() {
-        assert!(matches!(
-            mode_of(&["-s", "5000"]),
-            Ok(Mode::Server { port: 5000 })
-        ));
-        let Ok(Mode::Client { name, server, port }) =
-            mode_of(&["-c", "bob", "127.0.0.1", "5000", "6000"])
-        else {
+        assert!(matches!(mode_of(&["-s", "5000"]), Ok(Mode::Server { port: 5000 })));
+        let Ok(Mode::Client { name, server, port }) = mode_of(&["-c", "bob", "127.0.0.1", "5000", "6000"]) else {
             panic!("client form")
         };
-        assert_eq!(
-            (name.as_str(), server.to_string(), port),
-            ("bob", "127.0.0.1:5000".into(), 6000)
-        );
+        assert_eq!((name.as_str(), server.to_string(), port), ("bob", "127.0.0.1:5000".into(), 6000));
         assert!(mode_of(&["-c", "bob", "::1", "5000", "6000"]).is_ok());
     }
 
@@ -185,18 +157,9 @@ mod tests {
         let cases = [
             (&["-s", "80"][..], "server port '80'"),
             (&["-s", "70000"], "server port '70000'"),
-            (
-                &["-c", "bob", "999.1.1.1", "5000", "6000"],
-                "server IP '999.1.1.1'",
-            ),
-            (
-                &["-c", "bob", "127.0.0.1", "5000", "abc"],
-                "client port 'abc'",
-            ),
-            (
-                &["-c", "b b", "127.0.0.1", "5000", "6000"],
-                "client name 'b b'",
-            ),
+            (&["-c", "bob", "999.1.1.1", "5000", "6000"], "server IP '999.1.1.1'"),
+            (&["-c", "bob", "127.0.0.1", "5000", "abc"], "client port 'abc'"),
+            (&["-c", "b b", "127.0.0.1", "5000", "6000"], "client name 'b b'"),
         ];
         for (args, needle) in cases {
             let err = mode_of(args).expect_err("bad arguments");

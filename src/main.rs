@@ -24,10 +24,7 @@ fn main() -> ExitCode {
         Err(exit) => return exit,
     };
     init_logging(&opts);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -36,9 +33,7 @@ fn main() -> ExitCode {
         tokio::spawn(on_signal(shutdown.clone()));
         match &opts.mode {
             Mode::Server { port } => serve(*port, &opts, shutdown).await,
-            Mode::Client { name, server, port } => {
-                chat(name, *server, *port, &opts, shutdown).await
-            }
+            Mode::Client { name, server, port } => chat(name, *server, *port, &opts, shutdown).await,
         }
     });
     match result {
@@ -48,27 +43,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result<u8, String> {
-    let limits = Limits {
-        max_messages: opts.max_messages,
-        max_bytes: opts.max_mailbox_bytes,
-    };
+    let limits = Limits { max_messages: opts.max_messages, max_bytes: opts.max_mailbox_bytes };
     let dir = opts.data_dir.join("mailboxes");
-    let store =
-        FileStore::open(&dir, limits).map_err(|e| format!("cannot open the message store: {e}"))?;
+    let store = FileStore::open(&dir, limits).map_err(|e| format!("cannot open the message store: {e}"))?;
     let socket = bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(
-        "chatapp server listening on {local}, messages in {}",
-        dir.display()
-    );
-    let cfg = chat_server::Config {
-        ack_timeout: opts.ack_timeout,
-        retries: opts.retries,
-        ..Default::default()
-    };
-    chat_server::run(socket, store, cfg, shutdown)
-        .await
-        .map_err(|e| format!("server stopped: {e}"))?;
+    tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
+    let cfg = chat_server::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
+    chat_server::run(socket, store, cfg, shutdown).await.map_err(|e| format!("server stopped: {e}"))?;
     Ok(0)
 }
 
@@ -79,39 +61,23 @@ async fn chat(
     opts: &Options,
     shutdown: CancellationToken,
 ) -> Result<u8, String> {
-    let any: IpAddr = if server.is_ipv4() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        Ipv6Addr::UNSPECIFIED.into()
-    };
+    let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
     let socket = bind(SocketAddr::new(any, port)).await?;
-    let history = std::fs::create_dir_all(&opts.data_dir)
-        .ok()
-        .map(|()| opts.data_dir.join(format!("{name}.history")));
-    let cfg = chat_client::Config {
-        ack_timeout: opts.ack_timeout,
-        retries: opts.retries,
-    };
-    let code = chat_client::run(socket, cfg, name.clone(), server, history, shutdown)
-        .await
-        .map_err(|e| e.to_string())?;
+    let history = std::fs::create_dir_all(&opts.data_dir).ok().map(|()| opts.data_dir.join(format!("{name}.history")));
+    let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries };
+    let code =
+        chat_client::run(socket, cfg, name.clone(), server, history, shutdown).await.map_err(|e| e.to_string())?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
 async fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on UDP port {}: {e}", addr.port()))
+    UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen on UDP port {}: {e}", addr.port()))
 }
 
 fn init_logging(opts: &Options) {
     let filter = EnvFilter::try_new(&opts.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 /// Ctrl+C, SIGTERM or SIGHUP (a closed terminal): stop at once, a silent leave.
@@ -119,10 +85,7 @@ async fn on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
             return;
         };
         tokio::select! {

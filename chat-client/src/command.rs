@@ -85,21 +85,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
             if to.is_empty() || text.is_empty() {
                 return Err(CommandError::Usage(SEND));
             }
-            Command::Send {
-                to: name(to)?,
-                text: text_of(text)?,
-            }
+            Command::Send { to: name(to)?, text: text_of(text)? }
         }
         "send_all" if rest.is_empty() => return Err(CommandError::Usage(SEND_ALL)),
-        "send_all" => Command::SendAll {
-            text: text_of(rest)?,
-        },
-        "dereg" => Command::Dereg {
-            name: only_name(rest, DEREG)?,
-        },
-        "reg" => Command::Reg {
-            name: only_name(rest, REG)?,
-        },
+        "send_all" => Command::SendAll { text: text_of(rest)? },
+        "dereg" => Command::Dereg { name: only_name(rest, DEREG)? },
+        "reg" => Command::Reg { name: only_name(rest, REG)? },
         "list" => Command::List,
         "help" => Command::Help,
         "quit" | "exit" => Command::Quit,
@@ -151,26 +142,9 @@ mod tests {
     #[test]
     fn parses_every_command_and_keeps_message_spaces() {
         let cases = [
-            (
-                "send bob hello there  world ",
-                Command::Send {
-                    to: n("bob"),
-                    text: t("hello there  world "),
-                },
-            ),
-            (
-                "  send   bob   hi",
-                Command::Send {
-                    to: n("bob"),
-                    text: t("hi"),
-                },
-            ),
-            (
-                "send_all Welcome to Channel",
-                Command::SendAll {
-                    text: t("Welcome to Channel"),
-                },
-            ),
+            ("send bob hello there  world ", Command::Send { to: n("bob"), text: t("hello there  world ") }),
+            ("  send   bob   hi", Command::Send { to: n("bob"), text: t("hi") }),
+            ("send_all Welcome to Channel", Command::SendAll { text: t("Welcome to Channel") }),
             ("dereg alice", Command::Dereg { name: n("alice") }),
             ("reg alice\r\n", Command::Reg { name: n("alice") }),
             ("list", Command::List),
@@ -185,20 +159,14 @@ mod tests {
 
     #[test]
     fn explains_what_is_wrong() {
-        assert_eq!(
-            parse("sned bob hi"),
-            Err(CommandError::Unknown("sned".into()))
-        );
+        assert_eq!(parse("sned bob hi"), Err(CommandError::Unknown("sned".into())));
         assert_eq!(parse("send bob"), Err(CommandError::Usage(SEND)));
         assert_eq!(parse("send"), Err(CommandError::Usage(SEND)));
         assert_eq!(parse("send_all"), Err(CommandError::Usage(SEND_ALL)));
         assert_eq!(parse("dereg"), Err(CommandError::Usage(DEREG)));
         assert_eq!(parse("reg a b"), Err(CommandError::Usage(REG)));
         let long = format!("send bob {}", "x".repeat(chat_proto::MAX_TEXT_BYTES + 1));
-        assert_eq!(
-            parse(&long),
-            Err(CommandError::TooLong(chat_proto::MAX_TEXT_BYTES + 1))
-        );
+        assert_eq!(parse(&long), Err(CommandError::TooLong(chat_proto::MAX_TEXT_BYTES + 1)));
         assert_eq!(parse("send bob \u{1b}[2J"), Err(CommandError::ControlChar));
         let bad = parse(&format!("send {} hi", "n".repeat(40))).expect_err("long name");
         assert!(bad.to_string().starts_with("Bad name"), "{bad}");

@@ -30,10 +30,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            ack_timeout: Duration::from_millis(500),
-            retries: 5,
-        }
+        Self { ack_timeout: Duration::from_millis(500), retries: 5 }
     }
 }
 
@@ -132,30 +129,16 @@ impl Client {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
         let from_server = from == self.server;
         match d {
-            Datagram::Chat {
-                id,
-                from: sender,
-                text,
-            } => self.on_chat(from, id, sender, text),
+            Datagram::Chat { id, from: sender, text } => self.on_chat(from, id, sender, text),
             Datagram::ChatAck { id } => self.on_chat_ack(from, id),
-            Datagram::Registered {
-                id,
-                version,
-                stored,
-            } if from_server => self.on_registered(now, id, version, stored),
+            Datagram::Registered { id, version, stored } if from_server => self.on_registered(now, id, version, stored),
             Datagram::Refused { id, reason } if from_server => self.on_refused(id, reason),
             Datagram::Ack { id } if from_server => self.on_ack(now, id),
             Datagram::Exists { id, table } if from_server => self.on_exists(now, id, table),
-            Datagram::Stored { id, index, message } if from_server => {
-                self.on_stored(now, id, index, message)
-            }
+            Datagram::Stored { id, index, message } if from_server => self.on_stored(now, id, index, message),
             Datagram::Table(table) if from_server => self.on_table(now, table),
             Datagram::Probe { id } if from_server => self.on_probe(id),
-            Datagram::Channel {
-                id,
-                from: sender,
-                text,
-            } if from_server => self.on_channel(id, sender, text),
+            Datagram::Channel { id, from: sender, text } if from_server => self.on_channel(id, sender, text),
             other => tracing::debug!(%from, "dropped an unexpected datagram: {other:?}"),
         }
         self.settle(now);
@@ -180,12 +163,7 @@ impl Client {
 
     /// Retransmits and gives up on whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<MsgId> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.next_at <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let due: Vec<MsgId> = self.requests.iter().filter(|(_, r)| r.next_at <= now).map(|(id, _)| *id).collect();
         for id in due {
             let Some(r) = self.requests.get_mut(&id) else {
                 continue;
@@ -213,11 +191,7 @@ impl Client {
 
     /// When [`Client::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.requests
-            .values()
-            .map(|r| r.next_at)
-            .chain(self.table_wait)
-            .min()
+        self.requests.values().map(|r| r.next_at).chain(self.table_wait).min()
     }
 
     /// The exit code, once the client is done.
@@ -244,14 +218,7 @@ impl Client {
 
     /// Sends `d` (whose id is `id`) to `to` and retries it until answered or given up.
     /// Returns false, having told the user, if it cannot be encoded.
-    pub(crate) fn request(
-        &mut self,
-        now: Instant,
-        to: SocketAddr,
-        id: MsgId,
-        d: &Datagram,
-        kind: Kind,
-    ) -> bool {
+    pub(crate) fn request(&mut self, now: Instant, to: SocketAddr, id: MsgId, d: &Datagram, kind: Kind) -> bool {
         let bytes = match encode(d) {
             Ok(b) => b,
             Err(e) => {
@@ -261,16 +228,7 @@ impl Client {
         };
         self.out.push_back((to, bytes.clone()));
         let next_at = now + self.cfg.ack_timeout;
-        self.requests.insert(
-            id,
-            Request {
-                to,
-                kind,
-                bytes,
-                next_at,
-                left: self.cfg.retries,
-            },
-        );
+        self.requests.insert(id, Request { to, kind, bytes, next_at, left: self.cfg.retries });
         true
     }
 
@@ -293,15 +251,9 @@ impl Client {
 
     /// Whether commands can run now, rather than wait in the queue.
     fn settled(&self, now: Instant) -> bool {
-        let registering = self
-            .requests
-            .values()
-            .any(|r| matches!(r.kind, Kind::Register));
+        let registering = self.requests.values().any(|r| matches!(r.kind, Kind::Register));
         let awaiting_table = self.table_wait.is_some_and(|t| now < t)
-            && self
-                .table
-                .as_ref()
-                .is_none_or(|t| t.version < self.registered_version);
+            && self.table.as_ref().is_none_or(|t| t.version < self.registered_version);
         !registering && self.fetch.is_none() && !awaiting_table && self.status != Status::Joining
     }
 

@@ -102,18 +102,12 @@ impl fmt::Display for Event {
             Self::Channel { from, text } => write!(f, ">>> [Channel_Message {from}: {text}]"),
             Self::List(table) => list(f, table.as_ref()),
             Self::Help => {
-                let lines: Vec<String> = crate::command::HELP
-                    .iter()
-                    .map(|l| format!(">>> {l}"))
-                    .collect();
+                let lines: Vec<String> = crate::command::HELP.iter().map(|l| format!(">>> {l}")).collect();
                 f.write_str(&lines.join("\n"))
             }
             Self::Notice(s) => write!(f, ">>> [{s}]"),
             Self::ServerGone => f.write_str(">>> [Server not responding]\n>>> [Exiting]"),
-            Self::NameTaken(name) => write!(
-                f,
-                ">>> [Name {name} is in use by another client.]\n>>> [Exiting]"
-            ),
+            Self::NameTaken(name) => write!(f, ">>> [Name {name} is in use by another client.]\n>>> [Exiting]"),
         }
     }
 }
@@ -122,23 +116,14 @@ fn list(f: &mut fmt::Formatter<'_>, table: Option<&Table>) -> fmt::Result {
     let Some(table) = table.filter(|t| !t.clients.is_empty()) else {
         return f.write_str(">>> [The client table is empty.]");
     };
-    let width = table
-        .clients
-        .iter()
-        .map(|r| r.name.as_str().chars().count())
-        .max()
-        .unwrap_or(0);
+    let width = table.clients.iter().map(|r| r.name.as_str().chars().count()).max().unwrap_or(0);
     let rows: Vec<String> = table
         .clients
         .iter()
         .map(|r| {
             let status = if r.online { "online" } else { "offline" };
             let ip = r.addr.ip().to_string();
-            format!(
-                ">>> {:<width$}  {ip:<15}  {:>5}  {status}",
-                r.name.as_str(),
-                r.addr.port()
-            )
+            format!(">>> {:<width$}  {ip:<15}  {:>5}  {status}", r.name.as_str(), r.addr.port())
         })
         .collect();
     f.write_str(&rows.join("\n"))
@@ -160,38 +145,14 @@ mod tests {
         let text = Text::new("Hello").expect("text");
         let cases = [
             (Event::Welcome, ">>> [Welcome, You are registered.]"),
-            (
-                Event::Delivered { to: n("bob") },
-                ">>> [Message received by bob.]",
-            ),
-            (
-                Event::NoAck { to: n("bob") },
-                ">>> [No ACK from bob, message sent to server.]",
-            ),
-            (
-                Event::Saved,
-                ">>> [Messages received by the server and saved]",
-            ),
+            (Event::Delivered { to: n("bob") }, ">>> [Message received by bob.]"),
+            (Event::NoAck { to: n("bob") }, ">>> [No ACK from bob, message sent to server.]"),
+            (Event::Saved, ">>> [Messages received by the server and saved]"),
             (Event::Exists { to: n("bob") }, ">>> [Client bob exists!!]"),
             (Event::ChannelFailed, ">>> [Server not responding.]"),
-            (
-                Event::ServerGone,
-                ">>> [Server not responding]\n>>> [Exiting]",
-            ),
-            (
-                Event::Chat {
-                    from: n("alice"),
-                    text: text.clone(),
-                },
-                ">>> alice: Hello",
-            ),
-            (
-                Event::Channel {
-                    from: n("alice"),
-                    text,
-                },
-                ">>> [Channel_Message alice: Hello]",
-            ),
+            (Event::ServerGone, ">>> [Server not responding]\n>>> [Exiting]"),
+            (Event::Chat { from: n("alice"), text: text.clone() }, ">>> alice: Hello"),
+            (Event::Channel { from: n("alice"), text }, ">>> [Channel_Message alice: Hello]"),
         ];
         for (event, line) in cases {
             assert_eq!(event.to_string(), line);
@@ -200,33 +161,16 @@ mod tests {
 
     #[test]
     fn stored_messages_carry_their_timestamp() {
-        let at = Utc
-            .with_ymd_and_hms(2026, 11, 23, 14, 5, 9)
-            .single()
-            .expect("time");
-        let local = at
-            .with_timezone(&Local)
-            .format("%Y-%m-%d %H:%M:%S")
-            .to_string();
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+        let local = at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string();
         let text = Text::new("Welcome to Channel").expect("text");
-        let m = StoredMessage {
-            from: n("carol"),
-            origin: Origin::Channel,
-            at,
-            text,
-        };
+        let m = StoredMessage { from: n("carol"), origin: Origin::Channel, at, text };
         assert_eq!(
             Event::Stored(m.clone()).to_string(),
             format!(">>> Channel_Message carol: {local} Welcome to Channel")
         );
-        let m = StoredMessage {
-            origin: Origin::Direct,
-            ..m
-        };
-        assert_eq!(
-            Event::Stored(m).to_string(),
-            format!(">>> carol: {local} Welcome to Channel")
-        );
+        let m = StoredMessage { origin: Origin::Direct, ..m };
+        assert_eq!(Event::Stored(m).to_string(), format!(">>> carol: {local} Welcome to Channel"));
     }
 
     #[test]
@@ -236,25 +180,13 @@ mod tests {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             online,
         };
-        let table = Table {
-            version: 1,
-            clients: vec![row("alice", 5001, true), row("bo", 5002, false)],
-        };
+        let table = Table { version: 1, clients: vec![row("alice", 5001, true), row("bo", 5002, false)] };
         let shown = Event::List(Some(table)).to_string();
-        let rows: Vec<Vec<&str>> = shown
-            .lines()
-            .map(|l| l.split_whitespace().collect())
-            .collect();
+        let rows: Vec<Vec<&str>> = shown.lines().map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(
             rows,
-            [
-                [">>>", "alice", "127.0.0.1", "5001", "online"],
-                [">>>", "bo", "127.0.0.1", "5002", "offline"]
-            ]
+            [[">>>", "alice", "127.0.0.1", "5001", "online"], [">>>", "bo", "127.0.0.1", "5002", "offline"]]
         );
-        assert_eq!(
-            Event::List(None).to_string(),
-            ">>> [The client table is empty.]"
-        );
+        assert_eq!(Event::List(None).to_string(), ">>> [The client table is empty.]");
     }
 }

@@ -30,10 +30,7 @@ pub(crate) enum Input {
 /// Where output lines go.
 pub(crate) enum Printer {
     Plain(io::Stdout),
-    Terminal {
-        printer: Box<dyn rustyline::ExternalPrinter + Send>,
-        saved: Option<TermState>,
-    },
+    Terminal { printer: Box<dyn rustyline::ExternalPrinter + Send>, saved: Option<TermState> },
 }
 
 impl Printer {
@@ -48,18 +45,13 @@ impl Printer {
                 writeln!(out, "{lines}")?;
                 out.flush()
             }
-            Self::Terminal { printer, .. } => printer
-                .print(format!("{lines}\n"))
-                .map_err(io::Error::other),
+            Self::Terminal { printer, .. } => printer.print(format!("{lines}\n")).map_err(io::Error::other),
         }
     }
 
     /// Puts the terminal back as it was, in case the process exits while a line is edited.
     pub fn restore(&mut self) {
-        if let Self::Terminal {
-            saved: Some(state), ..
-        } = self
-        {
+        if let Self::Terminal { saved: Some(state), .. } = self {
             state.restore();
         }
     }
@@ -75,13 +67,7 @@ pub(crate) fn start(history: Option<PathBuf>) -> (mpsc::UnboundedReceiver<Input>
                 Ok(printer) => {
                     let saved = TermState::save();
                     std::thread::spawn(move || read_terminal(editor, history, &tx));
-                    return (
-                        rx,
-                        Printer::Terminal {
-                            printer: Box::new(printer),
-                            saved,
-                        },
-                    );
+                    return (rx, Printer::Terminal { printer: Box::new(printer), saved });
                 }
                 Err(e) => tracing::warn!("no line editing: {e}"),
             },
@@ -92,11 +78,7 @@ pub(crate) fn start(history: Option<PathBuf>) -> (mpsc::UnboundedReceiver<Input>
     (rx, Printer::Plain(io::stdout()))
 }
 
-fn read_terminal(
-    mut editor: rustyline::DefaultEditor,
-    history: Option<PathBuf>,
-    tx: &mpsc::UnboundedSender<Input>,
-) {
+fn read_terminal(mut editor: rustyline::DefaultEditor, history: Option<PathBuf>, tx: &mpsc::UnboundedSender<Input>) {
     if let Some(path) = &history {
         let _ = editor.load_history(path); // none yet is fine
     }
@@ -163,11 +145,7 @@ impl TermState {
     fn restore(&self) {
         #[cfg(unix)]
         {
-            let _ = nix::sys::termios::tcsetattr(
-                io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                &self.0,
-            );
+            let _ = nix::sys::termios::tcsetattr(io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.0);
         }
     }
 }

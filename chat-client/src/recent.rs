@@ -13,11 +13,7 @@ pub(crate) struct Recent<K> {
 
 impl<K: Hash + Eq + Clone> Recent<K> {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
+        Self { set: HashSet::new(), order: VecDeque::new(), capacity }
     }
 
     /// Records `key`; true if it is new.

@@ -31,13 +31,13 @@ impl Client {
             Command::Reg { name } if name != self.me => {
                 self.notice(format!("You can only reg as yourself ({}).", self.me));
             }
-            Command::Reg { .. } if self.status == Status::Online => {
-                self.notice("You are already registered.")
-            }
+            Command::Reg { .. } if self.status == Status::Online => self.notice("You are already registered."),
             Command::Reg { .. } => self.register(now),
             _ if self.status == Status::Offline => {
                 let me = &self.me;
-                self.notice(format!("You are offline: only reg, list, help and quit work. Type reg {me} to come back."));
+                self.notice(format!(
+                    "You are offline: only reg, list, help and quit work. Type reg {me} to come back."
+                ));
             }
             Command::Dereg { name } if name != self.me => {
                 self.notice(format!("You can only dereg yourself ({}).", self.me));
@@ -46,11 +46,7 @@ impl Client {
             Command::Send { to, text } => self.send(now, to, text),
             Command::SendAll { text } => {
                 let id = self.fresh_id();
-                let d = Datagram::ChannelSend {
-                    id,
-                    from: self.me.clone(),
-                    text,
-                };
+                let d = Datagram::ChannelSend { id, from: self.me.clone(), text };
                 self.request(now, self.server, id, &d, Kind::Channel);
             }
         }
@@ -62,35 +58,19 @@ impl Client {
             return;
         }
         let chat_id = self.fresh_id();
-        self.direct(
-            now,
-            Outgoing {
-                to,
-                text,
-                chat_id,
-                retried: false,
-            },
-        );
+        self.direct(now, Outgoing { to, text, chat_id, retried: false });
     }
 
     fn row(&self, name: &Name) -> Option<(SocketAddr, bool)> {
         let table = self.table.as_ref()?;
-        table
-            .clients
-            .iter()
-            .find(|r| &r.name == name)
-            .map(|r| (r.addr, r.online))
+        table.clients.iter().find(|r| &r.name == name).map(|r| (r.addr, r.online))
     }
 
     /// Sends to the peer if the table shows it online, else straight to the server.
     fn direct(&mut self, now: Instant, o: Outgoing) {
         match self.row(&o.to) {
             Some((addr, true)) => {
-                let d = Datagram::Chat {
-                    id: o.chat_id,
-                    from: self.me.clone(),
-                    text: o.text.clone(),
-                };
+                let d = Datagram::Chat { id: o.chat_id, from: self.me.clone(), text: o.text.clone() };
                 self.request(now, addr, o.chat_id, &d, Kind::Direct(o));
             }
             _ => self.save(now, o),
@@ -99,13 +79,7 @@ impl Client {
 
     pub(crate) fn save(&mut self, now: Instant, o: Outgoing) {
         let id = self.fresh_id();
-        let d = Datagram::Save {
-            id,
-            from: self.me.clone(),
-            to: o.to.clone(),
-            text: o.text.clone(),
-            force: o.retried,
-        };
+        let d = Datagram::Save { id, from: self.me.clone(), to: o.to.clone(), text: o.text.clone(), force: o.retried };
         self.request(now, self.server, id, &d, Kind::Save(o));
     }
 

@@ -23,34 +23,20 @@ pub(crate) struct Fetch {
 
 impl Client {
     pub(crate) fn register(&mut self, now: Instant) {
-        if self
-            .requests
-            .values()
-            .any(|r| matches!(r.kind, Kind::Register))
-        {
+        if self.requests.values().any(|r| matches!(r.kind, Kind::Register)) {
             return;
         }
         let id = self.fresh_id();
-        let d = Datagram::Register {
-            id,
-            name: self.me.clone(),
-        };
+        let d = Datagram::Register { id, name: self.me.clone() };
         self.request(now, self.server, id, &d, Kind::Register);
     }
 
     pub(crate) fn dereg(&mut self, now: Instant, then_exit: bool) {
-        if self
-            .requests
-            .values()
-            .any(|r| matches!(r.kind, Kind::Dereg { .. }))
-        {
+        if self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. })) {
             return;
         }
         let id = self.fresh_id();
-        let d = Datagram::Dereg {
-            id,
-            name: self.me.clone(),
-        };
+        let d = Datagram::Dereg { id, name: self.me.clone() };
         self.request(now, self.server, id, &d, Kind::Dereg { then_exit });
     }
 
@@ -66,12 +52,7 @@ impl Client {
             return;
         }
         self.emit(Event::HaveMessages);
-        self.fetch = Some(Fetch {
-            total: stored,
-            next_request: 0,
-            next_show: 0,
-            early: BTreeMap::new(),
-        });
+        self.fetch = Some(Fetch { total: stored, next_request: 0, next_show: 0, early: BTreeMap::new() });
         self.fetch_more(now);
     }
 
@@ -87,23 +68,11 @@ impl Client {
         f.next_request += indices.len() as u32;
         for index in indices {
             let id = self.fresh_id();
-            self.request(
-                now,
-                self.server,
-                id,
-                &Datagram::Fetch { id, index },
-                Kind::Fetch,
-            );
+            self.request(now, self.server, id, &Datagram::Fetch { id, index }, Kind::Fetch);
         }
     }
 
-    pub(crate) fn on_stored(
-        &mut self,
-        now: Instant,
-        id: MsgId,
-        index: u32,
-        message: StoredMessage,
-    ) {
+    pub(crate) fn on_stored(&mut self, now: Instant, id: MsgId, index: u32, message: StoredMessage) {
         if !matches!(self.answered(id, self.server), Some(Kind::Fetch)) {
             return;
         }
@@ -122,13 +91,7 @@ impl Client {
         }
         if done {
             let id = self.fresh_id();
-            self.request(
-                now,
-                self.server,
-                id,
-                &Datagram::FetchDone { id, count },
-                Kind::FetchDone,
-            );
+            self.request(now, self.server, id, &Datagram::FetchDone { id, count }, Kind::FetchDone);
         } else {
             self.fetch_more(now);
         }
@@ -193,12 +156,7 @@ impl Client {
         if self.status == Status::Offline {
             return;
         }
-        self.send_once(
-            self.server,
-            &Datagram::TableAck {
-                version: table.version,
-            },
-        );
+        self.send_once(self.server, &Datagram::TableAck { version: table.version });
         self.apply_table(now, table, false);
     }
 
@@ -211,15 +169,8 @@ impl Client {
             return;
         }
         let listed_online = table.clients.iter().any(|r| r.name == self.me && r.online);
-        let leaving = self
-            .requests
-            .values()
-            .any(|r| matches!(r.kind, Kind::Dereg { .. }));
-        if self.status == Status::Online
-            && table.version > self.registered_version
-            && !listed_online
-            && !leaving
-        {
+        let leaving = self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. }));
+        if self.status == Status::Online && table.version > self.registered_version && !listed_online && !leaving {
             tracing::info!("the server lists this client offline: registering again");
             self.register(now);
         }
@@ -229,13 +180,7 @@ impl Client {
 
     pub(crate) fn on_probe(&mut self, id: MsgId) {
         if self.status != Status::Offline {
-            self.send_once(
-                self.server,
-                &Datagram::ProbeAck {
-                    id,
-                    name: self.me.clone(),
-                },
-            );
+            self.send_once(self.server, &Datagram::ProbeAck { id, name: self.me.clone() });
         }
     }
 }

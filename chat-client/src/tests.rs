@@ -1,1 +1,348 @@
-//! Tests of the sans-IO core with a fake clock.
+//! Tests of the sans-IO core with a fake clock: time is `t0 + offset`, and loss is a transmit
+//! the test never delivers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_proto::{ClientRow, Datagram, MsgId, Name, Origin, StoredMessage, Table, Text, decode};
+use chrono::{TimeZone, Utc};
+
+use crate::{Client, Command, Config, Event};
+
+const SERVER: u16 = 4000;
+const ME: u16 = 5001;
+const BOB: u16 = 5002;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("name")
+}
+
+fn text(s: &str) -> Text {
+    Text::new(s).expect("text")
+}
+
+fn table(version: u64, me_online: bool, bob_online: bool) -> Table {
+    let row = |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online };
+    Table { version, clients: vec![row("alice", ME, me_online), row("bob", BOB, bob_online)] }
+}
+
+struct Fixture {
+    client: Client,
+    t0: Instant,
+    now: Instant,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let t0 = Instant::now();
+        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), 1 << 40);
+        client.start(t0);
+        Self { client, t0, now: t0 }
+    }
+
+    /// A client registered at version 10 whose table shows bob as `bob_online`.
+    fn online(bob_online: bool) -> Self {
+        let mut f = Self::new();
+        let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
+        f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0 });
+        f.recv(SERVER, Datagram::Table(table(10, true, bob_online)));
+        f.sent();
+        assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> [Client table updated.]"]);
+        f
+    }
+
+    fn recv(&mut self, port: u16, d: Datagram) {
+        self.client.handle_datagram(self.now, addr(port), d);
+    }
+
+    fn cmd(&mut self, line: &str) {
+        let cmd = crate::parse(line).expect("valid command").expect("not blank");
+        self.client.handle_command(self.now, cmd);
+    }
+
+    fn at(&mut self, ms: u64) {
+        self.now = self.t0 + Duration::from_millis(ms);
+        self.client.handle_timeout(self.now);
+    }
+
+    /// Moves the clock to `t0 + ms` in 50 ms steps, as the driver wakes for every timer.
+    fn until(&mut self, ms: u64) {
+        let from = (self.now - self.t0).as_millis() as u64;
+        for t in (from..=ms).step_by(50) {
+            self.at(t);
+        }
+        self.at(ms);
+    }
+
+    fn sent(&mut self) -> Vec<(u16, Datagram)> {
+        std::iter::from_fn(|| self.client.poll_transmit())
+            .map(|(to, b)| (to.port(), decode(&b).expect("client sends valid datagrams")))
+            .collect()
+    }
+
+    fn events(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.client.poll_event()).map(|e| e.to_string()).collect()
+    }
+}
+
+#[test]
+fn registration_retries_five_times_500ms_apart_then_exits_1() {
+    let mut f = Fixture::new();
+    assert_eq!(f.sent().len(), 1);
+    let mut times = Vec::new();
+    for ms in (0..=3000).step_by(50) {
+        f.at(ms);
+        if !f.sent().is_empty() {
+            times.push(ms);
+        }
+    }
+    assert_eq!(times, [500, 1000, 1500, 2000, 2500]);
+    assert_eq!(f.events(), [">>> [Server not responding]\n>>> [Exiting]"]);
+    assert_eq!(f.client.poll_exit(), Some(1));
+}
+
+#[test]
+fn a_name_in_use_exits_1() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NameTaken });
+    assert_eq!(f.events(), [">>> [Name alice is in use by another client.]\n>>> [Exiting]"]);
+    assert_eq!(f.client.poll_exit(), Some(1));
+}
+
+#[test]
+fn commands_wait_for_the_registration_and_the_first_table() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.cmd("send bob hi");
+    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0 });
+    assert!(f.sent().is_empty(), "no table yet: the send waits");
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
+    let sent = f.sent();
+    assert!(sent.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::Chat { .. })), "{sent:?}");
+    assert!(sent.contains(&(SERVER, Datagram::TableAck { version: 10 })));
+}
+
+#[test]
+fn a_direct_message_acked_is_delivered_once() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hello there");
+    let [(BOB, Datagram::Chat { id, ref from, ref text })] = f.sent()[..] else { panic!() };
+    assert_eq!((from.as_str(), text.as_str()), ("alice", "hello there"));
+    f.recv(BOB, Datagram::ChatAck { id });
+    f.recv(BOB, Datagram::ChatAck { id });
+    assert_eq!(f.events(), [">>> [Message received by bob.]"]);
+    f.at(10_000);
+    assert!(f.sent().is_empty() && f.events().is_empty());
+}
+
+#[test]
+fn no_ack_retransmits_the_same_message_then_saves_it() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let first = f.sent();
+    let mut retransmits = 0;
+    for ms in [500, 1000, 1500, 2000, 2500] {
+        f.at(ms);
+        assert_eq!(f.sent(), first, "a retransmission is the same datagram");
+        retransmits += 1;
+    }
+    assert_eq!(retransmits, 5);
+    assert!(f.events().is_empty());
+    f.at(3000);
+    assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
+    let [(SERVER, Datagram::Save { id, ref to, ref text, force: false, .. })] = f.sent()[..] else { panic!() };
+    assert_eq!((to.as_str(), text.as_str()), ("bob", "hi"));
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [Messages received by the server and saved]"]);
+}
+
+#[test]
+fn a_recipient_offline_in_the_table_goes_straight_to_the_server() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob hi");
+    assert!(matches!(f.sent()[..], [(SERVER, Datagram::Save { .. })]));
+}
+
+#[test]
+fn exists_shows_the_line_takes_the_table_and_retries_with_the_same_id() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob hi");
+    let [(SERVER, Datagram::Save { id: save, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Exists { id: save, table: table(10, true, true) });
+    assert_eq!(f.events(), [">>> [Client bob exists!!]", ">>> [Client table updated.]"]);
+    let [(BOB, Datagram::Chat { id: chat, .. })] = f.sent()[..] else { panic!() };
+    f.until(2999);
+    f.sent();
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
+    let sent = f.sent();
+    assert!(matches!(sent[..], [(SERVER, Datagram::Save { force: true, .. })]), "second save must store: {sent:?}");
+    assert_ne!(chat, save);
+}
+
+#[test]
+fn the_retry_after_exists_reuses_the_chat_id_so_the_peer_shows_it_once() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let [(BOB, Datagram::Chat { id: first, .. })] = f.sent()[..] else { panic!() };
+    f.until(2999);
+    f.sent();
+    f.until(3000);
+    let [(SERVER, Datagram::Save { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Exists { id, table: table(11, true, true) });
+    let [(BOB, Datagram::Chat { id: again, .. })] = f.sent()[..] else { panic!() };
+    assert_eq!(again, first);
+}
+
+#[test]
+fn a_duplicated_message_is_shown_once_and_acked_each_time() {
+    let mut f = Fixture::online(true);
+    let d = Datagram::Chat { id: MsgId(7), from: name("bob"), text: text("hey") };
+    f.recv(BOB, d.clone());
+    f.recv(BOB, d);
+    assert_eq!(f.events(), [">>> bob: hey"]);
+    assert_eq!(f.sent(), [(BOB, Datagram::ChatAck { id: MsgId(7) }), (BOB, Datagram::ChatAck { id: MsgId(7) })]);
+    let c = Datagram::Channel { id: MsgId(9), from: name("bob"), text: text("all") };
+    f.recv(SERVER, c.clone());
+    f.recv(SERVER, c);
+    assert_eq!(f.events(), [">>> [Channel_Message bob: all]"]);
+    assert_eq!(f.sent().len(), 2);
+}
+
+#[test]
+fn an_older_table_never_replaces_a_newer_one() {
+    let mut f = Fixture::online(true);
+    f.recv(SERVER, Datagram::Table(table(12, true, false)));
+    f.recv(SERVER, Datagram::Table(table(11, true, true)));
+    f.recv(SERVER, Datagram::Table(table(12, true, false)));
+    assert_eq!(f.events(), [">>> [Client table updated.]"], "only version 12, once");
+    let acks: Vec<_> = f.sent().into_iter().map(|(_, d)| d).collect();
+    assert_eq!(acks.len(), 3, "every table is ACKed, so the server stops resending");
+    f.cmd("list");
+    assert!(f.events()[0].contains("bob") && f.events().is_empty());
+}
+
+#[test]
+fn listed_offline_while_online_registers_again() {
+    let mut f = Fixture::online(true);
+    f.recv(SERVER, Datagram::Table(table(11, false, true)));
+    assert!(f.sent().iter().any(|(p, d)| *p == SERVER && matches!(d, Datagram::Register { .. })));
+}
+
+#[test]
+fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
+    let mut f = Fixture::online(true);
+    f.cmd("dereg bob");
+    assert!(f.events()[0].contains("only dereg yourself"));
+    f.cmd("dereg alice");
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [You are Offline. Bye.]"]);
+    assert_eq!(f.client.poll_exit(), None, "still running");
+
+    f.cmd("send bob hi");
+    assert!(f.events()[0].contains("You are offline"));
+    f.recv(BOB, Datagram::Chat { id: MsgId(1), from: name("bob"), text: text("x") });
+    f.recv(SERVER, Datagram::Probe { id: MsgId(2) });
+    assert!(f.sent().is_empty() && f.events().is_empty(), "offline: no answer to anything");
+
+    f.cmd("reg alice");
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 20, stored: 2 });
+    assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> [You have messages]"]);
+    let fetches: Vec<(MsgId, u32)> = f
+        .sent()
+        .into_iter()
+        .filter_map(|(_, d)| if let Datagram::Fetch { id, index } = d { Some((id, index)) } else { None })
+        .collect();
+    assert_eq!(fetches.iter().map(|f| f.1).collect::<Vec<_>>(), [0, 1]);
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    let msg = |from: &str, origin, t: &str| StoredMessage { from: name(from), origin, at, text: text(t) };
+    let second = msg("carol", Origin::Direct, "Hello!!");
+    f.recv(SERVER, Datagram::Stored { id: fetches[1].0, index: 1, message: second });
+    assert!(f.events().is_empty(), "shown in order, so the second waits for the first");
+    let first = msg("bob", Origin::Channel, "Welcome");
+    f.recv(SERVER, Datagram::Stored { id: fetches[0].0, index: 0, message: first });
+    let shown = f.events();
+    assert!(shown[0].starts_with(">>> Channel_Message bob: 2026-11-2") && shown[0].ends_with(" Welcome"), "{shown:?}");
+    assert!(shown[1].starts_with(">>> carol: ") && shown[1].ends_with(" Hello!!"), "{shown:?}");
+    let [(SERVER, Datagram::FetchDone { id, count: 2 })] = f.sent()[..] else { panic!() };
+    f.cmd("send bob later");
+    f.recv(SERVER, Datagram::Ack { id });
+    f.recv(SERVER, Datagram::Table(table(21, true, true)));
+    assert!(f.sent().iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::Chat { .. })));
+}
+
+#[test]
+fn send_all_is_acked_or_fails_without_exiting() {
+    let mut f = Fixture::online(true);
+    f.cmd("send_all Welcome to Channel");
+    let [(SERVER, Datagram::ChannelSend { id, ref text, .. })] = f.sent()[..] else { panic!() };
+    assert_eq!(text.as_str(), "Welcome to Channel");
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [Message received by Server.]"]);
+    f.cmd("send_all again");
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [Server not responding.]"]);
+    assert_eq!(f.client.poll_exit(), None);
+}
+
+#[test]
+fn dereg_with_no_server_exits_1() {
+    let mut f = Fixture::online(true);
+    f.cmd("dereg alice");
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [Server not responding]\n>>> [Exiting]"]);
+    assert_eq!(f.client.poll_exit(), Some(1));
+}
+
+#[test]
+fn end_of_input_waits_for_the_outcome_then_exits_0() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let [(BOB, Datagram::Chat { id, .. })] = f.sent()[..] else { panic!() };
+    f.client.handle_end_of_input(f.now);
+    assert_eq!(f.client.poll_exit(), None, "a send is in flight");
+    f.recv(BOB, Datagram::ChatAck { id });
+    assert_eq!(f.events(), [">>> [Message received by bob.]"]);
+    assert_eq!(f.client.poll_exit(), Some(0));
+}
+
+#[test]
+fn quit_deregisters_then_exits_0() {
+    let mut f = Fixture::online(true);
+    f.client.handle_command(f.now, Command::Quit);
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [You are Offline. Bye.]"]);
+    assert_eq!(f.client.poll_exit(), Some(0));
+}
+
+#[test]
+fn sending_to_yourself_goes_through_your_own_address() {
+    let mut f = Fixture::online(true);
+    f.cmd("send alice note to self");
+    let [(ME, Datagram::Chat { id, ref from, ref text })] = f.sent()[..] else { panic!() };
+    let (from, text) = (from.clone(), text.clone());
+    f.recv(ME, Datagram::Chat { id, from, text });
+    let [(ME, Datagram::ChatAck { id: ack })] = f.sent()[..] else { panic!() };
+    f.recv(ME, Datagram::ChatAck { id: ack });
+    assert_eq!(f.events(), [">>> alice: note to self", ">>> [Message received by alice.]"]);
+}
+
+#[test]
+fn answers_from_the_wrong_address_are_ignored() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let [(BOB, Datagram::Chat { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(6666, Datagram::ChatAck { id });
+    f.recv(6666, Datagram::Table(table(99, true, false)));
+    assert!(f.events().is_empty());
+    f.recv(SERVER, Datagram::Probe { id: MsgId(3) });
+    assert_eq!(f.sent(), [(SERVER, Datagram::ProbeAck { id: MsgId(3), name: name("alice") })]);
+}

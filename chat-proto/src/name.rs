@@ -80,15 +80,7 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_and_unicode_names() {
-        for ok in [
-            "a",
-            "client1",
-            "Zoë",
-            "李雷",
-            "x-y_z.9",
-            &"n".repeat(32),
-            &"é".repeat(32),
-        ] {
+        for ok in ["a", "client1", "Zoë", "李雷", "x-y_z.9", &"n".repeat(32), &"é".repeat(32)] {
             assert_eq!(Name::new(ok).map(|n| n.to_string()), Ok(ok.to_string()));
         }
     }

@@ -15,93 +15,38 @@ fn text(s: &str) -> Text {
 fn table() -> Table {
     Table {
         version: 7,
-        clients: vec![ClientRow {
-            name: name("bob"),
-            addr: "127.0.0.1:5001".parse().expect("addr"),
-            online: true,
-        }],
+        clients: vec![ClientRow { name: name("bob"), addr: "127.0.0.1:5001".parse().expect("addr"), online: true }],
     }
 }
 
 fn every_variant() -> Vec<Datagram> {
     let id = MsgId(42);
-    let at = Utc
-        .with_ymd_and_hms(2026, 11, 23, 14, 5, 9)
-        .single()
-        .expect("time");
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
     vec![
-        Datagram::Register {
-            id,
-            name: name("alice"),
-        },
-        Datagram::Dereg {
-            id,
-            name: name("alice"),
-        },
-        Datagram::Save {
-            id,
-            from: name("a"),
-            to: name("b"),
-            text: text("hi"),
-            force: false,
-        },
-        Datagram::Save {
-            id,
-            from: name("a"),
-            to: name("b"),
-            text: text("hi"),
-            force: true,
-        },
-        Datagram::ChannelSend {
-            id,
-            from: name("a"),
-            text: text("all"),
-        },
+        Datagram::Register { id, name: name("alice") },
+        Datagram::Dereg { id, name: name("alice") },
+        Datagram::Save { id, from: name("a"), to: name("b"), text: text("hi"), force: false },
+        Datagram::Save { id, from: name("a"), to: name("b"), text: text("hi"), force: true },
+        Datagram::ChannelSend { id, from: name("a"), text: text("all") },
         Datagram::Fetch { id, index: 3 },
         Datagram::FetchDone { id, count: 4 },
         Datagram::TableAck { version: 9 },
-        Datagram::ProbeAck {
-            id,
-            name: name("b"),
-        },
+        Datagram::ProbeAck { id, name: name("b") },
         Datagram::ChannelAck { id },
-        Datagram::Registered {
-            id,
-            version: 5,
-            stored: 2,
-        },
-        Datagram::Refused {
-            id,
-            reason: Refusal::NameTaken,
-        },
-        Datagram::Refused {
-            id,
-            reason: Refusal::MailboxFull,
-        },
+        Datagram::Registered { id, version: 5, stored: 2 },
+        Datagram::Refused { id, reason: Refusal::NameTaken },
+        Datagram::Refused { id, reason: Refusal::MailboxFull },
         Datagram::Ack { id },
         Datagram::Exists { id, table: table() },
         Datagram::Stored {
             id,
             index: 0,
-            message: StoredMessage {
-                from: name("c"),
-                origin: Origin::Channel,
-                at,
-                text: text("yo"),
-            },
+            message: StoredMessage { from: name("c"), origin: Origin::Channel, at, text: text("yo") },
         },
         Datagram::Table(table()),
-        Datagram::Channel {
-            id,
-            from: name("a"),
-            text: text("all"),
-        },
+        Datagram::Channel { id, from: name("a"), text: text("all") },
         Datagram::Probe { id },
-        Datagram::Chat {
-            id,
-            from: name("a"),
-            text: text("hello there"),
-        },
+        Datagram::Chat { id, from: name("a"), text: text("hello there") },
         Datagram::ChatAck { id },
     ]
 }
@@ -117,52 +62,27 @@ fn every_variant_round_trips() {
 #[test]
 fn golden_strings_pin_the_format() {
     let cases = [
+        (Datagram::Register { id: MsgId(1), name: name("alice") }, r#"{"type":"register","id":1,"name":"alice"}"#),
         (
-            Datagram::Register {
-                id: MsgId(1),
-                name: name("alice"),
-            },
-            r#"{"type":"register","id":1,"name":"alice"}"#,
-        ),
-        (
-            Datagram::Chat {
-                id: MsgId(2),
-                from: name("a"),
-                text: text("hi"),
-            },
+            Datagram::Chat { id: MsgId(2), from: name("a"), text: text("hi") },
             r#"{"type":"chat","id":2,"from":"a","text":"hi"}"#,
         ),
         (
-            Datagram::Save {
-                id: MsgId(3),
-                from: name("a"),
-                to: name("b"),
-                text: text("x"),
-                force: false,
-            },
+            Datagram::Save { id: MsgId(3), from: name("a"), to: name("b"), text: text("x"), force: false },
             r#"{"type":"save","id":3,"from":"a","to":"b","text":"x"}"#,
         ),
         (
-            Datagram::Refused {
-                id: MsgId(4),
-                reason: Refusal::NameTaken,
-            },
+            Datagram::Refused { id: MsgId(4), reason: Refusal::NameTaken },
             r#"{"type":"refused","id":4,"reason":"name_taken"}"#,
         ),
         (
             Datagram::Table(table()),
             r#"{"type":"table","version":7,"clients":[{"name":"bob","addr":"127.0.0.1:5001","online":true}]}"#,
         ),
-        (
-            Datagram::ChatAck { id: MsgId(5) },
-            r#"{"type":"chat_ack","id":5}"#,
-        ),
+        (Datagram::ChatAck { id: MsgId(5) }, r#"{"type":"chat_ack","id":5}"#),
     ];
     for (d, golden) in cases {
-        assert_eq!(
-            String::from_utf8(encode(&d).expect("encode")).expect("utf8"),
-            golden
-        );
+        assert_eq!(String::from_utf8(encode(&d).expect("encode")).expect("utf8"), golden);
         assert_eq!(decode(golden.as_bytes()).expect("decode"), d);
     }
 }
@@ -185,39 +105,22 @@ fn garbage_is_an_error_never_a_panic() {
         &long,
     ];
     for b in bad {
-        assert!(
-            decode(b).is_err(),
-            "{:?}",
-            String::from_utf8_lossy(&b[..b.len().min(60)])
-        );
+        assert!(decode(b).is_err(), "{:?}", String::from_utf8_lossy(&b[..b.len().min(60)]));
     }
 }
 
 #[test]
 fn oversized_text_is_refused_on_both_sides() {
-    let json = format!(
-        r#"{{"type":"chat","id":1,"from":"a","text":"{}"}}"#,
-        "x".repeat(MAX_TEXT_BYTES + 1)
-    );
-    assert!(matches!(
-        decode(json.as_bytes()),
-        Err(ProtoError::Malformed(_))
-    ));
-    let max = Datagram::Chat {
-        id: MsgId(u64::MAX),
-        from: name(&"n".repeat(32)),
-        text: text(&"x".repeat(MAX_TEXT_BYTES)),
-    };
+    let json = format!(r#"{{"type":"chat","id":1,"from":"a","text":"{}"}}"#, "x".repeat(MAX_TEXT_BYTES + 1));
+    assert!(matches!(decode(json.as_bytes()), Err(ProtoError::Malformed(_))));
+    let max =
+        Datagram::Chat { id: MsgId(u64::MAX), from: name(&"n".repeat(32)), text: text(&"x".repeat(MAX_TEXT_BYTES)) };
     assert!(encode(&max).expect("the largest plain message fits").len() <= MAX_DATAGRAM);
 }
 
 #[test]
 fn a_datagram_that_cannot_fit_is_refused_at_encode() {
     // Every quote doubles when escaped: 32 KiB of quotes cannot fit one datagram.
-    let d = Datagram::Chat {
-        id: MsgId(1),
-        from: name("a"),
-        text: text(&"\"".repeat(MAX_TEXT_BYTES)),
-    };
+    let d = Datagram::Chat { id: MsgId(1), from: name("a"), text: text(&"\"".repeat(MAX_TEXT_BYTES)) };
     assert!(matches!(encode(&d), Err(ProtoError::Oversized(_))));
 }

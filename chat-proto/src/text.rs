@@ -81,10 +81,7 @@ mod tests {
     #[test]
     fn enforces_the_byte_limit() {
         assert!(Text::new("x".repeat(MAX_TEXT_BYTES)).is_ok());
-        assert_eq!(
-            Text::new("x".repeat(MAX_TEXT_BYTES + 1)),
-            Err(TextError::TooLong(MAX_TEXT_BYTES + 1))
-        );
+        assert_eq!(Text::new("x".repeat(MAX_TEXT_BYTES + 1)), Err(TextError::TooLong(MAX_TEXT_BYTES + 1)));
         // The limit is in bytes: 3-byte characters reach it sooner.
         assert!(Text::new("€".repeat(MAX_TEXT_BYTES / 3 + 1)).is_err());
     }

@@ -37,46 +37,23 @@ impl Delivery {
 }
 
 impl<S: Store> Server<S> {
-    pub(crate) fn on_channel_send(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        id: MsgId,
-        sender: &Name,
-        text: Text,
-    ) {
+    pub(crate) fn on_channel_send(&mut self, now: Instant, from: SocketAddr, id: MsgId, sender: &Name, text: Text) {
         if self.replay(from, id) {
             return;
         }
         if self.clients.online_at(from) != Some(sender) {
-            self.answer(
-                from,
-                id,
-                Datagram::Refused {
-                    id,
-                    reason: Refusal::NotRegistered,
-                },
-            );
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         }
         let cid = self.fresh_id();
-        let bytes: Arc<[u8]> = match encode(&Datagram::Channel {
-            id: cid,
-            from: sender.clone(),
-            text: text.clone(),
-        }) {
+        let bytes: Arc<[u8]> = match encode(&Datagram::Channel { id: cid, from: sender.clone(), text: text.clone() }) {
             Ok(b) => b.into(),
             Err(e) => {
                 tracing::warn!(%sender, "channel message cannot be relayed: {e}");
                 return;
             }
         };
-        let msg = Arc::new(StoredMessage {
-            from: sender.clone(),
-            origin: Origin::Channel,
-            at: self.wall(now),
-            text,
-        });
+        let msg = Arc::new(StoredMessage { from: sender.clone(), origin: Origin::Channel, at: self.wall(now), text });
         let table = self.clients.snapshot();
         let (mut live, mut stored) = (0, 0);
         for row in table.clients.into_iter().filter(|r| &r.name != sender) {
@@ -111,10 +88,7 @@ impl<S: Store> Server<S> {
     fn deliver(&mut self, now: Instant, mut d: Delivery) {
         d.deadline = now + self.cfg.ack_timeout;
         d.next_send = now + self.cfg.ack_timeout / SENDS_PER_WINDOW;
-        self.push_out(Transmit {
-            to: d.addr,
-            bytes: d.bytes.clone(),
-        });
+        self.push_out(Transmit { to: d.addr, bytes: d.bytes.clone() });
         self.deliveries.insert((d.addr, d.id), d);
     }
 
@@ -126,10 +100,7 @@ impl<S: Store> Server<S> {
             if d.deadline <= now {
                 expired.push(*key);
             } else if d.next_send <= now {
-                resend.push(Transmit {
-                    to: d.addr,
-                    bytes: d.bytes.clone(),
-                });
+                resend.push(Transmit { to: d.addr, bytes: d.bytes.clone() });
                 d.next_send = now + step;
             }
         }

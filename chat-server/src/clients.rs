@@ -23,11 +23,7 @@ pub(crate) struct Clients {
 impl Clients {
     /// An empty table whose first version is `base + 1`.
     pub fn new(base: u64) -> Self {
-        Self {
-            rows: BTreeMap::new(),
-            by_addr: HashMap::new(),
-            version: base,
-        }
+        Self { rows: BTreeMap::new(), by_addr: HashMap::new(), version: base }
     }
 
     pub fn get(&self, name: &Name) -> Option<Entry> {
@@ -36,9 +32,7 @@ impl Clients {
 
     /// The name registered and online at `addr`.
     pub fn online_at(&self, addr: SocketAddr) -> Option<&Name> {
-        self.by_addr
-            .get(&addr)
-            .filter(|n| self.rows.get(*n).is_some_and(|e| e.online))
+        self.by_addr.get(&addr).filter(|n| self.rows.get(*n).is_some_and(|e| e.online))
     }
 
     pub fn version(&self) -> u64 {
@@ -77,26 +71,16 @@ impl Clients {
 
     /// Every online client's name and address.
     pub fn online(&self) -> impl Iterator<Item = (&Name, SocketAddr)> {
-        self.rows
-            .iter()
-            .filter(|(_, e)| e.online)
-            .map(|(n, e)| (n, e.addr))
+        self.rows.iter().filter(|(_, e)| e.online).map(|(n, e)| (n, e.addr))
     }
 
     pub fn snapshot(&self) -> Table {
         let clients = self
             .rows
             .iter()
-            .map(|(name, e)| ClientRow {
-                name: name.clone(),
-                addr: e.addr,
-                online: e.online,
-            })
+            .map(|(name, e)| ClientRow { name: name.clone(), addr: e.addr, online: e.online })
             .collect();
-        Table {
-            version: self.version,
-            clients,
-        }
+        Table { version: self.version, clients }
     }
 }
 
@@ -132,10 +116,7 @@ mod tests {
         assert_eq!(c.online_at(a(2)), Some(&n("a")));
         c.set_online(&n("b"), a(2));
         assert_eq!(c.get(&n("a")).map(|e| e.online), Some(false));
-        assert_eq!(
-            c.online().map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
-            ["b"]
-        );
+        assert_eq!(c.online().map(|(n, _)| n.to_string()).collect::<Vec<_>>(), ["b"]);
         assert_eq!(c.snapshot().clients.len(), 2);
     }
 }

@@ -34,11 +34,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            ack_timeout: Duration::from_millis(500),
-            retries: 5,
-            dedup_capacity: 65_536,
-        }
+        Self { ack_timeout: Duration::from_millis(500), retries: 5, dedup_capacity: 65_536 }
     }
 }
 
@@ -90,13 +86,7 @@ impl<S: Store> Server<S> {
     /// A server with an empty table. `start` and `start_wall` are the same moment on the
     /// monotonic and the wall clock; `id_seed` should be random, so that ids differ across
     /// restarts.
-    pub fn new(
-        cfg: Config,
-        store: S,
-        start: Instant,
-        start_wall: DateTime<Utc>,
-        id_seed: u64,
-    ) -> Self {
+    pub fn new(cfg: Config, store: S, start: Instant, start_wall: DateTime<Utc>, id_seed: u64) -> Self {
         // Versions start from the wall clock, so a restarted server's tables are newer than the
         // ones its clients hold.
         let version_base = u64::try_from(start_wall.timestamp_micros()).unwrap_or(0);
@@ -125,30 +115,10 @@ impl<S: Store> Server<S> {
         match d {
             Datagram::Register { id, name } => self.on_register(now, from, id, name),
             Datagram::Dereg { id, name } => self.on_dereg(from, id, &name),
-            Datagram::Save {
-                id,
-                from: sender,
-                to,
-                text,
-                force,
-            } => {
-                self.on_save(
-                    now,
-                    from,
-                    SaveRequest {
-                        id,
-                        sender,
-                        to,
-                        text,
-                        force,
-                    },
-                );
+            Datagram::Save { id, from: sender, to, text, force } => {
+                self.on_save(now, from, SaveRequest { id, sender, to, text, force });
             }
-            Datagram::ChannelSend {
-                id,
-                from: sender,
-                text,
-            } => {
+            Datagram::ChannelSend { id, from: sender, text } => {
                 self.on_channel_send(now, from, id, &sender, text);
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
@@ -173,10 +143,7 @@ impl<S: Store> Server<S> {
                 tracing::debug!(%to, version = push.version, "table never ACKed, given up");
                 return false;
             }
-            out.push_back(Transmit {
-                to: *to,
-                bytes: push.bytes.clone(),
-            });
+            out.push_back(Transmit { to: *to, bytes: push.bytes.clone() });
             push.left -= 1;
             push.next_at = now + interval;
             true
@@ -234,8 +201,7 @@ impl<S: Store> Server<S> {
 
     /// Wall-clock time at `now`, for message timestamps.
     pub(crate) fn wall(&self, now: Instant) -> DateTime<Utc> {
-        let elapsed = chrono::Duration::from_std(now.saturating_duration_since(self.start))
-            .unwrap_or_default();
+        let elapsed = chrono::Duration::from_std(now.saturating_duration_since(self.start)).unwrap_or_default();
         self.start_wall + elapsed
     }
 
@@ -247,10 +213,7 @@ impl<S: Store> Server<S> {
     /// Sends `d` to `to` now.
     pub(crate) fn send(&mut self, to: SocketAddr, d: &Datagram) {
         match encode(d) {
-            Ok(bytes) => self.out.push_back(Transmit {
-                to,
-                bytes: bytes.into(),
-            }),
+            Ok(bytes) => self.out.push_back(Transmit { to, bytes: bytes.into() }),
             Err(e) => tracing::error!(%to, "cannot encode a reply: {e}"),
         }
     }
@@ -290,16 +253,9 @@ impl<S: Store> Server<S> {
         targets.append(&mut self.also_tell);
         tracing::info!(version, clients = targets.len(), "table broadcast");
         for to in targets {
-            self.out.push_back(Transmit {
-                to,
-                bytes: bytes.clone(),
-            });
-            let push = Push {
-                version,
-                bytes: bytes.clone(),
-                next_at: now + self.cfg.ack_timeout,
-                left: self.cfg.retries,
-            };
+            self.out.push_back(Transmit { to, bytes: bytes.clone() });
+            let push =
+                Push { version, bytes: bytes.clone(), next_at: now + self.cfg.ack_timeout, left: self.cfg.retries };
             self.pushes.insert(to, push);
         }
     }

@@ -27,11 +27,7 @@ pub(crate) struct Dedup {
 
 impl Dedup {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
+        Self { seen: HashMap::new(), order: VecDeque::new(), capacity }
     }
 
     pub fn get(&self, from: SocketAddr, id: MsgId) -> Option<&Seen> {
@@ -68,11 +64,7 @@ mod tests {
         }
         assert!(d.get(from, MsgId(0)).is_none());
         assert!(d.get(from, MsgId(2)).is_some());
-        d.set(
-            from,
-            MsgId(2),
-            Seen::Answered(Datagram::Ack { id: MsgId(2) }),
-        );
+        d.set(from, MsgId(2), Seen::Answered(Datagram::Ack { id: MsgId(2) }));
         assert!(matches!(d.get(from, MsgId(1)), Some(Seen::Pending)));
     }
 }

@@ -18,14 +18,8 @@ const BATCH: usize = 256;
 ///
 /// # Errors
 /// Only a failure to sync the store at shutdown; network errors are logged and survived.
-pub async fn run<S: Store>(
-    socket: UdpSocket,
-    store: S,
-    cfg: Config,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let seed = getrandom::u64()
-        .unwrap_or_else(|_| Utc::now().timestamp_nanos_opt().unwrap_or(0).unsigned_abs());
+pub async fn run<S: Store>(socket: UdpSocket, store: S, cfg: Config, shutdown: CancellationToken) -> io::Result<()> {
+    let seed = getrandom::u64().unwrap_or_else(|_| Utc::now().timestamp_nanos_opt().unwrap_or(0).unsigned_abs());
     let mut core = Server::new(cfg, store, Instant::now(), Utc::now(), seed);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut dropped = 0u64;

@@ -18,18 +18,9 @@ const SENDS_PER_WINDOW: u32 = 5;
 #[derive(Debug)]
 pub(crate) enum Waiter {
     /// `name` wants to register from `from`, but is online elsewhere.
-    Register {
-        from: SocketAddr,
-        id: MsgId,
-        name: Name,
-    },
+    Register { from: SocketAddr, id: MsgId, name: Name },
     /// A save for the probed client.
-    Save {
-        from: SocketAddr,
-        id: MsgId,
-        to: Name,
-        msg: StoredMessage,
-    },
+    Save { from: SocketAddr, id: MsgId, to: Name, msg: StoredMessage },
     /// A channel message the probed client did not ACK.
     Channel(Delivery),
 }
@@ -54,11 +45,7 @@ impl Probe {
 impl<S: Store> Server<S> {
     /// Probes `name` at `addr` (or joins the probe already running) on behalf of `waiter`.
     pub(crate) fn probe(&mut self, now: Instant, name: &Name, addr: SocketAddr, waiter: Waiter) {
-        if let Some(p) = self
-            .probes
-            .iter_mut()
-            .find(|p| &p.name == name && p.addr == addr)
-        {
+        if let Some(p) = self.probes.iter_mut().find(|p| &p.name == name && p.addr == addr) {
             p.waiters.push(waiter);
             return;
         }
@@ -68,22 +55,11 @@ impl<S: Store> Server<S> {
         let step = self.cfg.ack_timeout / SENDS_PER_WINDOW;
         let deadline = now + self.cfg.ack_timeout;
         let waiters = vec![waiter];
-        self.probes.push(Probe {
-            id,
-            name: name.clone(),
-            addr,
-            deadline,
-            next_send: now + step,
-            waiters,
-        });
+        self.probes.push(Probe { id, name: name.clone(), addr, deadline, next_send: now + step, waiters });
     }
 
     pub(crate) fn on_probe_ack(&mut self, now: Instant, from: SocketAddr, id: MsgId, name: &Name) {
-        let Some(i) = self
-            .probes
-            .iter()
-            .position(|p| p.id == id && p.addr == from && &p.name == name)
-        else {
+        let Some(i) = self.probes.iter().position(|p| p.id == id && p.addr == from && &p.name == name) else {
             tracing::debug!(%from, %id, "probe ack for no probe in flight");
             return;
         };
@@ -106,9 +82,7 @@ impl<S: Store> Server<S> {
         for (addr, id) in resend {
             self.send(addr, &Datagram::Probe { id });
         }
-        let (expired, running) = std::mem::take(&mut self.probes)
-            .into_iter()
-            .partition(|p| p.deadline <= now);
+        let (expired, running) = std::mem::take(&mut self.probes).into_iter().partition(|p| p.deadline <= now);
         self.probes = running;
         for p in expired {
             tracing::info!(name = %p.name, addr = %p.addr, "probe unanswered: client is gone");
@@ -122,8 +96,7 @@ impl<S: Store> Server<S> {
     /// Marks `name` offline if it is still online at `addr`, and tells it too: a client that is
     /// alive after all (its answers were lost) sees itself offline and registers again.
     pub(crate) fn mark_gone(&mut self, name: &Name, addr: SocketAddr) {
-        if self.clients.get(name).is_some_and(|e| e.addr == addr) && self.clients.set_offline(name)
-        {
+        if self.clients.get(name).is_some_and(|e| e.addr == addr) && self.clients.set_offline(name) {
             self.table_dirty = true;
             self.also_tell.push(addr);
         }
@@ -133,14 +106,7 @@ impl<S: Store> Server<S> {
         match w {
             Waiter::Register { from, id, name } => {
                 tracing::info!(%name, %from, "registration refused: name in use");
-                self.answer(
-                    from,
-                    id,
-                    Datagram::Refused {
-                        id,
-                        reason: Refusal::NameTaken,
-                    },
-                );
+                self.answer(from, id, Datagram::Refused { id, reason: Refusal::NameTaken });
             }
             Waiter::Save { from, id, .. } => {
                 let table = self.clients.snapshot();

@@ -19,16 +19,7 @@ impl<S: Store> Server<S> {
             Some(e) if e.online && e.addr != from => {
                 tracing::info!(%name, %from, old = %e.addr, "name online elsewhere");
                 self.dedup.set(from, id, Seen::Pending);
-                self.probe(
-                    now,
-                    &name,
-                    e.addr,
-                    Waiter::Register {
-                        from,
-                        id,
-                        name: name.clone(),
-                    },
-                );
+                self.probe(now, &name, e.addr, Waiter::Register { from, id, name: name.clone() });
             }
             _ => self.register(now, from, id, &name),
         }
@@ -51,15 +42,7 @@ impl<S: Store> Server<S> {
             self.fetches.insert(name.clone(), stored);
         }
         let version = self.clients.version();
-        self.answer(
-            from,
-            id,
-            Datagram::Registered {
-                id,
-                version,
-                stored: count,
-            },
-        );
+        self.answer(from, id, Datagram::Registered { id, version, stored: count });
     }
 
     pub(crate) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name) {
@@ -67,14 +50,7 @@ impl<S: Store> Server<S> {
             return;
         }
         if self.clients.get(name).is_none_or(|e| e.addr != from) {
-            self.answer(
-                from,
-                id,
-                Datagram::Refused {
-                    id,
-                    reason: Refusal::NotRegistered,
-                },
-            );
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         }
         if self.clients.set_offline(name) {
@@ -94,11 +70,7 @@ impl<S: Store> Server<S> {
             .and_then(|msgs| msgs.get(usize::try_from(index).ok()?));
         match message {
             Some(message) => {
-                let reply = Datagram::Stored {
-                    id,
-                    index,
-                    message: message.clone(),
-                };
+                let reply = Datagram::Stored { id, index, message: message.clone() };
                 self.send(from, &reply);
             }
             None => tracing::debug!(%from, index, "fetch of no stored message"),
@@ -112,14 +84,7 @@ impl<S: Store> Server<S> {
             return;
         }
         let Some(name) = self.clients.online_at(from).cloned() else {
-            self.answer(
-                from,
-                id,
-                Datagram::Refused {
-                    id,
-                    reason: Refusal::NotRegistered,
-                },
-            );
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         };
         if let Some(msgs) = self.fetches.remove(&name) {

@@ -22,57 +22,22 @@ pub(crate) struct SaveRequest {
 
 impl<S: Store> Server<S> {
     pub(crate) fn on_save(&mut self, now: Instant, from: SocketAddr, req: SaveRequest) {
-        let SaveRequest {
-            id,
-            sender,
-            to,
-            text,
-            force,
-        } = req;
+        let SaveRequest { id, sender, to, text, force } = req;
         if self.replay(from, id) {
             return;
         }
         if self.clients.online_at(from) != Some(&sender) {
-            self.answer(
-                from,
-                id,
-                Datagram::Refused {
-                    id,
-                    reason: Refusal::NotRegistered,
-                },
-            );
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         }
         let Some(entry) = self.clients.get(&to) else {
-            self.answer(
-                from,
-                id,
-                Datagram::Refused {
-                    id,
-                    reason: Refusal::UnknownRecipient,
-                },
-            );
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::UnknownRecipient });
             return;
         };
-        let msg = StoredMessage {
-            from: sender,
-            origin: Origin::Direct,
-            at: self.wall(now),
-            text,
-        };
+        let msg = StoredMessage { from: sender, origin: Origin::Direct, at: self.wall(now), text };
         self.dedup.set(from, id, Seen::Pending);
         if entry.online && !force {
-            self.probe(
-                now,
-                &to,
-                entry.addr,
-                Waiter::Save {
-                    from,
-                    id,
-                    to: to.clone(),
-                    msg,
-                },
-            );
+            self.probe(now, &to, entry.addr, Waiter::Save { from, id, to: to.clone(), msg });
             return;
         }
         // A forced save is for a client that answers probes but not messages: marking it
@@ -90,14 +55,7 @@ impl<S: Store> Server<S> {
             }
             Err(StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "mailbox full, message refused");
-                self.answer(
-                    from,
-                    id,
-                    Datagram::Refused {
-                        id,
-                        reason: Refusal::MailboxFull,
-                    },
-                );
+                self.answer(from, id, Datagram::Refused { id, reason: Refusal::MailboxFull });
             }
             Err(e) => {
                 // Not acknowledged and forgotten: the sender's retransmission tries again.

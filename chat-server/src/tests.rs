@@ -36,17 +36,9 @@ impl Fixture {
 
     fn with_limits(limits: Limits) -> Self {
         let t0 = Instant::now();
-        let wall = Utc
-            .with_ymd_and_hms(2026, 11, 23, 14, 5, 9)
-            .single()
-            .expect("time");
+        let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let server = Server::new(Config::default(), MemStore::new(limits), t0, wall, 1000);
-        Self {
-            server,
-            t0,
-            now: t0,
-            next_id: 0,
-        }
+        Self { server, t0, now: t0, next_id: 0 }
     }
 
     fn id(&mut self) -> MsgId {
@@ -71,71 +63,42 @@ impl Fixture {
 
     fn drain(&mut self) -> Vec<(u16, Datagram)> {
         std::iter::from_fn(|| self.server.poll_transmit())
-            .map(|t| {
-                (
-                    t.to.port(),
-                    decode(&t.bytes).expect("server sends valid datagrams"),
-                )
-            })
+            .map(|t| (t.to.port(), decode(&t.bytes).expect("server sends valid datagrams")))
             .collect()
     }
 
     /// Registers `who` at `port` and ACKs the table it is sent.
     fn register(&mut self, who: &str, port: u16) {
         let id = self.id();
-        let out = self.recv(
-            port,
-            Datagram::Register {
-                id,
-                name: name(who),
-            },
-        );
-        assert!(
-            matches!(out.first(), Some((p, Datagram::Registered { stored: 0, .. })) if *p == port),
-            "{out:?}"
-        );
+        let out = self.recv(port, Datagram::Register { id, name: name(who) });
+        assert!(matches!(out.first(), Some((p, Datagram::Registered { stored: 0, .. })) if *p == port), "{out:?}");
         self.ack_tables(&out);
     }
 
     fn ack_tables(&mut self, out: &[(u16, Datagram)]) {
         for (port, d) in out {
             if let Datagram::Table(t) = d {
-                self.server.handle_datagram(
-                    self.now,
-                    addr(*port),
-                    Datagram::TableAck { version: t.version },
-                );
+                self.server.handle_datagram(self.now, addr(*port), Datagram::TableAck { version: t.version });
             }
         }
     }
 
     fn save(&mut self, from: (&str, u16), to: &str, text: &str) -> (MsgId, Vec<(u16, Datagram)>) {
         let id = self.id();
-        let d = Datagram::Save {
-            id,
-            from: name(from.0),
-            to: name(to),
-            text: Text::new(text).expect("text"),
-            force: false,
-        };
+        let d =
+            Datagram::Save { id, from: name(from.0), to: name(to), text: Text::new(text).expect("text"), force: false };
         (id, self.recv(from.1, d))
     }
 
     fn stored(&mut self, who: &str) -> Vec<(String, Origin, String)> {
         let msgs = self.server.store_mut().load(&name(who)).expect("load");
-        msgs.into_iter()
-            .map(|m| (m.from.to_string(), m.origin, m.text.to_string()))
-            .collect()
+        msgs.into_iter().map(|m| (m.from.to_string(), m.origin, m.text.to_string())).collect()
     }
 }
 
 fn online_in(d: &Datagram, who: &str) -> Option<bool> {
     match d {
-        Datagram::Table(t) => t
-            .clients
-            .iter()
-            .find(|r| r.name.as_str() == who)
-            .map(|r| r.online),
+        Datagram::Table(t) => t.clients.iter().find(|r| r.name.as_str() == who).map(|r| r.online),
         _ => None,
     }
 }
@@ -145,27 +108,10 @@ fn registration_answers_then_broadcasts_the_table() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let id = f.id();
-    let out = f.recv(
-        BOB,
-        Datagram::Register {
-            id,
-            name: name("bob"),
-        },
-    );
-    assert!(matches!(
-        out[0],
-        (BOB, Datagram::Registered { stored: 0, .. })
-    ));
-    let tables: Vec<u16> = out
-        .iter()
-        .filter(|(_, d)| matches!(d, Datagram::Table(_)))
-        .map(|(p, _)| *p)
-        .collect();
-    assert_eq!(
-        tables.len(),
-        2,
-        "both online clients get the table: {out:?}"
-    );
+    let out = f.recv(BOB, Datagram::Register { id, name: name("bob") });
+    assert!(matches!(out[0], (BOB, Datagram::Registered { stored: 0, .. })));
+    let tables: Vec<u16> = out.iter().filter(|(_, d)| matches!(d, Datagram::Table(_))).map(|(p, _)| *p).collect();
+    assert_eq!(tables.len(), 2, "both online clients get the table: {out:?}");
     assert!(out.iter().all(|(_, d)| online_in(d, "bob") != Some(false)));
 }
 
@@ -173,25 +119,9 @@ fn registration_answers_then_broadcasts_the_table() {
 fn a_retransmitted_registration_gets_the_same_answer() {
     let mut f = Fixture::new();
     let id = f.id();
-    let first = f.recv(
-        ALICE,
-        Datagram::Register {
-            id,
-            name: name("alice"),
-        },
-    );
-    let again = f.recv(
-        ALICE,
-        Datagram::Register {
-            id,
-            name: name("alice"),
-        },
-    );
-    assert_eq!(
-        again,
-        vec![first[0].clone()],
-        "replayed reply only, no second broadcast"
-    );
+    let first = f.recv(ALICE, Datagram::Register { id, name: name("alice") });
+    let again = f.recv(ALICE, Datagram::Register { id, name: name("alice") });
+    assert_eq!(again, vec![first[0].clone()], "replayed reply only, no second broadcast");
 }
 
 #[test]
@@ -199,44 +129,11 @@ fn a_name_online_elsewhere_is_probed_and_refused_if_alive() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let id = f.id();
-    let out = f.recv(
-        BOB,
-        Datagram::Register {
-            id,
-            name: name("alice"),
-        },
-    );
-    let [(ALICE, Datagram::Probe { id: probe })] = out[..] else {
-        panic!("expected a probe: {out:?}")
-    };
-    assert!(
-        f.recv(
-            BOB,
-            Datagram::Register {
-                id,
-                name: name("alice")
-            }
-        )
-        .is_empty(),
-        "retransmission waits"
-    );
-    let out = f.recv(
-        ALICE,
-        Datagram::ProbeAck {
-            id: probe,
-            name: name("alice"),
-        },
-    );
-    assert_eq!(
-        out,
-        vec![(
-            BOB,
-            Datagram::Refused {
-                id,
-                reason: Refusal::NameTaken
-            }
-        )]
-    );
+    let out = f.recv(BOB, Datagram::Register { id, name: name("alice") });
+    let [(ALICE, Datagram::Probe { id: probe })] = out[..] else { panic!("expected a probe: {out:?}") };
+    assert!(f.recv(BOB, Datagram::Register { id, name: name("alice") }).is_empty(), "retransmission waits");
+    let out = f.recv(ALICE, Datagram::ProbeAck { id: probe, name: name("alice") });
+    assert_eq!(out, vec![(BOB, Datagram::Refused { id, reason: Refusal::NameTaken })]);
 }
 
 #[test]
@@ -244,31 +141,12 @@ fn a_name_whose_old_address_is_silent_moves() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let id = f.id();
-    f.recv(
-        BOB,
-        Datagram::Register {
-            id,
-            name: name("alice"),
-        },
-    );
-    let probes = (1..=4)
-        .flat_map(|i| f.at(i * 100))
-        .filter(|(_, d)| matches!(d, Datagram::Probe { .. }))
-        .count();
+    f.recv(BOB, Datagram::Register { id, name: name("alice") });
+    let probes = (1..=4).flat_map(|i| f.at(i * 100)).filter(|(_, d)| matches!(d, Datagram::Probe { .. })).count();
     assert_eq!(probes, 4, "retransmitted inside the window");
     let out = f.at(500);
-    assert!(
-        out.iter()
-            .any(|d| matches!(d, (BOB, Datagram::Registered { .. }))),
-        "{out:?}"
-    );
-    let row = f
-        .server
-        .table()
-        .clients
-        .into_iter()
-        .find(|r| r.name.as_str() == "alice")
-        .expect("row");
+    assert!(out.iter().any(|d| matches!(d, (BOB, Datagram::Registered { .. }))), "{out:?}");
+    let row = f.server.table().clients.into_iter().find(|r| r.name.as_str() == "alice").expect("row");
     assert_eq!((row.addr, row.online), (addr(BOB), true));
 }
 
@@ -278,27 +156,13 @@ fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
     f.register("alice", ALICE);
     f.register("bob", BOB);
     let id = f.id();
-    f.recv(
-        BOB,
-        Datagram::Dereg {
-            id,
-            name: name("bob"),
-        },
-    );
+    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
-    let again = Datagram::Save {
-        id,
-        from: name("alice"),
-        to: name("bob"),
-        text: Text::new("hi").expect("t"),
-        force: false,
-    };
+    let again =
+        Datagram::Save { id, from: name("alice"), to: name("bob"), text: Text::new("hi").expect("t"), force: false };
     assert_eq!(f.recv(ALICE, again), vec![(ALICE, Datagram::Ack { id })]);
-    assert_eq!(
-        f.stored("bob"),
-        vec![("alice".into(), Origin::Direct, "hi".into())]
-    );
+    assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "hi".into())]);
 }
 
 #[test]
@@ -307,19 +171,9 @@ fn a_save_for_a_client_that_answers_the_probe_is_refused_with_the_table() {
     f.register("alice", ALICE);
     f.register("bob", BOB);
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
-    let [(BOB, Datagram::Probe { id: probe })] = out[..] else {
-        panic!("{out:?}")
-    };
-    let out = f.recv(
-        BOB,
-        Datagram::ProbeAck {
-            id: probe,
-            name: name("bob"),
-        },
-    );
-    let [(ALICE, Datagram::Exists { id: got, ref table })] = out[..] else {
-        panic!("{out:?}")
-    };
+    let [(BOB, Datagram::Probe { id: probe })] = out[..] else { panic!("{out:?}") };
+    let out = f.recv(BOB, Datagram::ProbeAck { id: probe, name: name("bob") });
+    let [(ALICE, Datagram::Exists { id: got, ref table })] = out[..] else { panic!("{out:?}") };
     assert_eq!(got, id);
     assert_eq!(table.clients.len(), 2);
     assert!(f.stored("bob").is_empty());
@@ -334,34 +188,14 @@ fn a_silent_recipient_is_marked_offline_told_and_the_message_stored() {
     for ms in [100, 200, 300, 400] {
         f.at(ms);
     }
-    let again = Datagram::Save {
-        id,
-        from: name("alice"),
-        to: name("bob"),
-        text: Text::new("hi").expect("t"),
-        force: false,
-    };
-    assert!(
-        f.recv(ALICE, again).is_empty(),
-        "a retransmitted save during the probe is the same request"
-    );
+    let again =
+        Datagram::Save { id, from: name("alice"), to: name("bob"), text: Text::new("hi").expect("t"), force: false };
+    assert!(f.recv(ALICE, again).is_empty(), "a retransmitted save during the probe is the same request");
     let out = f.at(500);
-    let table_to = |port| {
-        out.iter()
-            .any(|(p, d)| *p == port && online_in(d, "bob") == Some(false))
-    };
-    assert!(
-        table_to(ALICE) && table_to(BOB),
-        "table to the online and to the one marked offline: {out:?}"
-    );
-    let ack = out
-        .iter()
-        .position(|d| *d == (ALICE, Datagram::Ack { id }))
-        .expect("ack");
-    let table = out
-        .iter()
-        .position(|(p, d)| *p == ALICE && matches!(d, Datagram::Table(_)))
-        .expect("table");
+    let table_to = |port| out.iter().any(|(p, d)| *p == port && online_in(d, "bob") == Some(false));
+    assert!(table_to(ALICE) && table_to(BOB), "table to the online and to the one marked offline: {out:?}");
+    let ack = out.iter().position(|d| *d == (ALICE, Datagram::Ack { id })).expect("ack");
+    let table = out.iter().position(|(p, d)| *p == ALICE && matches!(d, Datagram::Table(_))).expect("table");
     assert!(table < ack, "the table goes out before the ACK");
     assert_eq!(f.stored("bob").len(), 1);
 }
@@ -373,60 +207,24 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
     f.register("carol", CAROL);
     f.register("bob", BOB);
     let id = f.id();
-    f.recv(
-        BOB,
-        Datagram::Dereg {
-            id,
-            name: name("bob"),
-        },
-    );
+    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
     f.save(("alice", ALICE), "bob", "one");
     f.save(("carol", CAROL), "bob", "two");
     let id = f.id();
-    let out = f.recv(
-        BOB,
-        Datagram::Register {
-            id,
-            name: name("bob"),
-        },
-    );
-    assert!(
-        matches!(out[..], [(BOB, Datagram::Registered { stored: 2, .. })]),
-        "no table before the fetch: {out:?}"
-    );
+    let out = f.recv(BOB, Datagram::Register { id, name: name("bob") });
+    assert!(matches!(out[..], [(BOB, Datagram::Registered { stored: 2, .. })]), "no table before the fetch: {out:?}");
     let mut texts = Vec::new();
     for index in [1, 0] {
         let id = f.id();
         let out = f.recv(BOB, Datagram::Fetch { id, index });
-        let [
-            (
-                BOB,
-                Datagram::Stored {
-                    index: got,
-                    ref message,
-                    ..
-                },
-            ),
-        ] = out[..]
-        else {
-            panic!("{out:?}")
-        };
+        let [(BOB, Datagram::Stored { index: got, ref message, .. })] = out[..] else { panic!("{out:?}") };
         texts.push((got, message.from.to_string(), message.text.to_string()));
     }
     texts.sort();
-    assert_eq!(
-        texts,
-        [
-            (0, "alice".into(), "one".into()),
-            (1, "carol".into(), "two".into())
-        ]
-    );
+    assert_eq!(texts, [(0, "alice".into(), "one".into()), (1, "carol".into(), "two".into())]);
     let id = f.id();
     let out = f.recv(BOB, Datagram::FetchDone { id, count: 2 });
-    assert!(
-        out.iter()
-            .any(|(p, d)| *p == ALICE && online_in(d, "bob") == Some(true))
-    );
+    assert!(out.iter().any(|(p, d)| *p == ALICE && online_in(d, "bob") == Some(true)));
     assert_eq!(out.last(), Some(&(BOB, Datagram::Ack { id })));
     assert!(f.stored("bob").is_empty());
 }
@@ -437,35 +235,11 @@ fn dereg_broadcasts_then_acks_and_requires_the_owner() {
     f.register("alice", ALICE);
     f.register("bob", BOB);
     let id = f.id();
-    let out = f.recv(
-        ALICE,
-        Datagram::Dereg {
-            id,
-            name: name("bob"),
-        },
-    );
-    assert_eq!(
-        out,
-        vec![(
-            ALICE,
-            Datagram::Refused {
-                id,
-                reason: Refusal::NotRegistered
-            }
-        )]
-    );
+    let out = f.recv(ALICE, Datagram::Dereg { id, name: name("bob") });
+    assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::NotRegistered })]);
     let id = f.id();
-    let out = f.recv(
-        BOB,
-        Datagram::Dereg {
-            id,
-            name: name("bob"),
-        },
-    );
-    assert!(
-        matches!(&out[0], (ALICE, d) if online_in(d, "bob") == Some(false)),
-        "{out:?}"
-    );
+    let out = f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    assert!(matches!(&out[0], (ALICE, d) if online_in(d, "bob") == Some(false)), "{out:?}");
     assert_eq!(out.last(), Some(&(BOB, Datagram::Ack { id })));
 }
 
@@ -473,34 +247,14 @@ fn dereg_broadcasts_then_acks_and_requires_the_owner() {
 fn tables_are_retransmitted_until_acked_then_given_up() {
     let mut f = Fixture::new();
     let id = f.id();
-    f.recv(
-        ALICE,
-        Datagram::Register {
-            id,
-            name: name("alice"),
-        },
-    );
-    let tables = |out: Vec<(u16, Datagram)>| {
-        out.iter()
-            .filter(|(_, d)| matches!(d, Datagram::Table(_)))
-            .count()
-    };
+    f.recv(ALICE, Datagram::Register { id, name: name("alice") });
+    let tables = |out: Vec<(u16, Datagram)>| out.iter().filter(|(_, d)| matches!(d, Datagram::Table(_))).count();
     assert_eq!(tables(f.at(499)), 0);
     let resent: Vec<usize> = (1..=7).map(|i| tables(f.at(i * 500))).collect();
-    assert_eq!(
-        resent,
-        [1, 1, 1, 1, 1, 0, 0],
-        "five retransmissions, 500 ms apart"
-    );
+    assert_eq!(resent, [1, 1, 1, 1, 1, 0, 0], "five retransmissions, 500 ms apart");
 
     let id = f.id();
-    let out = f.recv(
-        BOB,
-        Datagram::Register {
-            id,
-            name: name("bob"),
-        },
-    );
+    let out = f.recv(BOB, Datagram::Register { id, name: name("bob") });
     f.ack_tables(&out);
     assert_eq!(tables(f.at(5000)), 0, "an ACKed table is not sent again");
 }
@@ -510,57 +264,21 @@ fn saves_need_a_registered_sender_and_a_known_recipient() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let (id, out) = f.save(("alice", BOB), "alice", "spoof");
-    assert_eq!(
-        out,
-        vec![(
-            BOB,
-            Datagram::Refused {
-                id,
-                reason: Refusal::NotRegistered
-            }
-        )]
-    );
+    assert_eq!(out, vec![(BOB, Datagram::Refused { id, reason: Refusal::NotRegistered })]);
     let (id, out) = f.save(("alice", ALICE), "nobody", "x");
-    assert_eq!(
-        out,
-        vec![(
-            ALICE,
-            Datagram::Refused {
-                id,
-                reason: Refusal::UnknownRecipient
-            }
-        )]
-    );
+    assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::UnknownRecipient })]);
 }
 
 #[test]
 fn a_full_mailbox_refuses_and_stores_nothing() {
-    let mut f = Fixture::with_limits(Limits {
-        max_messages: 1,
-        max_bytes: 1 << 20,
-    });
+    let mut f = Fixture::with_limits(Limits { max_messages: 1, max_bytes: 1 << 20 });
     f.register("alice", ALICE);
     f.register("bob", BOB);
     let id = f.id();
-    f.recv(
-        BOB,
-        Datagram::Dereg {
-            id,
-            name: name("bob"),
-        },
-    );
+    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
     f.save(("alice", ALICE), "bob", "fits");
     let (id, out) = f.save(("alice", ALICE), "bob", "too many");
-    assert_eq!(
-        out,
-        vec![(
-            ALICE,
-            Datagram::Refused {
-                id,
-                reason: Refusal::MailboxFull
-            }
-        )]
-    );
+    assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::MailboxFull })]);
     assert_eq!(f.stored("bob").len(), 1);
 }
 
@@ -569,11 +287,7 @@ mod channel {
 
     fn send_all(f: &mut Fixture, text: &str) -> (MsgId, Vec<(u16, Datagram)>) {
         let id = f.id();
-        let d = Datagram::ChannelSend {
-            id,
-            from: name("alice"),
-            text: Text::new(text).expect("t"),
-        };
+        let d = Datagram::ChannelSend { id, from: name("alice"), text: Text::new(text).expect("t") };
         (id, f.recv(ALICE, d))
     }
 
@@ -587,13 +301,7 @@ mod channel {
 
     fn channel_ids(out: &[(u16, Datagram)]) -> Vec<(u16, MsgId)> {
         out.iter()
-            .filter_map(|(p, d)| {
-                if let Datagram::Channel { id, .. } = d {
-                    Some((*p, *id))
-                } else {
-                    None
-                }
-            })
+            .filter_map(|(p, d)| if let Datagram::Channel { id, .. } = d { Some((*p, *id)) } else { None })
             .collect()
     }
 
@@ -609,35 +317,18 @@ mod channel {
             f.recv(p, Datagram::ChannelAck { id: cid });
         }
         assert!(f.at(2000).is_empty(), "all ACKed: nothing more to send");
-        let dup = Datagram::ChannelSend {
-            id,
-            from: name("alice"),
-            text: Text::new("hello all").expect("t"),
-        };
-        assert_eq!(
-            f.recv(ALICE, dup),
-            vec![(ALICE, Datagram::Ack { id })],
-            "a retransmission is not relayed again"
-        );
+        let dup = Datagram::ChannelSend { id, from: name("alice"), text: Text::new("hello all").expect("t") };
+        assert_eq!(f.recv(ALICE, dup), vec![(ALICE, Datagram::Ack { id })], "a retransmission is not relayed again");
     }
 
     #[test]
     fn stores_at_once_for_offline_clients() {
         let mut f = three_online();
         let id = f.id();
-        f.recv(
-            CAROL,
-            Datagram::Dereg {
-                id,
-                name: name("carol"),
-            },
-        );
+        f.recv(CAROL, Datagram::Dereg { id, name: name("carol") });
         let (_, out) = send_all(&mut f, "hi");
         assert_eq!(channel_ids(&out).len(), 1);
-        assert_eq!(
-            f.stored("carol"),
-            vec![("alice".into(), Origin::Channel, "hi".into())]
-        );
+        assert_eq!(f.stored("carol"), vec![("alice".into(), Origin::Channel, "hi".into())]);
     }
 
     #[test]
@@ -649,12 +340,7 @@ mod channel {
             f.recv(p, Datagram::ChannelAck { id: cid });
         }
         let later: Vec<_> = (5..=12).flat_map(|i| f.at(i * 100)).collect();
-        assert!(
-            later
-                .iter()
-                .all(|(_, d)| !matches!(d, Datagram::Probe { .. })),
-            "{later:?}"
-        );
+        assert!(later.iter().all(|(_, d)| !matches!(d, Datagram::Probe { .. })), "{later:?}");
         assert!(f.stored("bob").is_empty() && f.stored("carol").is_empty());
     }
 
@@ -663,32 +349,17 @@ mod channel {
         let mut f = three_online();
         let (_, out) = send_all(&mut f, "hi");
         let ids = channel_ids(&out);
-        let (_, carol_id) = ids
-            .iter()
-            .find(|(p, _)| *p == CAROL)
-            .copied()
-            .expect("carol");
+        let (_, carol_id) = ids.iter().find(|(p, _)| *p == CAROL).copied().expect("carol");
         let (_, bob_id) = ids.iter().find(|(p, _)| *p == BOB).copied().expect("bob");
         f.recv(CAROL, Datagram::ChannelAck { id: carol_id });
         f.recv(CAROL, Datagram::ChannelAck { id: carol_id }); // a duplicate ACK changes nothing
         let resends: usize = (1..=4).map(|i| channel_ids(&f.at(i * 100)).len()).sum();
         assert_eq!(resends, 4, "bob's copy retransmitted inside the window");
         let out = f.at(500);
-        assert!(
-            out.iter()
-                .any(|d| matches!(d, (BOB, Datagram::Probe { .. }))),
-            "{out:?}"
-        );
+        assert!(out.iter().any(|d| matches!(d, (BOB, Datagram::Probe { .. }))), "{out:?}");
         let out: Vec<_> = (6..=10).flat_map(|i| f.at(i * 100)).collect();
-        assert!(
-            out.iter()
-                .any(|(p, d)| *p == ALICE && online_in(d, "bob") == Some(false)),
-            "{out:?}"
-        );
-        assert_eq!(
-            f.stored("bob"),
-            vec![("alice".into(), Origin::Channel, "hi".into())]
-        );
+        assert!(out.iter().any(|(p, d)| *p == ALICE && online_in(d, "bob") == Some(false)), "{out:?}");
+        assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Channel, "hi".into())]);
         assert!(f.stored("carol").is_empty());
         assert!(
             !f.recv(BOB, Datagram::ChannelAck { id: bob_id })
@@ -707,19 +378,12 @@ mod channel {
             }
         }
         let out = f.at(500);
-        let Some(&(_, Datagram::Probe { id: probe })) = out
-            .iter()
-            .find(|(p, d)| *p == BOB && matches!(d, Datagram::Probe { .. }))
+        let Some(&(_, Datagram::Probe { id: probe })) =
+            out.iter().find(|(p, d)| *p == BOB && matches!(d, Datagram::Probe { .. }))
         else {
             panic!("{out:?}")
         };
-        let out = f.recv(
-            BOB,
-            Datagram::ProbeAck {
-                id: probe,
-                name: name("bob"),
-            },
-        );
+        let out = f.recv(BOB, Datagram::ProbeAck { id: probe, name: name("bob") });
         let again = channel_ids(&out);
         assert_eq!(again.len(), 1, "sent again after the probe: {out:?}");
         f.recv(BOB, Datagram::ChannelAck { id: again[0].1 });

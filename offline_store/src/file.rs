@@ -48,13 +48,7 @@ impl FileStore {
     pub fn open(dir: impl Into<PathBuf>, limits: Limits) -> Result<Self, StoreError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
-        Ok(Self {
-            dir,
-            limits,
-            boxes: HashMap::new(),
-            dirty: HashMap::new(),
-            dir_dirty: false,
-        })
+        Ok(Self { dir, limits, boxes: HashMap::new(), dirty: HashMap::new(), dir_dirty: false })
     }
 
     /// The directory holding the mailboxes.
@@ -85,21 +79,14 @@ impl FileStore {
 
     /// Reads `name`'s whole mailbox, passing each readable record to `each`, and returns its
     /// state. Skipped lines are logged.
-    fn scan(
-        &self,
-        name: &Name,
-        mut each: impl FnMut(StoredMessage),
-    ) -> Result<Mailbox, StoreError> {
+    fn scan(&self, name: &Name, mut each: impl FnMut(StoredMessage)) -> Result<Mailbox, StoreError> {
         let path = self.mailbox_path(name);
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Mailbox::default()),
             Err(e) => return Err(StoreError::io("open", path)(e)),
         };
-        let mut mb = Mailbox {
-            exists: true,
-            ..Mailbox::default()
-        };
+        let mut mb = Mailbox { exists: true, ..Mailbox::default() };
         let mut lines = Lines::new(BufReader::new(file));
         while let Some(line) = lines.next_line().map_err(StoreError::io("read", &path))? {
             match line {
@@ -127,14 +114,9 @@ impl FileStore {
             Entry::Occupied(open) => return Ok(open.into_mut()),
             Entry::Vacant(slot) => slot,
         };
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(StoreError::io("open", &path))?;
+        let file = OpenOptions::new().append(true).create(true).open(&path).map_err(StoreError::io("open", &path))?;
         if let Some(end) = mb.torn_at {
-            file.set_len(end)
-                .map_err(StoreError::io("truncate", &path))?;
+            file.set_len(end).map_err(StoreError::io("truncate", &path))?;
             mb.torn_at = None;
         }
         if !mb.exists {
@@ -146,9 +128,7 @@ impl FileStore {
 
     /// Syncs the store's directory, so created, renamed and removed files stay so.
     fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(StoreError::io("sync directory", &self.dir))
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", &self.dir))
     }
 
     /// Writes `name`'s records after the first `n` readable ones to a temporary file and
@@ -164,16 +144,13 @@ impl FileStore {
             if let Line::Record(_) = line {
                 seen += 1;
                 if seen > n {
-                    out.write_all(lines.raw())
-                        .map_err(StoreError::io("write", tmp))?;
+                    out.write_all(lines.raw()).map_err(StoreError::io("write", tmp))?;
                     kept.count += 1;
                     kept.bytes += lines.raw().len() as u64;
                 }
             }
         }
-        let out = out
-            .into_inner()
-            .map_err(|e| StoreError::io("write", tmp)(e.into_error()))?;
+        let out = out.into_inner().map_err(|e| StoreError::io("write", tmp)(e.into_error()))?;
         out.sync_data().map_err(StoreError::io("sync", tmp))?;
         Ok(kept)
     }
@@ -185,10 +162,8 @@ impl Store for FileStore {
         let line = record::encode(msg).map_err(|e| StoreError::io("encode", &path)(e.into()))?;
         let mut mb = self.mailbox(to)?;
         self.limits.check(to, mb.usage, line.len() as u64)?;
-        let written = self.writer(to, &mut mb).and_then(|file| {
-            file.write_all(&line)
-                .map_err(StoreError::io("write", &path))
-        });
+        let written =
+            self.writer(to, &mut mb).and_then(|file| file.write_all(&line).map_err(StoreError::io("write", &path)));
         if let Err(e) = written {
             // The file may now end in a partial record: forget what we know and rescan.
             self.boxes.remove(to);
@@ -259,11 +234,7 @@ impl Store for FileStore {
                 _ => {}
             }
         }
-        let mb = Mailbox {
-            usage: kept,
-            exists: kept.count > 0,
-            torn_at: None,
-        };
+        let mb = Mailbox { usage: kept, exists: kept.count > 0, torn_at: None };
         self.boxes.insert(to.clone(), mb);
         self.sync_dir()
     }

@@ -46,20 +46,14 @@ pub struct Limits {
 impl Default for Limits {
     /// 10 000 messages, 16 MiB.
     fn default() -> Self {
-        Self {
-            max_messages: 10_000,
-            max_bytes: 16 * 1024 * 1024,
-        }
+        Self { max_messages: 10_000, max_bytes: 16 * 1024 * 1024 }
     }
 }
 
 impl Limits {
     /// Checks that a record of `line_len` bytes fits in a mailbox at `usage`.
     fn check(&self, name: &Name, usage: Usage, line_len: u64) -> Result<(), StoreError> {
-        let full = |limit: String| StoreError::MailboxFull {
-            name: name.clone(),
-            limit,
-        };
+        let full = |limit: String| StoreError::MailboxFull { name: name.clone(), limit };
         if usage.count.saturating_add(1) > self.max_messages {
             return Err(full(format!("{} messages", self.max_messages)));
         }

@@ -21,17 +21,13 @@ pub struct MemStore {
 impl MemStore {
     /// An empty store with these limits.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            boxes: HashMap::new(),
-        }
+        Self { limits, boxes: HashMap::new() }
     }
 
     fn usage_of(&self, to: &Name) -> Usage {
-        self.boxes.get(to).map_or_else(Usage::default, |b| Usage {
-            count: b.len(),
-            bytes: b.iter().map(|(_, len)| len).sum(),
-        })
+        self.boxes
+            .get(to)
+            .map_or_else(Usage::default, |b| Usage { count: b.len(), bytes: b.iter().map(|(_, len)| len).sum() })
     }
 }
 
@@ -41,10 +37,7 @@ impl Store for MemStore {
             .map_err(|e| StoreError::io("encode", PathBuf::from(file_name(to)))(e.into()))?
             .len() as u64;
         self.limits.check(to, self.usage_of(to), len)?;
-        self.boxes
-            .entry(to.clone())
-            .or_default()
-            .push_back((msg.clone(), len));
+        self.boxes.entry(to.clone()).or_default().push_back((msg.clone(), len));
         Ok(())
     }
 
@@ -53,11 +46,7 @@ impl Store for MemStore {
     }
 
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(self
-            .boxes
-            .get(to)
-            .map(|b| b.iter().map(|(m, _)| m.clone()).collect())
-            .unwrap_or_default())
+        Ok(self.boxes.get(to).map(|b| b.iter().map(|(m, _)| m.clone()).collect()).unwrap_or_default())
     }
 
     fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {

@@ -65,12 +65,7 @@ pub(crate) struct Lines<R> {
 impl<R: BufRead> Lines<R> {
     /// Starts at the beginning of `reader`.
     pub(crate) fn new(reader: R) -> Self {
-        Self {
-            reader,
-            buf: Vec::new(),
-            number: 0,
-            end: 0,
-        }
+        Self { reader, buf: Vec::new(), number: 0, end: 0 }
     }
 
     /// The bytes of the line last returned (complete lines end with `\n`).
@@ -87,17 +82,11 @@ impl<R: BufRead> Lines<R> {
         let mut total: u64 = 0;
         let mut too_long = false;
         loop {
-            let room = if too_long {
-                MAX_LINE
-            } else {
-                MAX_LINE + 1 - total
-            };
+            let room = if too_long { MAX_LINE } else { MAX_LINE + 1 - total };
             if too_long {
                 self.buf.clear();
             }
-            let n = (&mut self.reader)
-                .take(room)
-                .read_until(b'\n', &mut self.buf)?;
+            let n = (&mut self.reader).take(room).read_until(b'\n', &mut self.buf)?;
             total += n as u64;
             if n == 0 || self.buf.last() == Some(&b'\n') {
                 break;

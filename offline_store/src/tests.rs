@@ -15,11 +15,7 @@ fn name(s: &str) -> Name {
 fn msg(i: u32) -> StoredMessage {
     StoredMessage {
         from: name("alice"),
-        origin: if i % 2 == 0 {
-            Origin::Direct
-        } else {
-            Origin::Channel
-        },
+        origin: if i % 2 == 0 { Origin::Direct } else { Origin::Channel },
         at: DateTime::from_timestamp(1_800_000_000 + i64::from(i), 0).expect("valid time"),
         text: Text::new(format!("hello number {i} \"quoted\" λ")).expect("valid text"),
     }
@@ -63,10 +59,7 @@ fn append_load_keeps_order_across_reopen() {
     let mut again = open(&dir);
     assert_eq!(again.usage(&bob).expect("usage"), usage);
     assert_eq!(usage.count, 200);
-    assert_eq!(
-        usage.bytes,
-        fs::metadata(again.mailbox_path(&bob)).expect("meta").len()
-    );
+    assert_eq!(usage.bytes, fs::metadata(again.mailbox_path(&bob)).expect("meta").len());
     assert_eq!(again.load(&bob).expect("load"), msgs(0..200));
 }
 
@@ -102,10 +95,7 @@ fn remove_first_partial_then_all() {
 fn count_limit_refuses_and_writes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bob = name("bob");
-    let limits = Limits {
-        max_messages: 3,
-        ..Limits::default()
-    };
+    let limits = Limits { max_messages: 3, ..Limits::default() };
     let mut store = FileStore::open(tmp.path(), limits).expect("open");
     append_all(&mut store, &bob, 0..3);
     let before = fs::read(store.mailbox_path(&bob)).expect("read");
@@ -119,9 +109,7 @@ fn count_limit_refuses_and_writes_nothing() {
     // A fresh scan sees the same, and other mailboxes are not affected.
     let mut again = FileStore::open(tmp.path(), limits).expect("open");
     assert!(again.append(&bob, &msg(3)).is_err());
-    again
-        .append(&name("carol"), &msg(3))
-        .expect("other mailbox");
+    again.append(&name("carol"), &msg(3)).expect("other mailbox");
     again.remove_first(&bob, 1).expect("remove");
     again.append(&bob, &msg(3)).expect("room again");
     assert_eq!(again.load(&bob).expect("load"), msgs(1..4));
@@ -132,25 +120,16 @@ fn byte_limit_refuses_and_writes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bob = name("bob");
     let max_bytes = line_len(0) + line_len(1) + line_len(2) - 1;
-    let limits = Limits {
-        max_bytes,
-        ..Limits::default()
-    };
+    let limits = Limits { max_bytes, ..Limits::default() };
     let mut store = FileStore::open(tmp.path(), limits).expect("open");
     append_all(&mut store, &bob, 0..2);
     let err = store.append(&bob, &msg(2)).expect_err("full");
-    assert_eq!(
-        err.to_string(),
-        format!("mailbox of bob is full ({max_bytes} bytes)")
-    );
+    assert_eq!(err.to_string(), format!("mailbox of bob is full ({max_bytes} bytes)"));
     let len = fs::metadata(store.mailbox_path(&bob)).expect("meta").len();
     assert_eq!(len, line_len(0) + line_len(1));
     assert_eq!(store.usage(&bob).expect("usage").bytes, len);
     // Refused on a new, empty mailbox too: no file is created.
-    let tiny = Limits {
-        max_bytes: 10,
-        ..Limits::default()
-    };
+    let tiny = Limits { max_bytes: 10, ..Limits::default() };
     let mut store = FileStore::open(tmp.path(), tiny).expect("open");
     assert!(store.append(&name("carol"), &msg(0)).is_err());
     assert!(!store.mailbox_path(&name("carol")).exists());
@@ -175,15 +154,9 @@ fn file_names_are_safe() {
         assert_eq!(file_name(&n), encoded, "{raw}");
         let path = store.mailbox_path(&n);
         assert_eq!(path.parent(), Some(tmp.path()), "{raw}");
-        assert_eq!(
-            path.file_name().and_then(|f| f.to_str()),
-            Some(&*format!("{encoded}.mbox"))
-        );
+        assert_eq!(path.file_name().and_then(|f| f.to_str()), Some(&*format!("{encoded}.mbox")));
     }
-    assert_ne!(
-        file_name(&name("Bob")).to_lowercase(),
-        file_name(&name("bob"))
-    );
+    assert_ne!(file_name(&name("Bob")).to_lowercase(), file_name(&name("bob")));
     // Long non-ASCII names switch to the base32 form and stay under 255 bytes.
     let cyrillic = name(&"Ж".repeat(32));
     assert!(file_name(&cyrillic).starts_with("%D0%96"));
@@ -194,15 +167,8 @@ fn file_names_are_safe() {
         assert!(stem.len() + ".mbox".len() < 255, "{stem}");
         assert_eq!(store.mailbox_path(&longest).parent(), Some(tmp.path()));
     }
-    assert_ne!(
-        file_name(&name(&"李".repeat(31))),
-        file_name(&name(&"李".repeat(32)))
-    );
-    assert_eq!(
-        file_name(&name(&"李".repeat(22))).len(),
-        198,
-        "still the %XX form"
-    );
+    assert_ne!(file_name(&name(&"李".repeat(31))), file_name(&name(&"李".repeat(32))));
+    assert_eq!(file_name(&name(&"李".repeat(22))).len(), 198, "still the %XX form");
 }
 
 #[test]
@@ -215,11 +181,7 @@ fn torn_tail_is_skipped_then_cut_before_the_next_append() {
     let path = store.mailbox_path(&bob);
     drop(store);
     let cut = line_len(0) + line_len(1) + line_len(2) / 2;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_len(cut))
-        .expect("chop");
+    fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(cut)).expect("chop");
 
     let mut store = open(tmp.path());
     assert_eq!(store.load(&bob).expect("load"), msgs(0..2));
@@ -233,17 +195,10 @@ fn torn_tail_is_skipped_then_cut_before_the_next_append() {
     assert_eq!(len, line_len(0) + line_len(1) + line_len(3));
 
     // Same when the first thing after the restart is the append (no load before).
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_len(len - 3))
-        .expect("chop");
+    fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(len - 3)).expect("chop");
     let mut store = open(tmp.path());
     store.append(&bob, &msg(4)).expect("append");
-    assert_eq!(
-        store.load(&bob).expect("load"),
-        vec![msg(0), msg(1), msg(4)]
-    );
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(1), msg(4)]);
 }
 
 #[test]
@@ -263,10 +218,7 @@ fn corrupt_middle_record_is_skipped() {
     assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(2)]);
     assert_eq!(store.usage(&bob).expect("usage").count, 2);
     store.append(&bob, &msg(3)).expect("append");
-    assert_eq!(
-        store.load(&bob).expect("load"),
-        vec![msg(0), msg(2), msg(3)]
-    );
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(2), msg(3)]);
     store.remove_first(&bob, 1).expect("remove");
     assert_eq!(store.load(&bob).expect("load"), vec![msg(2), msg(3)]);
 }
@@ -278,25 +230,12 @@ fn records_round_trip_and_reject_garbage() {
     assert_eq!(line.last(), Some(&b'\n'));
     assert_eq!(record::decode(&line).expect("decode"), msg(7));
     let json = &line[9..line.len() - 1];
-    assert_eq!(
-        &line[..9],
-        format!("{:08x} ", crc32fast::hash(json)).as_bytes()
-    );
-    for bad in [
-        &b""[..],
-        b"\n",
-        b"12345678",
-        b"zzzzzzzz {}",
-        b"00000000 {}",
-        b"ABCDEF01 {}",
-    ] {
+    assert_eq!(&line[..9], format!("{:08x} ", crc32fast::hash(json)).as_bytes());
+    for bad in [&b""[..], b"\n", b"12345678", b"zzzzzzzz {}", b"00000000 {}", b"ABCDEF01 {}"] {
         assert!(record::decode(bad).is_err(), "{bad:?}");
     }
     let crc = format!("{:08x} {{}}", crc32fast::hash(b"{}"));
-    assert!(
-        record::decode(crc.as_bytes()).is_err(),
-        "valid crc, not a message"
-    );
+    assert!(record::decode(crc.as_bytes()).is_err(), "valid crc, not a message");
 }
 
 /// One sequence of operations; the result (every load and usage) must be the same for both.
@@ -317,16 +256,8 @@ fn scenario(store: &mut impl Store) -> Vec<String> {
     note(store, &mut log, "appended");
     let full = store.append(&bob, &msg(4)).expect_err("count limit");
     log.push(full.to_string());
-    let big = StoredMessage {
-        text: Text::new("x".repeat(2000)).expect("text"),
-        ..msg(20)
-    };
-    log.push(
-        store
-            .append(&carol, &big)
-            .expect_err("byte limit")
-            .to_string(),
-    );
+    let big = StoredMessage { text: Text::new("x".repeat(2000)).expect("text"), ..msg(20) };
+    log.push(store.append(&carol, &big).expect_err("byte limit").to_string());
     store.remove_first(&bob, 3).expect("remove");
     store.remove_first(&carol, 0).expect("remove none");
     note(store, &mut log, "removed");
@@ -339,21 +270,14 @@ fn scenario(store: &mut impl Store) -> Vec<String> {
 
 #[test]
 fn mem_store_behaves_like_file_store() {
-    let limits = Limits {
-        max_messages: 4,
-        max_bytes: 1000,
-    };
+    let limits = Limits { max_messages: 4, max_bytes: 1000 };
     let tmp = tempfile::tempdir().expect("tempdir");
     let from_file = scenario(&mut FileStore::open(tmp.path(), limits).expect("open"));
     let from_mem = scenario(&mut MemStore::new(limits));
     assert_eq!(from_file, from_mem);
     assert!(from_file.contains(&"mailbox of bob is full (4 messages)".to_owned()));
     assert!(from_file.contains(&"mailbox of Carol is full (1000 bytes)".to_owned()));
-    assert!(
-        from_file
-            .last()
-            .is_some_and(|l| l.starts_with("end Carol: [] Usage { count: 0, bytes: 0 }"))
-    );
+    assert!(from_file.last().is_some_and(|l| l.starts_with("end Carol: [] Usage { count: 0, bytes: 0 }")));
 }
 
 #[test]
@@ -384,9 +308,5 @@ fn overlong_garbage_lines_are_skipped_without_losing_neighbours() {
     store.remove_first(&bob, 1).expect("remove");
     assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(1..3));
     let len = fs::metadata(&path).expect("meta").len();
-    assert_eq!(
-        len,
-        line_len(1) + line_len(2),
-        "garbage dropped by the rewrite"
-    );
+    assert_eq!(len, line_len(1) + line_len(2), "garbage dropped by the rewrite");
 }
