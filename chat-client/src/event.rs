@@ -164,7 +164,7 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let local = at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string();
         let text = Text::new("Welcome to Channel").expect("text");
-        let m = StoredMessage { from: n("carol"), origin: Origin::Channel, at, text };
+        let m = StoredMessage { id: chat_proto::MsgId(1), from: n("carol"), origin: Origin::Channel, at, text };
         assert_eq!(
             Event::Stored(m.clone()).to_string(),
             format!(">>> Channel_Message carol: {local} Welcome to Channel")

@@ -79,7 +79,14 @@ impl Client {
 
     pub(crate) fn save(&mut self, now: Instant, o: Outgoing) {
         let id = self.fresh_id();
-        let d = Datagram::Save { id, from: self.me.clone(), to: o.to.clone(), text: o.text.clone(), force: o.retried };
+        let d = Datagram::Save {
+            id,
+            msg: o.chat_id,
+            from: self.me.clone(),
+            to: o.to.clone(),
+            text: o.text.clone(),
+            force: o.retried,
+        };
         self.request(now, self.server, id, &d, Kind::Save(o));
     }
 

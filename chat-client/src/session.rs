@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Refusal, StoredMessage, Table};
+use chat_proto::{Datagram, MsgId, Origin, Refusal, StoredMessage, Table};
 
 use crate::core::{Client, Kind, Status};
 use crate::event::Event;
@@ -19,6 +19,8 @@ pub(crate) struct Fetch {
     next_request: u32,
     next_show: u32,
     early: BTreeMap<u32, StoredMessage>,
+    /// `[You have messages]` was shown.
+    announced: bool,
 }
 
 impl Client {
@@ -51,8 +53,8 @@ impl Client {
             self.wait_for_table(now);
             return;
         }
-        self.emit(Event::HaveMessages);
-        self.fetch = Some(Fetch { total: stored, next_request: 0, next_show: 0, early: BTreeMap::new() });
+        self.fetch =
+            Some(Fetch { total: stored, next_request: 0, next_show: 0, early: BTreeMap::new(), announced: false });
         self.fetch_more(now);
     }
 
@@ -87,7 +89,7 @@ impl Client {
         }
         let (done, count) = (f.next_show == f.total && !ready.is_empty(), f.total);
         for m in ready {
-            self.emit(Event::Stored(m));
+            self.show_stored(m);
         }
         if done {
             let id = self.fresh_id();
@@ -95,6 +97,24 @@ impl Client {
         } else {
             self.fetch_more(now);
         }
+    }
+
+    /// Shows a stored message unless it was shown live already (its ACK was lost, and so the
+    /// sender or the server stored it too).
+    fn show_stored(&mut self, m: StoredMessage) {
+        let fresh = match m.origin {
+            Origin::Direct => self.chats_seen.insert((m.from.clone(), m.id)),
+            Origin::Channel => self.channel_seen.insert(m.id),
+        };
+        if !fresh {
+            tracing::debug!(from = %m.from, id = %m.id, "stored message already shown");
+            return;
+        }
+        if let Some(f) = self.fetch.as_mut().filter(|f| !f.announced) {
+            f.announced = true;
+            self.emit(Event::HaveMessages);
+        }
+        self.emit(Event::Stored(m));
     }
 
     pub(crate) fn on_ack(&mut self, now: Instant, id: MsgId) {

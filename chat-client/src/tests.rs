@@ -254,7 +254,7 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
     f.cmd("reg alice");
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
     f.recv(SERVER, Datagram::Registered { id, version: 20, stored: 2 });
-    assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> [You have messages]"]);
+    assert_eq!(f.events(), [">>> [Welcome, You are registered.]"]);
     let fetches: Vec<(MsgId, u32)> = f
         .sent()
         .into_iter()
@@ -262,15 +262,22 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
         .collect();
     assert_eq!(fetches.iter().map(|f| f.1).collect::<Vec<_>>(), [0, 1]);
     let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-    let msg = |from: &str, origin, t: &str| StoredMessage { from: name(from), origin, at, text: text(t) };
+    let msg = |from: &str, origin, t: &str| StoredMessage {
+        id: MsgId(50 + t.len() as u64),
+        from: name(from),
+        origin,
+        at,
+        text: text(t),
+    };
     let second = msg("carol", Origin::Direct, "Hello!!");
     f.recv(SERVER, Datagram::Stored { id: fetches[1].0, index: 1, message: second });
     assert!(f.events().is_empty(), "shown in order, so the second waits for the first");
     let first = msg("bob", Origin::Channel, "Welcome");
     f.recv(SERVER, Datagram::Stored { id: fetches[0].0, index: 0, message: first });
     let shown = f.events();
-    assert!(shown[0].starts_with(">>> Channel_Message bob: 2026-11-2") && shown[0].ends_with(" Welcome"), "{shown:?}");
-    assert!(shown[1].starts_with(">>> carol: ") && shown[1].ends_with(" Hello!!"), "{shown:?}");
+    assert_eq!(shown[0], ">>> [You have messages]");
+    assert!(shown[1].starts_with(">>> Channel_Message bob: 2026-11-2") && shown[1].ends_with(" Welcome"), "{shown:?}");
+    assert!(shown[2].starts_with(">>> carol: ") && shown[2].ends_with(" Hello!!"), "{shown:?}");
     let [(SERVER, Datagram::FetchDone { id, count: 2 })] = f.sent()[..] else { panic!() };
     f.cmd("send bob later");
     f.recv(SERVER, Datagram::Ack { id });
@@ -345,4 +352,39 @@ fn answers_from_the_wrong_address_are_ignored() {
     assert!(f.events().is_empty());
     f.recv(SERVER, Datagram::Probe { id: MsgId(3) });
     assert_eq!(f.sent(), [(SERVER, Datagram::ProbeAck { id: MsgId(3), name: name("alice") })]);
+}
+
+#[test]
+fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
+    let mut f = Fixture::online(true);
+    // bob's message arrives live, but the ACK is lost: bob's client saves it on the server.
+    f.recv(BOB, Datagram::Chat { id: MsgId(77), from: name("bob"), text: text("once") });
+    f.recv(SERVER, Datagram::Channel { id: MsgId(88), from: name("bob"), text: text("all") });
+    f.events();
+    f.cmd("dereg alice");
+    let [.., (SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [You are Offline. Bye.]"]);
+    f.cmd("reg alice");
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 30, stored: 3 });
+    let fetches: Vec<MsgId> = f
+        .sent()
+        .into_iter()
+        .filter_map(|(_, d)| if let Datagram::Fetch { id, .. } = d { Some(id) } else { None })
+        .collect();
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    let stored = [
+        StoredMessage { id: MsgId(77), from: name("bob"), origin: Origin::Direct, at, text: text("once") },
+        StoredMessage { id: MsgId(88), from: name("bob"), origin: Origin::Channel, at, text: text("all") },
+        StoredMessage { id: MsgId(99), from: name("bob"), origin: Origin::Direct, at, text: text("new") },
+    ];
+    for (index, (id, message)) in fetches.into_iter().zip(stored).enumerate() {
+        f.recv(SERVER, Datagram::Stored { id, index: index as u32, message });
+    }
+    let shown = f.events();
+    assert_eq!(shown.len(), 3, "welcome, the announcement and only the new message: {shown:?}");
+    assert_eq!(shown[1], ">>> [You have messages]");
+    assert!(shown[2].ends_with(" new"));
+    assert!(f.sent().iter().any(|(_, d)| matches!(d, Datagram::FetchDone { count: 3, .. })), "all three are confirmed");
 }

@@ -55,6 +55,9 @@ pub enum Origin {
 /// A message the server keeps for an offline client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
+    /// The message's own id (the direct message's or the channel message's), so that a
+    /// recipient that already showed it live does not show it again.
+    pub id: MsgId,
     /// Who sent it.
     pub from: Name,
     /// Direct or channel.
@@ -116,6 +119,8 @@ pub enum Datagram {
     Save {
         /// Request id.
         id: MsgId,
+        /// The direct message's id, kept with the stored message.
+        msg: MsgId,
         /// The sender.
         from: Name,
         /// The recipient.

@@ -25,8 +25,8 @@ fn every_variant() -> Vec<Datagram> {
     vec![
         Datagram::Register { id, name: name("alice") },
         Datagram::Dereg { id, name: name("alice") },
-        Datagram::Save { id, from: name("a"), to: name("b"), text: text("hi"), force: false },
-        Datagram::Save { id, from: name("a"), to: name("b"), text: text("hi"), force: true },
+        Datagram::Save { id, msg: MsgId(9), from: name("a"), to: name("b"), text: text("hi"), force: false },
+        Datagram::Save { id, msg: MsgId(9), from: name("a"), to: name("b"), text: text("hi"), force: true },
         Datagram::ChannelSend { id, from: name("a"), text: text("all") },
         Datagram::Fetch { id, index: 3 },
         Datagram::FetchDone { id, count: 4 },
@@ -41,7 +41,7 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::Stored {
             id,
             index: 0,
-            message: StoredMessage { from: name("c"), origin: Origin::Channel, at, text: text("yo") },
+            message: StoredMessage { id: MsgId(10), from: name("c"), origin: Origin::Channel, at, text: text("yo") },
         },
         Datagram::Table(table()),
         Datagram::Channel { id, from: name("a"), text: text("all") },
@@ -68,8 +68,15 @@ fn golden_strings_pin_the_format() {
             r#"{"type":"chat","id":2,"from":"a","text":"hi"}"#,
         ),
         (
-            Datagram::Save { id: MsgId(3), from: name("a"), to: name("b"), text: text("x"), force: false },
-            r#"{"type":"save","id":3,"from":"a","to":"b","text":"x"}"#,
+            Datagram::Save {
+                id: MsgId(3),
+                msg: MsgId(8),
+                from: name("a"),
+                to: name("b"),
+                text: text("x"),
+                force: false,
+            },
+            r#"{"type":"save","id":3,"msg":8,"from":"a","to":"b","text":"x"}"#,
         ),
         (
             Datagram::Refused { id: MsgId(4), reason: Refusal::NameTaken },

@@ -53,7 +53,13 @@ impl<S: Store> Server<S> {
                 return;
             }
         };
-        let msg = Arc::new(StoredMessage { from: sender.clone(), origin: Origin::Channel, at: self.wall(now), text });
+        let msg = Arc::new(StoredMessage {
+            id: cid,
+            from: sender.clone(),
+            origin: Origin::Channel,
+            at: self.wall(now),
+            text,
+        });
         let table = self.clients.snapshot();
         let (mut live, mut stored) = (0, 0);
         for row in table.clients.into_iter().filter(|r| &r.name != sender) {

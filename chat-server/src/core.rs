@@ -115,8 +115,8 @@ impl<S: Store> Server<S> {
         match d {
             Datagram::Register { id, name } => self.on_register(now, from, id, name),
             Datagram::Dereg { id, name } => self.on_dereg(from, id, &name),
-            Datagram::Save { id, from: sender, to, text, force } => {
-                self.on_save(now, from, SaveRequest { id, sender, to, text, force });
+            Datagram::Save { id, msg, from: sender, to, text, force } => {
+                self.on_save(now, from, SaveRequest { id, msg, sender, to, text, force });
             }
             Datagram::ChannelSend { id, from: sender, text } => {
                 self.on_channel_send(now, from, id, &sender, text);

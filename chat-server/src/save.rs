@@ -14,6 +14,7 @@ use crate::probe::Waiter;
 #[derive(Debug)]
 pub(crate) struct SaveRequest {
     pub id: MsgId,
+    pub msg: MsgId,
     pub sender: Name,
     pub to: Name,
     pub text: Text,
@@ -22,7 +23,7 @@ pub(crate) struct SaveRequest {
 
 impl<S: Store> Server<S> {
     pub(crate) fn on_save(&mut self, now: Instant, from: SocketAddr, req: SaveRequest) {
-        let SaveRequest { id, sender, to, text, force } = req;
+        let SaveRequest { id, msg, sender, to, text, force } = req;
         if self.replay(from, id) {
             return;
         }
@@ -34,7 +35,7 @@ impl<S: Store> Server<S> {
             self.answer(from, id, Datagram::Refused { id, reason: Refusal::UnknownRecipient });
             return;
         };
-        let msg = StoredMessage { from: sender, origin: Origin::Direct, at: self.wall(now), text };
+        let msg = StoredMessage { id: msg, from: sender, origin: Origin::Direct, at: self.wall(now), text };
         self.dedup.set(from, id, Seen::Pending);
         if entry.online && !force {
             self.probe(now, &to, entry.addr, Waiter::Save { from, id, to: to.clone(), msg });

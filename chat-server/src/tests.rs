@@ -85,8 +85,14 @@ impl Fixture {
 
     fn save(&mut self, from: (&str, u16), to: &str, text: &str) -> (MsgId, Vec<(u16, Datagram)>) {
         let id = self.id();
-        let d =
-            Datagram::Save { id, from: name(from.0), to: name(to), text: Text::new(text).expect("text"), force: false };
+        let d = Datagram::Save {
+            id,
+            msg: MsgId(id.0 + 1000),
+            from: name(from.0),
+            to: name(to),
+            text: Text::new(text).expect("text"),
+            force: false,
+        };
         (id, self.recv(from.1, d))
     }
 
@@ -159,8 +165,14 @@ fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
     f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
-    let again =
-        Datagram::Save { id, from: name("alice"), to: name("bob"), text: Text::new("hi").expect("t"), force: false };
+    let again = Datagram::Save {
+        id,
+        msg: MsgId(id.0 + 1000),
+        from: name("alice"),
+        to: name("bob"),
+        text: Text::new("hi").expect("t"),
+        force: false,
+    };
     assert_eq!(f.recv(ALICE, again), vec![(ALICE, Datagram::Ack { id })]);
     assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "hi".into())]);
 }
@@ -188,8 +200,14 @@ fn a_silent_recipient_is_marked_offline_told_and_the_message_stored() {
     for ms in [100, 200, 300, 400] {
         f.at(ms);
     }
-    let again =
-        Datagram::Save { id, from: name("alice"), to: name("bob"), text: Text::new("hi").expect("t"), force: false };
+    let again = Datagram::Save {
+        id,
+        msg: MsgId(id.0 + 1000),
+        from: name("alice"),
+        to: name("bob"),
+        text: Text::new("hi").expect("t"),
+        force: false,
+    };
     assert!(f.recv(ALICE, again).is_empty(), "a retransmitted save during the probe is the same request");
     let out = f.at(500);
     let table_to = |port| out.iter().any(|(p, d)| *p == port && online_in(d, "bob") == Some(false));

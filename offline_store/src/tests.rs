@@ -14,6 +14,7 @@ fn name(s: &str) -> Name {
 
 fn msg(i: u32) -> StoredMessage {
     StoredMessage {
+        id: chat_proto::MsgId(u64::from(i)),
         from: name("alice"),
         origin: if i % 2 == 0 { Origin::Direct } else { Origin::Channel },
         at: DateTime::from_timestamp(1_800_000_000 + i64::from(i), 0).expect("valid time"),
