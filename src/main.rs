@@ -50,7 +50,8 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
     let cfg = chat_server::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
-    chat_server::run(socket, store, cfg, shutdown).await.map_err(|e| format!("server stopped: {e}"))?;
+    let table = chat_server::TableFile::new(&opts.data_dir);
+    chat_server::run(socket, store, table, cfg, shutdown).await.map_err(|e| format!("server stopped: {e}"))?;
     Ok(0)
 }
 

@@ -26,6 +26,16 @@ impl Clients {
         Self { rows: BTreeMap::new(), by_addr: HashMap::new(), version: base }
     }
 
+    /// A table as it was saved: the same rows, and versions that go on from the saved one.
+    pub fn restore(base: u64, saved: Table) -> Self {
+        let mut c = Self::new(base.max(saved.version));
+        for row in saved.clients {
+            c.by_addr.insert(row.addr, row.name.clone());
+            c.rows.insert(row.name, Entry { addr: row.addr, online: row.online });
+        }
+        c
+    }
+
     pub fn get(&self, name: &Name) -> Option<Entry> {
         self.rows.get(name).copied()
     }

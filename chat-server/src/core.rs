@@ -183,6 +183,16 @@ impl<S: Store> Server<S> {
         probes.chain(deliveries).chain(pushes).min()
     }
 
+    /// Takes over the table a previous run saved (see [`crate::TableFile`]).
+    pub fn restore_table(&mut self, saved: Table) {
+        self.clients = Clients::restore(self.clients.version(), saved);
+    }
+
+    /// The current table's version.
+    pub fn table_version(&self) -> u64 {
+        self.clients.version()
+    }
+
     /// The current client table.
     pub fn table(&self) -> Table {
         self.clients.snapshot()

@@ -9,18 +9,31 @@ use offline_store::Store;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Config, Server};
+use crate::{Config, Server, TableFile};
 
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
 
-/// Serves on `socket` until `shutdown` is cancelled, then syncs the store.
+/// Serves on `socket` until `shutdown` is cancelled, then syncs the store. The client table is
+/// loaded from `table_file` at start and saved there whenever it changes.
 ///
 /// # Errors
-/// Only a failure to sync the store at shutdown; network errors are logged and survived.
-pub async fn run<S: Store>(socket: UdpSocket, store: S, cfg: Config, shutdown: CancellationToken) -> io::Result<()> {
+/// The saved table cannot be read, or the store cannot be synced at shutdown; network errors
+/// are logged and survived.
+pub async fn run<S: Store>(
+    socket: UdpSocket,
+    store: S,
+    table_file: TableFile,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let seed = getrandom::u64().unwrap_or_else(|_| Utc::now().timestamp_nanos_opt().unwrap_or(0).unsigned_abs());
     let mut core = Server::new(cfg, store, Instant::now(), Utc::now(), seed);
+    if let Some(saved) = table_file.load()? {
+        tracing::info!(clients = saved.clients.len(), "client table restored");
+        core.restore_table(saved);
+    }
+    let mut saved_version = core.table_version();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut dropped = 0u64;
     loop {
@@ -52,6 +65,12 @@ pub async fn run<S: Store>(socket: UdpSocket, store: S, cfg: Config, shutdown: C
         let now = Instant::now();
         core.handle_timeout(now);
         core.commit(now);
+        if core.table_version() != saved_version {
+            saved_version = core.table_version();
+            if let Err(e) = table_file.save(&core.table()) {
+                tracing::error!("cannot save the client table: {e}");
+            }
+        }
         while let Some(t) = core.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.to).await {
                 tracing::debug!(to = %t.to, "send failed: {e}");

@@ -13,9 +13,11 @@ mod driver;
 mod probe;
 mod register;
 mod save;
+mod table_file;
 
 pub use crate::core::{Config, Server, Transmit};
 pub use driver::run;
+pub use table_file::TableFile;
 
 #[cfg(test)]
 mod tests;

@@ -409,3 +409,26 @@ mod channel {
         assert!(f.stored("bob").is_empty());
     }
 }
+
+#[test]
+fn a_restored_table_keeps_senders_and_offline_recipients_known() {
+    let mut before = Fixture::new();
+    before.register("alice", ALICE);
+    before.register("bob", BOB);
+    let id = before.id();
+    before.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    let saved = before.server.table();
+
+    let mut after = Fixture::new();
+    after.server.restore_table(saved.clone());
+    assert_eq!(after.server.table().clients, saved.clients);
+    assert!(after.server.table_version() >= saved.version);
+    let (id, out) = after.save(("alice", ALICE), "bob", "after the restart");
+    assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
+    let out = after.recv(BOB, Datagram::Register { id: MsgId(500), name: name("bob") });
+    assert!(out.iter().any(|d| matches!(d, (BOB, Datagram::Registered { stored: 1, .. }))), "{out:?}");
+    assert!(
+        out.iter().all(|(_, d)| !matches!(d, Datagram::Table(t) if t.version <= saved.version)),
+        "versions go on growing"
+    );
+}
