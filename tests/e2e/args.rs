@@ -1,0 +1,124 @@
+//! Command-line checks: a bad argument gives one stderr line naming it and exit code 2;
+//! `--help` and `--version` exit 0. No server is needed.
+
+use std::time::Duration;
+
+use crate::harness::{Proc, free_port};
+
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `chatapp args…` with stdin closed; returns the process after it exited.
+fn run(args: &[&str]) -> (Proc, Option<i32>) {
+    let mut proc = Proc::spawn("chatapp", args);
+    proc.close_stdin();
+    let code = proc.wait_exit(EXIT_WAIT).code();
+    (proc, code)
+}
+
+/// Asserts exit code 2 and exactly one (non-blank) stderr line containing one of `mentions`.
+fn assert_usage_error(args: &[&str], mentions: &[&str]) {
+    let (proc, code) = run(args);
+    if code != Some(2) {
+        proc.fail(&format!("bad arguments should exit with code 2, got {code:?}"));
+    }
+    let lines: Vec<String> = proc.stderr_lines().into_iter().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() != 1 {
+        proc.fail(&format!("expected exactly one line on stderr, got {}", lines.len()));
+    }
+    let line = lines[0].to_lowercase();
+    if !mentions.iter().any(|m| line.contains(&m.to_lowercase())) {
+        proc.fail(&format!("the stderr line should mention one of {mentions:?}"));
+    }
+}
+
+#[test]
+fn server_port_below_1024_is_refused() {
+    assert_usage_error(&["-s", "80"], &["80"]);
+}
+
+#[test]
+fn server_port_above_65535_is_refused() {
+    assert_usage_error(&["-s", "70000"], &["70000"]);
+}
+
+#[test]
+fn server_port_not_a_number_is_refused() {
+    assert_usage_error(&["-s", "abc"], &["abc"]);
+}
+
+#[test]
+fn client_port_below_1024_is_refused() {
+    let server = free_port().to_string();
+    assert_usage_error(&["-c", "alice", "127.0.0.1", &server, "80"], &["80"]);
+}
+
+#[test]
+fn client_server_port_above_65535_is_refused() {
+    let port = free_port().to_string();
+    assert_usage_error(&["-c", "alice", "127.0.0.1", "70000", &port], &["70000"]);
+}
+
+#[test]
+fn bad_server_ip_is_refused() {
+    let (server, port) = (free_port().to_string(), free_port().to_string());
+    assert_usage_error(&["-c", "alice", "999.1.1.1", &server, &port], &["999.1.1.1"]);
+}
+
+#[test]
+fn name_with_whitespace_is_refused() {
+    let (server, port) = (free_port().to_string(), free_port().to_string());
+    assert_usage_error(&["-c", "a b", "127.0.0.1", &server, &port], &["a b"]);
+}
+
+#[test]
+fn name_longer_than_32_chars_is_refused() {
+    let (server, port) = (free_port().to_string(), free_port().to_string());
+    let name = "n".repeat(33);
+    assert_usage_error(&["-c", &name, "127.0.0.1", &server, &port], &[&name, "name"]);
+}
+
+#[test]
+fn missing_client_port_is_refused() {
+    let server = free_port().to_string();
+    assert_usage_error(&["-c", "alice", "127.0.0.1", &server], &["port"]);
+}
+
+#[test]
+fn missing_server_port_is_refused() {
+    assert_usage_error(&["-s"], &["port"]);
+}
+
+#[test]
+fn no_arguments_is_refused() {
+    let (proc, code) = run(&[]);
+    if code != Some(2) {
+        proc.fail(&format!("no arguments should exit with code 2, got {code:?}"));
+    }
+    let lines = proc.stderr_lines().into_iter().filter(|l| !l.trim().is_empty()).count();
+    if lines != 1 {
+        proc.fail(&format!("expected exactly one line on stderr, got {lines}"));
+    }
+}
+
+#[test]
+fn help_exits_0() {
+    let (proc, code) = run(&["--help"]);
+    if code != Some(0) {
+        proc.fail(&format!("--help should exit 0, got {code:?}"));
+    }
+    let text = proc.stdout_lines().join("\n");
+    if !(text.contains("-s") && text.contains("-c")) {
+        proc.fail("--help should describe -s and -c on stdout");
+    }
+}
+
+#[test]
+fn version_exits_0() {
+    let (proc, code) = run(&["--version"]);
+    if code != Some(0) {
+        proc.fail(&format!("--version should exit 0, got {code:?}"));
+    }
+    if !proc.stdout_lines().iter().any(|l| l.contains(env!("CARGO_PKG_VERSION"))) {
+        proc.fail("--version should print the package version on stdout");
+    }
+}

@@ -1,0 +1,82 @@
+//! The channel: `send_all` reaches every online client but the sender, is stored for offline
+//! ones, and the assignment's example runs end to end.
+
+use std::time::Duration;
+
+use crate::harness::{
+    CHANNEL_ACKED, CHANNEL_NOT_RESPONDING, HAVE_MESSAGES, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, channel,
+    no_ack_from, start_clients,
+};
+
+#[test]
+fn channel_message_reaches_everyone_but_the_sender() {
+    let server = Server::start();
+    let [mut alice, bob, carol] = start_clients(&server, ["alice", "bob", "carol"]);
+    alice.send_line("send_all Welcome to Channel");
+    alice.expect_line(CHANNEL_ACKED, WAIT);
+    let line = channel("alice", "Welcome to Channel");
+    bob.expect_line(&line, WAIT);
+    carol.expect_line(&line, WAIT);
+    alice.assert_never(&line, Duration::from_millis(300));
+    bob.assert_count(&line, 1);
+    carol.assert_count(&line, 1);
+}
+
+#[test]
+fn send_all_without_server_says_so_and_goes_on() {
+    let mut server = Server::start();
+    let [mut alice] = start_clients(&server, ["alice"]);
+    server.kill();
+    alice.send_line("send_all anyone there");
+    alice.expect_line(CHANNEL_NOT_RESPONDING, WAIT);
+    alice.assert_alive();
+    let port = alice.port;
+    alice.assert_row(1, "alice", port, true);
+}
+
+/// SPEC section 9, line for line.
+#[test]
+fn the_assignment_example_end_to_end() {
+    let server = Server::start();
+    let [mut c1, mut c2, mut c3] = start_clients(&server, ["client1", "client2", "client3"]);
+    c1.send_line("dereg client1");
+    c1.expect_line(OFFLINE_BYE, WAIT);
+    c2.expect_line(TABLE, WAIT);
+    c3.expect_line(TABLE, WAIT);
+
+    c2.send_line("send_all Welcome to Channel");
+    c2.expect_line(CHANNEL_ACKED, WAIT);
+    c3.expect_line(&channel("client2", "Welcome to Channel"), WAIT);
+    c2.send_line("send client1 Hello");
+    c2.expect_line(SAVED, WAIT);
+    c3.send_line("send client1 Hello!!");
+    c3.expect_line(SAVED, WAIT);
+    for sender in [&c2, &c3] {
+        sender.assert_count(&no_ack_from("client1"), 0);
+    }
+
+    c1.send_line("reg client1");
+    c1.expect_line(WELCOME, WAIT);
+    c1.expect_line(HAVE_MESSAGES, WAIT);
+    c1.expect_stored("Channel_Message client2", "Welcome to Channel");
+    c1.expect_stored("client2", "Hello");
+    c1.expect_stored("client3", "Hello!!");
+}
+
+#[test]
+fn channel_message_for_a_crashed_client_is_stored() {
+    let server = Server::start();
+    let [mut alice, mut bob, carol] = start_clients(&server, ["alice", "bob", "carol"]);
+    bob.kill();
+    alice.send_line("send_all while you were out");
+    alice.expect_line(CHANNEL_ACKED, WAIT);
+    carol.expect_line(&channel("alice", "while you were out"), WAIT);
+    // bob does not ACK: probed, marked offline, and everyone online gets the table.
+    alice.expect_line(TABLE, WAIT);
+    carol.expect_line(TABLE, WAIT);
+
+    let bob = bob.respawn(&server);
+    bob.expect_line(WELCOME, WAIT);
+    bob.expect_line(HAVE_MESSAGES, WAIT);
+    bob.expect_stored("Channel_Message alice", "while you were out");
+}

@@ -1,0 +1,351 @@
+//! The multi-process harness: starts the real `chatapp` binary as child processes, drains their
+//! stdout and stderr on threads the whole time, and waits for lines with deadlines.
+//!
+//! Every wait fails fast when the child has exited, and every failure panics with the child's
+//! full captured output; a [`Proc`] dropped while its thread panics prints its output too, so a
+//! failing test explains itself. Nothing here knows the wire format: tests talk to the product
+//! only through its command line, its stdin and its output lines (and raw UDP for garbage).
+
+use std::collections::HashSet;
+use std::net::UdpSocket;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tempfile::TempDir;
+
+mod proc;
+
+pub use proc::Proc;
+
+/// The default deadline of one wait.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Printed by a client once the server registered it (at start and after `reg`).
+pub const WELCOME: &str = ">>> [Welcome, You are registered.]";
+/// Printed when a registration or `dereg` (or save) got no answer from the server.
+pub const NOT_RESPONDING: &str = ">>> [Server not responding]";
+/// Printed right before a client exits with code 1.
+pub const EXITING: &str = ">>> [Exiting]";
+/// Printed whenever a client replaces its local table.
+pub const TABLE: &str = ">>> [Client table updated.]";
+/// Printed by the sender of a message the server stored.
+pub const SAVED: &str = ">>> [Messages received by the server and saved]";
+/// Printed after a successful `dereg`.
+pub const OFFLINE_BYE: &str = ">>> [You are Offline. Bye.]";
+/// Printed after registration when stored messages follow.
+pub const HAVE_MESSAGES: &str = ">>> [You have messages]";
+/// Printed by the sender of a `send_all` the server acknowledged.
+pub const CHANNEL_ACKED: &str = ">>> [Message received by Server.]";
+/// Printed by the sender of a `send_all` the server never acknowledged (with the dot).
+pub const CHANNEL_NOT_RESPONDING: &str = ">>> [Server not responding.]";
+
+/// `>>> [Message received by <name>.]`
+pub fn acked_by(name: &str) -> String {
+    format!(">>> [Message received by {name}.]")
+}
+
+/// `>>> [No ACK from <name>, message sent to server.]`
+pub fn no_ack_from(name: &str) -> String {
+    format!(">>> [No ACK from {name}, message sent to server.]")
+}
+
+/// `>>> <from>: <text>`, a direct message shown live.
+pub fn chat(from: &str, text: &str) -> String {
+    format!(">>> {from}: {text}")
+}
+
+/// `>>> [Channel_Message <from>: <text>]`, a channel message shown live.
+pub fn channel(from: &str, text: &str) -> String {
+    format!(">>> [Channel_Message {from}: {text}]")
+}
+
+/// The path of the `chatapp` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_chatapp")
+}
+
+/// A UDP port (1024 or above) that is free now and that this test binary never handed out before,
+/// so tests running in parallel do not pick the same port.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed_out = HANDED_OUT.get_or_init(Mutex::default);
+    for _ in 0..1000 {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind a UDP socket to port 0");
+        let port = sock.local_addr().expect("local address of a bound socket").port();
+        drop(sock);
+        let mut set = handed_out.lock().unwrap_or_else(PoisonError::into_inner);
+        if port >= 1024 && set.insert(port) {
+            return port;
+        }
+    }
+    panic!("found no free UDP port in 1000 tries");
+}
+
+/// A fresh data directory, shareable between a client and its restart.
+pub fn new_dir() -> Arc<TempDir> {
+    Arc::new(TempDir::new().expect("create a temporary data directory"))
+}
+
+/// A running registration server on a free port, with its own data directory.
+pub struct Server {
+    proc: Proc,
+    /// The UDP port the server listens on.
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl Server {
+    /// Starts a server with default options and waits for its `listening on` line.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra options; retries on a fresh port if the process exits before
+    /// it is listening (another program took the port in between).
+    pub fn start_with(extra: &[&str]) -> Server {
+        for attempt in 1..=3 {
+            let port = free_port();
+            let dir = TempDir::new().expect("create the server's data directory");
+            let port_arg = port.to_string();
+            let dir_arg = dir.path().to_str().expect("a UTF-8 temp path").to_owned();
+            let mut args = vec!["-s", &port_arg, "--data-dir", &dir_arg];
+            args.extend_from_slice(extra);
+            let proc = Proc::spawn(format!("server:{port}"), &args);
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let listening =
+                    proc.stderr_lines().iter().chain(proc.stdout_lines().iter()).any(|l| l.contains("listening on"));
+                if listening {
+                    return Server { proc, port, dir };
+                }
+                if proc.exit_status().is_some() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            if attempt == 3 || proc.exit_status().is_none() {
+                if proc.exit_status().is_some() {
+                    proc.wait_exit(WAIT);
+                }
+                proc.fail("never logged \"listening on\"");
+            }
+        }
+        unreachable!("the loop returns or fails")
+    }
+}
+
+impl Server {
+    /// Starts the server again on the same port and data directory (after it was killed) and
+    /// waits for its `listening on` line.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let port = self.port.to_string();
+        let dir = self.dir.path().to_str().expect("a UTF-8 temp path").to_owned();
+        self.proc = Proc::spawn(format!("server:{port} (restarted)"), &["-s", &port, "--data-dir", &dir]);
+        self.proc.expect_contains("listening on", WAIT);
+    }
+}
+
+impl Deref for Server {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+/// One row of a client's `list` output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The client's name.
+    pub name: String,
+    /// Its IP address as printed.
+    pub ip: String,
+    /// Its port.
+    pub port: u16,
+    /// `online` (true) or `offline` (false).
+    pub online: bool,
+}
+
+/// Parses `>>> <name> <ip> <port> <online|offline>` (any whitespace padding).
+fn parse_row(line: &str) -> Option<Row> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [">>>", name, ip, port, status] = words.as_slice() else {
+        return None;
+    };
+    let online = match *status {
+        "online" => true,
+        "offline" => false,
+        _ => return None,
+    };
+    Some(Row { name: (*name).to_owned(), ip: (*ip).to_owned(), port: port.parse().ok()?, online })
+}
+
+/// A running client process with its name, port and data directory.
+pub struct Client {
+    proc: Proc,
+    /// The client's name.
+    pub name: String,
+    /// The UDP port the client listens on.
+    pub port: u16,
+    /// The client's data directory (kept for a restart).
+    pub dir: Arc<TempDir>,
+}
+
+impl Client {
+    /// Starts a client process without waiting for anything.
+    pub fn spawn(name: &str, server_port: u16, port: u16, dir: Arc<TempDir>, extra: &[&str]) -> Client {
+        let server_arg = server_port.to_string();
+        let port_arg = port.to_string();
+        let dir_arg = dir.path().to_str().expect("a UTF-8 temp path").to_owned();
+        let mut args = vec!["-c", name, "127.0.0.1", &server_arg, &port_arg, "--data-dir", &dir_arg];
+        args.extend_from_slice(extra);
+        Client { proc: Proc::spawn(format!("client {name}:{port}"), &args), name: name.to_owned(), port, dir }
+    }
+
+    /// Starts a new client (fresh port and data directory, a name with no stored messages) and
+    /// waits for its Welcome line and its first table update.
+    pub fn start(name: &str, server: &Server) -> Client {
+        let client = Client::spawn(name, server.port, free_port(), new_dir(), &[]);
+        client.expect_lines_unordered(&[WELCOME, TABLE], WAIT);
+        client
+    }
+
+    /// Starts this client again: same name, port and data directory (after it was killed).
+    /// Waits for nothing.
+    pub fn respawn(&self, server: &Server) -> Client {
+        Client::spawn(&self.name, server.port, self.port, Arc::clone(&self.dir), &[])
+    }
+
+    /// Sends `list` and returns the `n` table rows it prints.
+    pub fn list(&mut self, n: usize) -> Vec<Row> {
+        self.send_line("list");
+        let mut rows = Vec::new();
+        while rows.len() < n {
+            let line =
+                self.expect_match(&format!("`list` row {} of {n}", rows.len() + 1), WAIT, |l| parse_row(l).is_some());
+            rows.extend(parse_row(&line));
+        }
+        rows
+    }
+
+    /// Sends `list` and asserts the row of `name`: 127.0.0.1, `port`, `online`.
+    pub fn assert_row(&mut self, n: usize, name: &str, port: u16, online: bool) {
+        let rows = self.list(n);
+        let want = Row { name: name.to_owned(), ip: "127.0.0.1".to_owned(), port, online };
+        if !rows.contains(&want) {
+            self.fail(&format!("`list` should show {want:?}, showed {rows:?}"));
+        }
+    }
+
+    /// Waits for a stored message line `>>> <head>: <YYYY-MM-DD HH:MM:SS> <text>` (head is the
+    /// sender's name, or `Channel_Message <name>`), and checks the timestamp is UTC and recent.
+    pub fn expect_stored(&self, head: &str, text: &str) -> String {
+        let prefix = format!(">>> {head}: ");
+        let suffix = format!(" {text}");
+        let what = format!("stored message line {prefix:?}<timestamp>{suffix:?}");
+        let line = self.expect_match(&what, WAIT, |l| {
+            l.len() == prefix.len() + 19 + suffix.len() && l.starts_with(&prefix) && l.ends_with(&suffix)
+        });
+        let stamp = &line[prefix.len()..prefix.len() + 19];
+        match utc_seconds(stamp) {
+            Some(secs) if (secs - now_seconds()).abs() <= 120 => {}
+            _ => self.fail(&format!("timestamp {stamp:?} is not a recent UTC time as %Y-%m-%d %H:%M:%S")),
+        }
+        line
+    }
+}
+
+impl Deref for Client {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+/// Starts clients one after another; after each registration, every client started before it
+/// consumes the table update that registration caused.
+pub fn start_clients<const N: usize>(server: &Server, names: [&str; N]) -> [Client; N] {
+    let mut clients: Vec<Client> = Vec::with_capacity(N);
+    for name in names {
+        let client = Client::start(name, server);
+        for earlier in &clients {
+            earlier.expect_line(TABLE, WAIT);
+        }
+        clients.push(client);
+    }
+    match clients.try_into() {
+        Ok(array) => array,
+        Err(_) => unreachable!("exactly N clients were started"),
+    }
+}
+
+fn now_seconds() -> i64 {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_secs();
+    i64::try_from(secs).expect("seconds fit in i64")
+}
+
+/// Seconds since the epoch of `YYYY-MM-DD HH:MM:SS` read as UTC, if it is one.
+pub fn utc_seconds(stamp: &str) -> Option<i64> {
+    let b = stamp.as_bytes();
+    let shape_ok = b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b' ',
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape_ok {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| stamp[r].parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[test]
+fn utc_seconds_reads_the_spec_format() {
+    assert_eq!(utc_seconds("1970-01-01 00:00:00"), Some(0));
+    assert_eq!(utc_seconds("2000-03-01 00:00:01"), Some(951_868_801));
+    assert_eq!(utc_seconds("2026-11-23 14:05:09"), Some(1_795_442_709));
+    assert_eq!(utc_seconds("2026-11-23T14:05:09"), None);
+    assert_eq!(utc_seconds("2026-13-23 14:05:09"), None);
+    assert_eq!(utc_seconds("26-11-23 14:05:09"), None);
+}
+
+#[test]
+fn parse_row_reads_list_lines() {
+    let row = parse_row(">>> alice   127.0.0.1  40000  online").expect("a row");
+    assert_eq!((row.name.as_str(), row.ip.as_str(), row.port, row.online), ("alice", "127.0.0.1", 40000, true));
+    assert_eq!(parse_row(">>> bob 127.0.0.1 40001 offline").map(|r| r.online), Some(false));
+    assert_eq!(parse_row(">>> [Client table updated.]"), None);
+    assert_eq!(parse_row(">>> name ip port status"), None);
+}

@@ -1,0 +1,17 @@
+//! End-to-end scenarios: the real `chatapp` binary as a server and several clients, driven
+//! through stdin and read line by line on stdout, checked against the exact lines of SPEC.md.
+//!
+//! One test binary (so it links once); one module per area. Every test starts its own server
+//! on a free port, so tests run in parallel.
+
+mod harness;
+
+mod args;
+mod channel;
+mod direct;
+mod faults;
+mod offline;
+mod register;
+mod relay;
+mod robustness;
+mod security;

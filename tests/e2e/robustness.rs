@@ -1,0 +1,95 @@
+//! Bad datagrams: random bytes, empty and truncated JSON, an oversized blob and a chat with a
+//! terminal escape, sent by a plain socket to the server and to a client. Nothing is shown,
+//! nothing crashes, the server does not amplify, and the normal flow still works afterwards.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Client, Server, TABLE, WAIT, acked_by, chat, start_clients};
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure can be replayed.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn garbage() -> Vec<Vec<u8>> {
+    vec![
+        noise(1, 1),
+        noise(512, 2),
+        noise(4000, 3),
+        Vec::new(),
+        b"{}".to_vec(),
+        b"null".to_vec(),
+        br#"{"type":"register","id":5,"name":"mallory""#.to_vec(),
+        br#"{"type":"chat","id":1,"from":"x","text":"trunc"#.to_vec(),
+        br#"{"type":"no_such_type","id":1}"#.to_vec(),
+        br#"{"type":"chat","id":1,"from":"x","text":"\u001b[2J"}"#.to_vec(),
+        [b"{\"type\":\"chat\",\"id\":2,\"from\":\"x\",\"text\":\"".as_slice(), &[b'A'; 60_000], b"\"}"].concat(),
+        noise(60_000, 4),
+    ]
+}
+
+/// Sends every garbage datagram to `port` from one socket; returns how many bytes came back
+/// within `listen` and how many were sent.
+fn spray(port: u16, listen: Duration) -> (usize, usize) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind the garbage socket");
+    let mut sent = 0;
+    for datagram in garbage() {
+        sent += sock.send_to(&datagram, ("127.0.0.1", port)).expect("send a garbage datagram");
+    }
+    let deadline = Instant::now() + listen;
+    let mut received = 0;
+    let mut buf = vec![0; 65_536];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left)).expect("set a read timeout");
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => received += n,
+            Err(_) => break,
+        }
+    }
+    (received, sent)
+}
+
+#[test]
+fn garbage_datagrams_are_dropped_and_everything_still_works() {
+    let server = Server::start();
+    let [mut alice, bob] = start_clients(&server, ["alice", "bob"]);
+    let (alice_from, bob_from) = (alice.stdout_len(), bob.stdout_len());
+
+    let (back, sent) = spray(server.port, Duration::from_millis(300));
+    if back > 3 * sent {
+        server.fail(&format!("answered {back} bytes to {sent} bytes of garbage: more than 3x"));
+    }
+    spray(bob.port, Duration::from_millis(100));
+    server.assert_alive();
+    bob.assert_alive();
+
+    // Datagrams are handled in order: once bob shows this, he has seen all the garbage.
+    alice.send_line("send bob after the garbage");
+    bob.expect_line(&chat("alice", "after the garbage"), WAIT);
+    alice.expect_line(&acked_by("bob"), WAIT);
+
+    let carol = Client::start("carol", &server);
+    alice.expect_line(TABLE, WAIT);
+    bob.expect_line(TABLE, WAIT);
+    carol.assert_alive();
+
+    let bob_seen = bob.stdout_since(bob_from);
+    if bob_seen != [chat("alice", "after the garbage"), TABLE.to_owned()] {
+        bob.fail(&format!("bob should show no line for garbage, showed {bob_seen:?}"));
+    }
+    let alice_seen = alice.stdout_since(alice_from);
+    if alice_seen != [acked_by("bob"), TABLE.to_owned()] {
+        alice.fail(&format!("alice should show no line for garbage, showed {alice_seen:?}"));
+    }
+}
