@@ -64,10 +64,15 @@ async fn chat(
 ) -> Result<u8, String> {
     let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
     let socket = bind(SocketAddr::new(any, port)).await?;
-    let history = std::fs::create_dir_all(&opts.data_dir).ok().map(|()| opts.data_dir.join(format!("{name}.history")));
+    // One data directory can serve several clients: their files are named after a safe
+    // encoding of the name, which no name can turn into a path outside the directory.
+    let stem = offline_store::file_name(name);
+    let files = chat_client::Files {
+        history: opts.data_dir.join(format!("{stem}.history")),
+        secret: opts.data_dir.join(format!("{stem}.secret")),
+    };
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries };
-    let code =
-        chat_client::run(socket, cfg, name.clone(), server, history, shutdown).await.map_err(|e| e.to_string())?;
+    let code = chat_client::run(socket, cfg, name.clone(), server, files, shutdown).await.map_err(|e| e.to_string())?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
 

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, MsgId, Name, Table, encode};
+use chat_proto::{Datagram, MsgId, Name, Secret, Table, encode};
 
 use crate::command::Command;
 use crate::event::Event;
@@ -49,7 +49,13 @@ pub(crate) enum Status {
 #[derive(Debug)]
 pub(crate) enum Kind {
     Register,
-    Dereg { then_exit: bool },
+    /// Proving the address after `registered`; `stored` messages wait to be fetched.
+    Confirm {
+        stored: u32,
+    },
+    Dereg {
+        then_exit: bool,
+    },
     Direct(Outgoing),
     Save(Outgoing),
     Channel,
@@ -73,6 +79,9 @@ pub struct Client {
     pub(crate) cfg: Config,
     pub(crate) me: Name,
     pub(crate) server: SocketAddr,
+    /// The name's secret, once known; `secret_changed` until the driver has kept it.
+    pub(crate) secret: Option<Secret>,
+    pub(crate) secret_changed: bool,
     pub(crate) status: Status,
     pub(crate) table: Option<Table>,
     /// The table version that first shows this client online after its last registration.
@@ -96,13 +105,15 @@ pub struct Client {
 const RECENT_IDS: usize = 16_384;
 
 impl Client {
-    /// A client named `me` that will register with `server`. `id_seed` should be random, so
-    /// that ids differ across restarts.
-    pub fn new(cfg: Config, me: Name, server: SocketAddr, id_seed: u64) -> Self {
+    /// A client named `me` that will register with `server`, showing `secret` if it has one
+    /// from an earlier run. `id_seed` should be random, so that ids differ across restarts.
+    pub fn new(cfg: Config, me: Name, server: SocketAddr, secret: Option<Secret>, id_seed: u64) -> Self {
         Self {
             cfg,
             me,
             server,
+            secret,
+            secret_changed: false,
             status: Status::Joining,
             table: None,
             registered_version: 0,
@@ -131,7 +142,9 @@ impl Client {
         match d {
             Datagram::Chat { id, from: sender, text } => self.on_chat(from, id, sender, text),
             Datagram::ChatAck { id } => self.on_chat_ack(from, id),
-            Datagram::Registered { id, version, stored } if from_server => self.on_registered(now, id, version, stored),
+            Datagram::Registered { id, version, stored, secret, cookie } if from_server => {
+                self.on_registered(now, id, version, stored, secret, cookie);
+            }
             Datagram::Refused { id, reason } if from_server => self.on_refused(id, reason),
             Datagram::Ack { id } if from_server => self.on_ack(now, id),
             Datagram::Exists { id, table } if from_server => self.on_exists(now, id, table),
@@ -194,6 +207,14 @@ impl Client {
         self.requests.values().map(|r| r.next_at).chain(self.table_wait).min()
     }
 
+    /// A secret the server handed out that the driver has not kept yet.
+    pub fn poll_secret(&mut self) -> Option<Secret> {
+        if !std::mem::take(&mut self.secret_changed) {
+            return None;
+        }
+        self.secret.clone()
+    }
+
     /// The exit code, once the client is done.
     pub fn poll_exit(&self) -> Option<i32> {
         self.exit
@@ -251,7 +272,7 @@ impl Client {
 
     /// Whether commands can run now, rather than wait in the queue.
     fn settled(&self, now: Instant) -> bool {
-        let registering = self.requests.values().any(|r| matches!(r.kind, Kind::Register));
+        let registering = self.requests.values().any(|r| matches!(r.kind, Kind::Register | Kind::Confirm { .. }));
         let awaiting_table = self.table_wait.is_some_and(|t| now < t)
             && self.table.as_ref().is_none_or(|t| t.version < self.registered_version);
         !registering && self.fetch.is_none() && !awaiting_table && self.status != Status::Joining

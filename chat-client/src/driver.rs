@@ -3,33 +3,42 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chat_proto::{MAX_DATAGRAM, Name, decode};
+use chat_proto::{MAX_DATAGRAM, Name, Secret, decode};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::{self, Input, Printer};
 use crate::{Client, Config, parse};
 
+/// The files a client keeps in its data directory.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// A terminal's command history.
+    pub history: PathBuf,
+    /// The name's secret, handed out by the server at the first registration.
+    pub secret: PathBuf,
+}
+
 /// Runs the client named `me` on `socket` against the server at `server` until it exits (the
 /// returned code), the user leaves, or `shutdown` is cancelled (a silent leave, code 0).
-/// `history` is the file that keeps a terminal's command history.
 ///
 /// # Errors
-/// None today; network errors are logged and survived.
+/// The secret file exists but cannot be read; network errors are logged and survived.
 pub async fn run(
     socket: UdpSocket,
     cfg: Config,
     me: Name,
     server: SocketAddr,
-    history: Option<PathBuf>,
+    files: Files,
     shutdown: CancellationToken,
 ) -> io::Result<i32> {
-    let (mut input, mut printer) = output::start(history);
+    let secret = read_secret(&files.secret)?;
+    let (mut input, mut printer) = output::start(Some(files.history.clone()));
     let seed = getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()) << 32);
-    let mut core = Client::new(cfg, me, server, seed);
+    let mut core = Client::new(cfg, me, server, secret, seed);
     core.start(Instant::now());
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut input_open = true;
@@ -63,6 +72,11 @@ pub async fn run(
             () = sleep_until(wake), if wake.is_some() => {}
         }
         core.handle_timeout(Instant::now());
+        if let Some(secret) = core.poll_secret() {
+            if let Err(e) = write_secret(&files.secret, &secret) {
+                core.notice(format!("Cannot keep the name's secret in {}: {e}.", files.secret.display()));
+            }
+        }
     };
     printer.restore();
     Ok(code)
@@ -82,6 +96,31 @@ async fn flush(core: &mut Client, socket: &UdpSocket, printer: &mut Printer) -> 
         }
     }
     core.poll_exit()
+}
+
+/// The secret kept by an earlier run, if any.
+fn read_secret(path: &Path) -> io::Result<Option<Secret>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Secret::new(text.trim()).map(Some).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a secret: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Keeps the secret where only this user can read it.
+fn write_secret(path: &Path, secret: &Secret) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    io::Write::write_all(&mut file, format!("{}\n", secret.expose()).as_bytes())?;
+    file.sync_all()
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

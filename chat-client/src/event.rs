@@ -71,6 +71,8 @@ pub enum Event {
     ServerGone,
     /// The name is online at another address that answers; the client exits 1.
     NameTaken(Name),
+    /// The name is registered and this client does not have its secret; the client exits 1.
+    NotOwner(Name),
 }
 
 fn stamp(m: &StoredMessage) -> impl fmt::Display {
@@ -108,6 +110,12 @@ impl fmt::Display for Event {
             Self::Notice(s) => write!(f, ">>> [{s}]"),
             Self::ServerGone => f.write_str(">>> [Server not responding]\n>>> [Exiting]"),
             Self::NameTaken(name) => write!(f, ">>> [Name {name} is in use by another client.]\n>>> [Exiting]"),
+            Self::NotOwner(name) => {
+                write!(
+                    f,
+                    ">>> [Name {name} belongs to another client: its secret is not in this data directory.]\n>>> [Exiting]"
+                )
+            }
         }
     }
 }

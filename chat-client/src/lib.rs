@@ -16,7 +16,7 @@ mod session;
 pub use crate::command::{Command, CommandError, parse};
 pub use crate::core::{Client, Config};
 pub use crate::event::Event;
-pub use driver::run;
+pub use driver::{Files, run};
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Origin, Refusal, StoredMessage, Table};
+use chat_proto::{Datagram, MsgId, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Table, encode};
 
 use crate::core::{Client, Kind, Status};
 use crate::event::Event;
@@ -29,7 +29,12 @@ impl Client {
             return;
         }
         let id = self.fresh_id();
-        let d = Datagram::Register { id, name: self.me.clone() };
+        let mut d = Datagram::Register { id, name: self.me.clone(), secret: self.secret.clone(), pad: String::new() };
+        // Padding pays for the server's answer before the server knows we receive here.
+        let len = encode(&d).map_or(0, |b| b.len());
+        if let Datagram::Register { pad, .. } = &mut d {
+            *pad = " ".repeat(REGISTER_PAD_TO.saturating_sub(len));
+        }
         self.request(now, self.server, id, &d, Kind::Register);
     }
 
@@ -42,13 +47,31 @@ impl Client {
         self.request(now, self.server, id, &d, Kind::Dereg { then_exit });
     }
 
-    pub(crate) fn on_registered(&mut self, now: Instant, id: MsgId, version: u64, stored: u32) {
+    pub(crate) fn on_registered(
+        &mut self,
+        now: Instant,
+        id: MsgId,
+        version: u64,
+        stored: u32,
+        secret: Secret,
+        cookie: u64,
+    ) {
         if !matches!(self.answered(id, self.server), Some(Kind::Register)) {
             return;
+        }
+        if self.secret.as_ref() != Some(&secret) {
+            self.secret = Some(secret);
+            self.secret_changed = true;
         }
         self.status = Status::Online;
         self.registered_version = version;
         self.emit(Event::Welcome);
+        let id = self.fresh_id();
+        self.request(now, self.server, id, &Datagram::Confirm { id, cookie }, Kind::Confirm { stored });
+    }
+
+    /// The server knows we receive at our address: fetch stored messages, or wait for the table.
+    fn on_confirmed(&mut self, now: Instant, stored: u32) {
         if stored == 0 {
             self.wait_for_table(now);
             return;
@@ -120,6 +143,7 @@ impl Client {
     pub(crate) fn on_ack(&mut self, now: Instant, id: MsgId) {
         match self.answered(id, self.server) {
             Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
+            Some(Kind::Confirm { stored }) => self.on_confirmed(now, stored),
             Some(Kind::Save(_)) => self.emit(Event::Saved),
             Some(Kind::Channel) => self.emit(Event::ChannelAcked),
             Some(Kind::FetchDone) => {
@@ -135,6 +159,10 @@ impl Client {
             Some(Kind::Register) if reason == Refusal::NameTaken => {
                 let name = self.me.clone();
                 self.exit_with(1, Some(Event::NameTaken(name)));
+            }
+            Some(Kind::Register) if reason == Refusal::NotOwner => {
+                let name = self.me.clone();
+                self.exit_with(1, Some(Event::NotOwner(name)));
             }
             Some(Kind::Register) => {
                 self.notice(format!("Registration refused: {reason}."));
@@ -166,7 +194,12 @@ impl Client {
                 self.save(now, o);
             }
             Kind::Channel => self.emit(Event::ChannelFailed),
-            Kind::Register | Kind::Dereg { .. } | Kind::Save(_) | Kind::Fetch | Kind::FetchDone => {
+            Kind::Register
+            | Kind::Confirm { .. }
+            | Kind::Dereg { .. }
+            | Kind::Save(_)
+            | Kind::Fetch
+            | Kind::FetchDone => {
                 self.exit_with(1, Some(Event::ServerGone));
             }
         }

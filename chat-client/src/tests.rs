@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_proto::{ClientRow, Datagram, MsgId, Name, Origin, StoredMessage, Table, Text, decode};
+use chat_proto::{
+    ClientRow, Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Secret, StoredMessage, Table, Text, decode,
+};
 use chrono::{TimeZone, Utc};
 
 use crate::{Client, Command, Config, Event};
@@ -25,6 +27,10 @@ fn text(s: &str) -> Text {
     Text::new(s).expect("text")
 }
 
+fn secret() -> Secret {
+    Secret::new("00112233445566778899aabbccddeeff").expect("secret")
+}
+
 fn table(version: u64, me_online: bool, bob_online: bool) -> Table {
     let row = |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online };
     Table { version, clients: vec![row("alice", ME, me_online), row("bob", BOB, bob_online)] }
@@ -39,7 +45,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let t0 = Instant::now();
-        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), 1 << 40);
+        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), None, 1 << 40);
         client.start(t0);
         Self { client, t0, now: t0 }
     }
@@ -48,11 +54,19 @@ impl Fixture {
     fn online(bob_online: bool) -> Self {
         let mut f = Self::new();
         let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
-        f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0 });
+        f.registered(id, 10, 0);
         f.recv(SERVER, Datagram::Table(table(10, true, bob_online)));
         f.sent();
         assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> [Client table updated.]"]);
         f
+    }
+
+    /// Answers a `register` with `registered`, and its `confirm` with an ACK.
+    fn registered(&mut self, id: MsgId, version: u64, stored: u32) {
+        self.recv(SERVER, Datagram::Registered { id, version, stored, secret: secret(), cookie: 42 });
+        let sent = self.sent();
+        let Some(&(SERVER, Datagram::Confirm { id, cookie: 42 })) = sent.last() else { panic!("confirm: {sent:?}") };
+        self.recv(SERVER, Datagram::Ack { id });
     }
 
     fn recv(&mut self, port: u16, d: Datagram) {
@@ -119,7 +133,7 @@ fn commands_wait_for_the_registration_and_the_first_table() {
     let mut f = Fixture::new();
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
     f.cmd("send bob hi");
-    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0 });
+    f.registered(id, 10, 0);
     assert!(f.sent().is_empty(), "no table yet: the send waits");
     f.recv(SERVER, Datagram::Table(table(10, true, true)));
     let sent = f.sent();
@@ -253,7 +267,7 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
 
     f.cmd("reg alice");
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 20, stored: 2 });
+    f.registered(id, 20, 2);
     assert_eq!(f.events(), [">>> [Welcome, You are registered.]"]);
     let fetches: Vec<(MsgId, u32)> = f
         .sent()
@@ -367,7 +381,7 @@ fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
     assert_eq!(f.events(), [">>> [You are Offline. Bye.]"]);
     f.cmd("reg alice");
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 30, stored: 3 });
+    f.registered(id, 30, 3);
     let fetches: Vec<MsgId> = f
         .sent()
         .into_iter()
@@ -387,4 +401,41 @@ fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
     assert_eq!(shown[1], ">>> [You have messages]");
     assert!(shown[2].ends_with(" new"));
     assert!(f.sent().iter().any(|(_, d)| matches!(d, Datagram::FetchDone { count: 3, .. })), "all three are confirmed");
+}
+
+#[test]
+fn registration_is_padded_keeps_the_secret_and_shows_it_next_time() {
+    let mut f = Fixture::new();
+    let (SERVER, bytes) = f.client.poll_transmit().map(|(a, b)| (a.port(), b)).expect("register") else { panic!() };
+    assert!(bytes.len() >= REGISTER_PAD_TO, "padded to {REGISTER_PAD_TO}: {}", bytes.len());
+    let Ok(Datagram::Register { id, secret: None, .. }) = decode(&bytes) else { panic!("no secret the first time") };
+    f.registered(id, 10, 0);
+    assert_eq!(f.client.poll_secret(), Some(secret()), "the driver is asked to keep it");
+    assert_eq!(f.client.poll_secret(), None, "once");
+
+    let mut g = Client::new(Config::default(), name("alice"), addr(SERVER), Some(secret()), 7);
+    g.start(f.now);
+    let (_, bytes) = g.poll_transmit().expect("register");
+    assert!(matches!(decode(&bytes), Ok(Datagram::Register { secret: Some(s), .. }) if s == secret()));
+}
+
+#[test]
+fn commands_wait_until_the_address_is_confirmed() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    f.cmd("send_all hi");
+    let sent = f.sent();
+    assert!(matches!(sent[..], [(SERVER, Datagram::Confirm { cookie: 5, .. })]), "{sent:?}");
+    f.until(3000);
+    assert_eq!(f.events().last().map(String::as_str), Some(">>> [Server not responding]\n>>> [Exiting]"));
+}
+
+#[test]
+fn a_name_owned_by_another_client_exits_1() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotOwner });
+    assert!(f.events()[0].contains("belongs to another client"));
+    assert_eq!(f.client.poll_exit(), Some(1));
 }

@@ -22,6 +22,53 @@ impl fmt::Display for MsgId {
     }
 }
 
+/// The proof that a client owns its name: handed out by the server at the name's first
+/// registration, kept by the client, shown again at every later registration.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Secret(String);
+
+/// Why a string is not a [`Secret`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a secret is 16 to 64 ASCII letters and digits")]
+pub struct SecretError;
+
+impl Secret {
+    /// Checks the form of a secret: 16–64 ASCII letters and digits.
+    ///
+    /// # Errors
+    /// [`SecretError`] if `s` has another form.
+    pub fn new(s: impl Into<String>) -> Result<Self, SecretError> {
+        let s = s.into();
+        let ok = (16..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        if ok { Ok(Self(s)) } else { Err(SecretError) }
+    }
+
+    /// The secret as text, to be kept in a file.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Secret {
+    type Error = SecretError;
+    fn try_from(s: String) -> Result<Self, SecretError> {
+        Self::new(s)
+    }
+}
+
+impl From<Secret> for String {
+    fn from(s: Secret) -> String {
+        s.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// One row of the client table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRow {
@@ -78,6 +125,8 @@ pub enum Refusal {
     MailboxFull,
     /// The sender's name is not registered at the address the request came from.
     NotRegistered,
+    /// The name is registered and the request did not show its secret.
+    NotOwner,
     /// The recipient of a save is not a client the server knows.
     UnknownRecipient,
 }
@@ -88,6 +137,7 @@ impl fmt::Display for Refusal {
             Self::NameTaken => "the name is in use by another client",
             Self::MailboxFull => "the recipient's mailbox is full",
             Self::NotRegistered => "not registered with the server",
+            Self::NotOwner => "the name belongs to another client",
             Self::UnknownRecipient => "no such client",
         })
     }
@@ -107,6 +157,21 @@ pub enum Datagram {
         id: MsgId,
         /// The name to register.
         name: Name,
+        /// The name's secret, from its first registration; none the first time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<Secret>,
+        /// Spaces that bring the datagram to [`crate::REGISTER_PAD_TO`] bytes, so that the
+        /// server's answer to an address it cannot yet trust stays within three times what it
+        /// received (no amplification).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pad: String,
+    },
+    /// The client got [`Datagram::Registered`] at this address: `cookie` proves it.
+    Confirm {
+        /// Request id.
+        id: MsgId,
+        /// The cookie from `registered`.
+        cookie: u64,
     },
     /// Mark `name` offline (`dereg`).
     Dereg {
@@ -182,6 +247,10 @@ pub enum Datagram {
         version: u64,
         /// How many stored messages wait.
         stored: u32,
+        /// The name's secret, to show at the next registration.
+        secret: Secret,
+        /// To send back in [`Datagram::Confirm`]: proves the client receives at its address.
+        cookie: u64,
     },
     /// The request was turned down.
     Refused {

@@ -8,12 +8,15 @@ mod datagram;
 mod name;
 mod text;
 
-pub use datagram::{ClientRow, Datagram, MsgId, Origin, Refusal, StoredMessage, Table};
+pub use datagram::{ClientRow, Datagram, MsgId, Origin, Refusal, Secret, SecretError, StoredMessage, Table};
 pub use name::{MAX_NAME_CHARS, Name, NameError};
 pub use text::{MAX_TEXT_BYTES, Text, TextError};
 
 /// The largest datagram ChatApp sends or accepts: the largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
+
+/// A `register` datagram is padded to at least this many bytes (see [`Datagram::Register`]).
+pub const REGISTER_PAD_TO: usize = 256;
 
 /// Why bytes could not be turned into a datagram, or a datagram into bytes.
 #[derive(Debug, thiserror::Error)]

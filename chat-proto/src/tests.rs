@@ -12,6 +12,18 @@ fn text(s: &str) -> Text {
     Text::new(s).expect("test text")
 }
 
+fn secret() -> Secret {
+    Secret::new("0123456789abcdefABCDEF").expect("secret")
+}
+
+#[test]
+fn secrets_have_one_form_and_never_print() {
+    assert!(Secret::new("short").is_err());
+    assert!(Secret::new("has spaces in it here").is_err());
+    assert!(Secret::new("x".repeat(65)).is_err());
+    assert_eq!(format!("{:?}", secret()), "Secret(…)");
+}
+
 fn table() -> Table {
     Table {
         version: 7,
@@ -23,7 +35,9 @@ fn every_variant() -> Vec<Datagram> {
     let id = MsgId(42);
     let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
     vec![
-        Datagram::Register { id, name: name("alice") },
+        Datagram::Register { id, name: name("alice"), secret: None, pad: String::new() },
+        Datagram::Register { id, name: name("alice"), secret: Some(secret()), pad: "   ".into() },
+        Datagram::Confirm { id, cookie: 99 },
         Datagram::Dereg { id, name: name("alice") },
         Datagram::Save { id, msg: MsgId(9), from: name("a"), to: name("b"), text: text("hi"), force: false },
         Datagram::Save { id, msg: MsgId(9), from: name("a"), to: name("b"), text: text("hi"), force: true },
@@ -33,7 +47,7 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::TableAck { version: 9 },
         Datagram::ProbeAck { id, name: name("b") },
         Datagram::ChannelAck { id },
-        Datagram::Registered { id, version: 5, stored: 2 },
+        Datagram::Registered { id, version: 5, stored: 2, secret: secret(), cookie: 7 },
         Datagram::Refused { id, reason: Refusal::NameTaken },
         Datagram::Refused { id, reason: Refusal::MailboxFull },
         Datagram::Ack { id },
@@ -62,7 +76,10 @@ fn every_variant_round_trips() {
 #[test]
 fn golden_strings_pin_the_format() {
     let cases = [
-        (Datagram::Register { id: MsgId(1), name: name("alice") }, r#"{"type":"register","id":1,"name":"alice"}"#),
+        (
+            Datagram::Register { id: MsgId(1), name: name("alice"), secret: None, pad: String::new() },
+            r#"{"type":"register","id":1,"name":"alice"}"#,
+        ),
         (
             Datagram::Chat { id: MsgId(2), from: name("a"), text: text("hi") },
             r#"{"type":"chat","id":2,"from":"a","text":"hi"}"#,

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use chat_proto::{ClientRow, Name, Table};
+use chat_proto::{ClientRow, Name, Secret, Table};
+use serde::{Deserialize, Serialize};
 
 /// One registered client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,10 +13,25 @@ pub(crate) struct Entry {
     pub online: bool,
 }
 
+/// The table as it is kept on disk: the rows with their secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedTable {
+    pub(crate) version: u64,
+    pub(crate) clients: Vec<SavedRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedRow {
+    #[serde(flatten)]
+    row: ClientRow,
+    secret: Secret,
+}
+
 /// The table, with a version that grows on every change, and an index by address.
 #[derive(Debug)]
 pub(crate) struct Clients {
     rows: BTreeMap<Name, Entry>,
+    secrets: HashMap<Name, Secret>,
     by_addr: HashMap<SocketAddr, Name>,
     version: u64,
 }
@@ -23,17 +39,39 @@ pub(crate) struct Clients {
 impl Clients {
     /// An empty table whose first version is `base + 1`.
     pub fn new(base: u64) -> Self {
-        Self { rows: BTreeMap::new(), by_addr: HashMap::new(), version: base }
+        Self { rows: BTreeMap::new(), secrets: HashMap::new(), by_addr: HashMap::new(), version: base }
     }
 
     /// A table as it was saved: the same rows, and versions that go on from the saved one.
-    pub fn restore(base: u64, saved: Table) -> Self {
+    pub fn restore(base: u64, saved: SavedTable) -> Self {
         let mut c = Self::new(base.max(saved.version));
-        for row in saved.clients {
+        for SavedRow { row, secret } in saved.clients {
             c.by_addr.insert(row.addr, row.name.clone());
+            c.secrets.insert(row.name.clone(), secret);
             c.rows.insert(row.name, Entry { addr: row.addr, online: row.online });
         }
         c
+    }
+
+    /// The table with its secrets, to be saved.
+    pub fn saved(&self) -> SavedTable {
+        let clients = self
+            .snapshot()
+            .clients
+            .into_iter()
+            .filter_map(|row| Some(SavedRow { secret: self.secrets.get(&row.name)?.clone(), row }))
+            .collect();
+        SavedTable { version: self.version, clients }
+    }
+
+    /// The secret of `name`, if it is registered.
+    pub fn secret(&self, name: &Name) -> Option<&Secret> {
+        self.secrets.get(name)
+    }
+
+    /// Gives `name` its secret (at its first registration).
+    pub fn set_secret(&mut self, name: &Name, secret: Secret) {
+        self.secrets.insert(name.clone(), secret);
     }
 
     pub fn get(&self, name: &Name) -> Option<Entry> {

@@ -6,16 +6,18 @@
 //! loss. The handlers for each kind of request live in their own modules beside this one.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, MsgId, Name, Table, encode};
+use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::Store;
 
+use crate::budget::Budgets;
 use crate::channel::Delivery;
-use crate::clients::Clients;
+use crate::clients::{Clients, SavedTable};
 use crate::dedup::{Dedup, Seen};
 use crate::probe::Probe;
 use crate::save::SaveRequest;
@@ -77,6 +79,11 @@ pub struct Server<S> {
     /// is in fact alive (its answers were lost) sees it and registers again.
     pub(crate) also_tell: Vec<SocketAddr>,
     out: VecDeque<Transmit>,
+    budgets: Budgets,
+    /// Keys the cookies of `registered`: a cookie is a keyed hash of the client's address.
+    cookie_key: RandomState,
+    /// Datagrams dropped because they did not decode.
+    dropped: u64,
     next_id: u64,
     start: Instant,
     start_wall: DateTime<Utc>,
@@ -104,16 +111,42 @@ impl<S: Store> Server<S> {
             unsynced: false,
             also_tell: Vec::new(),
             out: VecDeque::new(),
+            budgets: Budgets::new(cfg.dedup_capacity),
+            cookie_key: RandomState::new(),
+            dropped: 0,
             next_id: id_seed,
             start,
             start_wall,
         }
     }
 
-    /// Handles one decoded datagram from `from`.
+    /// Handles the bytes of one datagram from `from`; anything that does not decode is counted
+    /// and dropped.
+    pub fn handle_bytes(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.budgets.received(from, bytes.len());
+        match decode(bytes) {
+            Ok(d) => self.dispatch(now, from, bytes.len(), d),
+            Err(e) => {
+                self.dropped += 1;
+                tracing::debug!(%from, dropped = self.dropped, "dropped a bad datagram: {e}");
+            }
+        }
+    }
+
+    /// Handles one decoded datagram from `from`, as if it came as its encoding.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
+        let len = encode(&d).map_or(0, |b| b.len());
+        self.budgets.received(from, len);
+        self.dispatch(now, from, len, d);
+    }
+
+    fn dispatch(&mut self, now: Instant, from: SocketAddr, len: usize, d: Datagram) {
         match d {
-            Datagram::Register { id, name } => self.on_register(now, from, id, name),
+            Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.budgets.is_proven(from) => {
+                tracing::debug!(%from, len, "dropped an unpadded register from an unproven address");
+            }
+            Datagram::Register { id, name, secret, .. } => self.on_register(now, from, id, name, secret),
+            Datagram::Confirm { id, cookie } => self.on_confirm(from, id, cookie),
             Datagram::Dereg { id, name } => self.on_dereg(from, id, &name),
             Datagram::Save { id, msg, from: sender, to, text, force } => {
                 self.on_save(now, from, SaveRequest { id, msg, sender, to, text, force });
@@ -134,7 +167,8 @@ impl<S: Store> Server<S> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.probe_timeouts(now);
         self.delivery_timeouts(now);
-        let (out, interval) = (&mut self.out, self.cfg.ack_timeout);
+        let mut due = Vec::new();
+        let interval = self.cfg.ack_timeout;
         self.pushes.retain(|to, push| {
             if push.next_at > now {
                 return true;
@@ -143,11 +177,14 @@ impl<S: Store> Server<S> {
                 tracing::debug!(%to, version = push.version, "table never ACKed, given up");
                 return false;
             }
-            out.push_back(Transmit { to: *to, bytes: push.bytes.clone() });
+            due.push(Transmit { to: *to, bytes: push.bytes.clone() });
             push.left -= 1;
             push.next_at = now + interval;
             true
         });
+        for t in due {
+            self.push_out(t);
+        }
     }
 
     /// Makes appended messages durable, sends the table if it changed, then releases the
@@ -183,9 +220,19 @@ impl<S: Store> Server<S> {
         probes.chain(deliveries).chain(pushes).min()
     }
 
-    /// Takes over the table a previous run saved (see [`crate::TableFile`]).
-    pub fn restore_table(&mut self, saved: Table) {
+    /// Takes over the table a previous run saved (see [`crate::TableFile`]). The addresses of
+    /// clients that were online count as proven: they were before the restart.
+    pub fn restore_table(&mut self, saved: SavedTable) {
         self.clients = Clients::restore(self.clients.version(), saved);
+        let online: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
+        for addr in online {
+            self.budgets.prove(addr);
+        }
+    }
+
+    /// The table with its secrets, to be saved.
+    pub fn saved_table(&self) -> SavedTable {
+        self.clients.saved()
     }
 
     /// The current table's version.
@@ -209,21 +256,35 @@ impl<S: Store> Server<S> {
         MsgId(self.next_id)
     }
 
+    /// A new name's secret: 128 random bits.
+    pub(crate) fn fresh_secret(&mut self) -> Secret {
+        let (a, b) = match (getrandom::u64(), getrandom::u64()) {
+            (Ok(a), Ok(b)) => (a, b),
+            // No OS randomness: fall back on std's randomly keyed hasher.
+            _ => (RandomState::new().hash_one(self.fresh_id()), RandomState::new().hash_one(self.fresh_id())),
+        };
+        Secret::new(format!("{a:016x}{b:016x}")).unwrap_or_else(|_| unreachable!("32 hex digits are a valid secret"))
+    }
+
     /// Wall-clock time at `now`, for message timestamps.
     pub(crate) fn wall(&self, now: Instant) -> DateTime<Utc> {
         let elapsed = chrono::Duration::from_std(now.saturating_duration_since(self.start)).unwrap_or_default();
         self.start_wall + elapsed
     }
 
-    /// Queues an encoded datagram.
+    /// Queues an encoded datagram, unless `to` is unproven and past its budget.
     pub(crate) fn push_out(&mut self, t: Transmit) {
-        self.out.push_back(t);
+        if self.budgets.allow(t.to, t.bytes.len()) {
+            self.out.push_back(t);
+        } else {
+            tracing::debug!(to = %t.to, len = t.bytes.len(), "held back: the address has not proven it receives");
+        }
     }
 
     /// Sends `d` to `to` now.
     pub(crate) fn send(&mut self, to: SocketAddr, d: &Datagram) {
         match encode(d) {
-            Ok(bytes) => self.out.push_back(Transmit { to, bytes: bytes.into() }),
+            Ok(bytes) => self.push_out(Transmit { to, bytes: bytes.into() }),
             Err(e) => tracing::error!(%to, "cannot encode a reply: {e}"),
         }
     }
@@ -263,11 +324,37 @@ impl<S: Store> Server<S> {
         targets.append(&mut self.also_tell);
         tracing::info!(version, clients = targets.len(), "table broadcast");
         for to in targets {
-            self.out.push_back(Transmit { to, bytes: bytes.clone() });
+            self.push_out(Transmit { to, bytes: bytes.clone() });
             let push =
                 Push { version, bytes: bytes.clone(), next_at: now + self.cfg.ack_timeout, left: self.cfg.retries };
             self.pushes.insert(to, push);
         }
+    }
+
+    /// The cookie for `addr`: only a client that receives at `addr` learns it.
+    pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
+        self.cookie_key.hash_one(addr)
+    }
+
+    /// `addr` echoed something it could only have received there.
+    pub(crate) fn prove(&mut self, addr: SocketAddr) {
+        if self.budgets.is_proven(addr) {
+            return;
+        }
+        self.budgets.prove(addr);
+        if let Some(push) = self.pushes.get(&addr) {
+            let t = Transmit { to: addr, bytes: push.bytes.clone() };
+            self.push_out(t);
+        }
+    }
+
+    fn on_confirm(&mut self, from: SocketAddr, id: MsgId, cookie: u64) {
+        if cookie != self.cookie(from) {
+            tracing::debug!(%from, "confirm with a wrong cookie");
+            return;
+        }
+        self.prove(from);
+        self.answer(from, id, Datagram::Ack { id });
     }
 
     fn on_table_ack(&mut self, from: SocketAddr, version: u64) {

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Instant;
 
-use chat_proto::{MAX_DATAGRAM, decode};
+use chat_proto::MAX_DATAGRAM;
 use chrono::Utc;
 use offline_store::Store;
 use tokio::net::UdpSocket;
@@ -35,7 +35,6 @@ pub async fn run<S: Store>(
     }
     let mut saved_version = core.table_version();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut dropped = 0u64;
     loop {
         let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -45,13 +44,7 @@ pub async fn run<S: Store>(
                 for _ in 0..BATCH {
                     let Some(received) = next.take() else { break };
                     match received {
-                        Ok((len, from)) => match decode(&buf[..len]) {
-                            Ok(d) => core.handle_datagram(Instant::now(), from, d),
-                            Err(e) => {
-                                dropped += 1;
-                                tracing::debug!(%from, dropped, "dropped a bad datagram: {e}");
-                            }
-                        },
+                        Ok((len, from)) => core.handle_bytes(Instant::now(), from, &buf[..len]),
                         Err(e) => tracing::debug!("receive error: {e}"),
                     }
                     next = match socket.try_recv_from(&mut buf) {
@@ -67,7 +60,7 @@ pub async fn run<S: Store>(
         core.commit(now);
         if core.table_version() != saved_version {
             saved_version = core.table_version();
-            if let Err(e) = table_file.save(&core.table()) {
+            if let Err(e) = table_file.save(&core.saved_table()) {
                 tracing::error!("cannot save the client table: {e}");
             }
         }

@@ -5,6 +5,7 @@
 //! socket until a shutdown token is cancelled. Disk access goes through
 //! [`offline_store::Store`].
 
+mod budget;
 mod channel;
 mod clients;
 mod core;
@@ -15,6 +16,7 @@ mod register;
 mod save;
 mod table_file;
 
+pub use crate::clients::SavedTable;
 pub use crate::core::{Config, Server, Transmit};
 pub use driver::run;
 pub use table_file::TableFile;

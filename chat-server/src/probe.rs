@@ -65,6 +65,7 @@ impl<S: Store> Server<S> {
         };
         let probe = self.probes.swap_remove(i);
         tracing::info!(%name, %from, "probe answered: client is there");
+        self.prove(from);
         for w in probe.waiters {
             self.on_alive(now, w);
         }

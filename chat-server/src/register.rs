@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Refusal};
+use chat_proto::{Datagram, MsgId, Name, Refusal, Secret};
 use offline_store::Store;
 
 use crate::Server;
@@ -11,8 +11,23 @@ use crate::dedup::Seen;
 use crate::probe::Waiter;
 
 impl<S: Store> Server<S> {
-    pub(crate) fn on_register(&mut self, now: Instant, from: SocketAddr, id: MsgId, name: Name) {
+    pub(crate) fn on_register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        id: MsgId,
+        name: Name,
+        secret: Option<Secret>,
+    ) {
         if self.replay(from, id) {
+            return;
+        }
+        if self.clients.secret(&name).is_some_and(|known| Some(known) != secret.as_ref()) {
+            // Online, the name is simply in use; offline, it still belongs to its owner.
+            let online = self.clients.get(&name).is_some_and(|e| e.online);
+            let reason = if online { Refusal::NameTaken } else { Refusal::NotOwner };
+            tracing::warn!(%name, %from, ?reason, "registration without the name's secret refused");
+            self.answer(from, id, Datagram::Refused { id, reason });
             return;
         }
         match self.clients.get(&name) {
@@ -41,8 +56,16 @@ impl<S: Store> Server<S> {
         } else {
             self.fetches.insert(name.clone(), stored);
         }
-        let version = self.clients.version();
-        self.answer(from, id, Datagram::Registered { id, version, stored: count });
+        let secret = match self.clients.secret(name) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.fresh_secret();
+                self.clients.set_secret(name, s.clone());
+                s
+            }
+        };
+        let (version, cookie) = (self.clients.version(), self.cookie(from));
+        self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });
     }
 
     pub(crate) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name) {

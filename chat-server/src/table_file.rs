@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use chat_proto::Table;
+use crate::SavedTable;
 
 /// Where the table is kept.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ impl TableFile {
     ///
     /// # Errors
     /// Reading the file failed for another reason than its absence.
-    pub fn load(&self) -> io::Result<Option<Table>> {
+    pub fn load(&self) -> io::Result<Option<SavedTable>> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -49,7 +49,7 @@ impl TableFile {
     ///
     /// # Errors
     /// Writing or renaming failed.
-    pub fn save(&self, table: &Table) -> io::Result<()> {
+    pub fn save(&self, table: &SavedTable) -> io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         fs::write(&tmp, serde_json::to_vec(table).map_err(io::Error::other)?)?;
         fs::rename(&tmp, &self.path)
@@ -58,8 +58,6 @@ impl TableFile {
 
 #[cfg(test)]
 mod tests {
-    use chat_proto::{ClientRow, Name};
-
     use super::*;
 
     #[test]
@@ -67,9 +65,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = TableFile::new(dir.path());
         assert_eq!(file.load().expect("load"), None);
-        let row =
-            ClientRow { name: Name::new("bob").expect("n"), addr: "127.0.0.1:5002".parse().expect("a"), online: false };
-        let table = Table { version: 42, clients: vec![row] };
+        let json = r#"{"version":42,"clients":[{"name":"bob","addr":"127.0.0.1:5002","online":false,"secret":"0123456789abcdef0123456789abcdef"}]}"#;
+        let table: SavedTable = serde_json::from_str(json).expect("a saved table");
         file.save(&table).expect("save");
         assert_eq!(file.load().expect("load"), Some(table));
         fs::write(dir.path().join("clients.json"), b"{not json").expect("write");

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, Text, decode};
+use std::collections::HashMap;
+
+use chat_proto::{Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, Text, decode};
 use chrono::{TimeZone, Utc};
 use offline_store::{Limits, MemStore, Store};
 
@@ -27,6 +29,7 @@ struct Fixture {
     t0: Instant,
     now: Instant,
     next_id: u64,
+    secrets: HashMap<String, Secret>,
 }
 
 impl Fixture {
@@ -38,7 +41,7 @@ impl Fixture {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let server = Server::new(Config::default(), MemStore::new(limits), t0, wall, 1000);
-        Self { server, t0, now: t0, next_id: 0 }
+        Self { server, t0, now: t0, next_id: 0, secrets: HashMap::new() }
     }
 
     fn id(&mut self) -> MsgId {
@@ -67,11 +70,23 @@ impl Fixture {
             .collect()
     }
 
-    /// Registers `who` at `port` and ACKs the table it is sent.
+    /// A padded `register` for `who`, with its secret if it has one.
+    fn reg(&self, id: MsgId, who: &str) -> Datagram {
+        let secret = self.secrets.get(who).cloned();
+        Datagram::Register { id, name: name(who), secret, pad: " ".repeat(REGISTER_PAD_TO) }
+    }
+
+    /// Registers `who` at `port`, confirms the address, and ACKs the tables it is sent.
     fn register(&mut self, who: &str, port: u16) {
         let id = self.id();
-        let out = self.recv(port, Datagram::Register { id, name: name(who) });
-        assert!(matches!(out.first(), Some((p, Datagram::Registered { stored: 0, .. })) if *p == port), "{out:?}");
+        let mut out = self.recv(port, self.reg(id, who));
+        let Some((p, Datagram::Registered { stored: 0, ref secret, cookie, .. })) = out.first().cloned() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p, port);
+        self.secrets.insert(who.to_owned(), secret.clone());
+        let id = self.id();
+        out.extend(self.recv(port, Datagram::Confirm { id, cookie }));
         self.ack_tables(&out);
     }
 
@@ -114,7 +129,7 @@ fn registration_answers_then_broadcasts_the_table() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let id = f.id();
-    let out = f.recv(BOB, Datagram::Register { id, name: name("bob") });
+    let out = f.recv(BOB, f.reg(id, "bob"));
     assert!(matches!(out[0], (BOB, Datagram::Registered { stored: 0, .. })));
     let tables: Vec<u16> = out.iter().filter(|(_, d)| matches!(d, Datagram::Table(_))).map(|(p, _)| *p).collect();
     assert_eq!(tables.len(), 2, "both online clients get the table: {out:?}");
@@ -125,8 +140,8 @@ fn registration_answers_then_broadcasts_the_table() {
 fn a_retransmitted_registration_gets_the_same_answer() {
     let mut f = Fixture::new();
     let id = f.id();
-    let first = f.recv(ALICE, Datagram::Register { id, name: name("alice") });
-    let again = f.recv(ALICE, Datagram::Register { id, name: name("alice") });
+    let first = f.recv(ALICE, f.reg(id, "alice"));
+    let again = f.recv(ALICE, f.reg(id, "alice"));
     assert_eq!(again, vec![first[0].clone()], "replayed reply only, no second broadcast");
 }
 
@@ -135,9 +150,9 @@ fn a_name_online_elsewhere_is_probed_and_refused_if_alive() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let id = f.id();
-    let out = f.recv(BOB, Datagram::Register { id, name: name("alice") });
+    let out = f.recv(BOB, f.reg(id, "alice"));
     let [(ALICE, Datagram::Probe { id: probe })] = out[..] else { panic!("expected a probe: {out:?}") };
-    assert!(f.recv(BOB, Datagram::Register { id, name: name("alice") }).is_empty(), "retransmission waits");
+    assert!(f.recv(BOB, f.reg(id, "alice")).is_empty(), "retransmission waits");
     let out = f.recv(ALICE, Datagram::ProbeAck { id: probe, name: name("alice") });
     assert_eq!(out, vec![(BOB, Datagram::Refused { id, reason: Refusal::NameTaken })]);
 }
@@ -147,7 +162,7 @@ fn a_name_whose_old_address_is_silent_moves() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let id = f.id();
-    f.recv(BOB, Datagram::Register { id, name: name("alice") });
+    f.recv(BOB, f.reg(id, "alice"));
     let probes = (1..=4).flat_map(|i| f.at(i * 100)).filter(|(_, d)| matches!(d, Datagram::Probe { .. })).count();
     assert_eq!(probes, 4, "retransmitted inside the window");
     let out = f.at(500);
@@ -229,7 +244,7 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
     f.save(("alice", ALICE), "bob", "one");
     f.save(("carol", CAROL), "bob", "two");
     let id = f.id();
-    let out = f.recv(BOB, Datagram::Register { id, name: name("bob") });
+    let out = f.recv(BOB, f.reg(id, "bob"));
     assert!(matches!(out[..], [(BOB, Datagram::Registered { stored: 2, .. })]), "no table before the fetch: {out:?}");
     let mut texts = Vec::new();
     for index in [1, 0] {
@@ -265,14 +280,14 @@ fn dereg_broadcasts_then_acks_and_requires_the_owner() {
 fn tables_are_retransmitted_until_acked_then_given_up() {
     let mut f = Fixture::new();
     let id = f.id();
-    f.recv(ALICE, Datagram::Register { id, name: name("alice") });
+    f.recv(ALICE, f.reg(id, "alice"));
     let tables = |out: Vec<(u16, Datagram)>| out.iter().filter(|(_, d)| matches!(d, Datagram::Table(_))).count();
     assert_eq!(tables(f.at(499)), 0);
     let resent: Vec<usize> = (1..=7).map(|i| tables(f.at(i * 500))).collect();
     assert_eq!(resent, [1, 1, 1, 1, 1, 0, 0], "five retransmissions, 500 ms apart");
 
     let id = f.id();
-    let out = f.recv(BOB, Datagram::Register { id, name: name("bob") });
+    let out = f.recv(BOB, f.reg(id, "bob"));
     f.ack_tables(&out);
     assert_eq!(tables(f.at(5000)), 0, "an ACKed table is not sent again");
 }
@@ -420,15 +435,92 @@ fn a_restored_table_keeps_senders_and_offline_recipients_known() {
     let saved = before.server.table();
 
     let mut after = Fixture::new();
-    after.server.restore_table(saved.clone());
+    after.server.restore_table(before.server.saved_table());
+    after.secrets = before.secrets.clone();
     assert_eq!(after.server.table().clients, saved.clients);
     assert!(after.server.table_version() >= saved.version);
     let (id, out) = after.save(("alice", ALICE), "bob", "after the restart");
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
-    let out = after.recv(BOB, Datagram::Register { id: MsgId(500), name: name("bob") });
+    let out = after.recv(BOB, after.reg(MsgId(500), "bob"));
     assert!(out.iter().any(|d| matches!(d, (BOB, Datagram::Registered { stored: 1, .. }))), "{out:?}");
     assert!(
         out.iter().all(|(_, d)| !matches!(d, Datagram::Table(t) if t.version <= saved.version)),
         "versions go on growing"
     );
+}
+
+#[test]
+fn a_registered_name_needs_its_secret() {
+    let mut f = Fixture::new();
+    f.register("bob", BOB);
+    let id = f.id();
+    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    let stolen = Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, pad: " ".repeat(300) };
+    assert_eq!(f.recv(CAROL, stolen), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NotOwner })]);
+    let wrong = Secret::new("ffffffffffffffffffffffffffffffff").expect("secret");
+    let guessed = Datagram::Register { id: MsgId(901), name: name("bob"), secret: Some(wrong), pad: " ".repeat(300) };
+    assert!(matches!(f.recv(CAROL, guessed)[..], [(CAROL, Datagram::Refused { reason: Refusal::NotOwner, .. })]));
+    let out = f.recv(CAROL, f.reg(MsgId(902), "bob"));
+    assert!(matches!(out[0], (CAROL, Datagram::Registered { .. })), "the owner may move: {out:?}");
+}
+
+mod amplification {
+    use super::*;
+
+    fn sent_to(out: &[(u16, Datagram)], port: u16) -> usize {
+        out.iter().filter(|(p, _)| *p == port).map(|(_, d)| chat_proto::encode(d).expect("encode").len()).sum()
+    }
+
+    #[test]
+    fn an_unpadded_register_from_an_unknown_address_gets_nothing() {
+        let mut f = Fixture::new();
+        let d = Datagram::Register { id: MsgId(1), name: name("m"), secret: None, pad: String::new() };
+        assert!(f.recv(CAROL, d).is_empty());
+        assert!(f.server.table().clients.is_empty(), "and registers nothing");
+    }
+
+    #[test]
+    fn an_unconfirmed_address_gets_at_most_three_times_its_bytes() {
+        let mut f = Fixture::new();
+        for (i, who) in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"].into_iter().enumerate() {
+            f.register(&format!("{who}{}", "x".repeat(30)), 6000 + i as u16);
+        }
+        let reg = f.reg(MsgId(77), "spoofed");
+        let received = chat_proto::encode(&reg).expect("encode").len();
+        let mut out = f.recv(CAROL, reg);
+        for ms in (500..=4000).step_by(500) {
+            out.extend(f.at(ms));
+        }
+        assert!(matches!(out.iter().find(|(p, _)| *p == CAROL), Some((_, Datagram::Registered { .. }))));
+        assert!(!out.iter().any(|(p, d)| *p == CAROL && matches!(d, Datagram::Table(_))), "the table is held back");
+        assert!(sent_to(&out, CAROL) <= 3 * received, "{} > 3 × {received}", sent_to(&out, CAROL));
+    }
+
+    #[test]
+    fn the_cookie_proves_the_address_and_releases_the_table() {
+        let mut f = Fixture::new();
+        for (i, who) in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"].into_iter().enumerate() {
+            f.register(&format!("{who}{}", "x".repeat(30)), 6000 + i as u16);
+        }
+        let out = f.recv(CAROL, f.reg(MsgId(77), "carol"));
+        let Some((_, Datagram::Registered { cookie, .. })) = out.iter().find(|(p, _)| *p == CAROL).cloned() else {
+            panic!("{out:?}")
+        };
+        let wrong = f.recv(CAROL, Datagram::Confirm { id: MsgId(78), cookie: cookie ^ 1 });
+        assert!(wrong.is_empty(), "a wrong cookie proves nothing: {wrong:?}");
+        let out = f.recv(CAROL, Datagram::Confirm { id: MsgId(79), cookie });
+        assert!(
+            out.iter().any(|(p, d)| *p == CAROL && matches!(d, Datagram::Table(t) if t.clients.len() == 13)),
+            "{out:?}"
+        );
+        assert!(out.contains(&(CAROL, Datagram::Ack { id: MsgId(79) })));
+    }
+}
+
+#[test]
+fn without_the_secret_an_online_name_is_in_use() {
+    let mut f = Fixture::new();
+    f.register("bob", BOB);
+    let d = Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, pad: " ".repeat(300) };
+    assert_eq!(f.recv(CAROL, d), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NameTaken })]);
 }

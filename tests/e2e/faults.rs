@@ -44,24 +44,41 @@ fn behind_relay(
     (client, relay)
 }
 
+/// The rows of a `list` sent now (not of an earlier one), once `n` of them are printed.
+fn list_now(c: &mut Client, n: usize) -> Vec<Row> {
+    let mark = c.stdout_len();
+    c.send_line("list");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rows: Vec<Row> = c
+            .stdout_since(mark)
+            .iter()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [">>>", name, ip, port, status @ ("online" | "offline")] => Some(Row {
+                    name: name.to_owned(),
+                    ip: ip.to_owned(),
+                    port: port.parse().ok()?,
+                    online: status == "online",
+                }),
+                _ => None,
+            })
+            .collect();
+        if rows.len() >= n || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Polls `list` until every one of `names` shows `online` (or not).
 fn wait_listed(c: &mut Client, names: &[&str], online: bool) {
     let deadline = Instant::now() + LONG;
     loop {
-        let mark = c.stdout_len();
-        c.send_line("list");
-        std::thread::sleep(Duration::from_millis(100));
-        let rows: Vec<(String, bool)> = c
-            .stdout_since(mark)
-            .iter()
-            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
-                [">>>", name, _, _, status @ ("online" | "offline")] => Some((name.to_owned(), status == "online")),
-                _ => None,
-            })
-            .collect();
-        if names.iter().all(|n| rows.iter().any(|(name, on)| name == n && *on == online)) {
+        let rows = list_now(c, names.len());
+        if names.iter().all(|n| rows.iter().any(|r| r.name == *n && r.online == online)) {
             return;
         }
+        std::thread::sleep(Duration::from_millis(100));
         if Instant::now() > deadline {
             c.fail(&format!("{names:?} never listed with online = {online}"));
         }
@@ -205,7 +222,7 @@ fn duplicated_and_reordered_datagrams_show_nothing_twice_and_tables_converge() {
             .collect::<Vec<_>>()
     };
     for c in [&mut alice, &mut bob, &mut carol] {
-        assert_eq!(c.list(3), want, "{}'s table", c.name);
+        assert_eq!(list_now(c, 3), want, "{}'s table", c.name);
     }
     eprintln!("{}\n{}\n{}", ra.report(), rb.report(), rc.report());
 }

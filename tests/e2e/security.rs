@@ -20,7 +20,6 @@ fn send(sock: &UdpSocket, server: &Server, datagram: &str, times: usize) -> usiz
 }
 
 #[test]
-#[ignore = "SPEC 10.5 name secrets: being built"]
 fn another_client_cannot_take_an_offline_name_and_its_messages() {
     let server = Server::start();
     let [mut alice, mut bob] = start_clients(&server, ["alice", "bob"]);
@@ -76,7 +75,6 @@ fn a_channel_send_from_another_address_is_not_relayed() {
 }
 
 #[test]
-#[ignore = "SPEC 10.6 amplification limit: being built"]
 fn an_unproven_address_gets_at_most_three_times_its_bytes() {
     let server = Server::start();
     let names = ["a".repeat(32), "b".repeat(32), "c".repeat(32)];
