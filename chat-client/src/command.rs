@@ -50,6 +50,12 @@ pub enum CommandError {
     /// The message is too long.
     #[error("Message too long: {0} bytes, the limit is {max}.", max = chat_proto::MAX_TEXT_BYTES)]
     TooLong(usize),
+    /// The message is too long once encoded for the wire.
+    #[error(
+        "Message too long: {0} bytes once encoded (quotes, backslashes and tabs count twice), the limit is {max}.",
+        max = chat_proto::MAX_TEXT_ESCAPED
+    )]
+    TooLongEncoded(usize),
     /// The message holds a control character.
     #[error("A message cannot contain control characters.")]
     ControlChar,
@@ -94,9 +100,25 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "list" => Command::List,
         "help" => Command::Help,
         "quit" | "exit" => Command::Quit,
-        other => return Err(CommandError::Unknown(other.to_string())),
+        other => return Err(CommandError::Unknown(printable(other))),
     };
     Ok(Some(cmd))
+}
+
+/// `word` fit to be shown: control characters escaped, cut after 40 characters.
+fn printable(word: &str) -> String {
+    let mut shown = String::new();
+    for c in word.chars().take(40) {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    if word.chars().count() > 40 {
+        shown.push('…');
+    }
+    shown
 }
 
 /// Splits off the first word; the rest starts at the next non-blank character and keeps
@@ -123,6 +145,7 @@ fn name(s: &str) -> Result<Name, CommandError> {
 fn text_of(s: &str) -> Result<Text, CommandError> {
     Text::new(s).map_err(|e| match e {
         TextError::TooLong(n) => CommandError::TooLong(n),
+        TextError::TooLongEncoded(n) => CommandError::TooLongEncoded(n),
         TextError::BadChar => CommandError::ControlChar,
     })
 }
@@ -160,6 +183,9 @@ mod tests {
     #[test]
     fn explains_what_is_wrong() {
         assert_eq!(parse("sned bob hi"), Err(CommandError::Unknown("sned".into())));
+        assert_eq!(parse("\u{1b}[2J"), Err(CommandError::Unknown("\\u{1b}[2J".into())));
+        let long = parse(&"x".repeat(100)).expect_err("unknown");
+        assert_eq!(long.to_string().chars().filter(|c| *c == 'x').count(), 40);
         assert_eq!(parse("send bob"), Err(CommandError::Usage(SEND)));
         assert_eq!(parse("send"), Err(CommandError::Usage(SEND)));
         assert_eq!(parse("send_all"), Err(CommandError::Usage(SEND_ALL)));

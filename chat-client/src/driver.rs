@@ -10,8 +10,10 @@ use chat_proto::{MAX_DATAGRAM, Name, Secret, decode};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::mpsc;
+
 use crate::output::{self, Input, Printer};
-use crate::{Client, Config, parse};
+use crate::{Client, Config, Event, parse};
 
 /// The files a client keeps in its data directory.
 #[derive(Debug, Clone)]
@@ -24,6 +26,7 @@ pub struct Files {
 
 /// Runs the client named `me` on `socket` against the server at `server` until it exits (the
 /// returned code), the user leaves, or `shutdown` is cancelled (a silent leave, code 0).
+/// Commands come from the terminal or standard input, lines go to standard output.
 ///
 /// # Errors
 /// The secret file exists but cannot be read; network errors are logged and survived.
@@ -36,19 +39,63 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> io::Result<i32> {
     let secret = read_secret(&files.secret)?;
-    let (mut input, mut printer) = output::start(Some(files.history.clone()));
+    let (input, mut printer) = output::start(Some(files.history.clone()));
     let seed = getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()) << 32);
-    let mut core = Client::new(cfg, me, server, secret, seed);
+    let core = Client::new(cfg, me, server, secret, seed);
+    let code = drive(core, &socket, input, &mut printer, Some(&files.secret), shutdown).await;
+    printer.restore();
+    Ok(code)
+}
+
+/// Where a client's events go.
+pub trait Sink {
+    /// Shows one event.
+    ///
+    /// # Errors
+    /// The output is gone: the client stops (a silent leave).
+    fn show(&mut self, event: Event) -> io::Result<()>;
+}
+
+impl Sink for Printer {
+    fn show(&mut self, event: Event) -> io::Result<()> {
+        self.print(event.to_string())
+    }
+}
+
+impl Sink for mpsc::UnboundedSender<Event> {
+    fn show(&mut self, event: Event) -> io::Result<()> {
+        self.send(event).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// Drives `core` on `socket` with commands from `input` and events to `out` until it exits;
+/// keeps a new secret in `secret_file`. [`run`] uses it with the terminal; a program that embeds
+/// a client (a benchmark, a gateway) uses it with channels.
+pub async fn drive(
+    mut core: Client,
+    socket: &UdpSocket,
+    mut input: mpsc::UnboundedReceiver<Input>,
+    out: &mut impl Sink,
+    secret_file: Option<&Path>,
+    shutdown: CancellationToken,
+) -> i32 {
     core.start(Instant::now());
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut input_open = true;
-    let code = loop {
-        if let Some(code) = flush(&mut core, &socket, &mut printer).await {
-            break code;
+    // One timer for the whole loop, moved when the core's next deadline moves.
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    loop {
+        if let Some(code) = flush(&mut core, socket, out).await {
+            return code;
         }
         let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
-            () = shutdown.cancelled() => break 0,
+            biased;
+            () = shutdown.cancelled() => return 0,
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, from)) => match decode(&buf[..len]) {
                     Ok(d) => core.handle_datagram(Instant::now(), from, d),
@@ -63,35 +110,33 @@ pub async fn run(
                     Err(e) => core.notice(e.to_string()),
                 },
                 Some(Input::Unreadable) => core.notice("That line is not UTF-8 text."),
-                Some(Input::Interrupt) => break 0,
+                Some(Input::Interrupt) => return 0,
                 Some(Input::End) | None => {
                     input_open = false;
                     core.handle_end_of_input(Instant::now());
                 }
             },
-            () = sleep_until(wake), if wake.is_some() => {}
+            () = &mut timer, if wake.is_some() => {}
         }
         core.handle_timeout(Instant::now());
-        if let Some(secret) = core.poll_secret() {
-            if let Err(e) = write_secret(&files.secret, &secret) {
-                core.notice(format!("Cannot keep the name's secret in {}: {e}.", files.secret.display()));
+        if let (Some(secret), Some(path)) = (core.poll_secret(), secret_file) {
+            if let Err(e) = write_secret(path, &secret) {
+                core.notice(format!("Cannot keep the name's secret in {}: {e}.", path.display()));
             }
         }
-    };
-    printer.restore();
-    Ok(code)
+    }
 }
 
 /// Sends what the core queued and prints its events; the exit code once it is done, or 0 if
 /// the output is gone (a closed terminal is a silent leave).
-async fn flush(core: &mut Client, socket: &UdpSocket, printer: &mut Printer) -> Option<i32> {
+async fn flush(core: &mut Client, socket: &UdpSocket, out: &mut impl Sink) -> Option<i32> {
     while let Some((to, bytes)) = core.poll_transmit() {
         if let Err(e) = socket.send_to(&bytes, to).await {
             tracing::debug!(%to, "send failed: {e}");
         }
     }
     while let Some(event) = core.poll_event() {
-        if printer.print(event.to_string()).is_err() {
+        if out.show(event).is_err() {
             return Some(0);
         }
     }
@@ -121,10 +166,4 @@ fn write_secret(path: &Path, secret: &Secret) -> io::Result<()> {
     let mut file = options.open(path)?;
     io::Write::write_all(&mut file, format!("{}\n", secret.expose()).as_bytes())?;
     file.sync_all()
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
 }

@@ -16,7 +16,8 @@ mod session;
 pub use crate::command::{Command, CommandError, parse};
 pub use crate::core::{Client, Config};
 pub use crate::event::Event;
-pub use driver::{Files, run};
+pub use driver::{Files, Sink, drive, run};
+pub use output::Input;
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ const PROMPT: &str = ">>> ";
 
 /// What the user did.
 #[derive(Debug)]
-pub(crate) enum Input {
+pub enum Input {
     /// A line was entered.
     Line(String),
     /// A line that is not UTF-8.

@@ -9,7 +9,7 @@ use chat_proto::{
 };
 use chrono::{TimeZone, Utc};
 
-use crate::{Client, Command, Config, Event};
+use crate::{Client, Command, Config};
 
 const SERVER: u16 = 4000;
 const ME: u16 = 5001;

@@ -10,7 +10,7 @@ mod text;
 
 pub use datagram::{ClientRow, Datagram, MsgId, Origin, Refusal, Secret, SecretError, StoredMessage, Table};
 pub use name::{MAX_NAME_CHARS, Name, NameError};
-pub use text::{MAX_TEXT_BYTES, Text, TextError};
+pub use text::{MAX_TEXT_BYTES, MAX_TEXT_ESCAPED, Text, TextError};
 
 /// The largest datagram ChatApp sends or accepts: the largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;

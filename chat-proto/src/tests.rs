@@ -143,8 +143,21 @@ fn oversized_text_is_refused_on_both_sides() {
 }
 
 #[test]
-fn a_datagram_that_cannot_fit_is_refused_at_encode() {
-    // Every quote doubles when escaped: 32 KiB of quotes cannot fit one datagram.
-    let d = Datagram::Chat { id: MsgId(1), from: name("a"), text: text(&"\"".repeat(MAX_TEXT_BYTES)) };
-    assert!(matches!(encode(&d), Err(ProtoError::Oversized(_))));
+fn every_datagram_with_the_largest_text_and_names_fits() {
+    let text = Text::new("\"".repeat(MAX_TEXT_ESCAPED / 2)).expect("the largest escaped text");
+    let long = name(&"\"".repeat(32));
+    let at = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().expect("time")
+        + chrono::Duration::nanoseconds(999_999_999);
+    let id = MsgId(u64::MAX);
+    let message = StoredMessage { id, from: long.clone(), origin: Origin::Channel, at, text: text.clone() };
+    let all = [
+        Datagram::Stored { id, index: u32::MAX, message },
+        Datagram::Save { id, msg: id, from: long.clone(), to: long.clone(), text: text.clone(), force: true },
+        Datagram::ChannelSend { id, from: long.clone(), text: text.clone() },
+        Datagram::Channel { id, from: long.clone(), text: text.clone() },
+        Datagram::Chat { id, from: long, text },
+    ];
+    for d in all {
+        assert!(encode(&d).is_ok(), "{:?} does not fit", std::mem::discriminant(&d));
+    }
 }

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 /// The longest message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 
+/// The longest message text once JSON-escaped (quotes, backslashes and tabs take two bytes):
+/// what is left of one datagram after the largest envelope that carries a text (a stored
+/// message with its ids, timestamp and names). So every datagram with a valid text fits.
+pub const MAX_TEXT_ESCAPED: usize = crate::MAX_DATAGRAM - 1_000;
+
 /// A message text: at most [`MAX_TEXT_BYTES`] bytes, no control characters but tab.
 ///
 /// Refusing control characters keeps a peer from sending terminal escape sequences that would
@@ -21,6 +26,11 @@ pub enum TextError {
     /// The text is longer than [`MAX_TEXT_BYTES`].
     #[error("message too long: {0} bytes, the limit is {MAX_TEXT_BYTES}")]
     TooLong(usize),
+    /// The text would be longer than [`MAX_TEXT_ESCAPED`] on the wire.
+    #[error(
+        "message too long: {0} bytes once encoded (quotes, backslashes and tabs count twice), the limit is {MAX_TEXT_ESCAPED}"
+    )]
+    TooLongEncoded(usize),
     /// The text holds a control character other than tab.
     #[error("a message cannot contain control characters")]
     BadChar,
@@ -38,6 +48,10 @@ impl Text {
         }
         if s.chars().any(|c| c.is_control() && c != '\t') {
             return Err(TextError::BadChar);
+        }
+        let escaped = s.len() + s.bytes().filter(|b| matches!(b, b'"' | b'\\' | b'\t')).count();
+        if escaped > MAX_TEXT_ESCAPED {
+            return Err(TextError::TooLongEncoded(escaped));
         }
         Ok(Self(s))
     }
@@ -84,6 +98,15 @@ mod tests {
         assert_eq!(Text::new("x".repeat(MAX_TEXT_BYTES + 1)), Err(TextError::TooLong(MAX_TEXT_BYTES + 1)));
         // The limit is in bytes: 3-byte characters reach it sooner.
         assert!(Text::new("€".repeat(MAX_TEXT_BYTES / 3 + 1)).is_err());
+    }
+
+    #[test]
+    fn counts_what_json_escapes() {
+        assert!(Text::new("\"".repeat(MAX_TEXT_ESCAPED / 2)).is_ok());
+        assert_eq!(
+            Text::new("\\".repeat(MAX_TEXT_ESCAPED / 2 + 1)),
+            Err(TextError::TooLongEncoded(2 * (MAX_TEXT_ESCAPED / 2 + 1)))
+        );
     }
 
     #[test]

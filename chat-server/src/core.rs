@@ -250,10 +250,12 @@ impl<S: Store> Server<S> {
         &mut self.store
     }
 
-    /// A fresh id for a datagram the server starts (probe, channel message).
+    /// A fresh id for a datagram the server starts (probe, channel message): a keyed hash of a
+    /// counter, so that seeing one id tells nothing of the next (a probe's answer proves an
+    /// address, so its id must not be guessable).
     pub(crate) fn fresh_id(&mut self) -> MsgId {
         self.next_id = self.next_id.wrapping_add(1);
-        MsgId(self.next_id)
+        MsgId(self.cookie_key.hash_one(("id", self.next_id)))
     }
 
     /// A new name's secret: 128 random bits.

@@ -35,9 +35,15 @@ pub async fn run<S: Store>(
     }
     let mut saved_version = core.table_version();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
     loop {
         let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
             first = socket.recv_from(&mut buf) => {
                 let mut next = Some(first);
@@ -53,7 +59,7 @@ pub async fn run<S: Store>(
                     };
                 }
             }
-            () = sleep_until(wake), if wake.is_some() => {}
+            () = &mut timer, if wake.is_some() => {}
         }
         let now = Instant::now();
         core.handle_timeout(now);
@@ -72,10 +78,4 @@ pub async fn run<S: Store>(
     }
     tracing::info!("server stopping");
     core.store_mut().sync().map_err(io::Error::other)
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
 }

@@ -1,0 +1,98 @@
+//! ChatApp's benchmarks, each beside a baseline measured in the same run on the same machine.
+//!
+//! `cargo bench --bench bench` runs them all (a few minutes on 2 cores) and prints a table;
+//! `cargo bench --bench bench -- --quick` is the short smoke pass CI runs. Nothing here asserts
+//! a timing: the numbers are printed, and kept in `docs/BENCHMARKS.md`.
+
+mod peers;
+mod raw;
+mod sim;
+mod swarm;
+
+use std::time::Duration;
+
+/// How big each benchmark is.
+pub(crate) struct Scale {
+    pub(crate) pings: usize,
+    pub(crate) flood: usize,
+    pub(crate) window: usize,
+    pub(crate) savers: usize,
+    pub(crate) saves_each: usize,
+    pub(crate) fanout: usize,
+    pub(crate) storms: Vec<usize>,
+    pub(crate) memory_clients: usize,
+}
+
+impl Scale {
+    fn full() -> Self {
+        Scale {
+            pings: 5_000,
+            flood: 20_000,
+            window: 64,
+            savers: 32,
+            saves_each: 100,
+            fanout: 1_000,
+            storms: vec![250, 500, 1_000],
+            memory_clients: 10_000,
+        }
+    }
+
+    fn quick() -> Self {
+        Scale {
+            pings: 200,
+            flood: 1_000,
+            window: 16,
+            savers: 4,
+            saves_each: 10,
+            fanout: 50,
+            storms: vec![20],
+            memory_clients: 200,
+        }
+    }
+}
+
+/// One line of the report.
+pub(crate) struct Line {
+    pub(crate) what: String,
+    pub(crate) ours: String,
+    pub(crate) baseline: String,
+    pub(crate) ratio: String,
+    pub(crate) target: &'static str,
+}
+
+pub(crate) fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The `p`th percentile (0–100) of `samples`.
+pub(crate) fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    let i = ((samples.len() as f64 - 1.0) * p / 100.0).round() as usize;
+    samples.get(i).copied().unwrap_or_default()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick { Scale::quick() } else { Scale::full() };
+    let mut lines = Vec::new();
+    eprintln!("direct round trip and throughput…");
+    lines.extend(peers::round_trip(&scale));
+    lines.extend(peers::throughput(&scale));
+    eprintln!("durable saves…");
+    lines.extend(swarm::saves(&scale));
+    eprintln!("channel fan-out…");
+    lines.extend(swarm::fanout(&scale));
+    eprintln!("registration storms…");
+    for &n in &scale.storms {
+        lines.extend(swarm::storm(n));
+    }
+    eprintln!("memory…");
+    lines.extend(swarm::memory(&scale));
+
+    let w = lines.iter().map(|l| l.what.len()).max().unwrap_or(10);
+    println!("| {:w$} | {:>22} | {:>22} | {:>8} | target |", "benchmark", "ChatApp", "baseline", "ratio");
+    println!("|{}|{}|{}|{}|---|", "-".repeat(w + 2), "-".repeat(24), "-".repeat(24), "-".repeat(10));
+    for l in lines {
+        println!("| {:w$} | {:>22} | {:>22} | {:>8} | {} |", l.what, l.ours, l.baseline, l.ratio, l.target);
+    }
+}

@@ -1,0 +1,122 @@
+//! A simulated client: one UDP socket that speaks the protocol directly (register, confirm,
+//! table ACKs, channel ACKs, probe answers), so that one process can stand in for thousands.
+
+use std::net::SocketAddr;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Text, decode, encode};
+use tokio::net::UdpSocket;
+
+/// What every simulated client saw, added up.
+#[derive(Default)]
+pub(crate) struct Seen {
+    pub(crate) datagrams: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+pub(crate) struct Sim {
+    pub(crate) name: Name,
+    pub(crate) socket: UdpSocket,
+    pub(crate) server: SocketAddr,
+    /// The newest table seen: its version and how many clients it shows online.
+    pub(crate) table: (u64, usize),
+    next_id: u64,
+}
+
+pub(crate) fn name(s: &str) -> Name {
+    Name::new(s).expect("bench names are valid")
+}
+
+pub(crate) fn text(s: &str) -> Text {
+    Text::new(s).expect("bench texts are valid")
+}
+
+impl Sim {
+    pub(crate) async fn bind(name_: &str, server: SocketAddr) -> Sim {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind a simulated client");
+        Sim { name: name(name_), socket, server, table: (0, 0), next_id: rand_seed() }
+    }
+
+    pub(crate) fn id(&mut self) -> MsgId {
+        self.next_id += 1;
+        MsgId(self.next_id)
+    }
+
+    pub(crate) async fn send(&self, d: &Datagram) {
+        let bytes = encode(d).expect("bench datagrams encode");
+        let _ = self.socket.send_to(&bytes, self.server).await;
+    }
+
+    /// Sends `d` until a datagram for which `answer` returns `Some` arrives (other datagrams
+    /// are handled as a client would).
+    pub(crate) async fn request<T>(
+        &mut self,
+        d: &Datagram,
+        seen: &Seen,
+        mut answer: impl FnMut(&Datagram) -> Option<T>,
+    ) -> T {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            self.send(d).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Ok(Ok((len, _))) = tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf)).await {
+                let Ok(got) = decode(&buf[..len]) else { continue };
+                seen.datagrams.fetch_add(1, Ordering::Relaxed);
+                seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                if let Some(t) = answer(&got) {
+                    return t;
+                }
+                self.answer(&got).await;
+            }
+        }
+    }
+
+    /// Registers and proves the address; returns the table version that shows it online.
+    pub(crate) async fn register(&mut self, seen: &Seen) -> u64 {
+        let id = self.id();
+        let pad = " ".repeat(REGISTER_PAD_TO);
+        let reg = Datagram::Register { id, name: self.name.clone(), secret: None, pad };
+        let (version, cookie) = self
+            .request(&reg, seen, |d| match d {
+                Datagram::Registered { id: got, version, cookie, .. } if *got == id => Some((*version, *cookie)),
+                _ => None,
+            })
+            .await;
+        let id = self.id();
+        self.request(&Datagram::Confirm { id, cookie }, seen, |d| {
+            matches!(d, Datagram::Ack { id: got } if *got == id).then_some(())
+        })
+        .await;
+        version
+    }
+
+    pub(crate) async fn dereg(&mut self, seen: &Seen) {
+        let id = self.id();
+        let d = Datagram::Dereg { id, name: self.name.clone() };
+        self.request(&d, seen, |d| matches!(d, Datagram::Ack { id: got } if *got == id).then_some(())).await;
+    }
+
+    /// What a client answers to what the server sends on its own.
+    pub(crate) async fn answer(&mut self, d: &Datagram) {
+        let reply = match d {
+            Datagram::Table(t) => {
+                if t.version > self.table.0 {
+                    self.table = (t.version, t.clients.iter().filter(|r| r.online).count());
+                }
+                Datagram::TableAck { version: t.version }
+            }
+            Datagram::Channel { id, .. } => Datagram::ChannelAck { id: *id },
+            Datagram::Probe { id } => Datagram::ProbeAck { id: *id, name: self.name.clone() },
+            _ => return,
+        };
+        self.send(&reply).await;
+    }
+}
+
+pub(crate) fn rand_seed() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = getrandom::u64().unwrap_or(0x5eed);
+    base ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 40)
+}

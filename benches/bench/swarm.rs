@@ -1,0 +1,304 @@
+//! Benchmarks with many simulated clients (one socket each, all in this process) against a
+//! real server: durable saves, channel fan-out, registration storms, memory.
+
+use std::cell::RefCell;
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_proto::{Datagram, Origin, StoredMessage, decode, encode};
+use tempfile::TempDir;
+
+use crate::peers::ServerHandle;
+use crate::sim::{Seen, Sim, name, text};
+use crate::{Line, Scale, ms, percentile, raw};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+/// Registers `n` simulated clients named `<prefix><i>`, all at once.
+async fn register_many(prefix: &str, n: usize, server: std::net::SocketAddr, seen: &Rc<Seen>) -> Vec<Sim> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (prefix, seen) = (prefix.to_owned(), seen.clone());
+            tokio::task::spawn_local(async move {
+                let mut sim = Sim::bind(&format!("{prefix}{i}"), server).await;
+                sim.register(&seen).await;
+                sim
+            })
+        })
+        .collect();
+    let mut sims = Vec::with_capacity(n);
+    for t in tasks {
+        sims.push(t.await.expect("registration task"));
+    }
+    sims
+}
+
+pub(crate) fn saves(scale: &Scale) -> Vec<Line> {
+    let server = ServerHandle::start();
+    let (savers, each) = (scale.savers, scale.saves_each);
+    let text_ = "a message for someone who is offline, 60 bytes of it, ok!!";
+    let mut latencies: Vec<Duration> = Vec::new();
+    let elapsed = block_on(async {
+        let seen = Rc::new(Seen::default());
+        let mut away = register_many("away", 8, server.addr, &seen).await;
+        for sim in &mut away {
+            sim.dereg(&seen).await;
+        }
+        let senders = register_many("saver", savers, server.addr, &seen).await;
+        let t = Instant::now();
+        let tasks: Vec<_> = senders
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut sim)| {
+                let seen = seen.clone();
+                tokio::task::spawn_local(async move {
+                    let mut lat = Vec::with_capacity(each);
+                    for i in 0..each {
+                        let (id, msg) = (sim.id(), sim.id());
+                        let to = name(&format!("away{}", (k + i) % 8));
+                        let d = Datagram::Save { id, msg, from: sim.name.clone(), to, text: text(text_), force: false };
+                        let t = Instant::now();
+                        sim.request(&d, &seen, |d| matches!(d, Datagram::Ack { id: got } if *got == id).then_some(()))
+                            .await;
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        for task in tasks {
+            latencies.extend(task.await.expect("saver"));
+        }
+        t.elapsed()
+    });
+    let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    let dir = TempDir::new().expect("dir");
+    let record = StoredMessage {
+        id: chat_proto::MsgId(1),
+        from: name("saver1"),
+        origin: Origin::Direct,
+        at: chrono_now(),
+        text: text(text_),
+    };
+    let line = serde_json::to_vec(&record).expect("record");
+    let mut raw = raw::append_and_sync(dir.path(), &line, 200.min(latencies.len().max(20)));
+    let raw_rate = raw.len() as f64 / raw.iter().map(Duration::as_secs_f64).sum::<f64>();
+    vec![
+        Line {
+            what: format!("3. durable saves, {savers} senders"),
+            ours: format!("{rate:.0} saves/s"),
+            baseline: format!("{raw_rate:.0} fsyncs/s raw"),
+            ratio: format!("{:.1}×", rate / raw_rate),
+            target: "≥ 10× raw fsync rate",
+        },
+        Line {
+            what: "3. durable save latency p99".into(),
+            ours: ms(percentile(&mut latencies, 99.0)),
+            baseline: format!("{} raw fsync p99", ms(percentile(&mut raw, 99.0))),
+            ratio: String::new(),
+            target: "p99 < 5 ms",
+        },
+    ]
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// Answers everything a client answers, counting channel messages.
+fn listen(mut sim: Sim, got: Arc<AtomicUsize>, seen: Rc<Seen>) {
+    tokio::task::spawn_local(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((len, _)) = sim.socket.recv_from(&mut buf).await {
+            let Ok(d) = decode(&buf[..len]) else { continue };
+            seen.datagrams.fetch_add(1, Ordering::Relaxed);
+            seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            if matches!(d, Datagram::Channel { .. }) {
+                got.fetch_add(1, Ordering::Relaxed);
+            }
+            sim.answer(&d).await;
+        }
+    });
+}
+
+async fn wait_for(counter: &AtomicUsize, n: usize, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while counter.load(Ordering::Relaxed) < n {
+        if t.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Some(t.elapsed())
+}
+
+pub(crate) fn fanout(scale: &Scale) -> Vec<Line> {
+    let server = ServerHandle::start();
+    let n = scale.fanout;
+    let took = block_on(async {
+        let seen = Rc::new(Seen::default());
+        let got = Arc::new(AtomicUsize::new(0));
+        let mut sender = Sim::bind("sender", server.addr).await;
+        sender.register(&seen).await;
+        for sim in register_many("member", n, server.addr, &seen).await {
+            listen(sim, got.clone(), seen.clone());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await; // let the table pushes settle
+        let id = sender.id();
+        let d = Datagram::ChannelSend { id, from: sender.name.clone(), text: text("Welcome to Channel") };
+        let t = Instant::now();
+        sender.send(&d).await;
+        wait_for(&got, n, Duration::from_secs(10)).await.map(|_| t.elapsed())
+    });
+    let msg = encode(&Datagram::Channel {
+        id: chat_proto::MsgId(u64::MAX / 3),
+        from: name("sender"),
+        text: text("Welcome to Channel"),
+    })
+    .expect("encode");
+    let ack = encode(&Datagram::ChannelAck { id: chat_proto::MsgId(u64::MAX / 3) }).expect("encode");
+    let base = raw::fanout(&msg, &ack, n);
+    vec![Line {
+        what: format!("4. channel fan-out to {n} clients"),
+        ours: took.map_or("did not finish".into(), ms),
+        baseline: format!("{} raw send+ack", ms(base)),
+        ratio: took.map_or(String::new(), |t| format!("{:.1}×", t.as_secs_f64() / base.as_secs_f64())),
+        target: "< 50 ms",
+    }]
+}
+
+/// `n` clients register at once; the time until every one holds the server's newest table
+/// (all `n` online), and what the server sent meanwhile.
+pub(crate) fn storm(n: usize) -> Vec<Line> {
+    let server = ServerHandle::start();
+    let seen = Rc::new(Seen::default());
+    let took = block_on({
+        let seen = seen.clone();
+        async move {
+            let state: Rc<RefCell<Vec<(u64, usize)>>> = Rc::new(RefCell::new(vec![(0, 0); n]));
+            let t = Instant::now();
+            for i in 0..n {
+                let (seen, state) = (seen.clone(), state.clone());
+                tokio::task::spawn_local(async move {
+                    let mut sim = Sim::bind(&format!("c{i:05}"), server.addr).await;
+                    sim.register(&seen).await;
+                    state.borrow_mut()[i] = sim.table;
+                    let mut buf = vec![0u8; 65_536];
+                    while let Ok((len, _)) = sim.socket.recv_from(&mut buf).await {
+                        let Ok(d) = decode(&buf[..len]) else { continue };
+                        seen.datagrams.fetch_add(1, Ordering::Relaxed);
+                        seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                        sim.answer(&d).await;
+                        state.borrow_mut()[i] = sim.table;
+                    }
+                });
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let st = state.borrow();
+                let newest = st.iter().map(|s| s.0).max().unwrap_or(0);
+                if st.iter().all(|s| s.0 == newest && s.1 == n) {
+                    return Some(t.elapsed());
+                }
+                if t.elapsed() > Duration::from_secs(if n <= 100 { 10 } else { 60 }) {
+                    let mut counts = std::collections::BTreeMap::new();
+                    for (v, on) in st.iter() {
+                        *counts.entry((*v == newest, *on)).or_insert(0) += 1;
+                    }
+                    eprintln!("storm of {n}: (has newest, online seen) → clients: {counts:?}");
+                    return None;
+                }
+            }
+        }
+    });
+    let (datagrams, bytes) = (seen.datagrams.load(Ordering::Relaxed), seen.bytes.load(Ordering::Relaxed));
+    vec![Line {
+        what: format!("5. registration storm, {n} clients"),
+        ours: took.map_or("did not converge".into(), ms),
+        baseline: format!("{datagrams} dgrams, {:.1} MB sent", bytes as f64 / 1e6),
+        ratio: format!("{:.1} KB/client", bytes as f64 / 1e3 / n as f64),
+        target: "report growth with N",
+    }]
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or(47_999)
+}
+
+/// The real binary's resident memory: a server with `n` registered clients, and an idle client.
+pub(crate) fn memory(scale: &Scale) -> Vec<Line> {
+    let n = scale.memory_clients;
+    let dir = TempDir::new().expect("dir");
+    let port = free_port();
+    let bin = env!("CARGO_BIN_EXE_chatapp");
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
+    let mut server = Command::new(bin)
+        .args(["-s", &port.to_string(), "--data-dir", dir_arg, "--log-level", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    std::thread::sleep(Duration::from_millis(300));
+    let empty = rss_kib(server.id());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    block_on(async {
+        let seen = Rc::new(Seen::default());
+        for chunk in 0..n.div_ceil(1000) {
+            let size = 1000.min(n - chunk * 1000);
+            drop(register_many(&format!("m{chunk}-"), size, addr, &seen).await);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let full = rss_kib(server.id());
+    let mut client = Command::new(bin)
+        .args(["-c", "idle", "127.0.0.1", &port.to_string(), &free_port().to_string(), "--data-dir", dir_arg])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a client");
+    let mut out = std::io::BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut out, &mut line).map(|n| n > 0).unwrap_or(false) && !line.contains("Welcome")
+    {
+        line.clear();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = rss_kib(client.id());
+    for child in [&mut client, &mut server] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    vec![
+        Line {
+            what: format!("6. server memory, {n} clients"),
+            ours: format!("{:.1} MiB RSS", full as f64 / 1024.0),
+            baseline: format!("{:.1} MiB with none", empty as f64 / 1024.0),
+            ratio: format!("{:.2} KiB/client", (full.saturating_sub(empty)) as f64 / n as f64),
+            target: "",
+        },
+        Line {
+            what: "6. idle client memory".into(),
+            ours: format!("{:.1} MiB RSS", idle as f64 / 1024.0),
+            baseline: String::new(),
+            ratio: String::new(),
+            target: "",
+        },
+    ]
+}
