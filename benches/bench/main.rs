@@ -1,7 +1,8 @@
 //! ChatApp's benchmarks, each beside a baseline measured in the same run on the same machine.
 //!
 //! `cargo bench --bench bench` runs them all (a few minutes on 2 cores) and prints a table;
-//! `cargo bench --bench bench -- --quick` is the short smoke pass CI runs. Nothing here asserts
+//! `cargo bench --bench bench -- --quick` is the short smoke pass CI runs; naming groups
+//! (`rtt throughput saves fanout storm memory`) runs only those. Nothing here asserts
 //! a timing: the numbers are printed, and kept in `docs/BENCHMARKS.md`.
 
 mod peers;
@@ -72,22 +73,38 @@ pub(crate) fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with('-')).collect();
+    let run = |group: &str| only.is_empty() || only.contains(&group);
     let scale = if quick { Scale::quick() } else { Scale::full() };
     let mut lines = Vec::new();
-    eprintln!("direct round trip and throughput…");
-    lines.extend(peers::round_trip(&scale));
-    lines.extend(peers::throughput(&scale));
-    eprintln!("durable saves…");
-    lines.extend(swarm::saves(&scale));
-    eprintln!("channel fan-out…");
-    lines.extend(swarm::fanout(&scale));
-    eprintln!("registration storms…");
-    for &n in &scale.storms {
-        lines.extend(swarm::storm(n));
+    if run("rtt") {
+        eprintln!("direct round trip…");
+        lines.extend(peers::round_trip(&scale));
     }
-    eprintln!("memory…");
-    lines.extend(swarm::memory(&scale));
+    if run("throughput") {
+        eprintln!("direct throughput…");
+        lines.extend(peers::throughput(&scale));
+    }
+    if run("saves") {
+        eprintln!("durable saves…");
+        lines.extend(swarm::saves(&scale));
+    }
+    if run("fanout") {
+        eprintln!("channel fan-out…");
+        lines.extend(swarm::fanout(&scale));
+    }
+    if run("storm") {
+        eprintln!("registration storms…");
+        for &n in &scale.storms {
+            lines.extend(swarm::storm(n));
+        }
+    }
+    if run("memory") {
+        eprintln!("memory…");
+        lines.extend(swarm::memory(&scale));
+    }
 
     let w = lines.iter().map(|l| l.what.len()).max().unwrap_or(10);
     println!("| {:w$} | {:>22} | {:>22} | {:>8} | target |", "benchmark", "ChatApp", "baseline", "ratio");

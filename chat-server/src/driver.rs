@@ -77,5 +77,5 @@ pub async fn run<S: Store>(
         }
     }
     tracing::info!("server stopping");
-    core.store_mut().sync().map_err(io::Error::other)
+    core.store_mut().checkpoint().map_err(io::Error::other)
 }

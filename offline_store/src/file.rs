@@ -1,19 +1,25 @@
-//! [`FileStore`]: mailboxes as append-only files in one directory, with group commit.
+//! [`FileStore`]: mailboxes as append-only files in one directory, with group commit through
+//! a journal (see `journal.rs`): a sync is one `fdatasync` of the journal, whatever the number
+//! of mailboxes written; the mailboxes are synced at checkpoints.
 //!
 //! This module owns the files: opening, appending, syncing, rewriting and removing them, and
 //! the in-memory cache of each mailbox's usage. It must not hold whole mailboxes in memory, nor
-//! keep file handles open past a sync.
+//! keep more than [`OPEN_HANDLES`] file handles open.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
 use chat_proto::{Name, StoredMessage};
 
+use crate::journal::Journal;
 use crate::record::{self, Line, Lines};
 use crate::{Limits, Store, StoreError, Usage, file_name};
+
+/// At most this many mailbox files stay open between syncs (the busiest ones are reopened less).
+pub(crate) const OPEN_HANDLES: usize = 64;
 
 /// What the store knows about one mailbox file, from its last full scan and the writes since.
 #[derive(Clone, Copy, Debug, Default)]
@@ -34,21 +40,27 @@ pub struct FileStore {
     limits: Limits,
     /// Usage cache, filled by the first scan of each mailbox and kept exact after.
     boxes: HashMap<Name, Mailbox>,
-    /// Open handles of files appended to since the last sync.
+    /// Open handles of mailboxes appended to lately (at most [`OPEN_HANDLES`]).
     dirty: HashMap<Name, File>,
-    /// A mailbox file was created since the last sync: the directory needs a sync too.
+    /// Mailboxes written since the last checkpoint: synced at the next one.
+    unsynced: HashSet<Name>,
+    /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
     dir_dirty: bool,
+    journal: Journal,
 }
 
 impl FileStore {
-    /// Opens the store in `dir`, creating the directory (and its parents) if missing.
+    /// Opens the store in `dir`, creating the directory (and its parents) if missing, and
+    /// replaying its journal if the last run did not end with a checkpoint.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when the directory cannot be created.
+    /// [`StoreError::Io`] when the directory cannot be created or the journal replayed.
     pub fn open(dir: impl Into<PathBuf>, limits: Limits) -> Result<Self, StoreError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
-        Ok(Self { dir, limits, boxes: HashMap::new(), dirty: HashMap::new(), dir_dirty: false })
+        let journal = Journal::open(&dir)?;
+        let (boxes, dirty, unsynced) = (HashMap::new(), HashMap::new(), HashSet::new());
+        Ok(Self { dir, limits, boxes, dirty, unsynced, dir_dirty: false, journal })
     }
 
     /// The directory holding the mailboxes.
@@ -173,26 +185,39 @@ impl Store for FileStore {
         mb.usage.count += 1;
         mb.usage.bytes += line.len() as u64;
         self.boxes.insert(to.clone(), mb);
+        self.journal.note(&file_name(to), &line);
+        self.unsynced.insert(to.clone());
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        let mut first_err = None;
-        for (name, file) in self.dirty.drain() {
-            if let Err(e) = file.sync_data() {
-                let path = self.dir.join(format!("{}.mbox", file_name(&name)));
-                first_err.get_or_insert(StoreError::io("sync", path)(e));
+        // The mailbox writes are in the page cache; the journal makes them durable.
+        if self.dirty.len() > OPEN_HANDLES {
+            self.dirty.clear();
+        }
+        if self.journal.sync()? {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        for name in std::mem::take(&mut self.unsynced) {
+            let path = self.mailbox_path(&name);
+            match File::open(&path).and_then(|f| f.sync_data()) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    self.unsynced.insert(name);
+                    return Err(StoreError::io("sync", path)(e));
+                }
+                _ => {}
             }
         }
         if self.dir_dirty {
-            match self.sync_dir() {
-                Ok(()) => self.dir_dirty = false,
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
+            self.sync_dir()?;
+            self.dir_dirty = false;
         }
-        first_err.map_or(Ok(()), Err)
+        self.journal.clear()
     }
 
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
@@ -207,6 +232,8 @@ impl Store for FileStore {
         if n == 0 || !mb.exists {
             return Ok(());
         }
+        // No journal line may bring back what is removed here.
+        self.checkpoint()?;
         // The file is replaced: appends since the last sync are copied (or removed) with it.
         self.dirty.remove(to);
         let path = self.mailbox_path(to);

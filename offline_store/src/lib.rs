@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use chat_proto::{Name, StoredMessage};
 
 mod file;
+mod journal;
 mod mem;
 mod name;
 mod record;
@@ -143,5 +144,14 @@ pub trait Store {
     ///
     /// # Errors
     /// [`StoreError::Io`] when the mailbox exists but cannot be read.
+    /// Makes everything durable in its final place (for a file store: syncs every mailbox
+    /// written and empties the journal), as at a clean shutdown. The default is [`Store::sync`].
+    ///
+    /// # Errors
+    /// A sync failed; nothing acknowledged is lost, the next checkpoint tries again.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
     fn usage(&mut self, to: &Name) -> Result<Usage, StoreError>;
 }

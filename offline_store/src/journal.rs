@@ -1,0 +1,136 @@
+//! The commit journal: one file that every append also goes to, so that one `fdatasync` of it
+//! makes a whole batch of saves durable, however many mailboxes they went to.
+//!
+//! A journal line is the mailbox's file stem, a space, and the record line exactly as it went
+//! into the mailbox. The mailbox files themselves are synced only at a checkpoint, after which
+//! the journal is emptied. Opening the store replays a non-empty journal: a record missing from
+//! its mailbox (a crash of the machine lost it from the page cache) is appended again; one
+//! already there is left alone. This module owns the journal file and the replay; it must not
+//! keep mailbox contents in memory beyond the one mailbox being replayed.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, ErrorKind, Write as _};
+use std::path::{Path, PathBuf};
+
+use crate::StoreError;
+use crate::record::{self, Line, Lines};
+
+/// The journal is emptied (after syncing the mailboxes) once it grows past this.
+pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
+
+/// The journal file and what has been written to it since the last sync.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: File,
+    pending: Vec<u8>,
+    len: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) `dir/journal`, replaying what it holds into the mailboxes of `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("journal");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(StoreError::io("open", &path))?;
+        let mut journal = Self { path, file, pending: Vec::new(), len: 0 };
+        if journal.file.metadata().map_err(StoreError::io("stat", &journal.path))?.len() > 0 {
+            journal.replay(dir)?;
+        }
+        Ok(journal)
+    }
+
+    /// Notes `line`, just appended to the mailbox `stem`; durable after [`Journal::sync`].
+    pub(crate) fn note(&mut self, stem: &str, line: &[u8]) {
+        self.pending.extend_from_slice(stem.as_bytes());
+        self.pending.push(b' ');
+        self.pending.extend_from_slice(line);
+    }
+
+    /// Writes what was noted and syncs it. Returns whether a checkpoint is due.
+    pub(crate) fn sync(&mut self) -> Result<bool, StoreError> {
+        if self.pending.is_empty() {
+            return Ok(false);
+        }
+        self.file.write_all(&self.pending).map_err(StoreError::io("write", &self.path))?;
+        self.file.sync_data().map_err(StoreError::io("sync", &self.path))?;
+        self.len += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(self.len > CHECKPOINT_BYTES)
+    }
+
+    /// Empties the journal: the caller has synced every mailbox it speaks of.
+    pub(crate) fn clear(&mut self) -> Result<(), StoreError> {
+        self.file.set_len(0).map_err(StoreError::io("truncate", &self.path))?;
+        self.file.sync_data().map_err(StoreError::io("sync", &self.path))?;
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Puts every journalled record that its mailbox lacks back at the mailbox's end, syncs
+    /// the mailboxes, and empties the journal.
+    fn replay(&mut self, dir: &Path) -> Result<(), StoreError> {
+        let mut by_box: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        let mut order = Vec::new();
+        let reader = BufReader::new(File::open(&self.path).map_err(StoreError::io("open", &self.path))?);
+        for line in reader.split(b'\n') {
+            let line = line.map_err(StoreError::io("read", &self.path))?;
+            let Some(space) = line.iter().position(|b| *b == b' ') else { continue };
+            let (stem, record_line) = (&line[..space], &line[space + 1..]);
+            let stem = String::from_utf8_lossy(stem).into_owned();
+            if stem.is_empty() || stem.contains(['/', '\\', '.']) || record::decode(record_line).is_err() {
+                tracing::warn!(path = %self.path.display(), "skipping a torn or corrupt journal line");
+                continue;
+            }
+            let mut full = record_line.to_vec();
+            full.push(b'\n');
+            if !by_box.contains_key(&stem) {
+                order.push(stem.clone());
+            }
+            by_box.entry(stem).or_default().push(full);
+        }
+        let mut restored = 0;
+        for stem in order {
+            let lines = by_box.remove(&stem).unwrap_or_default();
+            restored += restore(&dir.join(format!("{stem}.mbox")), &lines)?;
+        }
+        File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", dir))?;
+        if restored > 0 {
+            tracing::warn!(restored, "journal replayed: records missing from their mailboxes were restored");
+        }
+        self.clear()
+    }
+}
+
+/// Appends to the mailbox at `path` those of `lines` it does not hold, after cutting off a
+/// torn tail, and syncs it. Returns how many were appended.
+fn restore(path: &Path, lines: &[Vec<u8>]) -> Result<usize, StoreError> {
+    let mut present = HashSet::new();
+    let mut end = 0;
+    match File::open(path) {
+        Ok(f) => {
+            let mut reader = Lines::new(BufReader::new(f));
+            while let Some(line) = reader.next_line().map_err(StoreError::io("read", path))? {
+                if let Line::Record(_) = line {
+                    present.insert(reader.raw().to_vec());
+                }
+                end = reader.end;
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("open", path)(e)),
+    }
+    let missing: Vec<&Vec<u8>> = lines.iter().filter(|l| !present.contains(*l)).collect();
+    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(StoreError::io("open", path))?;
+    file.set_len(end).map_err(StoreError::io("truncate", path))?;
+    for line in &missing {
+        file.write_all(line).map_err(StoreError::io("write", path))?;
+    }
+    file.sync_data().map_err(StoreError::io("sync", path))?;
+    Ok(missing.len())
+}
