@@ -144,6 +144,8 @@ pub trait Store {
     ///
     /// # Errors
     /// [`StoreError::Io`] when the mailbox exists but cannot be read.
+    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError>;
+
     /// Makes everything durable in its final place (for a file store: syncs every mailbox
     /// written and empties the journal), as at a clean shutdown. The default is [`Store::sync`].
     ///
@@ -152,6 +154,4 @@ pub trait Store {
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.sync()
     }
-
-    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError>;
 }
