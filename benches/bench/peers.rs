@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chat_client::{Client, Config, Event, Input};
 use chat_proto::{Datagram, MsgId, encode};
@@ -101,7 +101,7 @@ impl Peer {
 const PAYLOAD: &str = "hello, this is a 40-byte chat message!!!";
 
 fn wire_sizes() -> (Vec<u8>, Vec<u8>) {
-    let chat = Datagram::Chat { id: MsgId(u64::MAX / 3), from: name("alice"), text: text(PAYLOAD) };
+    let chat = Datagram::Chat { id: MsgId(u64::MAX / 3), from: name("alice"), to: name("bob"), text: text(PAYLOAD) };
     let ack = Datagram::ChatAck { id: MsgId(u64::MAX / 3) };
     (encode(&chat).expect("encode"), encode(&ack).expect("encode"))
 }
@@ -143,21 +143,26 @@ fn send(input: &mpsc::UnboundedSender<Input>) {
 pub(crate) fn round_trip(scale: &Scale) -> Vec<Line> {
     let server = ServerHandle::start();
     let bob = Peer::start("bob", server.addr).drain();
-    let n = scale.pings;
-    let mut samples: Vec<Duration> = with_alice(server.addr, async |input, events| {
-        let mut samples = Vec::with_capacity(n + 100);
-        for _ in 0..n + 100 {
-            let t = Instant::now();
-            send(input);
-            delivered(events).await;
-            samples.push(t.elapsed());
-        }
-        samples.split_off(100)
-    });
-    bob.cancel();
+    // Five rounds, each of ChatApp then both baselines, so that the machine's drift (a VM's
+    // clock and frequency wander) falls on all three alike.
     let (req, rep) = wire_sizes();
-    let mut raw = raw::ping_pong(&req, &rep, scale.pings);
-    let mut tokio_raw = raw::tokio_ping_pong(&req, &rep, scale.pings);
+    let n = scale.pings / 5;
+    let (mut samples, mut raw, mut tokio_raw) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        samples.extend(with_alice(server.addr, async |input, events| {
+            let mut samples = Vec::with_capacity(n + 20);
+            for _ in 0..n + 20 {
+                let t = Instant::now();
+                send(input);
+                delivered(events).await;
+                samples.push(t.elapsed());
+            }
+            samples.split_off(20)
+        }));
+        raw.extend(raw::ping_pong(&req, &rep, n));
+        tokio_raw.extend(raw::tokio_ping_pong(&req, &rep, n));
+    }
+    bob.cancel();
     let mut lines = Vec::new();
     for p in [50.0, 99.0] {
         let ours = percentile(&mut samples, p);

@@ -111,11 +111,18 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
 
-/// Answers everything a client answers, counting channel messages.
-fn listen(mut sim: Sim, got: Arc<AtomicUsize>, seen: Rc<Seen>) {
+/// Answers everything a client answers, counting channel messages and the clients whose table
+/// shows all `n` online.
+fn listen(mut sim: Sim, n: usize, got: Arc<AtomicUsize>, full: Arc<AtomicUsize>, seen: Rc<Seen>) {
     tokio::task::spawn_local(async move {
         let mut buf = vec![0u8; 65_536];
-        while let Ok((len, _)) = sim.socket.recv_from(&mut buf).await {
+        let mut counted = false;
+        loop {
+            if !counted && sim.table.1 >= n {
+                counted = true;
+                full.fetch_add(1, Ordering::Relaxed);
+            }
+            let Ok((len, _)) = sim.socket.recv_from(&mut buf).await else { return };
             let Ok(d) = decode(&buf[..len]) else { continue };
             seen.datagrams.fetch_add(1, Ordering::Relaxed);
             seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -143,13 +150,15 @@ pub(crate) fn fanout(scale: &Scale) -> Vec<Line> {
     let n = scale.fanout;
     let took = block_on(async {
         let seen = Rc::new(Seen::default());
-        let got = Arc::new(AtomicUsize::new(0));
+        let (got, full) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let mut sender = Sim::bind("sender", server.addr).await;
         sender.register(&seen).await;
         for sim in register_many("member", n, server.addr, &seen).await {
-            listen(sim, got.clone(), seen.clone());
+            listen(sim, n + 1, got.clone(), full.clone(), seen.clone());
         }
-        tokio::time::sleep(Duration::from_secs(1)).await; // let the table pushes settle
+        // Measure the fan-out alone: once every member holds the final table.
+        wait_for(&full, n, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let id = sender.id();
         let d = Datagram::ChannelSend { id, from: sender.name.clone(), text: text("Welcome to Channel") };
         let t = Instant::now();

@@ -91,6 +91,10 @@ pub struct Client {
     /// Until when commands wait for the first table after registering.
     pub(crate) table_wait: Option<Instant>,
     pub(crate) fetch: Option<Fetch>,
+    /// Messages that arrived live while stored ones were being fetched: shown after them.
+    pub(crate) held: Vec<Event>,
+    /// `dereg` or `quit` (`Some(true)`: exit after) waits for the sends in flight.
+    pub(crate) leaving: Option<bool>,
     pub(crate) requests: HashMap<MsgId, Request>,
     pub(crate) chats_seen: Recent<(Name, MsgId)>,
     pub(crate) channel_seen: Recent<MsgId>,
@@ -120,6 +124,8 @@ impl Client {
             queue: VecDeque::new(),
             table_wait: None,
             fetch: None,
+            held: Vec::new(),
+            leaving: None,
             requests: HashMap::new(),
             chats_seen: Recent::new(RECENT_IDS),
             channel_seen: Recent::new(RECENT_IDS),
@@ -140,12 +146,12 @@ impl Client {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
         let from_server = from == self.server;
         match d {
-            Datagram::Chat { id, from: sender, text } => self.on_chat(from, id, sender, text),
+            Datagram::Chat { id, from: sender, to, text } if to == self.me => self.on_chat(from, id, sender, text),
             Datagram::ChatAck { id } => self.on_chat_ack(from, id),
             Datagram::Registered { id, version, stored, secret, cookie } if from_server => {
                 self.on_registered(now, id, version, stored, secret, cookie);
             }
-            Datagram::Refused { id, reason } if from_server => self.on_refused(id, reason),
+            Datagram::Refused { id, reason } if from_server => self.on_refused(now, id, reason),
             Datagram::Ack { id } if from_server => self.on_ack(now, id),
             Datagram::Exists { id, table } if from_server => self.on_exists(now, id, table),
             Datagram::Stored { id, index, message } if from_server => self.on_stored(now, id, index, message),
@@ -270,9 +276,26 @@ impl Client {
         self.requests.remove(&id).map(|r| r.kind)
     }
 
+    /// Whether a `send` or `send_all` is in flight.
+    pub(crate) fn sending(&self) -> bool {
+        self.requests.values().any(|r| matches!(r.kind, Kind::Direct(_) | Kind::Save(_) | Kind::Channel))
+    }
+
+    /// Shows the live messages held back during a fetch.
+    pub(crate) fn release_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.events.extend(held);
+    }
+
     /// Whether commands can run now, rather than wait in the queue.
     fn settled(&self, now: Instant) -> bool {
-        let registering = self.requests.values().any(|r| matches!(r.kind, Kind::Register | Kind::Confirm { .. }));
+        let registering = self
+            .requests
+            .values()
+            .any(|r| matches!(r.kind, Kind::Register | Kind::Confirm { .. } | Kind::Dereg { .. }));
+        if self.leaving.is_some() {
+            return false;
+        }
         let awaiting_table = self.table_wait.is_some_and(|t| now < t)
             && self.table.as_ref().is_none_or(|t| t.version < self.registered_version);
         !registering && self.fetch.is_none() && !awaiting_table && self.status != Status::Joining
@@ -284,7 +307,14 @@ impl Client {
         if self.table_wait.is_some_and(|t| now >= t) {
             self.table_wait = None;
         }
-        while self.exit.is_none() && self.settled(now) {
+        while self.exit.is_none() {
+            if let Some(then_exit) = self.leaving.filter(|_| !self.sending()) {
+                self.leaving = None;
+                self.dereg(now, then_exit);
+            }
+            if !self.settled(now) {
+                break;
+            }
             let Some(cmd) = self.queue.pop_front() else {
                 break;
             };

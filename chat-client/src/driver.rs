@@ -54,11 +54,23 @@ pub trait Sink {
     /// # Errors
     /// The output is gone: the client stops (a silent leave).
     fn show(&mut self, event: Event) -> io::Result<()>;
+
+    /// Shows one of the last events before the client exits.
+    ///
+    /// # Errors
+    /// The output is gone.
+    fn show_last(&mut self, event: Event) -> io::Result<()> {
+        self.show(event)
+    }
 }
 
 impl Sink for Printer {
     fn show(&mut self, event: Event) -> io::Result<()> {
         self.print(event.to_string())
+    }
+
+    fn show_last(&mut self, event: Event) -> io::Result<()> {
+        self.print_last(event.to_string())
     }
 }
 
@@ -135,8 +147,10 @@ async fn flush(core: &mut Client, socket: &UdpSocket, out: &mut impl Sink) -> Op
             tracing::debug!(%to, "send failed: {e}");
         }
     }
+    let exiting = core.poll_exit().is_some();
     while let Some(event) = core.poll_event() {
-        if out.show(event).is_err() {
+        let shown = if exiting { out.show_last(event) } else { out.show(event) };
+        if shown.is_err() {
             return Some(0);
         }
     }

@@ -49,10 +49,33 @@ impl Printer {
         }
     }
 
-    /// Puts the terminal back as it was, in case the process exits while a line is edited.
+    /// Prints the last lines before the client exits. On a terminal they go straight to it,
+    /// over the prompt line: the line editor's thread, which draws what the external printer
+    /// is given, may not get to it before the process ends.
+    ///
+    /// # Errors
+    /// The output is gone.
+    pub fn print_last(&mut self, lines: String) -> io::Result<()> {
+        match self {
+            Self::Plain(_) => self.print(lines),
+            Self::Terminal { .. } => {
+                let mut out = io::stdout().lock();
+                write!(out, "\r\x1b[K{}\r\n", lines.replace('\n', "\r\n"))?;
+                out.flush()
+            }
+        }
+    }
+
+    /// Puts the terminal back as it was, in case the process exits while a line is edited: its
+    /// settings, bracketed paste off, and the half-typed prompt line cleared.
     pub fn restore(&mut self) {
-        if let Self::Terminal { saved: Some(state), .. } = self {
-            state.restore();
+        if let Self::Terminal { saved, .. } = self {
+            if let Some(state) = saved {
+                state.restore();
+            }
+            let mut out = io::stdout().lock();
+            let _ = write!(out, "\r\x1b[K\x1b[?2004l");
+            let _ = out.flush();
         }
     }
 }

@@ -27,7 +27,8 @@ impl Client {
             Command::List => self.emit(Event::List(self.table.clone())),
             Command::Help => self.emit(Event::Help),
             Command::Quit if self.status == Status::Offline => self.exit_with(0, None),
-            Command::Quit => self.dereg(now, true),
+            // Sends in flight end first: each keeps its one outcome line.
+            Command::Quit => self.leaving = Some(true),
             Command::Reg { name } if name != self.me => {
                 self.notice(format!("You can only reg as yourself ({}).", self.me));
             }
@@ -42,7 +43,7 @@ impl Client {
             Command::Dereg { name } if name != self.me => {
                 self.notice(format!("You can only dereg yourself ({}).", self.me));
             }
-            Command::Dereg { .. } => self.dereg(now, false),
+            Command::Dereg { .. } => self.leaving = Some(false),
             Command::Send { to, text } => self.send(now, to, text),
             Command::SendAll { text } => {
                 let id = self.fresh_id();
@@ -70,7 +71,8 @@ impl Client {
     fn direct(&mut self, now: Instant, o: Outgoing) {
         match self.row(&o.to) {
             Some((addr, true)) => {
-                let d = Datagram::Chat { id: o.chat_id, from: self.me.clone(), text: o.text.clone() };
+                let (from, to, text) = (self.me.clone(), o.to.clone(), o.text.clone());
+                let d = Datagram::Chat { id: o.chat_id, from, to, text };
                 self.request(now, addr, o.chat_id, &d, Kind::Direct(o));
             }
             _ => self.save(now, o),
@@ -108,12 +110,21 @@ impl Client {
         self.direct(now, o);
     }
 
+    /// Shows a live message now, or after the stored ones while they are being fetched.
+    fn show_live(&mut self, e: Event) {
+        if self.fetch.is_some() {
+            self.held.push(e);
+        } else {
+            self.emit(e);
+        }
+    }
+
     pub(crate) fn on_chat(&mut self, from: SocketAddr, id: MsgId, sender: Name, text: Text) {
         if self.status == Status::Offline {
             return;
         }
         if self.chats_seen.insert((sender.clone(), id)) {
-            self.emit(Event::Chat { from: sender, text });
+            self.show_live(Event::Chat { from: sender, text });
         }
         self.send_once(from, &Datagram::ChatAck { id });
     }
@@ -123,7 +134,7 @@ impl Client {
             return;
         }
         if self.channel_seen.insert(id) {
-            self.emit(Event::Channel { from: sender, text });
+            self.show_live(Event::Channel { from: sender, text });
         }
         self.send_once(self.server, &Datagram::ChannelAck { id });
     }

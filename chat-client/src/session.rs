@@ -21,6 +21,8 @@ pub(crate) struct Fetch {
     early: BTreeMap<u32, StoredMessage>,
     /// `[You have messages]` was shown.
     announced: bool,
+    /// The id of the last stored message, for `fetch_done`.
+    last: MsgId,
 }
 
 impl Client {
@@ -76,8 +78,14 @@ impl Client {
             self.wait_for_table(now);
             return;
         }
-        self.fetch =
-            Some(Fetch { total: stored, next_request: 0, next_show: 0, early: BTreeMap::new(), announced: false });
+        self.fetch = Some(Fetch {
+            total: stored,
+            next_request: 0,
+            next_show: 0,
+            early: BTreeMap::new(),
+            announced: false,
+            last: MsgId(0),
+        });
         self.fetch_more(now);
     }
 
@@ -102,6 +110,9 @@ impl Client {
             return;
         }
         let Some(f) = self.fetch.as_mut() else { return };
+        if index + 1 == f.total {
+            f.last = message.id;
+        }
         if index >= f.next_show {
             f.early.insert(index, message);
         }
@@ -110,13 +121,13 @@ impl Client {
             ready.push(m);
             f.next_show += 1;
         }
-        let (done, count) = (f.next_show == f.total && !ready.is_empty(), f.total);
+        let (done, count, last) = (f.next_show == f.total && !ready.is_empty(), f.total, f.last);
         for m in ready {
             self.show_stored(m);
         }
         if done {
             let id = self.fresh_id();
-            self.request(now, self.server, id, &Datagram::FetchDone { id, count }, Kind::FetchDone);
+            self.request(now, self.server, id, &Datagram::FetchDone { id, count, last }, Kind::FetchDone);
         } else {
             self.fetch_more(now);
         }
@@ -148,13 +159,14 @@ impl Client {
             Some(Kind::Channel) => self.emit(Event::ChannelAcked),
             Some(Kind::FetchDone) => {
                 self.fetch = None;
+                self.release_held();
                 self.wait_for_table(now);
             }
             _ => {}
         }
     }
 
-    pub(crate) fn on_refused(&mut self, id: MsgId, reason: Refusal) {
+    pub(crate) fn on_refused(&mut self, now: Instant, id: MsgId, reason: Refusal) {
         match self.answered(id, self.server) {
             Some(Kind::Register) if reason == Refusal::NameTaken => {
                 let name = self.me.clone();
@@ -172,6 +184,12 @@ impl Client {
             Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
             Some(Kind::Save(o)) => self.emit(Event::NotSaved { to: o.to, reason }),
             Some(Kind::Channel) => self.notice(format!("Message not sent: {reason}.")),
+            // The server lost track of this registration (it restarted): register again.
+            Some(Kind::Confirm { .. } | Kind::Fetch | Kind::FetchDone) => {
+                self.fetch = None;
+                self.release_held();
+                self.register(now);
+            }
             _ => {}
         }
     }
@@ -179,6 +197,7 @@ impl Client {
     fn went_offline(&mut self, then_exit: bool) {
         self.status = Status::Offline;
         self.fetch = None;
+        self.release_held();
         self.table_wait = None;
         self.emit(Event::Offline);
         if then_exit {

@@ -145,7 +145,8 @@ fn commands_wait_for_the_registration_and_the_first_table() {
 fn a_direct_message_acked_is_delivered_once() {
     let mut f = Fixture::online(true);
     f.cmd("send bob hello there");
-    let [(BOB, Datagram::Chat { id, ref from, ref text })] = f.sent()[..] else { panic!() };
+    let [(BOB, Datagram::Chat { id, ref from, ref to, ref text })] = f.sent()[..] else { panic!() };
+    assert_eq!(to.as_str(), "bob");
     assert_eq!((from.as_str(), text.as_str()), ("alice", "hello there"));
     f.recv(BOB, Datagram::ChatAck { id });
     f.recv(BOB, Datagram::ChatAck { id });
@@ -216,7 +217,7 @@ fn the_retry_after_exists_reuses_the_chat_id_so_the_peer_shows_it_once() {
 #[test]
 fn a_duplicated_message_is_shown_once_and_acked_each_time() {
     let mut f = Fixture::online(true);
-    let d = Datagram::Chat { id: MsgId(7), from: name("bob"), text: text("hey") };
+    let d = Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("hey") };
     f.recv(BOB, d.clone());
     f.recv(BOB, d);
     assert_eq!(f.events(), [">>> bob: hey"]);
@@ -261,7 +262,7 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
 
     f.cmd("send bob hi");
     assert!(f.events()[0].contains("You are offline"));
-    f.recv(BOB, Datagram::Chat { id: MsgId(1), from: name("bob"), text: text("x") });
+    f.recv(BOB, Datagram::Chat { id: MsgId(1), from: name("bob"), to: name("alice"), text: text("x") });
     f.recv(SERVER, Datagram::Probe { id: MsgId(2) });
     assert!(f.sent().is_empty() && f.events().is_empty(), "offline: no answer to anything");
 
@@ -292,7 +293,8 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
     assert_eq!(shown[0], ">>> [You have messages]");
     assert!(shown[1].starts_with(">>> Channel_Message bob: 2026-11-2") && shown[1].ends_with(" Welcome"), "{shown:?}");
     assert!(shown[2].starts_with(">>> carol: ") && shown[2].ends_with(" Hello!!"), "{shown:?}");
-    let [(SERVER, Datagram::FetchDone { id, count: 2 })] = f.sent()[..] else { panic!() };
+    let [(SERVER, Datagram::FetchDone { id, count: 2, last })] = f.sent()[..] else { panic!() };
+    assert_eq!(last, MsgId(50 + "Hello!!".len() as u64), "names the last stored message");
     f.cmd("send bob later");
     f.recv(SERVER, Datagram::Ack { id });
     f.recv(SERVER, Datagram::Table(table(21, true, true)));
@@ -348,9 +350,10 @@ fn quit_deregisters_then_exits_0() {
 fn sending_to_yourself_goes_through_your_own_address() {
     let mut f = Fixture::online(true);
     f.cmd("send alice note to self");
-    let [(ME, Datagram::Chat { id, ref from, ref text })] = f.sent()[..] else { panic!() };
+    let [(ME, Datagram::Chat { id, ref from, ref to, ref text })] = f.sent()[..] else { panic!() };
+    let to = to.clone();
     let (from, text) = (from.clone(), text.clone());
-    f.recv(ME, Datagram::Chat { id, from, text });
+    f.recv(ME, Datagram::Chat { id, from, to, text });
     let [(ME, Datagram::ChatAck { id: ack })] = f.sent()[..] else { panic!() };
     f.recv(ME, Datagram::ChatAck { id: ack });
     assert_eq!(f.events(), [">>> alice: note to self", ">>> [Message received by alice.]"]);
@@ -372,7 +375,7 @@ fn answers_from_the_wrong_address_are_ignored() {
 fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
     let mut f = Fixture::online(true);
     // bob's message arrives live, but the ACK is lost: bob's client saves it on the server.
-    f.recv(BOB, Datagram::Chat { id: MsgId(77), from: name("bob"), text: text("once") });
+    f.recv(BOB, Datagram::Chat { id: MsgId(77), from: name("bob"), to: name("alice"), text: text("once") });
     f.recv(SERVER, Datagram::Channel { id: MsgId(88), from: name("bob"), text: text("all") });
     f.events();
     f.cmd("dereg alice");
@@ -438,4 +441,66 @@ fn a_name_owned_by_another_client_exits_1() {
     f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotOwner });
     assert!(f.events()[0].contains("belongs to another client"));
     assert_eq!(f.client.poll_exit(), Some(1));
+}
+
+#[test]
+fn quit_and_dereg_wait_for_the_sends_in_flight() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    f.client.handle_command(f.now, Command::Quit);
+    let sent = f.sent();
+    assert!(sent.iter().all(|(_, d)| !matches!(d, Datagram::Dereg { .. })), "not yet: {sent:?}");
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
+    let Some((SERVER, Datagram::Save { id, .. })) =
+        f.sent().into_iter().find(|(_, d)| matches!(d, Datagram::Save { .. }))
+    else {
+        panic!("the fallback save")
+    };
+    f.recv(SERVER, Datagram::Ack { id });
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!("now the dereg") };
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [Messages received by the server and saved]", ">>> [You are Offline. Bye.]"]);
+    assert_eq!(f.client.poll_exit(), Some(0));
+}
+
+#[test]
+fn live_messages_during_a_fetch_come_after_the_stored_ones() {
+    let mut f = Fixture::online(true);
+    f.cmd("dereg alice");
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    f.cmd("reg alice");
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.registered(id, 40, 1);
+    f.events();
+    let [(SERVER, Datagram::Fetch { id: fetch, .. })] = f.sent()[..] else { panic!() };
+    f.recv(BOB, Datagram::Chat { id: MsgId(5), from: name("bob"), to: name("alice"), text: text("live") });
+    assert!(f.events().is_empty(), "held back");
+    assert_eq!(f.sent(), [(BOB, Datagram::ChatAck { id: MsgId(5) })], "but ACKed at once");
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    let message = StoredMessage { id: MsgId(6), from: name("bob"), origin: Origin::Direct, at, text: text("stored") };
+    f.recv(SERVER, Datagram::Stored { id: fetch, index: 0, message });
+    let [(SERVER, Datagram::FetchDone { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    let shown = f.events();
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert!(shown[1].ends_with(" stored") && shown[2] == ">>> bob: live", "{shown:?}");
+}
+
+#[test]
+fn a_refused_confirm_registers_again() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    let [(SERVER, Datagram::Confirm { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotRegistered });
+    assert!(matches!(f.sent()[..], [(SERVER, Datagram::Register { .. })]));
+}
+
+#[test]
+fn a_chat_for_someone_else_at_this_address_is_not_shown_or_acked() {
+    let mut f = Fixture::online(true);
+    f.recv(BOB, Datagram::Chat { id: MsgId(9), from: name("bob"), to: name("carol"), text: text("for carol") });
+    assert!(f.events().is_empty() && f.sent().is_empty());
 }

@@ -122,7 +122,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
             .prop_map(|(id, msg, from, to, text, force)| D::Save { id, msg, from, to, text, force }),
         1 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::ChannelSend { id, from, text }),
         1 => (msg_id(), small()).prop_map(|(id, index)| D::Fetch { id, index }),
-        1 => (msg_id(), small()).prop_map(|(id, count)| D::FetchDone { id, count }),
+        1 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         1 => version().prop_map(|version| D::TableAck { version }),
         1 => (msg_id(), a_name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         1 => msg_id().prop_map(|id| D::ChannelAck { id }),
@@ -135,7 +135,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         6 => table().prop_map(D::Table),
         3 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),
         3 => msg_id().prop_map(|id| D::Probe { id }),
-        5 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::Chat { id, from, text }),
+        5 => (msg_id(), a_name(), a_name(), text()).prop_map(|(id, from, to, text)| D::Chat { id, from, to, text }),
         3 => msg_id().prop_map(|id| D::ChatAck { id }),
     ]
 }

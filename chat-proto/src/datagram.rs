@@ -219,6 +219,9 @@ pub enum Datagram {
         id: MsgId,
         /// How many, from the start of the mailbox.
         count: u32,
+        /// The id of message number `count - 1`: the server deletes only if that message is
+        /// still where the client saw it, so a late retransmission deletes nothing new.
+        last: MsgId,
     },
     /// The client applied the table at `version` (or a newer one).
     TableAck {
@@ -304,6 +307,8 @@ pub enum Datagram {
         id: MsgId,
         /// The sender.
         from: Name,
+        /// The recipient: another client now at the address drops it and does not ACK.
+        to: Name,
         /// The message.
         text: Text,
     },

@@ -43,7 +43,7 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::Save { id, msg: MsgId(9), from: name("a"), to: name("b"), text: text("hi"), force: true },
         Datagram::ChannelSend { id, from: name("a"), text: text("all") },
         Datagram::Fetch { id, index: 3 },
-        Datagram::FetchDone { id, count: 4 },
+        Datagram::FetchDone { id, count: 4, last: MsgId(7) },
         Datagram::TableAck { version: 9 },
         Datagram::ProbeAck { id, name: name("b") },
         Datagram::ChannelAck { id },
@@ -60,7 +60,7 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::Table(table()),
         Datagram::Channel { id, from: name("a"), text: text("all") },
         Datagram::Probe { id },
-        Datagram::Chat { id, from: name("a"), text: text("hello there") },
+        Datagram::Chat { id, from: name("a"), to: name("b"), text: text("hello there") },
         Datagram::ChatAck { id },
     ]
 }
@@ -81,8 +81,8 @@ fn golden_strings_pin_the_format() {
             r#"{"type":"register","id":1,"name":"alice"}"#,
         ),
         (
-            Datagram::Chat { id: MsgId(2), from: name("a"), text: text("hi") },
-            r#"{"type":"chat","id":2,"from":"a","text":"hi"}"#,
+            Datagram::Chat { id: MsgId(2), from: name("a"), to: name("b"), text: text("hi") },
+            r#"{"type":"chat","id":2,"from":"a","to":"b","text":"hi"}"#,
         ),
         (
             Datagram::Save {
@@ -137,8 +137,12 @@ fn garbage_is_an_error_never_a_panic() {
 fn oversized_text_is_refused_on_both_sides() {
     let json = format!(r#"{{"type":"chat","id":1,"from":"a","text":"{}"}}"#, "x".repeat(MAX_TEXT_BYTES + 1));
     assert!(matches!(decode(json.as_bytes()), Err(ProtoError::Malformed(_))));
-    let max =
-        Datagram::Chat { id: MsgId(u64::MAX), from: name(&"n".repeat(32)), text: text(&"x".repeat(MAX_TEXT_BYTES)) };
+    let max = Datagram::Chat {
+        id: MsgId(u64::MAX),
+        from: name(&"n".repeat(32)),
+        to: name(&"m".repeat(32)),
+        text: text(&"x".repeat(MAX_TEXT_BYTES)),
+    };
     assert!(encode(&max).expect("the largest plain message fits").len() <= MAX_DATAGRAM);
 }
 
@@ -155,7 +159,7 @@ fn every_datagram_with_the_largest_text_and_names_fits() {
         Datagram::Save { id, msg: id, from: long.clone(), to: long.clone(), text: text.clone(), force: true },
         Datagram::ChannelSend { id, from: long.clone(), text: text.clone() },
         Datagram::Channel { id, from: long.clone(), text: text.clone() },
-        Datagram::Chat { id, from: long, text },
+        Datagram::Chat { id, from: long.clone(), to: long, text },
     ];
     for d in all {
         assert!(encode(&d).is_ok(), "{:?} does not fit", std::mem::discriminant(&d));

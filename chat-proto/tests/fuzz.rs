@@ -135,7 +135,7 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
             .prop_map(|(id, msg, from, to, text, force)| D::Save { id, msg, from, to, text, force }),
         (msg_id(), name(), text()).prop_map(|(id, from, text)| D::ChannelSend { id, from, text }),
         (msg_id(), any::<u32>()).prop_map(|(id, index)| D::Fetch { id, index }),
-        (msg_id(), any::<u32>()).prop_map(|(id, count)| D::FetchDone { id, count }),
+        (msg_id(), any::<u32>(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         any::<u64>().prop_map(|version| D::TableAck { version }),
         (msg_id(), name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         msg_id().prop_map(|id| D::ChannelAck { id }),
@@ -148,7 +148,7 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
         table().prop_map(D::Table),
         (msg_id(), name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),
         msg_id().prop_map(|id| D::Probe { id }),
-        (msg_id(), name(), text()).prop_map(|(id, from, text)| D::Chat { id, from, text }),
+        (msg_id(), name(), name(), text()).prop_map(|(id, from, to, text)| D::Chat { id, from, to, text }),
         msg_id().prop_map(|id| D::ChatAck { id }),
     ]
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, StoredMessage, Text, encode};
-use offline_store::Store;
+use offline_store::{Store, StoreError};
 
 use crate::Server;
 use crate::core::Transmit;
@@ -45,7 +45,7 @@ impl<S: Store> Server<S> {
             self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         }
-        let cid = self.fresh_id();
+        let cid = channel_id(sender, id);
         let bytes: Arc<[u8]> = match encode(&Datagram::Channel { id: cid, from: sender.clone(), text: text.clone() }) {
             Ok(b) => b.into(),
             Err(e) => {
@@ -61,7 +61,7 @@ impl<S: Store> Server<S> {
             text,
         });
         let table = self.clients.snapshot();
-        let (mut live, mut stored) = (0, 0);
+        let (mut live, mut stored, mut failed) = (0, 0, false);
         for row in table.clients.into_iter().filter(|r| &r.name != sender) {
             if row.online {
                 live += 1;
@@ -76,12 +76,18 @@ impl<S: Store> Server<S> {
                     rounds: 0,
                 };
                 self.deliver(now, d);
-            } else {
+            } else if self.append_channel(&row.name, &msg) {
                 stored += 1;
-                self.append_channel(&row.name, &msg);
+            } else {
+                failed = true;
             }
         }
         tracing::info!(%sender, live, stored, "channel message");
+        if failed {
+            // Not acknowledged and forgotten: the sender retries, and the same channel id
+            // makes whoever already has it show it once.
+            return;
+        }
         self.dedup.set(from, id, Seen::Pending);
         self.after_commit.push((from, id, Datagram::Ack { id }));
     }
@@ -138,10 +144,31 @@ impl<S: Store> Server<S> {
         self.append_channel(&d.to, &d.msg);
     }
 
-    fn append_channel(&mut self, to: &Name, msg: &StoredMessage) {
+    /// Stores a channel copy for an offline client. False on a disk error; a full mailbox
+    /// only loses this copy (logged), the message still reaches everyone else.
+    fn append_channel(&mut self, to: &Name, msg: &StoredMessage) -> bool {
         match self.store.append(to, msg) {
-            Ok(()) => self.unsynced = true,
-            Err(e) => tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}"),
+            Ok(()) => {
+                self.unsynced = true;
+                true
+            }
+            Err(e @ StoreError::MailboxFull { .. }) => {
+                tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}");
+                true
+            }
+            Err(e) => {
+                tracing::error!(%to, from = %msg.from, "channel message not stored: {e}");
+                false
+            }
         }
     }
+}
+
+/// The id of the channel message that request `id` of `sender` makes: the same for every
+/// retransmission, also one the server handles again after a restart, so recipients that
+/// already showed it show it once.
+fn channel_id(sender: &Name, id: MsgId) -> MsgId {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(sender.as_str(), id.0), &mut h);
+    MsgId(std::hash::Hasher::finish(&h))
 }

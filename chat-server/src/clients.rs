@@ -46,7 +46,10 @@ impl Clients {
     pub fn restore(base: u64, saved: SavedTable) -> Self {
         let mut c = Self::new(base.max(saved.version));
         for SavedRow { row, secret } in saved.clients {
-            c.by_addr.insert(row.addr, row.name.clone());
+            // An address names the client online there; an offline row does not claim it.
+            if row.online || !c.by_addr.contains_key(&row.addr) {
+                c.by_addr.insert(row.addr, row.name.clone());
+            }
             c.secrets.insert(row.name.clone(), secret);
             c.rows.insert(row.name, Entry { addr: row.addr, online: row.online });
         }
@@ -91,7 +94,8 @@ impl Clients {
     /// offline: only one process can listen on one address.
     pub fn set_online(&mut self, name: &Name, addr: SocketAddr) {
         if let Some(old) = self.rows.insert(name.clone(), Entry { addr, online: true }) {
-            if old.addr != addr {
+            // The old address may belong to another client by now: only drop our own mapping.
+            if old.addr != addr && self.by_addr.get(&old.addr) == Some(name) {
                 self.by_addr.remove(&old.addr);
             }
         }

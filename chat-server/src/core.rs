@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Secret, Table, decode, encode};
+use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::Store;
 
@@ -155,7 +155,7 @@ impl<S: Store> Server<S> {
                 self.on_channel_send(now, from, id, &sender, text);
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
-            Datagram::FetchDone { id, count } => self.on_fetch_done(from, id, count),
+            Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
             Datagram::TableAck { version } => self.on_table_ack(from, version),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
             Datagram::ChannelAck { id } => self.on_channel_ack(from, id),
@@ -193,8 +193,13 @@ impl<S: Store> Server<S> {
     pub fn commit(&mut self, now: Instant) {
         if self.unsynced || !self.after_commit.is_empty() {
             if let Err(e) = self.store.sync() {
-                // Keep the replies: the next commit tries again, and until then senders retry.
-                tracing::error!("store sync failed, saves not acknowledged yet: {e}");
+                // Nothing of this batch is known to be on disk: answer none of it, and forget
+                // the requests, so that the senders' retransmissions do them again (a message
+                // stored twice keeps its id, and is shown once).
+                tracing::error!("store sync failed, {} requests not acknowledged: {e}", self.after_commit.len());
+                for (to, id, _) in std::mem::take(&mut self.after_commit) {
+                    self.dedup.forget(to, id);
+                }
                 return;
             }
             self.unsynced = false;
@@ -352,7 +357,9 @@ impl<S: Store> Server<S> {
 
     fn on_confirm(&mut self, from: SocketAddr, id: MsgId, cookie: u64) {
         if cookie != self.cookie(from) {
+            // A restarted server has a new key: the client registers again.
             tracing::debug!(%from, "confirm with a wrong cookie");
+            self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         }
         self.prove(from);

@@ -46,16 +46,18 @@ pub async fn run<S: Store>(
             biased;
             () = shutdown.cancelled() => break,
             first = socket.recv_from(&mut buf) => {
-                let mut next = Some(first);
-                for _ in 0..BATCH {
-                    let Some(received) = next.take() else { break };
+                let mut received = first;
+                for taken in 1..=BATCH {
                     match received {
                         Ok((len, from)) => core.handle_bytes(Instant::now(), from, &buf[..len]),
                         Err(e) => tracing::debug!("receive error: {e}"),
                     }
-                    next = match socket.try_recv_from(&mut buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                        other => Some(other),
+                    if taken == BATCH {
+                        break; // the rest waits in the socket for the next batch
+                    }
+                    received = match socket.try_recv_from(&mut buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        other => other,
                     };
                 }
             }

@@ -23,9 +23,10 @@ impl<S: Store> Server<S> {
             return;
         }
         if self.clients.secret(&name).is_some_and(|known| Some(known) != secret.as_ref()) {
-            // Online, the name is simply in use; offline, it still belongs to its owner.
-            let online = self.clients.get(&name).is_some_and(|e| e.online);
-            let reason = if online { Refusal::NameTaken } else { Refusal::NotOwner };
+            // Online elsewhere, the name is simply in use; offline, or a restart at the same
+            // address without the data directory, it still belongs to its owner.
+            let elsewhere = self.clients.get(&name).is_some_and(|e| e.online && e.addr != from);
+            let reason = if elsewhere { Refusal::NameTaken } else { Refusal::NotOwner };
             tracing::warn!(%name, %from, ?reason, "registration without the name's secret refused");
             self.answer(from, id, Datagram::Refused { id, reason });
             return;
@@ -86,11 +87,18 @@ impl<S: Store> Server<S> {
     }
 
     pub(crate) fn on_fetch(&mut self, from: SocketAddr, id: MsgId, index: u32) {
-        let message = self
-            .clients
-            .online_at(from)
-            .and_then(|name| self.fetches.get(name))
-            .and_then(|msgs| msgs.get(usize::try_from(index).ok()?));
+        let Some(name) = self.clients.online_at(from).cloned() else { return };
+        if !self.fetches.contains_key(&name) {
+            // A restart forgot what was being fetched: the mailbox still has it.
+            match self.store.load(&name) {
+                Ok(msgs) if !msgs.is_empty() => {
+                    self.fetches.insert(name.clone(), msgs);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(%name, "cannot read stored messages: {e}"),
+            }
+        }
+        let message = self.fetches.get(&name).and_then(|msgs| msgs.get(usize::try_from(index).ok()?));
         match message {
             Some(message) => {
                 let reply = Datagram::Stored { id, index, message: message.clone() };
@@ -100,9 +108,9 @@ impl<S: Store> Server<S> {
         }
     }
 
-    /// The client has the first `count` stored messages: delete them, then tell everyone it is
-    /// online.
-    pub(crate) fn on_fetch_done(&mut self, from: SocketAddr, id: MsgId, count: u32) {
+    /// The client has the first `count` stored messages, the last of them `last`: delete them
+    /// (if they are still there), then tell everyone it is online.
+    pub(crate) fn on_fetch_done(&mut self, from: SocketAddr, id: MsgId, count: u32, last: MsgId) {
         if self.replay(from, id) {
             return;
         }
@@ -110,16 +118,22 @@ impl<S: Store> Server<S> {
             self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         };
-        if let Some(msgs) = self.fetches.remove(&name) {
-            let n = usize::try_from(count).unwrap_or(usize::MAX).min(msgs.len());
+        let msgs = match self.fetches.remove(&name) {
+            Some(msgs) => msgs,
+            None => self.store.load(&name).unwrap_or_default(), // a restart forgot them
+        };
+        let n = usize::try_from(count).unwrap_or(usize::MAX).min(msgs.len());
+        if n > 0 && msgs[n - 1].id == last {
             if let Err(e) = self.store.remove_first(&name, n) {
                 tracing::error!(%name, "cannot delete delivered messages: {e}");
                 self.fetches.insert(name, msgs);
                 return; // the client retries
             }
             tracing::info!(%name, delivered = n, "stored messages delivered and deleted");
-            self.table_dirty = true;
+        } else {
+            tracing::debug!(%name, "fetch_done for messages no longer at the front: nothing deleted");
         }
+        self.table_dirty = true;
         self.dedup.set(from, id, Seen::Pending);
         self.after_commit.push((from, id, Datagram::Ack { id }));
     }

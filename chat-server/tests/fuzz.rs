@@ -112,7 +112,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
             .prop_map(|(id, msg, from, to, text, force)| D::Save { id, msg, from, to, text, force }),
         5 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::ChannelSend { id, from, text }),
         3 => (msg_id(), small()).prop_map(|(id, index)| D::Fetch { id, index }),
-        2 => (msg_id(), small()).prop_map(|(id, count)| D::FetchDone { id, count }),
+        2 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         3 => version().prop_map(|version| D::TableAck { version }),
         3 => (msg_id(), a_name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         3 => msg_id().prop_map(|id| D::ChannelAck { id }),
@@ -125,7 +125,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         1 => table().prop_map(D::Table),
         1 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),
         1 => msg_id().prop_map(|id| D::Probe { id }),
-        1 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::Chat { id, from, text }),
+        1 => (msg_id(), a_name(), a_name(), text()).prop_map(|(id, from, to, text)| D::Chat { id, from, to, text }),
         1 => msg_id().prop_map(|id| D::ChatAck { id }),
     ]
 }
@@ -323,7 +323,9 @@ impl Harness {
             }
             Datagram::Registered { cookie, .. } => Datagram::Confirm { id, cookie: *cookie },
             Datagram::Stored { index, .. } if id.0 % 2 == 0 => Datagram::Fetch { id, index: index.saturating_add(1) },
-            Datagram::Stored { index, .. } => Datagram::FetchDone { id, count: index.saturating_add(1) },
+            Datagram::Stored { index, message, .. } => {
+                Datagram::FetchDone { id, count: index.saturating_add(1), last: message.id }
+            }
             _ => return None,
         })
     }

@@ -12,6 +12,7 @@ mod direct;
 mod faults;
 mod offline;
 mod register;
+mod regressions;
 mod relay;
 mod robustness;
 mod security;
