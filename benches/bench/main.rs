@@ -33,7 +33,7 @@ impl Scale {
             savers: 32,
             saves_each: 100,
             fanout: 1_000,
-            storms: vec![250, 500, 1_000],
+            storms: vec![250, 1_000, 5_000],
             memory_clients: 10_000,
         }
     }

@@ -69,22 +69,35 @@ pub(crate) fn append_and_sync(dir: &Path, record: &[u8], n: usize) -> Vec<Durati
         .collect()
 }
 
-/// One socket sends `msg` to `n` sockets that each answer `ack`; the time until every answer
-/// is back.
+/// One socket sends `msg` to `n` sockets (all served on one thread, as the simulated clients
+/// are), which answer `ack`; the time until every one of them has it.
 pub(crate) fn fanout(msg: &[u8], ack: &[u8], n: usize) -> Duration {
-    let peers: Vec<_> = (0..n).map(|_| echo(ack.to_vec())).collect();
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    let mut buf = vec![0u8; 65_536];
-    let t = Instant::now();
-    for p in &peers {
-        sock.send_to(msg, p).expect("send");
-    }
-    let mut got = 0;
-    while got < n && sock.recv_from(&mut buf).is_ok() {
-        got += 1;
-    }
-    t.elapsed()
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, async move {
+        let got = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let mut peers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            peers.push(sock.local_addr().expect("addr"));
+            let (ack, got) = (ack.to_vec(), got.clone());
+            tokio::task::spawn_local(async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+                    got.set(got.get() + 1);
+                    let _ = sock.send_to(&ack, from).await;
+                }
+            });
+        }
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let t = Instant::now();
+        for p in &peers {
+            sock.send_to(msg, p).await.expect("send");
+        }
+        while got.get() < n && t.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        t.elapsed()
+    })
 }
 
 /// The same round trips between two tokio sockets on two current-thread runtimes: the floor

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Text, decode, encode};
+use std::collections::HashMap;
+
+use chat_proto::{ClientRow, Datagram, MsgId, Name, REGISTER_PAD_TO, Text, decode, encode};
 use tokio::net::UdpSocket;
 
 /// What every simulated client saw, added up.
@@ -22,6 +24,8 @@ pub(crate) struct Sim {
     pub(crate) server: SocketAddr,
     /// The newest table seen: its version and how many clients it shows online.
     pub(crate) table: (u64, usize),
+    rows: HashMap<Name, bool>,
+    pages: Option<(u64, Vec<Option<Vec<ClientRow>>>)>,
     next_id: u64,
 }
 
@@ -36,7 +40,15 @@ pub(crate) fn text(s: &str) -> Text {
 impl Sim {
     pub(crate) async fn bind(name_: &str, server: SocketAddr) -> Sim {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind a simulated client");
-        Sim { name: name(name_), socket, server, table: (0, 0), next_id: rand_seed() }
+        Sim {
+            name: name(name_),
+            socket,
+            server,
+            table: (0, 0),
+            rows: HashMap::new(),
+            pages: None,
+            next_id: rand_seed(),
+        }
     }
 
     pub(crate) fn id(&mut self) -> MsgId {
@@ -103,15 +115,56 @@ impl Sim {
         let reply = match d {
             Datagram::Table(t) => {
                 if t.version > self.table.0 {
-                    self.table = (t.version, t.clients.iter().filter(|r| r.online).count());
+                    self.replace(t.version, &t.clients);
                 }
                 Datagram::TableAck { version: t.version }
+            }
+            Datagram::TablePage { version, page, pages, clients } => {
+                if *version <= self.table.0 {
+                    Datagram::TableAck { version: *version }
+                } else {
+                    let p = self.pages.get_or_insert_with(|| (*version, vec![None; usize::from(*pages)]));
+                    if p.0 != *version || p.1.len() != usize::from(*pages) {
+                        *p = (*version, vec![None; usize::from(*pages)]);
+                    }
+                    if let Some(slot) = p.1.get_mut(usize::from(*page)) {
+                        *slot = Some(clients.clone());
+                    }
+                    if p.1.iter().any(Option::is_none) {
+                        return;
+                    }
+                    let all: Vec<ClientRow> =
+                        self.pages.take().into_iter().flat_map(|p| p.1).flatten().flatten().collect();
+                    self.replace(*version, &all);
+                    Datagram::TableAck { version: *version }
+                }
+            }
+            Datagram::TableDelta { base, version, rows } => {
+                let have = self.table.0;
+                if have >= *version {
+                    Datagram::TableAck { version: *version }
+                } else if have > 0 && have >= *base {
+                    for r in rows {
+                        self.rows.insert(r.name.clone(), r.online);
+                    }
+                    self.table = (*version, self.rows.values().filter(|on| **on).count());
+                    Datagram::TableAck { version: *version }
+                } else {
+                    Datagram::TableAck { version: have }
+                }
             }
             Datagram::Channel { id, .. } => Datagram::ChannelAck { id: *id },
             Datagram::Probe { id } => Datagram::ProbeAck { id: *id, name: self.name.clone() },
             _ => return,
         };
         self.send(&reply).await;
+    }
+}
+
+impl Sim {
+    fn replace(&mut self, version: u64, rows: &[ClientRow]) {
+        self.rows = rows.iter().map(|r| (r.name.clone(), r.online)).collect();
+        self.table = (version, self.rows.values().filter(|on| **on).count());
     }
 }
 

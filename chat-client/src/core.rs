@@ -84,6 +84,8 @@ pub struct Client {
     pub(crate) secret_changed: bool,
     pub(crate) status: Status,
     pub(crate) table: Option<Table>,
+    /// The pages of a table that came in several datagrams, while they arrive.
+    pub(crate) pages: Option<crate::table::Pages>,
     /// The table version that first shows this client online after its last registration.
     pub(crate) registered_version: u64,
     /// Commands wait here while the client registers, fetches, or waits for its first table.
@@ -120,6 +122,7 @@ impl Client {
             secret_changed: false,
             status: Status::Joining,
             table: None,
+            pages: None,
             registered_version: 0,
             queue: VecDeque::new(),
             table_wait: None,
@@ -153,7 +156,13 @@ impl Client {
             }
             Datagram::Refused { id, reason } if from_server => self.on_refused(now, id, reason),
             Datagram::Ack { id } if from_server => self.on_ack(now, id),
-            Datagram::Exists { id, table } if from_server => self.on_exists(now, id, table),
+            Datagram::Exists { id, row } if from_server => self.on_exists(now, id, row),
+            Datagram::TableDelta { base, version, rows } if from_server => {
+                self.on_table_delta(now, base, version, rows)
+            }
+            Datagram::TablePage { version, page, pages, clients } if from_server => {
+                self.on_table_page(now, version, page, pages, clients);
+            }
             Datagram::Stored { id, index, message } if from_server => self.on_stored(now, id, index, message),
             Datagram::Table(table) if from_server => self.on_table(now, table),
             Datagram::Probe { id } if from_server => self.on_probe(id),

@@ -12,6 +12,7 @@ mod output;
 mod recent;
 mod send;
 mod session;
+mod table;
 
 pub use crate::command::{Command, CommandError, parse};
 pub use crate::core::{Client, Config};

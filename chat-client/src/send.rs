@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Table, Text};
+use chat_proto::{ClientRow, Datagram, MsgId, Name, Text};
 
 use crate::command::Command;
 use crate::core::{Client, Kind, Status};
@@ -100,12 +100,12 @@ impl Client {
 
     /// The recipient answered the server's probe: show it, take the table, try it directly
     /// once more.
-    pub(crate) fn on_exists(&mut self, now: Instant, id: MsgId, table: Table) {
+    pub(crate) fn on_exists(&mut self, now: Instant, id: MsgId, row: ClientRow) {
         let Some(Kind::Save(mut o)) = self.answered(id, self.server) else {
             return;
         };
         self.emit(Event::Exists { to: o.to.clone() });
-        self.apply_table(now, table, true);
+        self.apply_row(row);
         o.retried = true;
         self.direct(now, o);
     }

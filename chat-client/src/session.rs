@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Table, encode};
+use chat_proto::{Datagram, MsgId, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, encode};
 
 use crate::core::{Client, Kind, Status};
 use crate::event::Event;
@@ -222,32 +222,6 @@ impl Client {
                 self.exit_with(1, Some(Event::ServerGone));
             }
         }
-    }
-
-    pub(crate) fn on_table(&mut self, now: Instant, table: Table) {
-        if self.status == Status::Offline {
-            return;
-        }
-        self.send_once(self.server, &Datagram::TableAck { version: table.version });
-        self.apply_table(now, table, false);
-    }
-
-    /// Replaces the local table with a newer one (or, `again`, one as new: the table that
-    /// comes with `exists`). A table newer than this client's registration that lists it
-    /// offline means the server lost track of it: it registers again.
-    pub(crate) fn apply_table(&mut self, now: Instant, table: Table, again: bool) {
-        let local = self.table.as_ref().map_or(0, |t| t.version);
-        if table.version < local || (table.version == local && !again) {
-            return;
-        }
-        let listed_online = table.clients.iter().any(|r| r.name == self.me && r.online);
-        let leaving = self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. }));
-        if self.status == Status::Online && table.version > self.registered_version && !listed_online && !leaving {
-            tracing::info!("the server lists this client offline: registering again");
-            self.register(now);
-        }
-        self.table = Some(table);
-        self.emit(Event::TableUpdated);
     }
 
     pub(crate) fn on_probe(&mut self, id: MsgId) {

@@ -188,7 +188,7 @@ fn exists_shows_the_line_takes_the_table_and_retries_with_the_same_id() {
     let mut f = Fixture::online(false);
     f.cmd("send bob hi");
     let [(SERVER, Datagram::Save { id: save, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Exists { id: save, table: table(10, true, true) });
+    f.recv(SERVER, Datagram::Exists { id: save, row: table(10, true, true).clients[1].clone() });
     assert_eq!(f.events(), [">>> [Client bob exists!!]", ">>> [Client table updated.]"]);
     let [(BOB, Datagram::Chat { id: chat, .. })] = f.sent()[..] else { panic!() };
     f.until(2999);
@@ -209,7 +209,7 @@ fn the_retry_after_exists_reuses_the_chat_id_so_the_peer_shows_it_once() {
     f.sent();
     f.until(3000);
     let [(SERVER, Datagram::Save { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Exists { id, table: table(11, true, true) });
+    f.recv(SERVER, Datagram::Exists { id, row: table(11, true, true).clients[1].clone() });
     let [(BOB, Datagram::Chat { id: again, .. })] = f.sent()[..] else { panic!() };
     assert_eq!(again, first);
 }
@@ -503,4 +503,58 @@ fn a_chat_for_someone_else_at_this_address_is_not_shown_or_acked() {
     let mut f = Fixture::online(true);
     f.recv(BOB, Datagram::Chat { id: MsgId(9), from: name("bob"), to: name("carol"), text: text("for carol") });
     assert!(f.events().is_empty() && f.sent().is_empty());
+}
+
+mod tables {
+    use super::*;
+
+    fn row(n: &str, port: u16, online: bool) -> ClientRow {
+        ClientRow { name: name(n), addr: addr(port), online }
+    }
+
+    fn listed(f: &mut Fixture) -> Vec<(String, bool)> {
+        f.cmd("list");
+        let shown = f.events();
+        shown[0]
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .map(|w| (w[1].to_owned(), w[4] == "online"))
+            .collect()
+    }
+
+    #[test]
+    fn a_delta_on_top_of_the_table_applies_and_is_acked() {
+        let mut f = Fixture::online(true);
+        let delta =
+            Datagram::TableDelta { base: 10, version: 12, rows: vec![row("bob", BOB, false), row("carl", 5003, true)] };
+        f.recv(SERVER, delta);
+        assert_eq!(f.events(), [">>> [Client table updated.]"]);
+        assert_eq!(f.sent(), [(SERVER, Datagram::TableAck { version: 12 })]);
+        assert_eq!(listed(&mut f), [("alice".into(), true), ("bob".into(), false), ("carl".into(), true)]);
+        // An old delta again: nothing changes, but it is ACKed.
+        f.recv(SERVER, Datagram::TableDelta { base: 10, version: 11, rows: vec![row("bob", BOB, true)] });
+        assert!(f.events().is_empty());
+        assert_eq!(f.sent(), [(SERVER, Datagram::TableAck { version: 11 })]);
+    }
+
+    #[test]
+    fn a_delta_from_a_version_it_does_not_have_asks_from_where_it_is() {
+        let mut f = Fixture::online(true);
+        f.recv(SERVER, Datagram::TableDelta { base: 11, version: 13, rows: vec![row("bob", BOB, false)] });
+        assert!(f.events().is_empty(), "not applied");
+        assert_eq!(f.sent(), [(SERVER, Datagram::TableAck { version: 10 })]);
+    }
+
+    #[test]
+    fn pages_make_a_table_once_all_have_come_in_any_order() {
+        let mut f = Fixture::online(true);
+        let page = |page, clients| Datagram::TablePage { version: 20, page, pages: 3, clients };
+        f.recv(SERVER, page(2, vec![row("zed", 5009, true)]));
+        f.recv(SERVER, page(0, vec![row("alice", ME, true), row("bob", BOB, true)]));
+        assert!(f.events().is_empty() && f.sent().is_empty(), "not before the last page");
+        f.recv(SERVER, page(1, vec![row("carl", 5003, false)]));
+        assert_eq!(f.events(), [">>> [Client table updated.]"]);
+        assert_eq!(f.sent(), [(SERVER, Datagram::TableAck { version: 20 })]);
+        assert_eq!(listed(&mut f).len(), 4);
+    }
 }

@@ -130,7 +130,9 @@ fn datagram() -> impl Strategy<Value = Datagram> {
             .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie }),
         3 => (msg_id(), refusal()).prop_map(|(id, reason)| D::Refused { id, reason }),
         4 => msg_id().prop_map(|id| D::Ack { id }),
-        2 => (msg_id(), table()).prop_map(|(id, table)| D::Exists { id, table }),
+        2 => (msg_id(), table()).prop_filter_map("a row", |(id, table)| Some(D::Exists { id, row: table.clients.first()?.clone() })),
+        1 => (table(), any::<u16>(), any::<u16>()).prop_map(|(t, page, pages)| D::TablePage { version: t.version, page, pages, clients: t.clients }),
+        1 => (table(), any::<u64>()).prop_map(|(t, base)| D::TableDelta { base, version: t.version, rows: t.clients }),
         3 => (msg_id(), small(), stored_message()).prop_map(|(id, index, message)| D::Stored { id, index, message }),
         6 => table().prop_map(D::Table),
         3 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),
@@ -356,7 +358,9 @@ impl Answer {
             }
             Datagram::Confirm { id, cookie: 7 } if how % 8 != 7 => Datagram::Ack { id },
             Datagram::Save { id, .. } if how % 4 == 0 => refuse(id),
-            Datagram::Save { id, .. } if how % 4 == 1 => Datagram::Exists { id, table },
+            Datagram::Save { id, .. } if how % 4 == 1 && !table.clients.is_empty() => {
+                Datagram::Exists { id, row: table.clients[0].clone() }
+            }
             Datagram::Dereg { id, .. } | Datagram::Save { id, .. } | Datagram::FetchDone { id, .. } if how % 8 == 7 => {
                 refuse(id)
             }

@@ -267,12 +267,12 @@ pub enum Datagram {
         /// The request's id.
         id: MsgId,
     },
-    /// A save was refused because the recipient answered a probe; here is the current table.
+    /// A save was refused because the recipient answered a probe; here is its current row.
     Exists {
         /// The save request's id.
         id: MsgId,
-        /// The server's table.
-        table: Table,
+        /// The recipient's row in the server's table.
+        row: ClientRow,
     },
     /// Stored message number `index`, the answer to [`Datagram::Fetch`].
     Stored {
@@ -283,8 +283,30 @@ pub enum Datagram {
         /// The message.
         message: StoredMessage,
     },
-    /// The client table, sent to every online client on each change.
+    /// The whole client table, when it fits one datagram: sent to a client that has no table
+    /// yet (or one too old for a delta).
     Table(Table),
+    /// One page of the whole client table, when it does not fit one datagram.
+    TablePage {
+        /// The table's version.
+        version: u64,
+        /// This page's number, from 0.
+        page: u16,
+        /// How many pages the table has.
+        pages: u16,
+        /// This page's rows.
+        clients: Vec<ClientRow>,
+    },
+    /// What changed in the table after version `base`: applied on top of a table at `base` or
+    /// newer (but older than `version`), it gives the table at `version`.
+    TableDelta {
+        /// The version the client last acknowledged.
+        base: u64,
+        /// The version this gives.
+        version: u64,
+        /// The rows that changed after `base`, as they are at `version`.
+        rows: Vec<ClientRow>,
+    },
     /// A channel message relayed by the server.
     Channel {
         /// Message id (chosen by the server).

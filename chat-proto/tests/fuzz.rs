@@ -143,7 +143,15 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
             .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie }),
         (msg_id(), refusal()).prop_map(|(id, reason)| D::Refused { id, reason }),
         msg_id().prop_map(|id| D::Ack { id }),
-        (msg_id(), table()).prop_map(|(id, table)| D::Exists { id, table }),
+        (msg_id(), table())
+            .prop_filter_map("a row", |(id, table)| Some(D::Exists { id, row: table.clients.first()?.clone() })),
+        (table(), any::<u16>(), any::<u16>()).prop_map(|(t, page, pages)| D::TablePage {
+            version: t.version,
+            page,
+            pages,
+            clients: t.clients
+        }),
+        (table(), any::<u64>()).prop_map(|(t, base)| D::TableDelta { base, version: t.version, rows: t.clients }),
         (msg_id(), any::<u32>(), stored_message(at)).prop_map(|(id, index, message)| D::Stored { id, index, message }),
         table().prop_map(D::Table),
         (msg_id(), name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),

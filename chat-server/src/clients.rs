@@ -1,6 +1,6 @@
 //! The server's client table: who is registered, where, and whether online. No I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use chat_proto::{ClientRow, Name, Secret, Table};
@@ -27,10 +27,15 @@ pub(crate) struct SavedRow {
     secret: Secret,
 }
 
+/// How many recent changes are kept to build deltas; a client further behind gets the table.
+const CHANGE_LOG: usize = 16_384;
+
 /// The table, with a version that grows on every change, and an index by address.
 #[derive(Debug)]
 pub(crate) struct Clients {
     rows: BTreeMap<Name, Entry>,
+    /// The rows changed by each recent version, oldest first.
+    changes: VecDeque<(u64, Name)>,
     secrets: HashMap<Name, Secret>,
     by_addr: HashMap<SocketAddr, Name>,
     version: u64,
@@ -39,7 +44,13 @@ pub(crate) struct Clients {
 impl Clients {
     /// An empty table whose first version is `base + 1`.
     pub fn new(base: u64) -> Self {
-        Self { rows: BTreeMap::new(), secrets: HashMap::new(), by_addr: HashMap::new(), version: base }
+        Self {
+            rows: BTreeMap::new(),
+            changes: VecDeque::new(),
+            secrets: HashMap::new(),
+            by_addr: HashMap::new(),
+            version: base,
+        }
     }
 
     /// A table as it was saved: the same rows, and versions that go on from the saved one.
@@ -77,6 +88,32 @@ impl Clients {
         self.secrets.insert(name.clone(), secret);
     }
 
+    /// The rows changed after version `base`, as they are now; `None` when the change log no
+    /// longer reaches back to `base` (the whole table is needed then).
+    pub fn rows_since(&self, base: u64) -> Option<Vec<ClientRow>> {
+        if base >= self.version {
+            return Some(Vec::new());
+        }
+        let oldest = self.changes.front()?.0;
+        if base + 1 < oldest {
+            return None;
+        }
+        let names: BTreeSet<&Name> = self.changes.iter().rev().take_while(|(v, _)| *v > base).map(|(_, n)| n).collect();
+        Some(names.into_iter().filter_map(|n| self.row(n)).collect())
+    }
+
+    fn row(&self, name: &Name) -> Option<ClientRow> {
+        self.rows.get(name).map(|e| ClientRow { name: name.clone(), addr: e.addr, online: e.online })
+    }
+
+    /// Notes that `name` changed in the current version.
+    fn changed(&mut self, name: &Name) {
+        self.changes.push_back((self.version, name.clone()));
+        if self.changes.len() > CHANGE_LOG {
+            self.changes.pop_front();
+        }
+    }
+
     pub fn get(&self, name: &Name) -> Option<Entry> {
         self.rows.get(name).copied()
     }
@@ -99,14 +136,15 @@ impl Clients {
                 self.by_addr.remove(&old.addr);
             }
         }
-        if let Some(prev) = self.by_addr.insert(addr, name.clone()) {
-            if &prev != name {
-                if let Some(e) = self.rows.get_mut(&prev) {
-                    e.online = false;
-                }
-            }
+        let displaced = self.by_addr.insert(addr, name.clone()).filter(|prev| prev != name);
+        if let Some(e) = displaced.as_ref().and_then(|prev| self.rows.get_mut(prev)) {
+            e.online = false;
         }
         self.version += 1;
+        self.changed(name);
+        if let Some(prev) = displaced {
+            self.changed(&prev);
+        }
     }
 
     /// Marks `name` offline; returns false (and changes nothing) if it was not online.
@@ -115,6 +153,7 @@ impl Clients {
             Some(e) if e.online => {
                 e.online = false;
                 self.version += 1;
+                self.changed(name);
                 true
             }
             _ => false,
@@ -124,6 +163,11 @@ impl Clients {
     /// Every online client's name and address.
     pub fn online(&self) -> impl Iterator<Item = (&Name, SocketAddr)> {
         self.rows.iter().filter(|(_, e)| e.online).map(|(n, e)| (n, e.addr))
+    }
+
+    /// The current row of `name`.
+    pub fn row_of(&self, name: &Name) -> Option<ClientRow> {
+        self.row(name)
     }
 
     pub fn snapshot(&self) -> Table {
@@ -138,6 +182,24 @@ impl Clients {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rows_since_gives_what_changed_or_none_when_too_old() {
+        let mut c = Clients::new(100);
+        let v0 = c.version();
+        c.set_online(&n("a"), a(1));
+        c.set_online(&n("b"), a(2));
+        let v2 = c.version();
+        c.set_offline(&n("a"));
+        let names = |rows: Vec<ClientRow>| rows.into_iter().map(|r| (r.name.to_string(), r.online)).collect::<Vec<_>>();
+        assert_eq!(c.rows_since(v2).map(names), Some(vec![("a".into(), false)]));
+        assert_eq!(c.rows_since(v0).map(names), Some(vec![("a".into(), false), ("b".into(), true)]));
+        assert_eq!(c.rows_since(c.version()).map(names), Some(vec![]));
+        for i in 0..CHANGE_LOG + 5 {
+            c.set_online(&n(&format!("x{}", i % 7)), a(10 + (i % 7) as u16));
+        }
+        assert_eq!(c.rows_since(v2), None, "too far behind: the whole table");
+    }
+
     use super::*;
 
     fn n(s: &str) -> Name {

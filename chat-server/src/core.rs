@@ -21,6 +21,7 @@ use crate::clients::{Clients, SavedTable};
 use crate::dedup::{Dedup, Seen};
 use crate::probe::Probe;
 use crate::save::SaveRequest;
+use crate::tables::Push;
 
 /// How the server times its retries.
 #[derive(Clone, Copy, Debug)]
@@ -49,15 +50,6 @@ pub struct Transmit {
     pub bytes: Arc<[u8]>,
 }
 
-/// A table sent to one client and not yet ACKed.
-#[derive(Debug)]
-struct Push {
-    version: u64,
-    bytes: Arc<[u8]>,
-    next_at: Instant,
-    left: u32,
-}
-
 /// The registration server's state.
 #[derive(Debug)]
 pub struct Server<S> {
@@ -69,7 +61,9 @@ pub struct Server<S> {
     /// Stored messages being fetched by a client that just registered.
     pub(crate) fetches: HashMap<Name, Vec<chat_proto::StoredMessage>>,
     pub(crate) deliveries: HashMap<(SocketAddr, MsgId), Delivery>,
-    pushes: HashMap<SocketAddr, Push>,
+    pub(crate) pushes: HashMap<SocketAddr, Push>,
+    /// The table version each client last ACKed: the base of its next delta.
+    pub(crate) acked: HashMap<SocketAddr, u64>,
     /// Replies that may leave only after the store is synced and the table broadcast.
     pub(crate) after_commit: Vec<(SocketAddr, MsgId, Datagram)>,
     pub(crate) table_dirty: bool,
@@ -106,6 +100,7 @@ impl<S: Store> Server<S> {
             fetches: HashMap::new(),
             deliveries: HashMap::new(),
             pushes: HashMap::new(),
+            acked: HashMap::new(),
             after_commit: Vec::new(),
             table_dirty: false,
             unsynced: false,
@@ -156,7 +151,7 @@ impl<S: Store> Server<S> {
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
-            Datagram::TableAck { version } => self.on_table_ack(from, version),
+            Datagram::TableAck { version } => self.on_table_ack(now, from, version),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
             Datagram::ChannelAck { id } => self.on_channel_ack(from, id),
             other => tracing::debug!(%from, "dropped a datagram a server does not take: {other:?}"),
@@ -177,9 +172,10 @@ impl<S: Store> Server<S> {
                 tracing::debug!(%to, version = push.version, "table never ACKed, given up");
                 return false;
             }
-            due.push(Transmit { to: *to, bytes: push.bytes.clone() });
+            due.extend(push.datagrams.iter().map(|bytes| Transmit { to: *to, bytes: bytes.clone() }));
             push.left -= 1;
-            push.next_at = now + interval;
+            push.backoff = push.backoff.saturating_mul(2).min(16);
+            push.next_at = now + interval * push.backoff;
             true
         });
         for t in due {
@@ -316,28 +312,6 @@ impl<S: Store> Server<S> {
         }
     }
 
-    fn broadcast(&mut self, now: Instant) {
-        self.table_dirty = false;
-        let table = self.clients.snapshot();
-        let bytes: Arc<[u8]> = match encode(&Datagram::Table(table)) {
-            Ok(b) => b.into(),
-            Err(e) => {
-                tracing::error!("the client table does not fit one datagram: {e}");
-                return;
-            }
-        };
-        let version = self.clients.version();
-        let mut targets: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
-        targets.append(&mut self.also_tell);
-        tracing::info!(version, clients = targets.len(), "table broadcast");
-        for to in targets {
-            self.push_out(Transmit { to, bytes: bytes.clone() });
-            let push =
-                Push { version, bytes: bytes.clone(), next_at: now + self.cfg.ack_timeout, left: self.cfg.retries };
-            self.pushes.insert(to, push);
-        }
-    }
-
     /// The cookie for `addr`: only a client that receives at `addr` learns it.
     pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
         self.cookie_key.hash_one(addr)
@@ -349,8 +323,10 @@ impl<S: Store> Server<S> {
             return;
         }
         self.budgets.prove(addr);
-        if let Some(push) = self.pushes.get(&addr) {
-            let t = Transmit { to: addr, bytes: push.bytes.clone() };
+        let held: Vec<Transmit> = self.pushes.get(&addr).map_or_else(Vec::new, |push| {
+            push.datagrams.iter().map(|bytes| Transmit { to: addr, bytes: bytes.clone() }).collect()
+        });
+        for t in held {
             self.push_out(t);
         }
     }
@@ -364,11 +340,5 @@ impl<S: Store> Server<S> {
         }
         self.prove(from);
         self.answer(from, id, Datagram::Ack { id });
-    }
-
-    fn on_table_ack(&mut self, from: SocketAddr, version: u64) {
-        if self.pushes.get(&from).is_some_and(|p| p.version <= version) {
-            self.pushes.remove(&from);
-        }
     }
 }

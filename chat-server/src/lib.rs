@@ -15,6 +15,7 @@ mod probe;
 mod register;
 mod save;
 mod table_file;
+mod tables;
 
 pub use crate::clients::SavedTable;
 pub use crate::core::{Config, Server, Transmit};

@@ -109,10 +109,10 @@ impl<S: Store> Server<S> {
                 tracing::info!(%name, %from, "registration refused: name in use");
                 self.answer(from, id, Datagram::Refused { id, reason: Refusal::NameTaken });
             }
-            Waiter::Save { from, id, .. } => {
-                let table = self.clients.snapshot();
-                self.answer(from, id, Datagram::Exists { id, table });
-            }
+            Waiter::Save { from, id, to, .. } => match self.clients.row_of(&to) {
+                Some(row) => self.answer(from, id, Datagram::Exists { id, row }),
+                None => self.answer(from, id, Datagram::Refused { id, reason: Refusal::UnknownRecipient }),
+            },
             Waiter::Channel(d) => self.redeliver(now, d),
         }
     }

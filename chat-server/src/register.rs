@@ -45,6 +45,7 @@ impl<S: Store> Server<S> {
     /// the table goes out at once; with some, after the client confirms it has them all.
     pub(crate) fn register(&mut self, _now: Instant, from: SocketAddr, id: MsgId, name: &Name) {
         self.clients.set_online(name, from);
+        self.acked.remove(&from); // a new process at this address holds no table yet
         let stored = self.store.load(name).unwrap_or_else(|e| {
             tracing::error!(%name, "cannot read stored messages: {e}");
             Vec::new()

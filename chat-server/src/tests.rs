@@ -92,8 +92,8 @@ impl Fixture {
 
     fn ack_tables(&mut self, out: &[(u16, Datagram)]) {
         for (port, d) in out {
-            if let Datagram::Table(t) = d {
-                self.server.handle_datagram(self.now, addr(*port), Datagram::TableAck { version: t.version });
+            if let Some(version) = table_version(d) {
+                self.server.handle_datagram(self.now, addr(*port), Datagram::TableAck { version });
             }
         }
     }
@@ -117,9 +117,22 @@ impl Fixture {
     }
 }
 
+/// Whether `d` shows `who` online (a whole table, a page or a delta that has its row).
 fn online_in(d: &Datagram, who: &str) -> Option<bool> {
+    let rows = match d {
+        Datagram::Table(t) => &t.clients,
+        Datagram::TablePage { clients, .. } => clients,
+        Datagram::TableDelta { rows, .. } => rows,
+        _ => return None,
+    };
+    rows.iter().find(|r| r.name.as_str() == who).map(|r| r.online)
+}
+
+/// The table version `d` carries, if it is a table, a page or a delta.
+fn table_version(d: &Datagram) -> Option<u64> {
     match d {
-        Datagram::Table(t) => t.clients.iter().find(|r| r.name.as_str() == who).map(|r| r.online),
+        Datagram::Table(t) => Some(t.version),
+        Datagram::TablePage { version, .. } | Datagram::TableDelta { version, .. } => Some(*version),
         _ => None,
     }
 }
@@ -131,7 +144,7 @@ fn registration_answers_then_broadcasts_the_table() {
     let id = f.id();
     let out = f.recv(BOB, f.reg(id, "bob"));
     assert!(matches!(out[0], (BOB, Datagram::Registered { stored: 0, .. })));
-    let tables: Vec<u16> = out.iter().filter(|(_, d)| matches!(d, Datagram::Table(_))).map(|(p, _)| *p).collect();
+    let tables: Vec<u16> = out.iter().filter(|(_, d)| table_version(d).is_some()).map(|(p, _)| *p).collect();
     assert_eq!(tables.len(), 2, "both online clients get the table: {out:?}");
     assert!(out.iter().all(|(_, d)| online_in(d, "bob") != Some(false)));
 }
@@ -200,9 +213,9 @@ fn a_save_for_a_client_that_answers_the_probe_is_refused_with_the_table() {
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     let [(BOB, Datagram::Probe { id: probe })] = out[..] else { panic!("{out:?}") };
     let out = f.recv(BOB, Datagram::ProbeAck { id: probe, name: name("bob") });
-    let [(ALICE, Datagram::Exists { id: got, ref table })] = out[..] else { panic!("{out:?}") };
+    let [(ALICE, Datagram::Exists { id: got, ref row })] = out[..] else { panic!("{out:?}") };
     assert_eq!(got, id);
-    assert_eq!(table.clients.len(), 2);
+    assert_eq!((row.name.as_str(), row.addr, row.online), ("bob", addr(BOB), true));
     assert!(f.stored("bob").is_empty());
 }
 
@@ -228,7 +241,7 @@ fn a_silent_recipient_is_marked_offline_told_and_the_message_stored() {
     let table_to = |port| out.iter().any(|(p, d)| *p == port && online_in(d, "bob") == Some(false));
     assert!(table_to(ALICE) && table_to(BOB), "table to the online and to the one marked offline: {out:?}");
     let ack = out.iter().position(|d| *d == (ALICE, Datagram::Ack { id })).expect("ack");
-    let table = out.iter().position(|(p, d)| *p == ALICE && matches!(d, Datagram::Table(_))).expect("table");
+    let table = out.iter().position(|(p, d)| *p == ALICE && table_version(d).is_some()).expect("table");
     assert!(table < ack, "the table goes out before the ACK");
     assert_eq!(f.stored("bob").len(), 1);
 }
@@ -281,19 +294,18 @@ fn dereg_broadcasts_then_acks_and_requires_the_owner() {
 }
 
 #[test]
-fn tables_are_retransmitted_until_acked_then_given_up() {
+fn tables_are_retransmitted_until_acked_backing_off_then_given_up() {
     let mut f = Fixture::new();
     let id = f.id();
     f.recv(ALICE, f.reg(id, "alice"));
-    let tables = |out: Vec<(u16, Datagram)>| out.iter().filter(|(_, d)| matches!(d, Datagram::Table(_))).count();
-    assert_eq!(tables(f.at(499)), 0);
-    let resent: Vec<usize> = (1..=7).map(|i| tables(f.at(i * 500))).collect();
-    assert_eq!(resent, [1, 1, 1, 1, 1, 0, 0], "five retransmissions, 500 ms apart");
+    let tables = |out: Vec<(u16, Datagram)>| out.iter().filter(|(_, d)| table_version(d).is_some()).count();
+    let resent: Vec<u64> = (1..=60).map(|i| i * 500).filter(|ms| tables(f.at(*ms)) > 0).collect();
+    assert_eq!(resent, [500, 1500, 3500, 7500, 15500], "five retransmissions, each wait twice the one before");
 
     let id = f.id();
     let out = f.recv(BOB, f.reg(id, "bob"));
     f.ack_tables(&out);
-    assert_eq!(tables(f.at(5000)), 0, "an ACKed table is not sent again");
+    assert_eq!(tables(f.at(40_000)), 0, "an ACKed table is not sent again");
 }
 
 #[test]
@@ -496,7 +508,7 @@ mod amplification {
             out.extend(f.at(ms));
         }
         assert!(matches!(out.iter().find(|(p, _)| *p == CAROL), Some((_, Datagram::Registered { .. }))));
-        assert!(!out.iter().any(|(p, d)| *p == CAROL && matches!(d, Datagram::Table(_))), "the table is held back");
+        assert!(!out.iter().any(|(p, d)| *p == CAROL && table_version(d).is_some()), "the table is held back");
         assert!(sent_to(&out, CAROL) <= 3 * received, "{} > 3 × {received}", sent_to(&out, CAROL));
     }
 
@@ -528,4 +540,54 @@ fn without_the_secret_an_online_name_is_in_use() {
     f.register("bob", BOB);
     let d = Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, pad: " ".repeat(300) };
     assert_eq!(f.recv(CAROL, d), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NameTaken })]);
+}
+
+mod tables {
+    use super::*;
+
+    #[test]
+    fn a_client_that_acked_gets_only_what_changed() {
+        let mut f = Fixture::new();
+        f.register("alice", ALICE);
+        let id = f.id();
+        let out = f.recv(BOB, f.reg(id, "bob"));
+        let to_alice: Vec<_> = out.iter().filter(|(p, _)| *p == ALICE).collect();
+        let [(_, Datagram::TableDelta { rows, .. })] = to_alice[..] else { panic!("a delta: {out:?}") };
+        assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["bob"], "only bob's row");
+    }
+
+    #[test]
+    fn a_client_behind_the_delta_gets_the_whole_table_again() {
+        let mut f = Fixture::new();
+        f.register("alice", ALICE);
+        let id = f.id();
+        let out = f.recv(BOB, f.reg(id, "bob"));
+        assert!(out.iter().any(|(p, d)| *p == ALICE && matches!(d, Datagram::TableDelta { .. })));
+        // alice lost her table (or could not apply the delta): she says where she is.
+        let out = f.recv(ALICE, Datagram::TableAck { version: 0 });
+        let [(ALICE, Datagram::Table(ref t))] = out[..] else { panic!("the whole table: {out:?}") };
+        assert_eq!(t.clients.len(), 2);
+    }
+
+    #[test]
+    fn a_table_too_big_for_one_datagram_goes_in_pages() {
+        let mut f = Fixture::new();
+        for i in 0..600u16 {
+            f.register(&format!("{}{i:04}", "é".repeat(28)), 10_000 + i);
+        }
+        let id = f.id();
+        let mut out = f.recv(CAROL, f.reg(id, "carol"));
+        let Some((_, Datagram::Registered { cookie, .. })) = out.first().cloned() else { panic!() };
+        out.extend(f.recv(CAROL, Datagram::Confirm { id: MsgId(5), cookie }));
+        let pages: Vec<(u16, u16, usize)> = out
+            .iter()
+            .filter_map(|(p, d)| match d {
+                Datagram::TablePage { page, pages, clients, .. } if *p == CAROL => Some((*page, *pages, clients.len())),
+                _ => None,
+            })
+            .collect();
+        assert!(pages.len() >= 2, "{pages:?}");
+        assert_eq!(pages.iter().map(|p| p.2).sum::<usize>(), 601, "every row once");
+        assert!(pages.iter().all(|p| p.1 as usize == pages.len()));
+    }
 }

@@ -1,0 +1,117 @@
+//! The local client table: whole tables, tables in pages, deltas, the row that comes with
+//! `exists`, and what a table says about this client itself.
+
+use std::time::Instant;
+
+use chat_proto::{ClientRow, Datagram, Table};
+
+use crate::core::{Client, Kind, Status};
+use crate::event::Event;
+
+/// A table arriving in several datagrams.
+#[derive(Debug)]
+pub(crate) struct Pages {
+    version: u64,
+    pages: Vec<Option<Vec<ClientRow>>>,
+}
+
+impl Client {
+    fn ack_table(&mut self, version: u64) {
+        self.send_once(self.server, &Datagram::TableAck { version });
+    }
+
+    fn local_version(&self) -> Option<u64> {
+        self.table.as_ref().map(|t| t.version)
+    }
+
+    pub(crate) fn on_table(&mut self, now: Instant, table: Table) {
+        if self.status == Status::Offline {
+            return;
+        }
+        self.ack_table(table.version);
+        self.apply_table(now, table);
+    }
+
+    pub(crate) fn on_table_page(&mut self, now: Instant, version: u64, page: u16, pages: u16, rows: Vec<ClientRow>) {
+        if self.status == Status::Offline || page >= pages {
+            return;
+        }
+        if self.local_version().is_some_and(|v| v >= version) {
+            self.ack_table(version);
+            return;
+        }
+        let fresh = || Pages { version, pages: vec![None; usize::from(pages)] };
+        let p = self.pages.get_or_insert_with(fresh);
+        if p.version != version || p.pages.len() != usize::from(pages) {
+            *p = fresh();
+        }
+        p.pages[usize::from(page)] = Some(rows);
+        if p.pages.iter().any(Option::is_none) {
+            return; // the rest are on their way (or are retransmitted until the ACK)
+        }
+        let clients = self.pages.take().into_iter().flat_map(|p| p.pages).flatten().flatten().collect();
+        self.ack_table(version);
+        self.apply_table(now, Table { version, clients });
+    }
+
+    /// A delta applies on top of a table at `base` or newer; a client without one says where it
+    /// is, and the server sends what it needs from there.
+    pub(crate) fn on_table_delta(&mut self, now: Instant, base: u64, version: u64, rows: Vec<ClientRow>) {
+        if self.status == Status::Offline {
+            return;
+        }
+        let Some(table) = self.table.as_mut().filter(|t| t.version >= base) else {
+            let local = self.local_version().unwrap_or(0);
+            self.ack_table(local);
+            return;
+        };
+        if table.version >= version {
+            self.ack_table(version);
+            return;
+        }
+        for row in rows {
+            upsert(table, row);
+        }
+        table.version = version;
+        self.ack_table(version);
+        self.table_changed(now);
+    }
+
+    /// Replaces the local table with a newer one.
+    pub(crate) fn apply_table(&mut self, now: Instant, table: Table) {
+        if self.local_version().is_some_and(|v| table.version <= v) {
+            return;
+        }
+        self.table = Some(table);
+        self.table_changed(now);
+    }
+
+    /// The row of a recipient that answered the server's probe (with `exists`).
+    pub(crate) fn apply_row(&mut self, row: ClientRow) {
+        let table = self.table.get_or_insert_with(|| Table { version: 0, clients: Vec::new() });
+        upsert(table, row);
+        self.emit(Event::TableUpdated);
+    }
+
+    /// Shows the update. A table newer than this client's registration that lists it offline
+    /// means the server lost track of it (its probe answers were lost): it registers again.
+    fn table_changed(&mut self, now: Instant) {
+        let Some(table) = &self.table else { return };
+        let listed_online = table.clients.iter().any(|r| r.name == self.me && r.online);
+        let newer = table.version > self.registered_version;
+        let leaving = self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. }));
+        if self.status == Status::Online && newer && !listed_online && !leaving {
+            tracing::info!("the server lists this client offline: registering again");
+            self.register(now);
+        }
+        self.emit(Event::TableUpdated);
+    }
+}
+
+/// Puts `row` in `table`, kept sorted by name.
+fn upsert(table: &mut Table, row: ClientRow) {
+    match table.clients.binary_search_by(|r| r.name.cmp(&row.name)) {
+        Ok(i) => table.clients[i] = row,
+        Err(i) => table.clients.insert(i, row),
+    }
+}
