@@ -32,6 +32,10 @@ struct Cli {
     #[arg(short = 'c', num_args = 4, value_names = ["name", "server-ip", "server-port", "client-port"])]
     client: Option<Vec<String>>,
 
+    /// Server: the address to listen on (`::` for IPv6, which takes IPv4 too)
+    #[arg(long, value_name = "ip", default_value = "0.0.0.0")]
+    listen: IpAddr,
+
     /// Where the server keeps stored messages, and a client its command history
     #[arg(long, value_name = "dir", default_value = "chatapp-data")]
     data_dir: PathBuf,
@@ -70,6 +74,7 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct Options {
     pub mode: Mode,
+    pub listen: IpAddr,
     pub data_dir: PathBuf,
     pub ack_timeout: Duration,
     pub retries: u32,
@@ -101,6 +106,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
     let is_server = matches!(mode, Mode::Server { .. });
     Ok(Options {
         mode,
+        listen: cli.listen,
         data_dir: cli.data_dir,
         ack_timeout: crate::millis(cli.ack_timeout_ms),
         retries: cli.retries,

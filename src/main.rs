@@ -46,7 +46,7 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
     let limits = Limits { max_messages: opts.max_messages, max_bytes: opts.max_mailbox_bytes };
     let dir = opts.data_dir.join("mailboxes");
     let store = FileStore::open(&dir, limits).map_err(|e| format!("cannot open the message store: {e}"))?;
-    let socket = bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await?;
+    let socket = bind(SocketAddr::new(opts.listen, port)).await?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
     let cfg = chat_server::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };

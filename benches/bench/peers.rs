@@ -112,8 +112,10 @@ fn wire_sizes() -> (Vec<u8>, Vec<u8>) {
 /// threads like separate processes.
 fn with_alice<T>(
     server: SocketAddr,
+    who: &str,
     f: impl AsyncFnOnce(&mpsc::UnboundedSender<Input>, &mut mpsc::UnboundedReceiver<Event>) -> T,
 ) -> T {
+    let me = name(who);
     let rt = runtime();
     tokio::task::LocalSet::new().block_on(&rt, async move {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
@@ -122,10 +124,16 @@ fn with_alice<T>(
         let token = stop.clone();
         tokio::task::spawn_local(async move {
             let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind a client");
-            let core = Client::new(Config::default(), name("alice"), server, None, rand_seed());
+            let core = Client::new(Config::default(), me, server, None, rand_seed());
             chat_client::drive(core, &socket, in_rx, &mut ev_tx, None, token).await
         });
-        while !matches!(ev_rx.recv().await, Some(Event::TableUpdated)) {}
+        loop {
+            match ev_rx.recv().await {
+                Some(Event::TableUpdated) => break,
+                Some(_) => {}
+                None => panic!("the benchmark's client stopped before it was registered"),
+            }
+        }
         let out = f(&in_tx, &mut ev_rx).await;
         stop.cancel();
         out
@@ -148,8 +156,8 @@ pub(crate) fn round_trip(scale: &Scale) -> Vec<Line> {
     let (req, rep) = wire_sizes();
     let n = scale.pings / 5;
     let (mut samples, mut raw, mut tokio_raw) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
-        samples.extend(with_alice(server.addr, async |input, events| {
+    for round in 0..5 {
+        samples.extend(with_alice(server.addr, &format!("alice{round}"), async |input, events| {
             let mut samples = Vec::with_capacity(n + 20);
             for _ in 0..n + 20 {
                 let t = Instant::now();
@@ -183,7 +191,7 @@ pub(crate) fn throughput(scale: &Scale) -> Vec<Line> {
     let server = ServerHandle::start();
     let bob = Peer::start("bob", server.addr).drain();
     let (n, window) = (scale.flood, scale.window);
-    let ours = with_alice(server.addr, async |input, events| {
+    let ours = with_alice(server.addr, "alice", async |input, events| {
         let t = Instant::now();
         for _ in 0..window.min(n) {
             send(input);
