@@ -77,7 +77,27 @@ async fn chat(
 }
 
 async fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
-    UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen on UDP port {}: {e}", addr.port()))
+    let socket = UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen on UDP port {}: {e}", addr.port()))?;
+    widen_buffers(&socket);
+    Ok(socket)
+}
+
+/// Asks for socket buffers of 4 MiB (the kernel may grant less): a large table arrives as
+/// several datagrams of up to 64 KiB at once, and a default buffer of about 200 KiB would drop
+/// the last of them before they are read.
+fn widen_buffers(socket: &UdpSocket) {
+    #[cfg(unix)]
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        const SIZE: usize = 4 << 20;
+        for result in [setsockopt(socket, sockopt::RcvBuf, &SIZE), setsockopt(socket, sockopt::SndBuf, &SIZE)] {
+            if let Err(e) = result {
+                tracing::debug!("socket buffer not widened: {e}");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = socket;
 }
 
 fn init_logging(opts: &Options) {

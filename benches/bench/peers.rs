@@ -9,7 +9,6 @@ use chat_client::{Client, Config, Event, Input};
 use chat_proto::{Datagram, MsgId, encode};
 use offline_store::{FileStore, Limits};
 use tempfile::TempDir;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +34,7 @@ impl ServerHandle {
         let (path, token) = (dir.path().to_owned(), stop.clone());
         thread::spawn(move || {
             runtime().block_on(async move {
-                let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind the server");
+                let socket = crate::sim::bind().await;
                 tx.send(socket.local_addr().expect("addr")).expect("report the address");
                 let limits = Limits { max_messages: 1_000_000, max_bytes: 1 << 32 };
                 let store = FileStore::open(path.join("mailboxes"), limits).expect("store");
@@ -68,7 +67,7 @@ impl Peer {
         let (me, token) = (name(who), stop.clone());
         thread::spawn(move || {
             runtime().block_on(async move {
-                let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind a client");
+                let socket = crate::sim::bind().await;
                 let core = Client::new(Config::default(), me, server, None, rand_seed());
                 chat_client::drive(core, &socket, in_rx, &mut ev_tx, None, token).await
             })
@@ -123,7 +122,7 @@ fn with_alice<T>(
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::task::spawn_local(async move {
-            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind a client");
+            let socket = crate::sim::bind().await;
             let core = Client::new(Config::default(), me, server, None, rand_seed());
             chat_client::drive(core, &socket, in_rx, &mut ev_tx, None, token).await
         });

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, MsgId, Name, Secret, Table, encode};
+use chat_proto::{Datagram, MsgId, Name, Secret, Table, Text, encode};
 
 use crate::command::Command;
 use crate::event::Event;
@@ -58,7 +58,7 @@ pub(crate) enum Kind {
     },
     Direct(Outgoing),
     Save(Outgoing),
-    Channel,
+    Channel(Text),
     Fetch,
     FetchDone,
 }
@@ -92,11 +92,17 @@ pub struct Client {
     queue: VecDeque<Command>,
     /// Until when commands wait for the first table after registering.
     pub(crate) table_wait: Option<Instant>,
+    /// When to ask the server for the table if none as new as the registration has come, and
+    /// how long to wait after that.
+    pub(crate) table_pull: Option<(Instant, Duration)>,
     pub(crate) fetch: Option<Fetch>,
     /// Messages that arrived live while stored ones were being fetched: shown after them.
     pub(crate) held: Vec<Event>,
     /// `dereg` or `quit` (`Some(true)`: exit after) waits for the sends in flight.
     pub(crate) leaving: Option<bool>,
+    /// Sends the server refused as from an unknown client (it restarted without knowing this
+    /// one): done again once registered.
+    pub(crate) redo: Vec<Kind>,
     pub(crate) requests: HashMap<MsgId, Request>,
     pub(crate) chats_seen: Recent<(Name, MsgId)>,
     pub(crate) channel_seen: Recent<MsgId>,
@@ -126,9 +132,11 @@ impl Client {
             registered_version: 0,
             queue: VecDeque::new(),
             table_wait: None,
+            table_pull: None,
             fetch: None,
             held: Vec::new(),
             leaving: None,
+            redo: Vec::new(),
             requests: HashMap::new(),
             chats_seen: Recent::new(RECENT_IDS),
             channel_seen: Recent::new(RECENT_IDS),
@@ -219,7 +227,8 @@ impl Client {
 
     /// When [`Client::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.requests.values().map(|r| r.next_at).chain(self.table_wait).min()
+        let pull = self.table_pull.map(|(at, _)| at);
+        self.requests.values().map(|r| r.next_at).chain(self.table_wait).chain(pull).min()
     }
 
     /// A secret the server handed out that the driver has not kept yet.
@@ -287,7 +296,8 @@ impl Client {
 
     /// Whether a `send` or `send_all` is in flight.
     pub(crate) fn sending(&self) -> bool {
-        self.requests.values().any(|r| matches!(r.kind, Kind::Direct(_) | Kind::Save(_) | Kind::Channel))
+        !self.redo.is_empty()
+            || self.requests.values().any(|r| matches!(r.kind, Kind::Direct(_) | Kind::Save(_) | Kind::Channel(_)))
     }
 
     /// Shows the live messages held back during a fetch.
@@ -302,6 +312,9 @@ impl Client {
             .requests
             .values()
             .any(|r| matches!(r.kind, Kind::Register | Kind::Confirm { .. } | Kind::Dereg { .. }));
+        if !self.redo.is_empty() {
+            return false;
+        }
         if self.leaving.is_some() {
             return false;
         }
@@ -316,6 +329,7 @@ impl Client {
         if self.table_wait.is_some_and(|t| now >= t) {
             self.table_wait = None;
         }
+        self.pull_table(now);
         while self.exit.is_none() {
             if let Some(then_exit) = self.leaving.filter(|_| !self.sending()) {
                 self.leaving = None;

@@ -45,12 +45,14 @@ impl Client {
             }
             Command::Dereg { .. } => self.leaving = Some(false),
             Command::Send { to, text } => self.send(now, to, text),
-            Command::SendAll { text } => {
-                let id = self.fresh_id();
-                let d = Datagram::ChannelSend { id, from: self.me.clone(), text };
-                self.request(now, self.server, id, &d, Kind::Channel);
-            }
+            Command::SendAll { text } => self.send_all(now, text),
         }
+    }
+
+    pub(crate) fn send_all(&mut self, now: Instant, text: Text) {
+        let id = self.fresh_id();
+        let d = Datagram::ChannelSend { id, from: self.me.clone(), text: text.clone() };
+        self.request(now, self.server, id, &d, Kind::Channel(text));
     }
 
     fn send(&mut self, now: Instant, to: Name, text: Text) {

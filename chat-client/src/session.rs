@@ -74,6 +74,13 @@ impl Client {
 
     /// The server knows we receive at our address: fetch stored messages, or wait for the table.
     fn on_confirmed(&mut self, now: Instant, stored: u32) {
+        for kind in std::mem::take(&mut self.redo) {
+            match kind {
+                Kind::Save(o) => self.save(now, o),
+                Kind::Channel(text) => self.send_all(now, text),
+                _ => {}
+            }
+        }
         if stored == 0 {
             self.wait_for_table(now);
             return;
@@ -93,6 +100,7 @@ impl Client {
     /// script's first `send` finds its peers.
     fn wait_for_table(&mut self, now: Instant) {
         self.table_wait = Some(now + self.cfg.ack_timeout * (self.cfg.retries + 1));
+        self.expect_table(now);
     }
 
     fn fetch_more(&mut self, now: Instant) {
@@ -156,7 +164,7 @@ impl Client {
             Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
             Some(Kind::Confirm { stored }) => self.on_confirmed(now, stored),
             Some(Kind::Save(_)) => self.emit(Event::Saved),
-            Some(Kind::Channel) => self.emit(Event::ChannelAcked),
+            Some(Kind::Channel(_)) => self.emit(Event::ChannelAcked),
             Some(Kind::FetchDone) => {
                 self.fetch = None;
                 self.release_held();
@@ -182,8 +190,13 @@ impl Client {
             }
             // The server does not know this client at this address: it is offline already.
             Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
+            // The server does not know this client (it restarted): register, then do it again.
+            Some(kind @ (Kind::Save(_) | Kind::Channel(_))) if reason == Refusal::NotRegistered => {
+                self.redo.push(kind);
+                self.register(now);
+            }
             Some(Kind::Save(o)) => self.emit(Event::NotSaved { to: o.to, reason }),
-            Some(Kind::Channel) => self.notice(format!("Message not sent: {reason}.")),
+            Some(Kind::Channel(_)) => self.notice(format!("Message not sent: {reason}.")),
             // The server lost track of this registration (it restarted): register again.
             Some(Kind::Confirm { .. } | Kind::Fetch | Kind::FetchDone) => {
                 self.fetch = None;
@@ -212,7 +225,7 @@ impl Client {
                 self.emit(Event::NoAck { to: o.to.clone() });
                 self.save(now, o);
             }
-            Kind::Channel => self.emit(Event::ChannelFailed),
+            Kind::Channel(_) => self.emit(Event::ChannelFailed),
             Kind::Register
             | Kind::Confirm { .. }
             | Kind::Dereg { .. }

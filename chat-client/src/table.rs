@@ -20,6 +20,31 @@ impl Client {
         self.send_once(self.server, &Datagram::TableAck { version });
     }
 
+    /// Asks for the table (a `table_ack` of the version held) when none as new as this client's
+    /// registration has come in time: the server's pushes give up after a while, and a client
+    /// that was slow to answer them would otherwise wait for the next change.
+    pub(crate) fn pull_table(&mut self, now: Instant) {
+        let Some((at, wait)) = self.table_pull else { return };
+        let current = self.local_version().is_some_and(|v| v >= self.registered_version);
+        if current || self.status != Status::Online {
+            self.table_pull = None;
+            return;
+        }
+        if now >= at {
+            let held = self.local_version().unwrap_or(0);
+            self.ack_table(held);
+            let wait = wait * 2;
+            // Four asks (after 2, 6, 14 and 30 s by default), then it waits for the next change.
+            self.table_pull = (wait <= self.cfg.ack_timeout * 32).then_some((now + wait, wait));
+        }
+    }
+
+    /// Starts waiting for the table that shows this client registered.
+    pub(crate) fn expect_table(&mut self, now: Instant) {
+        let wait = self.cfg.ack_timeout * 4;
+        self.table_pull = Some((now + wait, wait));
+    }
+
     fn local_version(&self) -> Option<u64> {
         self.table.as_ref().map(|t| t.version)
     }

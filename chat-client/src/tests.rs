@@ -558,3 +558,51 @@ mod tables {
         assert_eq!(listed(&mut f).len(), 4);
     }
 }
+
+#[test]
+fn without_a_table_after_registering_it_asks_for_one_backing_off() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.registered(id, 10, 0);
+    let asked: Vec<u64> = (1..=300)
+        .map(|i| i * 50)
+        .filter(|ms| {
+            f.at(*ms);
+            f.sent().contains(&(SERVER, Datagram::TableAck { version: 0 }))
+        })
+        .collect();
+    assert_eq!(asked, [2000, 6000, 14_000], "after 2 s, then waits that double");
+    f.until(30_000);
+    assert!(f.sent().contains(&(SERVER, Datagram::TableAck { version: 0 })), "the fourth ask");
+    f.until(120_000);
+    assert!(f.sent().is_empty() && f.client.poll_timeout().is_none(), "then no more");
+}
+
+#[test]
+fn once_the_table_is_there_it_stops_asking() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.registered(id, 10, 0);
+    f.until(2000);
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
+    f.sent();
+    f.until(60_000);
+    assert!(f.sent().is_empty(), "no more asking");
+}
+
+#[test]
+fn a_save_refused_by_a_server_that_forgot_this_client_is_done_again_after_registering() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob hi");
+    let [(SERVER, Datagram::Save { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotRegistered });
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("registers again") };
+    f.registered(id, 50, 0);
+    let sent = f.sent();
+    let Some((SERVER, Datagram::Save { id, ref text, .. })) = sent.last().cloned() else { panic!("{sent:?}") };
+    assert_eq!(text.as_str(), "hi");
+    f.recv(SERVER, Datagram::Ack { id });
+    let shown = f.events();
+    assert_eq!(shown.iter().filter(|l| l.contains("saved")).count(), 1, "{shown:?}");
+    assert!(shown.iter().all(|l| !l.contains("not saved")), "{shown:?}");
+}

@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Config, Server, TableFile};
 
+/// The client table is written at most this often (and at shutdown): rewriting it after every
+/// change would cost the whole table per registration. Stored messages do not depend on it.
+const TABLE_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
 
@@ -34,11 +38,13 @@ pub async fn run<S: Store>(
         core.restore_table(saved);
     }
     let mut saved_version = core.table_version();
+    let mut save_after = Instant::now();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        let save_due = (core.table_version() != saved_version).then_some(save_after);
+        let wake = core.poll_timeout().into_iter().chain(save_due).min().map(tokio::time::Instant::from_std);
         if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
             timer.as_mut().reset(at);
         }
@@ -66,8 +72,9 @@ pub async fn run<S: Store>(
         let now = Instant::now();
         core.handle_timeout(now);
         core.commit(now);
-        if core.table_version() != saved_version {
+        if core.table_version() != saved_version && now >= save_after {
             saved_version = core.table_version();
+            save_after = now + TABLE_SAVE_INTERVAL;
             if let Err(e) = table_file.save(&core.saved_table()) {
                 tracing::error!("cannot save the client table: {e}");
             }
@@ -79,5 +86,8 @@ pub async fn run<S: Store>(
         }
     }
     tracing::info!("server stopping");
+    if core.table_version() != saved_version {
+        table_file.save(&core.saved_table())?;
+    }
     core.store_mut().checkpoint().map_err(io::Error::other)
 }

@@ -83,6 +83,9 @@ impl<S: Store> Server<S> {
             self.table_dirty = true;
         }
         self.fetches.remove(name);
+        // Offline, it takes no tables: stop sending it the one in flight.
+        self.pushes.remove(&from);
+        self.acked.remove(&from);
         self.dedup.set(from, id, Seen::Pending);
         self.after_commit.push((from, id, Datagram::Ack { id }));
     }

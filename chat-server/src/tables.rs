@@ -144,17 +144,23 @@ impl<S: Store> Server<S> {
     }
 
     /// `from` holds the table at `version`. A client that could not apply what it was sent
-    /// (it is behind the delta's base) gets a new push from where it is.
+    /// (it is behind the delta's base), or that asks while nothing is on its way to it (its
+    /// push gave up, or it has no table), gets a new push from where it is.
     pub(crate) fn on_table_ack(&mut self, now: Instant, from: SocketAddr, version: u64) {
         if self.clients.online_at(from).is_none() && !self.pushes.contains_key(&from) {
             return; // only clients the server talks to are remembered
         }
         self.acked.insert(from, version);
-        let Some(push) = self.pushes.get(&from) else { return };
-        if push.version <= version {
-            self.pushes.remove(&from);
-        } else if push.base.is_some_and(|b| version < b) {
-            self.push_table(now, from, Some(version), &mut Encoded::default());
+        let behind = version < self.clients.version();
+        match self.pushes.get(&from) {
+            Some(push) if push.version <= version => {
+                self.pushes.remove(&from);
+            }
+            Some(push) if push.base.is_some_and(|b| version < b) => {
+                self.push_table(now, from, Some(version), &mut Encoded::default());
+            }
+            None if behind => self.push_table(now, from, Some(version), &mut Encoded::default()),
+            _ => {}
         }
     }
 }

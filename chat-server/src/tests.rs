@@ -591,3 +591,15 @@ mod tables {
         assert!(pages.iter().all(|p| p.1 as usize == pages.len()));
     }
 }
+
+#[test]
+fn a_client_behind_with_nothing_on_its_way_gets_the_table_when_it_asks() {
+    let mut f = Fixture::new();
+    f.register("alice", ALICE);
+    let id = f.id();
+    f.recv(BOB, f.reg(id, "bob"));
+    f.at(60_000); // every push to alice has long given up
+    let out = f.recv(ALICE, Datagram::TableAck { version: 0 });
+    let [(ALICE, Datagram::Table(ref t))] = out[..] else { panic!("the whole table: {out:?}") };
+    assert_eq!(t.clients.len(), 2);
+}

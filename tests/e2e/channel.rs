@@ -80,3 +80,40 @@ fn channel_message_for_a_crashed_client_is_stored() {
     bob.expect_line(HAVE_MESSAGES, WAIT);
     bob.expect_stored("Channel_Message alice", "while you were out");
 }
+
+/// SPEC 9 with client 1 gone silently (killed) instead of deregistered: the channel copy is
+/// stored after the server's probe, and each sender's direct message first runs out of
+/// retries (`No ACK`) before the server keeps it.
+#[test]
+fn the_assignment_example_with_a_silent_leave() {
+    let server = Server::start();
+    let [mut c1, mut c2, mut c3] = start_clients(&server, ["client1", "client2", "client3"]);
+    c1.kill();
+
+    c2.send_line("send_all Welcome to Channel");
+    c2.send_line("send client1 Hello");
+    c3.send_line("send client1 Hello!!");
+    c2.expect_line(CHANNEL_ACKED, WAIT);
+    c3.expect_line(&channel("client2", "Welcome to Channel"), WAIT);
+    for sender in [&c2, &c3] {
+        sender.expect_line(&no_ack_from("client1"), WAIT);
+        sender.expect_line(SAVED, WAIT);
+        sender.assert_count(&no_ack_from("client1"), 1);
+        sender.assert_count(SAVED, 1);
+    }
+
+    let c1 = c1.respawn(&server);
+    c1.expect_line(WELCOME, WAIT);
+    c1.expect_line(HAVE_MESSAGES, WAIT);
+    c1.expect_stored("Channel_Message client2", "Welcome to Channel");
+    // The two direct messages were sent at the same moment by two clients: the server keeps
+    // them in the order they reached it, which either may win.
+    let first = c1.expect_match("a stored direct message", WAIT, |l| l.starts_with(">>> client"));
+    let second = c1.expect_match("the other stored direct message", WAIT, |l| l.starts_with(">>> client"));
+    let mut both = [first, second];
+    both.sort();
+    let shape =
+        |l: &str, who: &str, text: &str| l.starts_with(&format!(">>> {who}: ")) && l.ends_with(&format!(" {text}"));
+    assert!(shape(&both[0], "client2", "Hello") && shape(&both[1], "client3", "Hello!!"), "{both:?}");
+    c1.assert_count(HAVE_MESSAGES, 1);
+}
