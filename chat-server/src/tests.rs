@@ -90,6 +90,12 @@ impl Fixture {
         self.ack_tables(&out);
     }
 
+    /// `who` at `port` goes offline (`dereg`).
+    fn dereg(&mut self, who: &str, port: u16) -> Vec<(u16, Datagram)> {
+        let id = self.id();
+        self.recv(port, Datagram::Dereg { id, name: name(who) })
+    }
+
     fn ack_tables(&mut self, out: &[(u16, Datagram)]) {
         for (port, d) in out {
             if let Some(version) = table_version(d) {
@@ -189,8 +195,7 @@ fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     f.register("bob", BOB);
-    let id = f.id();
-    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    f.dereg("bob", BOB);
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
     let again = Datagram::Save {
@@ -252,8 +257,7 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
     f.register("alice", ALICE);
     f.register("carol", CAROL);
     f.register("bob", BOB);
-    let id = f.id();
-    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    f.dereg("bob", BOB);
     f.save(("alice", ALICE), "bob", "one");
     f.save(("carol", CAROL), "bob", "two");
     let id = f.id();
@@ -323,8 +327,7 @@ fn a_full_mailbox_refuses_and_stores_nothing() {
     let mut f = Fixture::with_limits(Limits { max_messages: 1, max_bytes: 1 << 20 });
     f.register("alice", ALICE);
     f.register("bob", BOB);
-    let id = f.id();
-    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    f.dereg("bob", BOB);
     f.save(("alice", ALICE), "bob", "fits");
     let (id, out) = f.save(("alice", ALICE), "bob", "too many");
     assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::MailboxFull })]);
@@ -373,8 +376,7 @@ mod channel {
     #[test]
     fn stores_at_once_for_offline_clients() {
         let mut f = three_online();
-        let id = f.id();
-        f.recv(CAROL, Datagram::Dereg { id, name: name("carol") });
+        f.dereg("carol", CAROL);
         let (_, out) = send_all(&mut f, "hi");
         assert_eq!(channel_ids(&out).len(), 1);
         assert_eq!(f.stored("carol"), vec![("alice".into(), Origin::Channel, "hi".into())]);
@@ -446,8 +448,7 @@ fn a_restored_table_keeps_senders_and_offline_recipients_known() {
     let mut before = Fixture::new();
     before.register("alice", ALICE);
     before.register("bob", BOB);
-    let id = before.id();
-    before.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    before.dereg("bob", BOB);
     let saved = before.server.table();
 
     let mut after = Fixture::new();
@@ -469,8 +470,7 @@ fn a_restored_table_keeps_senders_and_offline_recipients_known() {
 fn a_registered_name_needs_its_secret() {
     let mut f = Fixture::new();
     f.register("bob", BOB);
-    let id = f.id();
-    f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    f.dereg("bob", BOB);
     let stolen = Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, pad: " ".repeat(300) };
     assert_eq!(f.recv(CAROL, stolen), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NotOwner })]);
     let wrong = Secret::new("ffffffffffffffffffffffffffffffff").expect("secret");
