@@ -164,6 +164,7 @@ impl Client {
             }
             Datagram::Refused { id, reason } if from_server => self.on_refused(now, id, reason),
             Datagram::Ack { id } if from_server => self.on_ack(now, id),
+            Datagram::ChannelPartial { id, full } if from_server => self.on_channel_partial(now, id, &full),
             Datagram::Exists { id, row } if from_server => self.on_exists(now, id, row),
             Datagram::TableDelta { base, version, rows } if from_server => {
                 self.on_table_delta(now, base, version, rows)

@@ -174,6 +174,17 @@ impl Client {
         }
     }
 
+    /// A `send_all` that reached everyone online, but whose copies for some offline members
+    /// could not be kept (their mailboxes are full).
+    pub(crate) fn on_channel_partial(&mut self, now: Instant, id: MsgId, full: &[chat_proto::Name]) {
+        if !matches!(self.requests.get(&id).map(|r| &r.kind), Some(Kind::Channel(_))) {
+            return;
+        }
+        self.on_ack(now, id);
+        let names: Vec<&str> = full.iter().map(chat_proto::Name::as_str).collect();
+        self.notice(format!("Not kept for {}: mailbox full.", names.join(", ")));
+    }
+
     pub(crate) fn on_refused(&mut self, now: Instant, id: MsgId, reason: Refusal) {
         match self.answered(id, self.server) {
             Some(Kind::Register) if reason == Refusal::NameTaken => {

@@ -606,3 +606,14 @@ fn a_save_refused_by_a_server_that_forgot_this_client_is_done_again_after_regist
     assert_eq!(shown.iter().filter(|l| l.contains("saved")).count(), 1, "{shown:?}");
     assert!(shown.iter().all(|l| !l.contains("not saved")), "{shown:?}");
 }
+
+#[test]
+fn send_all_with_full_mailboxes_is_received_and_says_whose() {
+    let mut f = Fixture::online(true);
+    f.cmd("send_all hi");
+    let [(SERVER, Datagram::ChannelSend { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")] });
+    assert_eq!(f.events(), [">>> [Message received by Server.]", ">>> [Not kept for bob: mailbox full.]"]);
+    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")] });
+    assert!(f.events().is_empty(), "a duplicate answer shows nothing");
+}

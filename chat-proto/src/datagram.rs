@@ -267,6 +267,14 @@ pub enum Datagram {
         /// The request's id.
         id: MsgId,
     },
+    /// The answer to a `channel_send` when the copies for some offline members could not be
+    /// kept because their mailboxes are full: the message went to everyone else.
+    ChannelPartial {
+        /// The request's id.
+        id: MsgId,
+        /// The members whose copy was not kept.
+        full: Vec<Name>,
+    },
     /// A save was refused because the recipient answered a probe; here is its current row.
     Exists {
         /// The save request's id.

@@ -51,6 +51,7 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::Refused { id, reason: Refusal::NameTaken },
         Datagram::Refused { id, reason: Refusal::MailboxFull },
         Datagram::Ack { id },
+        Datagram::ChannelPartial { id, full: vec![name("b")] },
         Datagram::Exists { id, row: table().clients[0].clone() },
         Datagram::TablePage { version: 7, page: 1, pages: 3, clients: table().clients },
         Datagram::TableDelta { base: 6, version: 7, rows: table().clients },

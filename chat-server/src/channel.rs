@@ -61,7 +61,7 @@ impl<S: Store> Server<S> {
             text,
         });
         let table = self.clients.snapshot();
-        let (mut live, mut stored, mut failed) = (0, 0, false);
+        let (mut live, mut stored, mut failed, mut full) = (0, 0, false, Vec::new());
         for row in table.clients.into_iter().filter(|r| &r.name != sender) {
             if row.online {
                 live += 1;
@@ -76,10 +76,12 @@ impl<S: Store> Server<S> {
                     rounds: 0,
                 };
                 self.deliver(now, d);
-            } else if self.append_channel(&row.name, &msg) {
-                stored += 1;
             } else {
-                failed = true;
+                match self.append_channel(&row.name, &msg) {
+                    Appended::Stored => stored += 1,
+                    Appended::Full => full.push(row.name),
+                    Appended::Failed => failed = true,
+                }
             }
         }
         tracing::info!(%sender, live, stored, "channel message");
@@ -88,8 +90,9 @@ impl<S: Store> Server<S> {
             // makes whoever already has it show it once.
             return;
         }
+        let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
         self.dedup.set(from, id, Seen::Pending);
-        self.after_commit.push((from, id, Datagram::Ack { id }));
+        self.after_commit.push((from, id, reply));
     }
 
     pub(crate) fn on_channel_ack(&mut self, from: SocketAddr, id: MsgId) {
@@ -141,27 +144,35 @@ impl<S: Store> Server<S> {
     }
 
     pub(crate) fn store_channel(&mut self, d: &Delivery) {
-        self.append_channel(&d.to, &d.msg);
+        let _ = self.append_channel(&d.to, &d.msg); // logged; the sender was answered long ago
     }
 
-    /// Stores a channel copy for an offline client. False on a disk error; a full mailbox
-    /// only loses this copy (logged), the message still reaches everyone else.
-    fn append_channel(&mut self, to: &Name, msg: &StoredMessage) -> bool {
+    /// Stores a channel copy for an offline client.
+    fn append_channel(&mut self, to: &Name, msg: &StoredMessage) -> Appended {
         match self.store.append(to, msg) {
             Ok(()) => {
                 self.unsynced = true;
-                true
+                Appended::Stored
             }
             Err(e @ StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}");
-                true
+                Appended::Full
             }
             Err(e) => {
                 tracing::error!(%to, from = %msg.from, "channel message not stored: {e}");
-                false
+                Appended::Failed
             }
         }
     }
+}
+
+/// What became of one channel copy for an offline member.
+enum Appended {
+    Stored,
+    /// The member's mailbox is full: this copy is lost, and the sender is told.
+    Full,
+    /// A disk error: the request is not answered, so the sender retries.
+    Failed,
 }
 
 /// The id of the channel message that request `id` of `sender` makes: the same for every

@@ -603,3 +603,17 @@ fn a_client_behind_with_nothing_on_its_way_gets_the_table_when_it_asks() {
     let [(ALICE, Datagram::Table(ref t))] = out[..] else { panic!("the whole table: {out:?}") };
     assert_eq!(t.clients.len(), 2);
 }
+
+#[test]
+fn a_channel_copy_that_a_full_mailbox_refuses_is_reported_to_the_sender() {
+    let mut f = Fixture::with_limits(Limits { max_messages: 1, max_bytes: 1 << 20 });
+    f.register("alice", ALICE);
+    f.register("bob", BOB);
+    f.register("carol", CAROL);
+    f.dereg("carol", CAROL);
+    f.save(("alice", ALICE), "carol", "fills the mailbox");
+    let id = f.id();
+    let out = f.recv(ALICE, Datagram::ChannelSend { id, from: name("alice"), text: Text::new("all").expect("t") });
+    assert!(out.contains(&(ALICE, Datagram::ChannelPartial { id, full: vec![name("carol")] })), "{out:?}");
+    assert!(out.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::Channel { .. })), "bob still gets it");
+}
