@@ -37,6 +37,15 @@ impl Fixture {
         Self::with_limits(Limits::default())
     }
 
+    /// A server with each of `clients` registered at its port.
+    fn online(clients: &[(&str, u16)]) -> Self {
+        let mut f = Self::new();
+        for (who, port) in clients {
+            f.register(who, *port);
+        }
+        f
+    }
+
     fn with_limits(limits: Limits) -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
@@ -192,9 +201,7 @@ fn a_name_whose_old_address_is_silent_moves() {
 
 #[test]
 fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
-    let mut f = Fixture::new();
-    f.register("alice", ALICE);
-    f.register("bob", BOB);
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
     f.dereg("bob", BOB);
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
@@ -212,9 +219,7 @@ fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
 
 #[test]
 fn a_save_for_a_client_that_answers_the_probe_is_refused_with_the_table() {
-    let mut f = Fixture::new();
-    f.register("alice", ALICE);
-    f.register("bob", BOB);
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     let [(BOB, Datagram::Probe { id: probe })] = out[..] else { panic!("{out:?}") };
     let out = f.recv(BOB, Datagram::ProbeAck { id: probe, name: name("bob") });
@@ -226,9 +231,7 @@ fn a_save_for_a_client_that_answers_the_probe_is_refused_with_the_table() {
 
 #[test]
 fn a_silent_recipient_is_marked_offline_told_and_the_message_stored() {
-    let mut f = Fixture::new();
-    f.register("alice", ALICE);
-    f.register("bob", BOB);
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
     let (id, _) = f.save(("alice", ALICE), "bob", "hi");
     for ms in [100, 200, 300, 400] {
         f.at(ms);
@@ -285,9 +288,7 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
 
 #[test]
 fn dereg_broadcasts_then_acks_and_requires_the_owner() {
-    let mut f = Fixture::new();
-    f.register("alice", ALICE);
-    f.register("bob", BOB);
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
     let id = f.id();
     let out = f.recv(ALICE, Datagram::Dereg { id, name: name("bob") });
     assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::NotRegistered })]);
@@ -344,11 +345,7 @@ mod channel {
     }
 
     fn three_online() -> Fixture {
-        let mut f = Fixture::new();
-        f.register("alice", ALICE);
-        f.register("bob", BOB);
-        f.register("carol", CAROL);
-        f
+        Fixture::online(&[("alice", ALICE), ("bob", BOB), ("carol", CAROL)])
     }
 
     fn channel_ids(out: &[(u16, Datagram)]) -> Vec<(u16, MsgId)> {
