@@ -186,18 +186,8 @@ enum Step {
     FromServer(Datagram),
     /// A datagram arrives from a peer at 127.0.0.1:`port`.
     FromPeer { port: u16, d: Datagram },
-    /// The server or a peer answers one of the client's recent datagrams; `how` picks the answer.
-    Answer {
-        pick: Index,
-        how: u8,
-        id: MsgId,
-        version: u64,
-        stored: u32,
-        reason: Refusal,
-        table: Table,
-        at: DateTime<Utc>,
-        secret: Secret,
-    },
+    /// The server or a peer answers one of the client's recent datagrams, the one `pick` picks.
+    Answer { pick: Index, answer: Answer },
     /// The user enters a line.
     Line(String),
     /// Time passes and timers fire.
@@ -209,14 +199,7 @@ fn step() -> impl Strategy<Value = Step> {
         (any::<Index>(), any::<u8>(), msg_id(), version(), 0u32..12, refusal(), table(), wall_time(), secret())
             .prop_map(|(pick, how, id, version, stored, reason, table, at, secret)| Step::Answer {
                 pick,
-                how,
-                id,
-                version,
-                stored,
-                reason,
-                table,
-                at,
-                secret,
+                answer: Answer { how, id, version, stored, reason, table, at, secret },
             });
     prop_oneof![
         6 => datagram().prop_map(Step::FromServer),
@@ -252,10 +235,9 @@ impl Harness {
         match step {
             Step::FromServer(d) => self.client.handle_datagram(self.now, addr(SERVER), d),
             Step::FromPeer { port, d } => self.client.handle_datagram(self.now, addr(port), d),
-            Step::Answer { pick, how, id, version, stored, reason, table, at, secret } => {
+            Step::Answer { pick, answer } => {
                 if !self.sent.is_empty() {
                     let (to, d) = pick.get(&self.sent).clone();
-                    let answer = Answer { how, id, version, stored, reason, table, at, secret };
                     if let Some(reply) = answer.to(&d) {
                         self.client.handle_datagram(self.now, to, reply);
                     }
@@ -333,7 +315,8 @@ impl Harness {
     }
 }
 
-/// The parts of an answer a step chose.
+/// The parts of an answer a step chose; `how` picks which answer.
+#[derive(Debug, Clone)]
 struct Answer {
     how: u8,
     id: MsgId,

@@ -115,21 +115,19 @@ impl Fixture {
 
     fn save(&mut self, from: (&str, u16), to: &str, text: &str) -> (MsgId, Vec<(u16, Datagram)>) {
         let id = self.id();
-        let d = Datagram::Save {
-            id,
-            msg: MsgId(id.0 + 1000),
-            from: name(from.0),
-            to: name(to),
-            text: Text::new(text).expect("text"),
-            force: false,
-        };
-        (id, self.recv(from.1, d))
+        (id, self.recv(from.1, save_request(id, from.0, to, text)))
     }
 
     fn stored(&mut self, who: &str) -> Vec<(String, Origin, String)> {
         let msgs = self.server.store_mut().load(&name(who)).expect("load");
         msgs.into_iter().map(|m| (m.from.to_string(), m.origin, m.text.to_string())).collect()
     }
+}
+
+/// A save request of `from` for `to` (a retransmission is the same datagram).
+fn save_request(id: MsgId, from: &str, to: &str, text: &str) -> Datagram {
+    let text = Text::new(text).expect("text");
+    Datagram::Save { id, msg: MsgId(id.0 + 1000), from: name(from), to: name(to), text, force: false }
 }
 
 /// Whether `d` shows `who` online (a whole table, a page or a delta that has its row).
@@ -205,14 +203,7 @@ fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
     f.dereg("bob", BOB);
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
-    let again = Datagram::Save {
-        id,
-        msg: MsgId(id.0 + 1000),
-        from: name("alice"),
-        to: name("bob"),
-        text: Text::new("hi").expect("t"),
-        force: false,
-    };
+    let again = save_request(id, "alice", "bob", "hi");
     assert_eq!(f.recv(ALICE, again), vec![(ALICE, Datagram::Ack { id })]);
     assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "hi".into())]);
 }
@@ -236,14 +227,7 @@ fn a_silent_recipient_is_marked_offline_told_and_the_message_stored() {
     for ms in [100, 200, 300, 400] {
         f.at(ms);
     }
-    let again = Datagram::Save {
-        id,
-        msg: MsgId(id.0 + 1000),
-        from: name("alice"),
-        to: name("bob"),
-        text: Text::new("hi").expect("t"),
-        force: false,
-    };
+    let again = save_request(id, "alice", "bob", "hi");
     assert!(f.recv(ALICE, again).is_empty(), "a retransmitted save during the probe is the same request");
     let out = f.at(500);
     let table_to = |port| out.iter().any(|(p, d)| *p == port && online_in(d, "bob") == Some(false));
