@@ -30,6 +30,32 @@ pub(crate) struct SavedRow {
 /// How many recent changes are kept to build deltas; a client further behind gets the table.
 const CHANGE_LOG: usize = 16_384;
 
+impl SavedTable {
+    /// How many rows it has.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Whether it has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Applies a batch of changes saved after this table: its rows replace or join these.
+    pub(crate) fn apply(&mut self, changes: SavedTable) {
+        if changes.version <= self.version {
+            return;
+        }
+        for row in changes.clients {
+            match self.clients.iter_mut().find(|r| r.row.name == row.row.name) {
+                Some(old) => *old = row,
+                None => self.clients.push(row),
+            }
+        }
+        self.version = changes.version;
+    }
+}
+
 /// The table, with a version that grows on every change, and an index by address.
 #[derive(Debug)]
 pub(crate) struct Clients {
@@ -76,6 +102,22 @@ impl Clients {
             .filter_map(|row| Some(SavedRow { secret: self.secrets.get(&row.name)?.clone(), row }))
             .collect();
         SavedTable { version: self.version, clients }
+    }
+
+    /// The rows changed after version `base`, with their secrets, to be appended to the saved
+    /// table; `None` when the change log no longer reaches back to `base`.
+    pub fn saved_since(&self, base: u64) -> Option<SavedTable> {
+        let clients = self
+            .rows_since(base)?
+            .into_iter()
+            .filter_map(|row| Some(SavedRow { secret: self.secrets.get(&row.name)?.clone(), row }))
+            .collect();
+        Some(SavedTable { version: self.version, clients })
+    }
+
+    /// How many clients the table has.
+    pub fn len(&self) -> usize {
+        self.rows.len()
     }
 
     /// The secret of `name`, if it is registered.

@@ -236,6 +236,17 @@ impl<S: Store> Server<S> {
         self.clients.saved()
     }
 
+    /// What changed after version `base`, with secrets, to be appended to the saved table;
+    /// `None` when the whole table must be saved instead.
+    pub fn saved_changes(&self, base: u64) -> Option<SavedTable> {
+        self.clients.saved_since(base)
+    }
+
+    /// How many clients the table has, online or not.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
     /// The current table's version.
     pub fn table_version(&self) -> u64 {
         self.clients.version()

@@ -11,10 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Config, Server, TableFile};
 
-/// The client table is written at most this often (and at shutdown): rewriting it after every
-/// change would cost the whole table per registration. Stored messages do not depend on it.
-const TABLE_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
 
@@ -37,14 +33,12 @@ pub async fn run<S: Store>(
         tracing::info!(clients = saved.clients.len(), "client table restored");
         core.restore_table(saved);
     }
-    let mut saved_version = core.table_version();
-    let mut save_after = Instant::now();
+    let mut saved = Saved { version: core.table_version(), logged_rows: 0 };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        let save_due = (core.table_version() != saved_version).then_some(save_after);
-        let wake = core.poll_timeout().into_iter().chain(save_due).min().map(tokio::time::Instant::from_std);
+        let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
         if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
             timer.as_mut().reset(at);
         }
@@ -72,13 +66,7 @@ pub async fn run<S: Store>(
         let now = Instant::now();
         core.handle_timeout(now);
         core.commit(now);
-        if core.table_version() != saved_version && now >= save_after {
-            saved_version = core.table_version();
-            save_after = now + TABLE_SAVE_INTERVAL;
-            if let Err(e) = table_file.save(&core.saved_table()) {
-                tracing::error!("cannot save the client table: {e}");
-            }
-        }
+        saved.keep(&core, &table_file);
         while let Some(t) = core.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.to).await {
                 tracing::debug!(to = %t.to, "send failed: {e}");
@@ -86,8 +74,33 @@ pub async fn run<S: Store>(
         }
     }
     tracing::info!("server stopping");
-    if core.table_version() != saved_version {
-        table_file.save(&core.saved_table())?;
-    }
+    saved.keep(&core, &table_file);
     core.store_mut().checkpoint().map_err(io::Error::other)
+}
+
+/// What of the client table is on disk.
+struct Saved {
+    version: u64,
+    /// Rows appended to the log since the whole table was last written.
+    logged_rows: usize,
+}
+
+impl Saved {
+    /// Writes what changed since the last call: appended to the log, or the whole table when
+    /// the log has grown past it (or no longer reaches back).
+    fn keep<S: Store>(&mut self, core: &Server<S>, file: &TableFile) {
+        if core.table_version() == self.version {
+            return;
+        }
+        let whole_rows = core.client_count();
+        let changes = core.saved_changes(self.version).filter(|c| self.logged_rows + c.len() <= whole_rows.max(1024));
+        let written = match changes {
+            Some(changes) => file.append(&changes).map(|()| self.logged_rows += changes.len()),
+            None => file.save(&core.saved_table()).map(|()| self.logged_rows = 0),
+        };
+        match written {
+            Ok(()) => self.version = core.table_version(),
+            Err(e) => tracing::error!("cannot save the client table: {e}"),
+        }
+    }
 }

@@ -1,12 +1,16 @@
 //! The client table on disk, so that a restarted server still knows who exists, where they
-//! were, and who is offline with messages waiting.
+//! were, their secrets, and who is offline with messages waiting.
 //!
-//! Written whole to a temporary file and renamed over the old one: a crash leaves the old
-//! table or the new one, never half of one. Not fsynced: a process crash loses nothing, a
-//! power loss may bring back an older table (stored messages are fsynced on their own).
+//! Two files: `clients.json`, the whole table at some version, and `clients.log`, one line per
+//! batch of changes after it (the changed rows, with the version they give). Each batch costs an
+//! append of what changed; when the log outgrows the table it is folded into a new
+//! `clients.json` (written to a temporary file and renamed over the old one). Loading reads the
+//! table and applies the log lines newer than it; a torn last line is skipped. Not fsynced: a
+//! process crash loses nothing, a power loss may bring back an older table (stored messages are
+//! fsynced on their own).
 
-use std::fs;
-use std::io;
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 
 use crate::SavedTable;
@@ -15,20 +19,42 @@ use crate::SavedTable;
 #[derive(Debug, Clone)]
 pub struct TableFile {
     path: PathBuf,
+    log: PathBuf,
 }
 
 impl TableFile {
-    /// The table file in `dir`.
+    /// The table files in `dir`.
     pub fn new(dir: &Path) -> Self {
-        Self { path: dir.join("clients.json") }
+        Self { path: dir.join("clients.json"), log: dir.join("clients.log") }
     }
 
-    /// The table saved last, or `None` if there is none. A file that cannot be read as a table
-    /// is logged and set aside as `clients.json.bad`, and the server starts empty.
+    /// The table saved last (with the changes logged after it), or `None` if there is none. A
+    /// table file that cannot be read is logged and set aside as `clients.json.bad`.
     ///
     /// # Errors
-    /// Reading the file failed for another reason than its absence.
+    /// Reading a file failed for another reason than its absence.
     pub fn load(&self) -> io::Result<Option<SavedTable>> {
+        let mut table = self.load_whole()?;
+        let log = match fs::File::open(&self.log) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(table),
+            Err(e) => return Err(e),
+        };
+        for line in BufReader::new(log).split(b'\n') {
+            let changes: SavedTable = match serde_json::from_slice(&line?) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("skipping a torn or bad line of {}: {e}", self.log.display());
+                    continue;
+                }
+            };
+            let whole = table.get_or_insert_with(|| SavedTable { version: 0, clients: Vec::new() });
+            whole.apply(changes);
+        }
+        Ok(table)
+    }
+
+    fn load_whole(&self) -> io::Result<Option<SavedTable>> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -45,14 +71,29 @@ impl TableFile {
         }
     }
 
-    /// Replaces the saved table with `table`.
+    /// Replaces the saved table with `table` and empties the log.
     ///
     /// # Errors
-    /// Writing or renaming failed.
+    /// Writing, renaming or truncating failed.
     pub fn save(&self, table: &SavedTable) -> io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         fs::write(&tmp, serde_json::to_vec(table).map_err(io::Error::other)?)?;
-        fs::rename(&tmp, &self.path)
+        fs::rename(&tmp, &self.path)?;
+        match fs::File::options().write(true).open(&self.log) {
+            Ok(f) => f.set_len(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends a batch of changes: the rows that changed, and the version they give.
+    ///
+    /// # Errors
+    /// Writing failed.
+    pub fn append(&self, changes: &SavedTable) -> io::Result<()> {
+        let mut line = serde_json::to_vec(changes).map_err(io::Error::other)?;
+        line.push(b'\n');
+        OpenOptions::new().create(true).append(true).open(&self.log)?.write_all(&line)
     }
 }
 
@@ -68,7 +109,33 @@ mod tests {
         let json = r#"{"version":42,"clients":[{"name":"bob","addr":"127.0.0.1:5002","online":false,"secret":"0123456789abcdef0123456789abcdef"}]}"#;
         let table: SavedTable = serde_json::from_str(json).expect("a saved table");
         file.save(&table).expect("save");
-        assert_eq!(file.load().expect("load"), Some(table));
+        assert_eq!(file.load().expect("load"), Some(table.clone()));
+        let row = |online| {
+            format!(
+                r#"{{"name":"bob","addr":"127.0.0.1:5003","online":{online},"secret":"0123456789abcdef0123456789abcdef"}}"#
+            )
+        };
+        let change = |version, online| {
+            serde_json::from_str::<SavedTable>(&format!(r#"{{"version":{version},"clients":[{}]}}"#, row(online)))
+                .expect("changes")
+        };
+        file.append(&change(43, true)).expect("append");
+        file.append(&change(44, false)).expect("append");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("clients.log"))
+            .and_then(|mut f| f.write_all(b"{\"version\":45,"))
+            .expect("torn");
+        let loaded = file.load().expect("load").expect("a table");
+        assert_eq!(loaded.version, 44, "the log applies, its torn last line does not");
+        assert_eq!(loaded, {
+            let mut t = table.clone();
+            t.apply(change(44, false));
+            t
+        });
+        file.save(&loaded).expect("fold the log in");
+        assert_eq!(fs::metadata(dir.path().join("clients.log")).expect("log").len(), 0);
+        assert_eq!(file.load().expect("load"), Some(loaded));
         fs::write(dir.path().join("clients.json"), b"{not json").expect("write");
         assert_eq!(file.load().expect("load"), None);
         assert!(dir.path().join("clients.json.bad").exists());
