@@ -7,10 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use tempfile::TempDir;
 
 use crate::harness::*;
 use crate::relay::{Faults, Relay};
@@ -286,25 +283,11 @@ fn twenty_percent_loss_to_the_server_through_reg_dereg_saves_and_the_channel() {
     eprintln!("{}\n{}\n{}", ra.report(), rb.report(), rc.report());
 }
 
-/// A server on a given port and data directory (for a restart on the same ones).
-fn server_at(port: u16, dir: &Path) -> Proc {
-    let port_arg = port.to_string();
-    let dir_arg = dir.to_str().expect("UTF-8 path");
-    let server = Proc::spawn(format!("server:{port}"), &["-s", &port_arg, "--data-dir", dir_arg]);
-    let deadline = Instant::now() + WAIT;
-    while !server.stderr_lines().iter().any(|l| l.contains("listening on")) {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server
-}
-
 #[test]
 fn a_server_killed_mid_stream_loses_no_acknowledged_save_and_shows_none_twice() {
     const N: usize = 150;
-    let dir = TempDir::new().expect("server dir");
-    let port = free_port();
-    let mut server = server_at(port, dir.path());
+    let mut server = Server::start();
+    let port = server.port;
     let spawn = |name: &str| {
         let c = Client::spawn(name, port, free_port(), new_dir(), &[]);
         c.expect_line(WELCOME, LONG);
@@ -318,25 +301,34 @@ fn a_server_killed_mid_stream_loses_no_acknowledged_save_and_shows_none_twice() 
     for c in [&mut alice, &mut carol] {
         wait_listed(c, &["bob"], false);
     }
-    let script = |tag: &str| (0..N).map(|i| format!("send bob {tag}{i}\n")).collect::<String>();
-    alice.send_line(script("a").trim_end());
-    carol.send_line(script("c").trim_end());
-
+    // Three waves each: one before the crash, one written just before it (in flight when the
+    // server dies), one while it is down (retransmitted until it is back).
+    let wave = |tag: &str, w: usize| (w * N..(w + 1) * N).map(|i| format!("send bob {tag}{i}\n")).collect::<String>();
+    alice.send_line(wave("a", 0).trim_end());
+    carol.send_line(wave("c", 0).trim_end());
     wait_count(&alice, "a few saves", 10, LONG, |l| l == SAVED);
+    alice.send_line(wave("a", 1).trim_end());
+    carol.send_line(wave("c", 1).trim_end());
     server.kill();
+    let done = |c: &Client| c.stdout_lines().iter().filter(|l| *l == SAVED).count();
+    let (a, c) = (done(&alice), done(&carol));
+    eprintln!("killed with {a} and {c} of {} saves acknowledged", 3 * N);
+    assert!(a < 2 * N && c < 2 * N, "the crash came mid-stream");
+    alice.send_line(wave("a", 2).trim_end());
+    carol.send_line(wave("c", 2).trim_end());
     // A crash in the middle of a write leaves half a record at the end of the file.
-    let mailbox = dir.path().join("mailboxes").join("bob.mbox");
+    let mailbox = server.data_dir().join("mailboxes").join("bob.mbox");
     let mut file = std::fs::OpenOptions::new().append(true).open(&mailbox).expect("bob's mailbox exists");
     file.write_all(br#"0badf00d {"id":1,"from":"ali"#).expect("write a torn record");
     drop(file);
-    let _server = server_at(port, dir.path());
+    server.restart();
 
     for c in [&alice, &carol] {
-        wait_count(c, "saves", N, LONG, |l| l == SAVED);
+        wait_count(c, "saves", 3 * N, LONG, |l| l == SAVED);
     }
     bob.send_line("reg bob");
     bob.expect_line(WELCOME, LONG);
     bob.expect_line(TABLE, LONG);
-    assert_each_once(&bob, &shown(&bob, "alice", "a"), N, "alice's saves");
-    assert_each_once(&bob, &shown(&bob, "carol", "c"), N, "carol's saves");
+    assert_each_once(&bob, &shown(&bob, "alice", "a"), 3 * N, "alice's saves");
+    assert_each_once(&bob, &shown(&bob, "carol", "c"), 3 * N, "carol's saves");
 }

@@ -97,6 +97,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's data directory (to look at, or damage, its files).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Starts a server with default options and waits for its `listening on` line.
     pub fn start() -> Server {
         Self::start_with(&[])
