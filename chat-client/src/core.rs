@@ -96,7 +96,8 @@ pub struct Client {
     /// how long to wait after that.
     pub(crate) table_pull: Option<(Instant, Duration)>,
     pub(crate) fetch: Option<Fetch>,
-    /// Messages that arrived live while stored ones were being fetched: shown after them.
+    /// What arrived live while the client was registering or fetching stored messages: shown
+    /// after the welcome and the stored messages.
     pub(crate) held: Vec<Event>,
     /// `dereg` or `quit` (`Some(true)`: exit after) waits for the sends in flight.
     pub(crate) leaving: Option<bool>,
@@ -249,8 +250,10 @@ impl Client {
         self.events.push_back(e);
     }
 
-    /// Stops the client with `code` after `e` is shown.
+    /// Stops the client with `code` after `e` is shown (and whatever was held back: messages
+    /// already ACKed to their senders).
     pub(crate) fn exit_with(&mut self, code: i32, e: Option<Event>) {
+        self.release_held();
         if let Some(e) = e {
             self.emit(e);
         }
@@ -301,7 +304,12 @@ impl Client {
             || self.requests.values().any(|r| matches!(r.kind, Kind::Direct(_) | Kind::Save(_) | Kind::Channel(_)))
     }
 
-    /// Shows the live messages held back during a fetch.
+    /// Whether the server has registered this client but not yet confirmed its address.
+    pub(crate) fn confirming(&self) -> bool {
+        self.requests.values().any(|r| matches!(r.kind, Kind::Confirm { .. }))
+    }
+
+    /// Shows what was held back while registering or fetching.
     pub(crate) fn release_held(&mut self) {
         let held = std::mem::take(&mut self.held);
         self.events.extend(held);

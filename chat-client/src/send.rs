@@ -112,9 +112,10 @@ impl Client {
         self.direct(now, o);
     }
 
-    /// Shows a live message now, or after the stored ones while they are being fetched.
+    /// Shows a live message now, or after the welcome and the stored messages while the client
+    /// is still registering or fetching them.
     fn show_live(&mut self, e: Event) {
-        if self.fetch.is_some() {
+        if self.fetch.is_some() || self.confirming() {
             self.held.push(e);
         } else {
             self.emit(e);

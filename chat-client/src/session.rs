@@ -65,15 +65,18 @@ impl Client {
             self.secret = Some(secret);
             self.secret_changed = true;
         }
+        // Online for datagrams now; the welcome waits for the server to confirm the address, so
+        // that it means the registration is done (what arrives meanwhile is shown after it).
         self.status = Status::Online;
         self.registered_version = version;
-        self.emit(Event::Welcome);
         let id = self.fresh_id();
         self.request(now, self.server, id, &Datagram::Confirm { id, cookie }, Kind::Confirm { stored });
     }
 
-    /// The server knows we receive at our address: fetch stored messages, or wait for the table.
+    /// The server knows we receive at our address: welcome, then fetch stored messages, or wait
+    /// for the table.
     fn on_confirmed(&mut self, now: Instant, stored: u32) {
+        self.emit(Event::Welcome);
         for kind in std::mem::take(&mut self.redo) {
             match kind {
                 Kind::Save(o) => self.save(now, o),
@@ -82,6 +85,7 @@ impl Client {
             }
         }
         if stored == 0 {
+            self.release_held();
             self.wait_for_table(now);
             return;
         }
@@ -209,9 +213,9 @@ impl Client {
             Some(Kind::Save(o)) => self.emit(Event::NotSaved { to: o.to, reason }),
             Some(Kind::Channel(_)) => self.notice(format!("Message not sent: {reason}.")),
             // The server lost track of this registration (it restarted): register again.
+            // What was held back is shown once registered again (or at exit).
             Some(Kind::Confirm { .. } | Kind::Fetch | Kind::FetchDone) => {
                 self.fetch = None;
-                self.release_held();
                 self.register(now);
             }
             _ => {}

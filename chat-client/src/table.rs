@@ -129,7 +129,11 @@ impl Client {
             tracing::info!("the server lists this client offline: registering again");
             self.register(now);
         }
-        self.emit(Event::TableUpdated);
+        if self.confirming() {
+            self.held.push(Event::TableUpdated);
+        } else {
+            self.emit(Event::TableUpdated);
+        }
     }
 }
 

@@ -431,7 +431,41 @@ fn commands_wait_until_the_address_is_confirmed() {
     let sent = f.sent();
     assert!(matches!(sent[..], [(SERVER, Datagram::Confirm { cookie: 5, .. })]), "{sent:?}");
     f.until(3000);
-    assert_eq!(f.events().last().map(String::as_str), Some(">>> [Server not responding]\n>>> [Exiting]"));
+    assert_eq!(
+        f.events(),
+        [">>> [Server not responding]\n>>> [Exiting]"],
+        "no welcome: the registration never finished"
+    );
+    assert_eq!(f.client.poll_exit(), Some(1));
+}
+
+#[test]
+fn the_welcome_comes_once_the_address_is_confirmed_and_what_came_meanwhile_after_it() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
+    f.recv(BOB, Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("early") });
+    let sent = f.sent();
+    assert!(sent.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::ChatAck { id: MsgId(7) })), "{sent:?}");
+    assert_eq!(f.events(), Vec::<String>::new(), "nothing before the welcome");
+    let Some(&(SERVER, Datagram::Confirm { id, .. })) =
+        sent.iter().find(|(_, d)| matches!(d, Datagram::Confirm { .. }))
+    else {
+        panic!("confirm: {sent:?}")
+    };
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> [Client table updated.]", ">>> bob: early"]);
+}
+
+#[test]
+fn a_message_acked_before_the_server_vanished_is_still_shown() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    f.recv(BOB, Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("early") });
+    f.until(3000);
+    assert_eq!(f.events(), [">>> bob: early", ">>> [Server not responding]\n>>> [Exiting]"]);
 }
 
 #[test]
