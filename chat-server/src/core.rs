@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
-use offline_store::Store;
+use offline_store::{Store, StoreError, SyncJob};
 
 use crate::budget::Budgets;
 use crate::channel::Delivery;
@@ -66,6 +66,8 @@ pub struct Server<S> {
     pub(crate) acked: HashMap<SocketAddr, u64>,
     /// Replies that may leave only after the store is synced and the table broadcast.
     pub(crate) after_commit: Vec<(SocketAddr, MsgId, Datagram)>,
+    /// The replies waiting on the sync in flight, if one is.
+    syncing: Option<Vec<(SocketAddr, MsgId, Datagram)>>,
     pub(crate) table_dirty: bool,
     /// Messages were appended that no pending reply waits on (channel copies): sync anyway.
     pub(crate) unsynced: bool,
@@ -102,6 +104,7 @@ impl<S: Store> Server<S> {
             pushes: HashMap::new(),
             acked: HashMap::new(),
             after_commit: Vec::new(),
+            syncing: None,
             table_dirty: false,
             unsynced: false,
             also_tell: Vec::new(),
@@ -183,28 +186,66 @@ impl<S: Store> Server<S> {
         }
     }
 
-    /// Makes appended messages durable, sends the table if it changed, then releases the
-    /// replies that had to wait for both. The driver calls it after each batch of input, so
-    /// that one disk sync and one broadcast serve the whole batch.
-    pub fn commit(&mut self, now: Instant) {
-        if self.unsynced || !self.after_commit.is_empty() {
-            if let Err(e) = self.store.sync() {
-                // Nothing of this batch is known to be on disk: answer none of it, and forget
-                // the requests, so that the senders' retransmissions do them again (a message
-                // stored twice keeps its id, and is shown once).
-                tracing::error!("store sync failed, {} requests not acknowledged: {e}", self.after_commit.len());
-                for (to, id, _) in std::mem::take(&mut self.after_commit) {
-                    self.dedup.forget(to, id);
-                }
-                return;
-            }
-            self.unsynced = false;
-        }
+    /// Ends a batch of input: sends the table if it changed, and starts making the batch's
+    /// appends durable. Returns the disk wait, for the driver to run (at once, or on another
+    /// thread while input goes on) and report with [`Server::synced`]; the replies that depend
+    /// on it leave then. While one sync is in flight, replies wait for the next, which starts
+    /// here once it is done: so each disk sync serves every request that came in meanwhile.
+    pub fn commit(&mut self, now: Instant) -> Option<SyncJob> {
         if self.table_dirty {
             self.broadcast(now);
         }
-        for (to, id, reply) in std::mem::take(&mut self.after_commit) {
+        if self.syncing.is_some() || (!self.unsynced && self.after_commit.is_empty()) {
+            return None;
+        }
+        let replies = std::mem::take(&mut self.after_commit);
+        match self.store.start_sync() {
+            Ok(Some(job)) => {
+                self.unsynced = false;
+                self.syncing = Some(replies);
+                Some(job)
+            }
+            Ok(None) => {
+                self.unsynced = false;
+                self.release(replies);
+                None
+            }
+            Err(e) => {
+                self.sync_failed(replies, &e);
+                None
+            }
+        }
+    }
+
+    /// The job from [`Server::commit`] has run: its replies leave, or, if it failed, are
+    /// forgotten.
+    pub fn synced(&mut self, result: Result<(), StoreError>) {
+        let replies = self.syncing.take().unwrap_or_default();
+        match result {
+            Ok(()) => {
+                self.release(replies);
+                if let Err(e) = self.store.finish_sync() {
+                    tracing::warn!("store housekeeping after a sync failed (tried again later): {e}");
+                }
+            }
+            Err(e) => self.sync_failed(replies, &e),
+        }
+    }
+
+    fn release(&mut self, replies: Vec<(SocketAddr, MsgId, Datagram)>) {
+        for (to, id, reply) in replies {
             self.answer(to, id, reply);
+        }
+    }
+
+    /// Nothing the sync covered is known to be on disk: answer none of it, and forget the
+    /// requests, so that the senders' retransmissions do them again (a message stored twice
+    /// keeps its id, and is shown once).
+    fn sync_failed(&mut self, replies: Vec<(SocketAddr, MsgId, Datagram)>, e: &StoreError) {
+        tracing::error!("store sync failed, {} requests not acknowledged: {e}", replies.len());
+        self.unsynced = true;
+        for (to, id, _) in replies {
+            self.dedup.forget(to, id);
         }
     }
 

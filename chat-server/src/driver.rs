@@ -65,7 +65,12 @@ pub async fn run<S: Store>(
         }
         let now = Instant::now();
         core.handle_timeout(now);
-        core.commit(now);
+        // The disk sync runs here, holding up the next batch, rather than on another thread:
+        // on this project's machine the two cross-core wake-ups of a hand-off cost more than
+        // the overlap gained (see docs/BENCHMARKS.md). The core allows either.
+        if let Some(job) = core.commit(now) {
+            core.synced(job.run());
+        }
         saved.keep(&core, &table_file);
         while let Some(t) = core.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.to).await {

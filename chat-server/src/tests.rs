@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chat_proto::{Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, Text, decode};
 use chrono::{TimeZone, Utc};
-use offline_store::{Limits, MemStore, Store};
+use offline_store::{Limits, MemStore, Store, StoreError};
 
 use crate::{Config, Server};
 
@@ -61,7 +61,7 @@ impl Fixture {
     /// Delivers `d` from `port`, commits, and returns everything the server sent.
     fn recv(&mut self, port: u16, d: Datagram) -> Vec<(u16, Datagram)> {
         self.server.handle_datagram(self.now, addr(port), d);
-        self.server.commit(self.now);
+        self.commit();
         self.drain()
     }
 
@@ -69,8 +69,15 @@ impl Fixture {
     fn at(&mut self, ms: u64) -> Vec<(u16, Datagram)> {
         self.now = self.t0 + Duration::from_millis(ms);
         self.server.handle_timeout(self.now);
-        self.server.commit(self.now);
+        self.commit();
         self.drain()
+    }
+
+    /// Ends a batch as the driver does, with a disk sync that succeeds.
+    fn commit(&mut self) {
+        if let Some(job) = self.server.commit(self.now) {
+            self.server.synced(job.run());
+        }
     }
 
     fn drain(&mut self) -> Vec<(u16, Datagram)> {
@@ -206,6 +213,43 @@ fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
     let again = save_request(id, "alice", "bob", "hi");
     assert_eq!(f.recv(ALICE, again), vec![(ALICE, Datagram::Ack { id })]);
     assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "hi".into())]);
+}
+
+#[test]
+fn saves_are_acked_when_their_sync_ends_and_those_that_come_meanwhile_share_the_next() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB), ("carol", CAROL)]);
+    f.dereg("bob", BOB);
+    let ack_to = |out: Vec<(u16, Datagram)>, port| {
+        out.into_iter().filter(|(p, d)| *p == port && matches!(d, Datagram::Ack { .. })).count()
+    };
+    f.server.handle_datagram(f.now, addr(ALICE), save_request(MsgId(500), "alice", "bob", "one"));
+    let first = f.server.commit(f.now).expect("a sync starts");
+    assert_eq!(ack_to(f.drain(), ALICE), 0, "not acked before its sync ends");
+    for (id, text) in [(501, "two"), (502, "three")] {
+        f.server.handle_datagram(f.now, addr(CAROL), save_request(MsgId(id), "carol", "bob", text));
+        assert!(f.server.commit(f.now).is_none(), "one sync at a time");
+    }
+    assert_eq!(ack_to(f.drain(), CAROL), 0);
+    f.server.synced(first.run());
+    assert_eq!(f.drain(), vec![(ALICE, Datagram::Ack { id: MsgId(500) })], "only what the first sync covered");
+    let second = f.server.commit(f.now).expect("the next sync serves both waiting saves");
+    f.server.synced(second.run());
+    assert_eq!(ack_to(f.drain(), CAROL), 2);
+    assert_eq!(f.stored("bob").len(), 3);
+}
+
+#[test]
+fn a_failed_sync_acks_nothing_and_the_retransmission_is_done_again() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    f.dereg("bob", BOB);
+    let request = save_request(MsgId(500), "alice", "bob", "hi");
+    f.server.handle_datagram(f.now, addr(ALICE), request.clone());
+    let job = f.server.commit(f.now).expect("a sync starts");
+    drop(job);
+    let gone = std::io::Error::other("the disk is gone");
+    f.server.synced(Err(StoreError::Io { op: "sync", path: "journal".into(), source: gone }));
+    assert_eq!(f.drain(), vec![], "nothing acked that may not be on disk");
+    assert_eq!(f.recv(ALICE, request), vec![(ALICE, Datagram::Ack { id: MsgId(500) })], "done again, not replayed");
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //! `PROPTEST_CASES=100000 cargo test -p chat-server --test fuzz --release`
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chat_proto::{
@@ -19,7 +21,7 @@ use chat_proto::{
 };
 use chat_server::{Config, Server};
 use chrono::{DateTime, TimeZone, Utc};
-use offline_store::{Limits, MemStore, Store};
+use offline_store::{Limits, MemStore, Store, StoreError, SyncJob};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -167,8 +169,11 @@ enum Step {
     Answer { pick: Index, id: MsgId },
     /// A datagram the server got before arrives again (a retransmission or a duplicate).
     Replay { pick: Index },
-    /// End of a batch: commit and send; `lose` drops everything sent.
+    /// End of a batch: commit (starting a disk sync unless one is in flight) and send; `lose`
+    /// drops everything sent.
     Commit { lose: bool },
+    /// The disk sync in flight, if any, ends: well, or `fail`ing.
+    Synced { fail: bool },
     /// Time passes: timers fire, then commit and send.
     Wait { ms: u64 },
 }
@@ -180,6 +185,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (any::<Index>(), msg_id()).prop_map(|(pick, id)| Step::Answer { pick, id }),
         2 => any::<Index>().prop_map(|pick| Step::Replay { pick }),
         4 => any::<bool>().prop_map(|lose| Step::Commit { lose }),
+        3 => prop::bool::weighted(0.2).prop_map(|fail| Step::Synced { fail }),
         5 => prop_oneof![0u64..200, 0u64..=2000].prop_map(|ms| Step::Wait { ms }),
     ]
 }
@@ -204,6 +210,8 @@ struct Traffic {
 struct Harness {
     server: Server<MemStore>,
     now: Instant,
+    /// The disk sync the server started and that has not ended yet.
+    syncing: Option<SyncJob>,
     traffic: HashMap<SocketAddr, Traffic>,
     /// The names' secrets, as the server handed them out.
     secrets: HashMap<Name, Secret>,
@@ -221,6 +229,7 @@ impl Harness {
         Self {
             server,
             now: t0,
+            syncing: None,
             traffic: HashMap::new(),
             secrets: HashMap::new(),
             registering: HashMap::new(),
@@ -279,17 +288,44 @@ impl Harness {
                 }
             }
             Step::Commit { lose } => {
-                self.server.commit(self.now);
+                self.commit()?;
                 self.drain(lose)?;
+            }
+            Step::Synced { fail } => {
+                if let Some(job) = self.syncing.take() {
+                    let failed = || io::Error::other("the disk is gone");
+                    let path = PathBuf::from("journal");
+                    let result =
+                        if fail { Err(StoreError::Io { op: "sync", path, source: failed() }) } else { job.run() };
+                    self.server.synced(result);
+                    self.drain(false)?;
+                }
             }
             Step::Wait { ms } => {
                 self.now += Duration::from_millis(ms);
                 self.server.handle_timeout(self.now);
-                self.server.commit(self.now);
+                self.commit()?;
                 self.drain(false)?;
             }
         }
         Ok(())
+    }
+
+    /// Ends a batch as the driver does: a sync starts unless one is in flight.
+    fn commit(&mut self) -> Result<(), TestCaseError> {
+        let job = self.server.commit(self.now);
+        if job.is_some() {
+            prop_assert!(self.syncing.is_none(), "a second sync started while one was in flight");
+            self.syncing = job;
+        }
+        Ok(())
+    }
+
+    /// Ends the sync in flight, if any, well.
+    fn finish_sync(&mut self) {
+        if let Some(job) = self.syncing.take() {
+            self.server.synced(job.run());
+        }
     }
 
     /// `d` as a real client at `from` sends it.
@@ -374,8 +410,10 @@ impl Harness {
     /// Nobody talks to the server for a minute: it wakes whenever it asked to, as the driver
     /// does, and at the end has no timer left.
     fn fall_quiet(&mut self) -> Result<(), TestCaseError> {
-        // The driver commits after every batch it reads.
-        self.server.commit(self.now);
+        // The driver commits after every batch it reads, and its syncs end.
+        self.finish_sync();
+        self.commit()?;
+        self.finish_sync();
         self.drain(true)?;
         let end = self.now + Duration::from_secs(60);
         for _ in 0..100_000 {
@@ -383,7 +421,8 @@ impl Harness {
                 Some(at) if at <= end => {
                     self.now = self.now.max(at);
                     self.server.handle_timeout(self.now);
-                    self.server.commit(self.now);
+                    self.commit()?;
+                    self.finish_sync();
                     self.drain(true)?;
                 }
                 _ => break,
@@ -391,7 +430,8 @@ impl Harness {
         }
         self.now = end;
         self.server.handle_timeout(self.now);
-        self.server.commit(self.now);
+        self.commit()?;
+        self.finish_sync();
         self.drain(true)?;
         let left = self.server.poll_timeout().map(|at| at.saturating_duration_since(self.now));
         prop_assert!(left.is_none(), "a timer is still set after a quiet minute (due in {:?})", left);
@@ -453,10 +493,17 @@ fn register(
     secret
 }
 
+/// Ends a batch as the driver does, with a disk sync that succeeds.
+fn commit(server: &mut Server<MemStore>, now: Instant) {
+    if let Some(job) = server.commit(now) {
+        server.synced(job.run());
+    }
+}
+
 /// Collects what the server sends after `d` arrives from `from` (then a commit).
 fn exchange(server: &mut Server<MemStore>, now: Instant, from: SocketAddr, d: Datagram) -> Vec<(SocketAddr, Datagram)> {
     server.handle_datagram(now, from, d);
-    server.commit(now);
+    commit(server, now);
     std::iter::from_fn(|| server.poll_transmit())
         .map(|t| (t.to, decode(&t.bytes).expect("the server sends valid datagrams")))
         .collect()
@@ -573,7 +620,7 @@ fn a_guessed_probe_id_does_not_prove_an_address() {
     for (i, port) in (6000..6040).enumerate() {
         let who = Name::new(format!("n{i:0>30}")).expect("valid name");
         server.handle_datagram(t0, addr(port), padded_register(MsgId(1), who, None));
-        server.commit(t0);
+        commit(&mut server, t0);
         bytes += std::iter::from_fn(|| server.poll_transmit())
             .filter(|t| t.to == victim)
             .map(|t| t.bytes.len())
@@ -582,7 +629,7 @@ fn a_guessed_probe_id_does_not_prove_an_address() {
     for ms in (0..4000).step_by(100) {
         let now = t0 + Duration::from_millis(ms);
         server.handle_timeout(now);
-        server.commit(now);
+        commit(&mut server, now);
         bytes += std::iter::from_fn(|| server.poll_transmit())
             .filter(|t| t.to == victim)
             .map(|t| t.bytes.len())

@@ -16,7 +16,7 @@ use chat_proto::{Name, StoredMessage};
 
 use crate::journal::Journal;
 use crate::record::{self, Line, Lines};
-use crate::{Limits, Store, StoreError, Usage, file_name};
+use crate::{Limits, Store, StoreError, SyncJob, Usage, file_name};
 
 /// At most this many mailbox files stay open between syncs (the busiest ones are reopened less).
 pub(crate) const OPEN_HANDLES: usize = 64;
@@ -42,6 +42,9 @@ pub struct FileStore {
     boxes: HashMap<Name, Mailbox>,
     /// Open handles of mailboxes appended to lately (at most [`OPEN_HANDLES`]).
     dirty: HashMap<Name, File>,
+    /// Records appended since the last sync, per mailbox: written out with one `write` each
+    /// when the next sync starts, or before the mailbox is read.
+    unwritten: HashMap<Name, Vec<u8>>,
     /// Mailboxes written since the last checkpoint: synced at the next one.
     unsynced: HashSet<Name>,
     /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
@@ -59,8 +62,8 @@ impl FileStore {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
         let journal = Journal::open(&dir)?;
-        let (boxes, dirty, unsynced) = (HashMap::new(), HashMap::new(), HashSet::new());
-        Ok(Self { dir, limits, boxes, dirty, unsynced, dir_dirty: false, journal })
+        let (boxes, dirty, unwritten, unsynced) = (HashMap::new(), HashMap::new(), HashMap::new(), HashSet::new());
+        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal })
     }
 
     /// The directory holding the mailboxes.
@@ -138,6 +141,23 @@ impl FileStore {
         Ok(slot.insert(file))
     }
 
+    /// Writes out the records appended to `name`'s mailbox since the last sync.
+    fn write_out(&mut self, name: &Name) -> Result<(), StoreError> {
+        let Some(bytes) = self.unwritten.remove(name) else { return Ok(()) };
+        let mut mb = self.mailbox(name)?;
+        let path = self.mailbox_path(name);
+        let written =
+            self.writer(name, &mut mb).and_then(|file| file.write_all(&bytes).map_err(StoreError::io("write", &path)));
+        if let Err(e) = written {
+            // The file may now end in a partial record: forget what we know and rescan.
+            self.boxes.remove(name);
+            self.dirty.remove(name);
+            return Err(e);
+        }
+        self.boxes.insert(name.clone(), mb);
+        Ok(())
+    }
+
     /// Syncs the store's directory, so created, renamed and removed files stay so.
     fn sync_dir(&self) -> Result<(), StoreError> {
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", &self.dir))
@@ -170,39 +190,46 @@ impl FileStore {
 
 impl Store for FileStore {
     fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
-        let path = self.mailbox_path(to);
-        let line = record::encode(msg).map_err(|e| StoreError::io("encode", &path)(e.into()))?;
+        let line = record::encode(msg).map_err(|e| StoreError::io("encode", self.mailbox_path(to))(e.into()))?;
         let mut mb = self.mailbox(to)?;
         self.limits.check(to, mb.usage, line.len() as u64)?;
-        let written =
-            self.writer(to, &mut mb).and_then(|file| file.write_all(&line).map_err(StoreError::io("write", &path)));
-        if let Err(e) = written {
-            // The file may now end in a partial record: forget what we know and rescan.
-            self.boxes.remove(to);
-            self.dirty.remove(to);
-            return Err(e);
-        }
         mb.usage.count += 1;
         mb.usage.bytes += line.len() as u64;
         self.boxes.insert(to.clone(), mb);
         self.journal.note(&file_name(to), &line);
-        self.unsynced.insert(to.clone());
+        match self.unwritten.get_mut(to) {
+            Some(bytes) => bytes.extend_from_slice(&line),
+            None => {
+                self.unwritten.insert(to.clone(), line);
+                self.unsynced.insert(to.clone());
+            }
+        }
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
-        // The mailbox writes are in the page cache; the journal makes them durable.
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        // The mailbox writes go to the page cache; the journal makes them durable.
+        let names: Vec<Name> = self.unwritten.keys().cloned().collect();
+        for name in &names {
+            self.write_out(name)?;
+        }
         if self.dirty.len() > OPEN_HANDLES {
             self.dirty.clear();
         }
-        if self.journal.sync()? {
+        self.journal.write()
+    }
+
+    fn finish_sync(&mut self) -> Result<(), StoreError> {
+        if self.journal.checkpoint_due() {
             self.checkpoint()?;
         }
         Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.sync()?;
+        if let Some(job) = self.start_sync()? {
+            job.run()?;
+        }
         for name in std::mem::take(&mut self.unsynced) {
             let path = self.mailbox_path(&name);
             match File::open(&path).and_then(|f| f.sync_data()) {
@@ -221,6 +248,7 @@ impl Store for FileStore {
     }
 
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
+        self.write_out(to)?;
         let mut out = Vec::new();
         let mb = self.scan(to, |msg| out.push(msg))?;
         self.boxes.insert(to.clone(), mb);

@@ -13,8 +13,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::StoreError;
 use crate::record::{self, Line, Lines};
+use crate::{StoreError, SyncJob};
 
 /// The journal is emptied (after syncing the mailboxes) once it grows past this.
 pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
@@ -52,16 +52,22 @@ impl Journal {
         self.pending.extend_from_slice(line);
     }
 
-    /// Writes what was noted and syncs it. Returns whether a checkpoint is due.
-    pub(crate) fn sync(&mut self) -> Result<bool, StoreError> {
+    /// Writes what was noted, and returns the sync that makes it durable (`None`: nothing was
+    /// noted).
+    pub(crate) fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         if self.pending.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         self.file.write_all(&self.pending).map_err(StoreError::io("write", &self.path))?;
-        self.file.sync_data().map_err(StoreError::io("sync", &self.path))?;
         self.len += self.pending.len() as u64;
         self.pending.clear();
-        Ok(self.len > CHECKPOINT_BYTES)
+        let file = self.file.try_clone().map_err(StoreError::io("open", &self.path))?;
+        Ok(Some(SyncJob::sync_data(file, self.path.clone())))
+    }
+
+    /// Whether the journal has grown enough to be emptied by a checkpoint.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        self.len > CHECKPOINT_BYTES
     }
 
     /// Empties the journal: the caller has synced every mailbox it speaks of.

@@ -97,6 +97,36 @@ impl StoreError {
     }
 }
 
+/// The disk wait of a sync begun by [`Store::start_sync`]: it can run on any thread.
+#[derive(Debug)]
+#[must_use = "the appends are durable only once the job has run"]
+pub struct SyncJob {
+    /// The file to `fdatasync`, if any (a store in memory has none).
+    file: Option<(std::fs::File, PathBuf)>,
+}
+
+impl SyncJob {
+    /// A job with nothing to wait for.
+    pub fn done() -> Self {
+        Self { file: None }
+    }
+
+    pub(crate) fn sync_data(file: std::fs::File, path: PathBuf) -> Self {
+        Self { file: Some((file, path)) }
+    }
+
+    /// Waits until the appends it covers are on disk.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the sync fails: those appends may be lost.
+    pub fn run(self) -> Result<(), StoreError> {
+        match self.file {
+            Some((file, path)) => file.sync_data().map_err(StoreError::io("sync", path)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Per-recipient offline mailboxes.
 ///
 /// Appends are written at once but durable only after [`Store::sync`], so a caller can append
@@ -104,22 +134,47 @@ impl StoreError {
 pub trait Store {
     /// Appends one message to `to`'s mailbox.
     ///
-    /// The record is written (one write syscall) at once, and durable only after [`Store::sync`].
+    /// The record is readable at once, and durable only after [`Store::sync`] (a file store
+    /// writes a batch's records out when the sync starts, one `write` per mailbox).
     ///
     /// # Errors
     /// [`StoreError::MailboxFull`], with nothing written, when the message would pass the
     /// limits; [`StoreError::Io`] when the file cannot be read, opened or written.
     fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError>;
 
-    /// Makes every append so far durable.
-    ///
-    /// Syncs each mailbox file touched since the last sync once (and the directory once, when
-    /// a file was created). This is the group commit: callers append many, then sync once.
+    /// Makes every append so far durable: [`Store::start_sync`], [`SyncJob::run`], then
+    /// [`Store::finish_sync`], all on this thread. This is the group commit: callers append
+    /// many, then sync once.
     ///
     /// # Errors
     /// [`StoreError::Io`] when a sync fails; the appends since the last successful sync may
     /// then be lost and must not be acknowledged.
-    fn sync(&mut self) -> Result<(), StoreError>;
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(job) = self.start_sync()? {
+            job.run()?;
+            self.finish_sync()?;
+        }
+        Ok(())
+    }
+
+    /// Begins making every append so far durable, and returns the wait for the disk, which
+    /// may run on another thread while this store takes more appends (those are not covered
+    /// by it). `None` when there is nothing to wait for. Callers start the next sync only
+    /// after this one's job has run.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the appends cannot be written out; they must not be
+    /// acknowledged.
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError>;
+
+    /// Housekeeping after a job from [`Store::start_sync`] has run successfully (a file store
+    /// may checkpoint). The appends it covered are durable whatever this returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the housekeeping fails; it is tried again later.
+    fn finish_sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Every stored message for `to`, oldest first; empty if `to` has no mailbox.
     ///

@@ -100,8 +100,10 @@ fn count_limit_refuses_and_writes_nothing() {
     let limits = Limits { max_messages: 3, ..Limits::default() };
     let mut store = FileStore::open(tmp.path(), limits).expect("open");
     append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
     let before = fs::read(store.mailbox_path(&bob)).expect("read");
     let err = store.append(&bob, &msg(3)).expect_err("full");
+    store.sync().expect("sync");
     assert!(
         matches!(&err, StoreError::MailboxFull { name, limit } if *name == bob && limit == "3 messages"),
         "{err:?}"
@@ -127,6 +129,7 @@ fn byte_limit_refuses_and_writes_nothing() {
     append_all(&mut store, &bob, 0..2);
     let err = store.append(&bob, &msg(2)).expect_err("full");
     assert_eq!(err.to_string(), format!("mailbox of bob is full ({max_bytes} bytes)"));
+    store.sync().expect("sync");
     let len = fs::metadata(store.mailbox_path(&bob)).expect("meta").len();
     assert_eq!(len, line_len(0) + line_len(1));
     assert_eq!(store.usage(&bob).expect("usage").bytes, len);
@@ -134,6 +137,7 @@ fn byte_limit_refuses_and_writes_nothing() {
     let tiny = Limits { max_bytes: 10, ..Limits::default() };
     let mut store = FileStore::open(tmp.path(), tiny).expect("open");
     assert!(store.append(&name("carol"), &msg(0)).is_err());
+    store.sync().expect("sync");
     assert!(!store.mailbox_path(&name("carol")).exists());
 }
 
@@ -294,6 +298,7 @@ fn overlong_garbage_lines_are_skipped_without_losing_neighbours() {
     let bob = name("bob");
     let mut store = open(tmp.path());
     store.append(&bob, &msg(0)).expect("append");
+    store.sync().expect("sync");
     let path = store.mailbox_path(&bob);
     drop(store);
     let mut bytes = fs::read(&path).expect("read");
@@ -359,4 +364,30 @@ fn open_handles_stay_bounded() {
         store.sync().expect("sync");
         assert!(store.open_handles() <= crate::file::OPEN_HANDLES + 1, "{}", store.open_handles());
     }
+}
+
+#[test]
+fn a_sync_job_runs_on_another_thread_while_appends_go_on_and_covers_only_those_before_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    assert!(store.start_sync().expect("start").is_none(), "nothing appended, nothing to wait for");
+    append_all(&mut store, &bob, 0..3);
+    assert!(!store.mailbox_path(&bob).exists(), "a batch's records are written out when its sync starts");
+    let job = store.start_sync().expect("start").expect("a job for the three appends");
+    assert_eq!(fs::metadata(store.mailbox_path(&bob)).expect("mailbox").len(), (0..3).map(line_len).sum::<u64>());
+    let journal = tmp.path().join("journal");
+    let covered = fs::metadata(&journal).expect("journal").len();
+    assert!(covered > 0, "the three appends are written out before the job runs");
+    let running = std::thread::spawn(move || job.run());
+    append_all(&mut store, &bob, 3..5);
+    assert_eq!(fs::metadata(&journal).expect("journal").len(), covered, "later appends wait for the next sync");
+    running.join().expect("the job's thread").expect("synced");
+    store.finish_sync().expect("finish");
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..5));
+    let next = store.start_sync().expect("start").expect("a job for the two later appends");
+    next.run().expect("synced");
+    assert!(fs::metadata(&journal).expect("journal").len() > covered);
+    drop(store);
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(0..5));
 }
