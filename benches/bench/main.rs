@@ -5,6 +5,7 @@
 //! (`rtt throughput saves fanout storm memory`) runs only those. Nothing here asserts
 //! a timing: the numbers are printed, and kept in `docs/BENCHMARKS.md`.
 
+mod cpu;
 mod peers;
 mod raw;
 mod sim;
@@ -17,7 +18,7 @@ pub(crate) struct Scale {
     pub(crate) pings: usize,
     pub(crate) flood: usize,
     pub(crate) window: usize,
-    pub(crate) savers: usize,
+    pub(crate) savers: Vec<usize>,
     pub(crate) saves_each: usize,
     pub(crate) fanout: usize,
     pub(crate) storms: Vec<usize>,
@@ -30,8 +31,8 @@ impl Scale {
             pings: 5_000,
             flood: 20_000,
             window: 64,
-            savers: 32,
-            saves_each: 100,
+            savers: vec![1, 32, 128],
+            saves_each: 1_000,
             fanout: 1_000,
             storms: vec![250, 1_000, 5_000],
             memory_clients: 10_000,
@@ -43,7 +44,7 @@ impl Scale {
             pings: 200,
             flood: 1_000,
             window: 16,
-            savers: 4,
+            savers: vec![1, 4],
             saves_each: 10,
             fanout: 50,
             storms: vec![20],

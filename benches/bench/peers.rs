@@ -1,17 +1,22 @@
 //! Two real clients (the library's driver loop, as the binary runs it, with commands and
 //! events on channels instead of a terminal) and a real server, each on its own thread.
 
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use chat_client::{Client, Config, Event, Input};
+use chat_client::{Client, Config, Event, Input, Sink};
 use chat_proto::{Datagram, MsgId, encode};
+use nix::unistd::Pid;
 use offline_store::{FileStore, Limits};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu::Placement;
 use crate::sim::{name, rand_seed, text};
 use crate::{Line, Scale, ms, percentile, raw};
 
@@ -56,23 +61,51 @@ impl Drop for ServerHandle {
 pub(crate) struct Peer {
     pub(crate) input: mpsc::UnboundedSender<Input>,
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    printing: Arc<AtomicBool>,
     stop: CancellationToken,
+    tid: Pid,
+}
+
+/// Where a peer's events go: to the benchmark, until it no longer watches them; then each is
+/// written as a line to `/dev/null`, as the binary writes it to its standard output (handing it
+/// to another thread would cost a wake-up per message that the binary does not pay).
+struct PeerSink {
+    events: mpsc::UnboundedSender<Event>,
+    printing: Arc<AtomicBool>,
+    null: std::fs::File,
+}
+
+impl Sink for PeerSink {
+    fn show(&mut self, event: Event) -> io::Result<()> {
+        if self.printing.load(Ordering::Relaxed) {
+            writeln!(self.null, "{event}")
+        } else {
+            self.events.send(event).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
 }
 
 impl Peer {
+    /// Starts it and waits until it is registered.
     pub(crate) fn start(who: &str, server: SocketAddr) -> Self {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
-        let (mut ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
+        let printing = Arc::new(AtomicBool::new(false));
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null").expect("/dev/null");
+        let mut sink = PeerSink { events: ev_tx, printing: printing.clone(), null };
         let (me, token) = (name(who), stop.clone());
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid()).expect("report the thread");
             runtime().block_on(async move {
                 let socket = crate::sim::bind().await;
                 let core = Client::new(Config::default(), me, server, None, rand_seed());
-                chat_client::drive(core, &socket, in_rx, &mut ev_tx, None, token).await
+                chat_client::drive(core, &socket, in_rx, &mut sink, None, token).await
             })
         });
-        let mut peer = Peer { input: in_tx, events: ev_rx, stop };
+        let tid = tid_rx.recv().expect("the client's thread");
+        let mut peer = Peer { input: in_tx, events: ev_rx, printing, stop, tid };
         peer.wait(|e| matches!(e, Event::TableUpdated));
         peer
     }
@@ -86,14 +119,28 @@ impl Peer {
         }
     }
 
-    /// Throws away whatever it shows from now on, on a thread of its own.
-    pub(crate) fn drain(self) -> CancellationToken {
-        let Peer { input, mut events, stop } = self;
-        thread::spawn(move || {
-            let _keep = input;
-            while events.blocking_recv().is_some() {}
-        });
-        stop
+    /// Leaves it running on its own, printing what it shows to `/dev/null`.
+    pub(crate) fn drain(self) -> Drained {
+        self.printing.store(true, Ordering::Relaxed);
+        Drained { _input: self.input, stop: self.stop, tid: self.tid }
+    }
+}
+
+/// A peer left running on its own; its input stays open, since a closed one would make it leave.
+pub(crate) struct Drained {
+    _input: mpsc::UnboundedSender<Input>,
+    stop: CancellationToken,
+    tid: Pid,
+}
+
+impl Drained {
+    /// Keeps it on core `cpu`.
+    pub(crate) fn pin(&self, cpu: usize) {
+        crate::cpu::pin_thread(self.tid, Some(cpu));
+    }
+
+    pub(crate) fn cancel(self) {
+        self.stop.cancel();
     }
 }
 
@@ -150,13 +197,28 @@ fn send(input: &mpsc::UnboundedSender<Input>) {
 pub(crate) fn round_trip(scale: &Scale) -> Vec<Line> {
     let server = ServerHandle::start();
     let bob = Peer::start("bob", server.addr).drain();
+    let mut lines = Vec::new();
+    for (i, place) in Placement::available().into_iter().enumerate() {
+        crate::cpu::pin(Some(place.near()));
+        bob.pin(place.far());
+        lines.extend(round_trip_on(scale, server.addr, place, i * 5));
+        crate::cpu::pin(None);
+    }
+    bob.cancel();
+    lines
+}
+
+/// The round trips with alice (the end that measures, on this thread) and bob placed as
+/// `place` says.
+/// Each round's alice is a new client (`alice<first + round>`), as a name cannot move.
+fn round_trip_on(scale: &Scale, server: SocketAddr, place: Placement, first: usize) -> Vec<Line> {
     // Five rounds, each of ChatApp then both baselines, so that the machine's drift (a VM's
     // clock and frequency wander) falls on all three alike.
     let (req, rep) = wire_sizes();
     let n = scale.pings / 5;
     let (mut samples, mut raw, mut tokio_raw) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..5 {
-        samples.extend(with_alice(server.addr, &format!("alice{round}"), async |input, events| {
+        samples.extend(with_alice(server, &format!("alice{}", first + round), async |input, events| {
             let mut samples = Vec::with_capacity(n + 20);
             for _ in 0..n + 20 {
                 let t = Instant::now();
@@ -166,16 +228,15 @@ pub(crate) fn round_trip(scale: &Scale) -> Vec<Line> {
             }
             samples.split_off(20)
         }));
-        raw.extend(raw::ping_pong(&req, &rep, n));
-        tokio_raw.extend(raw::tokio_ping_pong(&req, &rep, n));
+        raw.extend(raw::ping_pong(&req, &rep, n, place.far()));
+        tokio_raw.extend(raw::tokio_ping_pong(&req, &rep, n, place.far()));
     }
-    bob.cancel();
     let mut lines = Vec::new();
     for p in [50.0, 99.0] {
         let ours = percentile(&mut samples, p);
         for (base, what) in [(percentile(&mut raw, p), "raw UDP"), (percentile(&mut tokio_raw, p), "raw tokio UDP")] {
             lines.push(Line {
-                what: format!("1. direct round trip p{p}"),
+                what: format!("1. direct round trip p{p}, {}", place.label()),
                 ours: ms(ours),
                 baseline: format!("{} {what}", ms(base)),
                 ratio: format!("{:.2}×", ours.as_secs_f64() / base.as_secs_f64()),

@@ -7,11 +7,13 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// An echo peer on its own thread that answers every datagram with `reply`.
-fn echo(reply: Vec<u8>) -> std::net::SocketAddr {
+/// An echo peer on its own thread (on core `cpu`, if given) that answers every datagram with
+/// `reply`.
+fn echo(reply: Vec<u8>, cpu: Option<usize>) -> std::net::SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let addr = sock.local_addr().expect("addr");
     thread::spawn(move || {
+        crate::cpu::pin(cpu);
         let mut buf = vec![0u8; 65_536];
         while let Ok((_, from)) = sock.recv_from(&mut buf) {
             let _ = sock.send_to(&reply, from);
@@ -20,9 +22,10 @@ fn echo(reply: Vec<u8>) -> std::net::SocketAddr {
     addr
 }
 
-/// Round trips of `request` / `reply` between two plain sockets, one at a time.
-pub(crate) fn ping_pong(request: &[u8], reply: &[u8], n: usize) -> Vec<Duration> {
-    let peer = echo(reply.to_vec());
+/// Round trips of `request` / `reply` between two plain sockets, one at a time; the echo
+/// runs on core `far`.
+pub(crate) fn ping_pong(request: &[u8], reply: &[u8], n: usize, far: usize) -> Vec<Duration> {
+    let peer = echo(reply.to_vec(), Some(far));
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let mut buf = vec![0u8; 65_536];
     (0..n)
@@ -37,7 +40,7 @@ pub(crate) fn ping_pong(request: &[u8], reply: &[u8], n: usize) -> Vec<Duration>
 
 /// Request/response pairs per second with `window` requests in flight.
 pub(crate) fn pairs_per_second(request: &[u8], reply: &[u8], n: usize, window: usize) -> f64 {
-    let peer = echo(reply.to_vec());
+    let peer = echo(reply.to_vec(), None);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
     let mut buf = vec![0u8; 65_536];
@@ -102,12 +105,13 @@ pub(crate) fn fanout(msg: &[u8], ack: &[u8], n: usize) -> Duration {
 
 /// The same round trips between two tokio sockets on two current-thread runtimes: the floor
 /// for any program built on tokio's readiness model (a failed `recvfrom` and an `epoll_wait`
-/// per datagram, where a blocking socket makes one `recvfrom`).
-pub(crate) fn tokio_ping_pong(request: &[u8], reply: &[u8], n: usize) -> Vec<Duration> {
+/// per datagram, where a blocking socket makes one `recvfrom`). The echo runs on core `far`.
+pub(crate) fn tokio_ping_pong(request: &[u8], reply: &[u8], n: usize, far: usize) -> Vec<Duration> {
     let rt = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (tx, rx) = std::sync::mpsc::channel();
     let reply = reply.to_vec();
     thread::spawn(move || {
+        crate::cpu::pin(Some(far));
         rt().block_on(async move {
             let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
             tx.send(sock.local_addr().expect("addr")).expect("send addr");

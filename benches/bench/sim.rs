@@ -1,6 +1,7 @@
 //! A simulated client: one UDP socket that speaks the protocol directly (register, confirm,
 //! table ACKs, channel ACKs, probe answers), so that one process can stand in for thousands.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,41 @@ pub(crate) struct Sim {
     rows: HashMap<Name, bool>,
     pages: Option<(u64, Vec<Option<Vec<ClientRow>>>)>,
     next_id: u64,
+}
+
+/// A receive buffer that fits any datagram, taken from this thread's pool and given back when
+/// dropped: thousands of requests would otherwise each allocate and zero 64 KiB, work that
+/// competes with the server for the CPU and that a real client does once.
+pub(crate) struct Buf(Vec<u8>);
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Buf {
+    pub(crate) fn take() -> Buf {
+        Buf(POOL.with_borrow_mut(Vec::pop).unwrap_or_else(|| vec![0u8; 65_536]))
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        POOL.with_borrow_mut(|pool| pool.push(buf));
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
 }
 
 pub(crate) fn name(s: &str) -> Name {
@@ -69,7 +105,7 @@ impl Sim {
         seen: &Seen,
         mut answer: impl FnMut(&Datagram) -> Option<T>,
     ) -> T {
-        let mut buf = vec![0u8; 65_536];
+        let mut buf = Buf::take();
         loop {
             self.send(d).await;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
