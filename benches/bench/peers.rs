@@ -72,13 +72,16 @@ pub(crate) struct Peer {
 struct PeerSink {
     events: mpsc::UnboundedSender<Event>,
     printing: Arc<AtomicBool>,
-    null: std::fs::File,
+    /// Line-buffered, as standard output is: one `write` per line.
+    null: io::LineWriter<std::fs::File>,
 }
 
 impl Sink for PeerSink {
     fn show(&mut self, event: Event) -> io::Result<()> {
         if self.printing.load(Ordering::Relaxed) {
-            writeln!(self.null, "{event}")
+            let line = event.to_string();
+            writeln!(self.null, "{line}")?;
+            self.null.flush()
         } else {
             self.events.send(event).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
         }
@@ -93,7 +96,7 @@ impl Peer {
         let stop = CancellationToken::new();
         let printing = Arc::new(AtomicBool::new(false));
         let null = std::fs::OpenOptions::new().write(true).open("/dev/null").expect("/dev/null");
-        let mut sink = PeerSink { events: ev_tx, printing: printing.clone(), null };
+        let mut sink = PeerSink { events: ev_tx, printing: printing.clone(), null: io::LineWriter::new(null) };
         let (me, token) = (name(who), stop.clone());
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
