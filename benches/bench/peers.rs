@@ -125,13 +125,15 @@ impl Peer {
     /// Leaves it running on its own, printing what it shows to `/dev/null`.
     pub(crate) fn drain(self) -> Drained {
         self.printing.store(true, Ordering::Relaxed);
-        Drained { _input: self.input, stop: self.stop, tid: self.tid }
+        Drained { _input: self.input, _events: self.events, stop: self.stop, tid: self.tid }
     }
 }
 
-/// A peer left running on its own; its input stays open, since a closed one would make it leave.
+/// A peer left running on its own. Its input stays open, since a closed one would make it
+/// leave, and so do its events, for those it sent before it began printing them.
 pub(crate) struct Drained {
     _input: mpsc::UnboundedSender<Input>,
+    _events: mpsc::UnboundedReceiver<Event>,
     stop: CancellationToken,
     tid: Pid,
 }

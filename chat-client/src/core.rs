@@ -193,6 +193,12 @@ impl Client {
         self.emit(Event::Notice(text.into()));
     }
 
+    /// The user interrupted (Ctrl+C) or the process is told to stop: exit 0 at once (a silent
+    /// leave), after showing what was held back.
+    pub fn handle_interrupt(&mut self) {
+        self.exit_with(0, None);
+    }
+
     /// Input has ended: finish what is in flight, then exit 0 (a silent leave).
     pub fn handle_end_of_input(&mut self, now: Instant) {
         self.closing = true;
@@ -304,9 +310,13 @@ impl Client {
             || self.requests.values().any(|r| matches!(r.kind, Kind::Direct(_) | Kind::Save(_) | Kind::Channel(_)))
     }
 
-    /// Whether the server has registered this client but not yet confirmed its address.
-    pub(crate) fn confirming(&self) -> bool {
-        self.requests.values().any(|r| matches!(r.kind, Kind::Confirm { .. }))
+    /// Whether what arrives now waits to be shown: the server has registered this client but
+    /// not yet confirmed its address (so no welcome yet), stored messages are being fetched,
+    /// or earlier lines are still held (a registration was refused and is being done again).
+    pub(crate) fn holding(&self) -> bool {
+        self.fetch.is_some()
+            || !self.held.is_empty()
+            || self.requests.values().any(|r| matches!(r.kind, Kind::Confirm { .. }))
     }
 
     /// Shows what was held back while registering or fetching.

@@ -107,7 +107,7 @@ pub async fn drive(
         }
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => return 0,
+            () = shutdown.cancelled() => core.handle_interrupt(),
             received = socket.recv_from(&mut buf) => match received {
                 Ok((len, from)) => match decode(&buf[..len]) {
                     Ok(d) => core.handle_datagram(Instant::now(), from, d),
@@ -122,7 +122,7 @@ pub async fn drive(
                     Err(e) => core.notice(e.to_string()),
                 },
                 Some(Input::Unreadable) => core.notice("That line is not UTF-8 text."),
-                Some(Input::Interrupt) => return 0,
+                Some(Input::Interrupt) => core.handle_interrupt(),
                 Some(Input::End) | None => {
                     input_open = false;
                     core.handle_end_of_input(Instant::now());

@@ -115,7 +115,7 @@ impl Client {
     /// Shows a live message now, or after the welcome and the stored messages while the client
     /// is still registering or fetching them.
     fn show_live(&mut self, e: Event) {
-        if self.fetch.is_some() || self.confirming() {
+        if self.holding() {
             self.held.push(e);
         } else {
             self.emit(e);

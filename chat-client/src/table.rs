@@ -129,7 +129,7 @@ impl Client {
             tracing::info!("the server lists this client offline: registering again");
             self.register(now);
         }
-        if self.confirming() {
+        if self.holding() && self.fetch.is_none() {
             self.held.push(Event::TableUpdated);
         } else {
             self.emit(Event::TableUpdated);

@@ -459,6 +459,37 @@ fn the_welcome_comes_once_the_address_is_confirmed_and_what_came_meanwhile_after
 }
 
 #[test]
+fn a_refused_confirm_keeps_what_came_until_the_welcome_of_the_registration_done_again() {
+    let mut f = Fixture::new();
+    let chat = |id, t: &str| Datagram::Chat { id: MsgId(id), from: name("bob"), to: name("alice"), text: text(t) };
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    let Some((SERVER, Datagram::Confirm { id, .. })) = f.sent().pop() else { panic!("confirm") };
+    f.recv(BOB, chat(7, "first"));
+    f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotRegistered });
+    let Some((SERVER, Datagram::Register { id, .. })) =
+        f.sent().into_iter().find(|(_, d)| matches!(d, Datagram::Register { .. }))
+    else {
+        panic!("registers again")
+    };
+    f.recv(BOB, chat(8, "second"));
+    assert_eq!(f.events(), Vec::<String>::new(), "nothing before the welcome");
+    f.registered(id, 11, 0);
+    assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> bob: first", ">>> bob: second"]);
+}
+
+#[test]
+fn an_interrupt_shows_what_was_held_then_exits_0() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    f.recv(BOB, Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("acked") });
+    f.client.handle_interrupt();
+    assert_eq!(f.events(), [">>> bob: acked"]);
+    assert_eq!(f.client.poll_exit(), Some(0));
+}
+
+#[test]
 fn a_message_acked_before_the_server_vanished_is_still_shown() {
     let mut f = Fixture::new();
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };

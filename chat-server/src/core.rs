@@ -1,7 +1,8 @@
 //! The server's sans-IO core: every decision the server makes, with no socket and no clock.
 //!
 //! Inputs are [`Server::handle_datagram`], [`Server::handle_timeout`] and [`Server::commit`], each
-//! given `now`; outputs are [`Server::poll_transmit`] and [`Server::poll_timeout`]. The async
+//! given `now`, and [`Server::handle_synced`]; outputs are [`Server::poll_transmit`],
+//! [`Server::poll_timeout`] and the disk syncs that `commit` hands out. The async
 //! driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits to play
 //! loss. The handlers for each kind of request live in their own modules beside this one.
 
@@ -188,9 +189,12 @@ impl<S: Store> Server<S> {
 
     /// Ends a batch of input: sends the table if it changed, and starts making the batch's
     /// appends durable. Returns the disk wait, for the driver to run (at once, or on another
-    /// thread while input goes on) and report with [`Server::synced`]; the replies that depend
-    /// on it leave then. While one sync is in flight, replies wait for the next, which starts
-    /// here once it is done: so each disk sync serves every request that came in meanwhile.
+    /// thread while input goes on) and report with [`Server::handle_synced`]; the replies that
+    /// depend on it leave then. While one sync is in flight, replies wait for the next, which
+    /// the next call here starts once it is done (a driver that runs syncs elsewhere calls it
+    /// right after `handle_synced`): so each disk sync serves every request that came in
+    /// meanwhile.
+    #[must_use = "the replies wait until the returned sync is run and reported"]
     pub fn commit(&mut self, now: Instant) -> Option<SyncJob> {
         if self.table_dirty {
             self.broadcast(now);
@@ -219,7 +223,7 @@ impl<S: Store> Server<S> {
 
     /// The job from [`Server::commit`] has run: its replies leave, or, if it failed, are
     /// forgotten.
-    pub fn synced(&mut self, result: Result<(), StoreError>) {
+    pub fn handle_synced(&mut self, result: Result<(), StoreError>) {
         let replies = self.syncing.take().unwrap_or_default();
         match result {
             Ok(()) => {

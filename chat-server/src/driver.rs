@@ -69,7 +69,7 @@ pub async fn run<S: Store>(
         // on this project's machine the two cross-core wake-ups of a hand-off cost more than
         // the overlap gained (see docs/BENCHMARKS.md). The core allows either.
         if let Some(job) = core.commit(now) {
-            core.synced(job.run());
+            core.handle_synced(job.run());
         }
         saved.keep(&core, &table_file);
         while let Some(t) = core.poll_transmit() {

@@ -76,7 +76,7 @@ impl Fixture {
     /// Ends a batch as the driver does, with a disk sync that succeeds.
     fn commit(&mut self) {
         if let Some(job) = self.server.commit(self.now) {
-            self.server.synced(job.run());
+            self.server.handle_synced(job.run());
         }
     }
 
@@ -230,10 +230,10 @@ fn saves_are_acked_when_their_sync_ends_and_those_that_come_meanwhile_share_the_
         assert!(f.server.commit(f.now).is_none(), "one sync at a time");
     }
     assert_eq!(ack_to(f.drain(), CAROL), 0);
-    f.server.synced(first.run());
+    f.server.handle_synced(first.run());
     assert_eq!(f.drain(), vec![(ALICE, Datagram::Ack { id: MsgId(500) })], "only what the first sync covered");
     let second = f.server.commit(f.now).expect("the next sync serves both waiting saves");
-    f.server.synced(second.run());
+    f.server.handle_synced(second.run());
     assert_eq!(ack_to(f.drain(), CAROL), 2);
     assert_eq!(f.stored("bob").len(), 3);
 }
@@ -247,7 +247,7 @@ fn a_failed_sync_acks_nothing_and_the_retransmission_is_done_again() {
     let job = f.server.commit(f.now).expect("a sync starts");
     drop(job);
     let gone = std::io::Error::other("the disk is gone");
-    f.server.synced(Err(StoreError::Io { op: "sync", path: "journal".into(), source: gone }));
+    f.server.handle_synced(Err(StoreError::Io { op: "sync", path: "journal".into(), source: gone }));
     assert_eq!(f.drain(), vec![], "nothing acked that may not be on disk");
     assert_eq!(f.recv(ALICE, request), vec![(ALICE, Datagram::Ack { id: MsgId(500) })], "done again, not replayed");
 }

@@ -297,7 +297,7 @@ impl Harness {
                     let path = PathBuf::from("journal");
                     let result =
                         if fail { Err(StoreError::Io { op: "sync", path, source: failed() }) } else { job.run() };
-                    self.server.synced(result);
+                    self.server.handle_synced(result);
                     self.drain(false)?;
                 }
             }
@@ -324,7 +324,7 @@ impl Harness {
     /// Ends the sync in flight, if any, well.
     fn finish_sync(&mut self) {
         if let Some(job) = self.syncing.take() {
-            self.server.synced(job.run());
+            self.server.handle_synced(job.run());
         }
     }
 
@@ -496,7 +496,7 @@ fn register(
 /// Ends a batch as the driver does, with a disk sync that succeeds.
 fn commit(server: &mut Server<MemStore>, now: Instant) {
     if let Some(job) = server.commit(now) {
-        server.synced(job.run());
+        server.handle_synced(job.run());
     }
 }
 

@@ -141,21 +141,31 @@ impl FileStore {
         Ok(slot.insert(file))
     }
 
-    /// Writes out the records appended to `name`'s mailbox since the last sync.
+    /// Writes out the records appended to `name`'s mailbox since the last sync. If that fails
+    /// they stay in memory for the next try: none of them is acknowledged before a sync that
+    /// wrote them out.
     fn write_out(&mut self, name: &Name) -> Result<(), StoreError> {
         let Some(bytes) = self.unwritten.remove(name) else { return Ok(()) };
+        let written = self.write_records(name, &bytes);
+        if written.is_err() {
+            self.unwritten.insert(name.clone(), bytes);
+        }
+        written
+    }
+
+    fn write_records(&mut self, name: &Name, bytes: &[u8]) -> Result<(), StoreError> {
         let mut mb = self.mailbox(name)?;
         let path = self.mailbox_path(name);
-        let written =
-            self.writer(name, &mut mb).and_then(|file| file.write_all(&bytes).map_err(StoreError::io("write", &path)));
-        if let Err(e) = written {
-            // The file may now end in a partial record: forget what we know and rescan.
-            self.boxes.remove(name);
+        let file = self.writer(name, &mut mb)?;
+        let before = file.metadata().map_err(StoreError::io("stat", &path))?.len();
+        let written = file.write_all(bytes).map_err(StoreError::io("write", &path));
+        if written.is_err() {
+            // The file may now end in part of a record: cut it back before the next write.
+            mb.torn_at = Some(before);
             self.dirty.remove(name);
-            return Err(e);
         }
         self.boxes.insert(name.clone(), mb);
-        Ok(())
+        written
     }
 
     /// Syncs the store's directory, so created, renamed and removed files stay so.
@@ -220,6 +230,7 @@ impl Store for FileStore {
     }
 
     fn finish_sync(&mut self) -> Result<(), StoreError> {
+        self.journal.synced();
         if self.journal.checkpoint_due() {
             self.checkpoint()?;
         }
@@ -229,16 +240,15 @@ impl Store for FileStore {
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         if let Some(job) = self.start_sync()? {
             job.run()?;
+            self.journal.synced();
         }
-        for name in std::mem::take(&mut self.unsynced) {
+        let names: Vec<Name> = self.unsynced.iter().cloned().collect();
+        for name in names {
             let path = self.mailbox_path(&name);
             match File::open(&path).and_then(|f| f.sync_data()) {
-                Err(e) if e.kind() != ErrorKind::NotFound => {
-                    self.unsynced.insert(name);
-                    return Err(StoreError::io("sync", path)(e));
-                }
-                _ => {}
-            }
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("sync", path)(e)),
+                _ => self.unsynced.remove(&name),
+            };
         }
         if self.dir_dirty {
             self.sync_dir()?;
@@ -256,6 +266,7 @@ impl Store for FileStore {
     }
 
     fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
+        self.write_out(to)?;
         let mb = self.mailbox(to)?;
         if n == 0 || !mb.exists {
             return Ok(());

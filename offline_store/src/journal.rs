@@ -26,6 +26,8 @@ pub(crate) struct Journal {
     file: File,
     pending: Vec<u8>,
     len: u64,
+    /// Written since the last sync that is known to have succeeded.
+    unsynced: bool,
 }
 
 impl Journal {
@@ -38,31 +40,40 @@ impl Journal {
             .read(true)
             .open(&path)
             .map_err(StoreError::io("open", &path))?;
-        let mut journal = Self { path, file, pending: Vec::new(), len: 0 };
+        let mut journal = Self { path, file, pending: Vec::new(), len: 0, unsynced: false };
         if journal.file.metadata().map_err(StoreError::io("stat", &journal.path))?.len() > 0 {
             journal.replay(dir)?;
         }
         Ok(journal)
     }
 
-    /// Notes `line`, just appended to the mailbox `stem`; durable after [`Journal::sync`].
+    /// Notes `line`, appended to the mailbox `stem`; durable once a job from [`Journal::write`]
+    /// has run.
     pub(crate) fn note(&mut self, stem: &str, line: &[u8]) {
         self.pending.extend_from_slice(stem.as_bytes());
         self.pending.push(b' ');
         self.pending.extend_from_slice(line);
     }
 
-    /// Writes what was noted, and returns the sync that makes it durable (`None`: nothing was
-    /// noted).
+    /// Writes what was noted, and returns the sync that makes it durable: `None` when nothing
+    /// was written since the last sync that succeeded (see [`Journal::synced`]).
     pub(crate) fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        if self.pending.is_empty() {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending).map_err(StoreError::io("write", &self.path))?;
+            self.len += self.pending.len() as u64;
+            self.pending.clear();
+            self.unsynced = true;
+        }
+        if !self.unsynced {
             return Ok(None);
         }
-        self.file.write_all(&self.pending).map_err(StoreError::io("write", &self.path))?;
-        self.len += self.pending.len() as u64;
-        self.pending.clear();
         let file = self.file.try_clone().map_err(StoreError::io("open", &self.path))?;
         Ok(Some(SyncJob::sync_data(file, self.path.clone())))
+    }
+
+    /// The last job from [`Journal::write`] ran successfully.
+    pub(crate) fn synced(&mut self) {
+        self.unsynced = false;
     }
 
     /// Whether the journal has grown enough to be emptied by a checkpoint.
@@ -75,6 +86,7 @@ impl Journal {
         self.file.set_len(0).map_err(StoreError::io("truncate", &self.path))?;
         self.file.sync_data().map_err(StoreError::io("sync", &self.path))?;
         self.len = 0;
+        self.unsynced = false;
         Ok(())
     }
 

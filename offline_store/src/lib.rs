@@ -4,7 +4,7 @@
 //! record format (one checksummed JSON line per message), durable appends with group commit,
 //! durable clearing, and the per-mailbox limits. It is plain `std::fs`: it must not know about
 //! sockets, tokio, the protocol's requests, or who is online; the server decides when to store,
-//! when to [`Store::sync`] before ACKing, and when to delete.
+//! when to sync ([`Store::start_sync`], then the [`SyncJob`]) before ACKing, and when to delete.
 //!
 //! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
 //! crates' unit tests.
@@ -129,8 +129,8 @@ impl SyncJob {
 
 /// Per-recipient offline mailboxes.
 ///
-/// Appends are written at once but durable only after [`Store::sync`], so a caller can append
-/// many messages and pay for one sync (group commit) before acknowledging them.
+/// Appends are readable at once but durable only after a sync, so a caller can append many
+/// messages and pay for one sync (group commit) before acknowledging them.
 pub trait Store {
     /// Appends one message to `to`'s mailbox.
     ///
@@ -138,8 +138,9 @@ pub trait Store {
     /// writes a batch's records out when the sync starts, one `write` per mailbox).
     ///
     /// # Errors
-    /// [`StoreError::MailboxFull`], with nothing written, when the message would pass the
-    /// limits; [`StoreError::Io`] when the file cannot be read, opened or written.
+    /// [`StoreError::MailboxFull`], with nothing stored, when the message would pass the
+    /// limits; [`StoreError::Io`] when the mailbox cannot be read to learn its size (failures
+    /// to write it come from the sync).
     fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError>;
 
     /// Makes every append so far durable: [`Store::start_sync`], [`SyncJob::run`], then
@@ -147,8 +148,8 @@ pub trait Store {
     /// many, then sync once.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when a sync fails; the appends since the last successful sync may
-    /// then be lost and must not be acknowledged.
+    /// [`StoreError::Io`] when a sync fails, or the housekeeping after it: the appends since
+    /// the last successful sync must then not be acknowledged.
     fn sync(&mut self) -> Result<(), StoreError> {
         if let Some(job) = self.start_sync()? {
             job.run()?;

@@ -9,20 +9,22 @@ use chat_proto::{Name, StoredMessage};
 
 use crate::{Limits, Store, StoreError, SyncJob, Usage, file_name, record};
 
-/// Mailboxes held in memory; a sync has nothing to wait for (but its job is still handed out,
-/// so that callers go through the same steps as with files). Usage bytes are those the records
+/// Mailboxes held in memory; a sync has nothing to wait for (but after appends its job is still
+/// handed out, so that callers go through the same steps as with files). Usage bytes are those the records
 /// would take in a [`crate::FileStore`].
 #[derive(Debug, Default)]
 pub struct MemStore {
     limits: Limits,
     /// Each mailbox's messages with the length of their record line.
     boxes: HashMap<Name, VecDeque<(StoredMessage, u64)>>,
+    /// Appended to since the last sync started.
+    appended: bool,
 }
 
 impl MemStore {
     /// An empty store with these limits.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, boxes: HashMap::new() }
+        Self { limits, boxes: HashMap::new(), appended: false }
     }
 
     fn usage_of(&self, to: &Name) -> Usage {
@@ -39,11 +41,12 @@ impl Store for MemStore {
             .len() as u64;
         self.limits.check(to, self.usage_of(to), len)?;
         self.boxes.entry(to.clone()).or_default().push_back((msg.clone(), len));
+        self.appended = true;
         Ok(())
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        Ok(Some(SyncJob::done()))
+        Ok(std::mem::take(&mut self.appended).then(SyncJob::done))
     }
 
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {

@@ -391,3 +391,34 @@ fn a_sync_job_runs_on_another_thread_while_appends_go_on_and_covers_only_those_b
     drop(store);
     assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(0..5));
 }
+
+#[test]
+fn records_whose_write_failed_are_written_by_the_next_sync() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    store.append(&bob, &msg(0)).expect("append");
+    // A directory where the mailbox file should be: writing it out fails.
+    fs::create_dir(store.mailbox_path(&bob)).expect("in the way");
+    assert!(store.load(&bob).is_err());
+    assert!(store.start_sync().is_err(), "a sync that cannot write everything out fails");
+    fs::remove_dir(store.mailbox_path(&bob)).expect("out of the way");
+    store.sync().expect("sync");
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..1));
+    assert_eq!(store.usage(&bob).expect("usage"), Usage { count: 1, bytes: line_len(0) });
+    drop(store);
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(0..1));
+}
+
+#[test]
+fn a_sync_not_known_to_have_succeeded_is_done_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = open(tmp.path());
+    store.append(&name("bob"), &msg(0)).expect("append");
+    let lost = store.start_sync().expect("start").expect("a job");
+    drop(lost); // as if its fdatasync failed: finish_sync is never called
+    let again = store.start_sync().expect("start").expect("the written records still need a sync");
+    again.run().expect("synced");
+    store.finish_sync().expect("finish");
+    assert!(store.start_sync().expect("start").is_none(), "nothing left to sync");
+}
