@@ -22,7 +22,7 @@ use crate::clients::{Clients, SavedTable};
 use crate::dedup::{Dedup, Seen};
 use crate::probe::Probe;
 use crate::save::SaveRequest;
-use crate::tables::Push;
+use crate::tables::{Encoded, Push};
 
 /// How the server times its retries.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +63,8 @@ pub struct Server<S> {
     pub(crate) fetches: HashMap<Name, Vec<chat_proto::StoredMessage>>,
     pub(crate) deliveries: HashMap<(SocketAddr, MsgId), Delivery>,
     pub(crate) pushes: HashMap<SocketAddr, Push>,
+    /// The current table version's encodings, shared by the pushes that need them.
+    pub(crate) encoded: Encoded,
     /// The table version each client last ACKed: the base of its next delta.
     pub(crate) acked: HashMap<SocketAddr, u64>,
     /// Replies that may leave only after the store is synced and the table broadcast.
@@ -103,6 +105,7 @@ impl<S: Store> Server<S> {
             fetches: HashMap::new(),
             deliveries: HashMap::new(),
             pushes: HashMap::new(),
+            encoded: Encoded::default(),
             acked: HashMap::new(),
             after_commit: Vec::new(),
             syncing: None,
@@ -166,25 +169,7 @@ impl<S: Store> Server<S> {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.probe_timeouts(now);
         self.delivery_timeouts(now);
-        let mut due = Vec::new();
-        let interval = self.cfg.ack_timeout;
-        self.pushes.retain(|to, push| {
-            if push.next_at > now {
-                return true;
-            }
-            if push.left == 0 {
-                tracing::debug!(%to, version = push.version, "table never ACKed, given up");
-                return false;
-            }
-            due.extend(push.datagrams.iter().map(|bytes| Transmit { to: *to, bytes: bytes.clone() }));
-            push.left -= 1;
-            push.backoff = push.backoff.saturating_mul(2).min(16);
-            push.next_at = now + interval * push.backoff;
-            true
-        });
-        for t in due {
-            self.push_out(t);
-        }
+        self.push_timeouts(now);
     }
 
     /// Ends a batch of input: sends the table if it changed, and starts making the batch's

@@ -2,8 +2,11 @@
 //! ACKed (a delta), or the whole table (in pages when it does not fit one datagram) to a
 //! client that has none or is too far behind; retransmitted until ACKed.
 //!
-//! Each distinct delta, and the whole table, is encoded once per broadcast and shared by every
-//! client that needs it.
+//! Each client has at most one push in flight. Changes made meanwhile wait for its ACK (or its
+//! retransmission), and then go out together as one delta from the version it holds: so a
+//! storm of registrations costs each client a delta per round trip, not one per change.
+//! Each distinct delta, and the whole table, is encoded once per table version and shared by
+//! every client that needs it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +22,9 @@ use crate::core::Transmit;
 /// Rows per page of a table that does not fit one datagram (a row is at most ~220 bytes).
 const PAGE_ROWS: usize = 256;
 
+/// Retransmissions of a push back off up to this many ACK timeouts.
+const MAX_BACKOFF: u32 = 16;
+
 /// A table (or delta) sent to one client and not yet ACKed.
 #[derive(Debug)]
 pub(crate) struct Push {
@@ -27,15 +33,20 @@ pub(crate) struct Push {
     base: Option<u64>,
     pub(crate) datagrams: Vec<Arc<[u8]>>,
     pub(crate) next_at: Instant,
-    pub(crate) left: u32,
+    left: u32,
     /// How many ACK timeouts until the next retransmission: doubles each time, so that a
     /// crowd of clients that are slow to ACK is not buried under copies of the table.
-    pub(crate) backoff: u32,
+    backoff: u32,
+    /// The table changed since this was sent: what goes next is what changed since the
+    /// version the client holds.
+    stale: bool,
 }
 
-/// Encodings made during one broadcast, shared between clients.
-#[derive(Default)]
-struct Encoded {
+/// The encodings of the current table version's whole table and deltas, shared between
+/// clients.
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    version: u64,
     whole: Option<Vec<Arc<[u8]>>>,
     deltas: HashMap<u64, Vec<Arc<[u8]>>>,
 }
@@ -46,72 +57,76 @@ impl<S: Store> Server<S> {
         let version = self.clients.version();
         let mut targets: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
         targets.append(&mut self.also_tell);
-        let mut encoded = Encoded::default();
-        for to in &targets {
-            let base = self.acked.get(to).copied();
-            // A whole table still on its way is a base too: send what changed since it,
-            // and keep retransmitting it, rather than the whole table again.
-            let in_flight = self.pushes.get(to).filter(|p| p.base.is_none() && base.is_none());
-            match in_flight.map(|p| (p.version, p.datagrams.clone())) {
-                Some((whole_version, whole)) => self.push_after(now, *to, whole_version, whole, &mut encoded),
-                None => self.push_table(now, *to, base, &mut encoded),
+        let (mut sent, mut waiting) = (0, 0);
+        for to in targets {
+            match self.pushes.get_mut(&to) {
+                Some(push) => {
+                    push.stale = true;
+                    waiting += 1;
+                }
+                None => {
+                    let base = self.acked.get(&to).copied();
+                    self.push_table(now, to, base, None, 1);
+                    sent += 1;
+                }
             }
         }
-        let deltas = encoded.deltas.len();
-        tracing::info!(version, clients = targets.len(), deltas, whole = encoded.whole.is_some(), "table broadcast");
+        tracing::info!(version, sent, waiting, "table broadcast");
     }
 
     /// Sends `to` the current table: a delta from `base` if the change log reaches back to it,
-    /// else the whole table.
-    fn push_table(&mut self, now: Instant, to: SocketAddr, base: Option<u64>, encoded: &mut Encoded) {
+    /// else the whole table; retransmitted up to `left` times, the first after `backoff` ACK
+    /// timeouts.
+    fn push_table(&mut self, now: Instant, to: SocketAddr, base: Option<u64>, left: Option<u32>, backoff: u32) {
         let version = self.clients.version();
         if base.is_some_and(|b| b >= version) {
             self.pushes.remove(&to);
             return;
         }
-        let delta = base.and_then(|b| Some((b, self.delta(b, version, encoded)?)));
+        let mut encoded = std::mem::take(&mut self.encoded);
+        if encoded.version != version {
+            encoded = Encoded { version, ..Encoded::default() };
+        }
+        let delta = base.and_then(|b| Some((b, self.delta(b, version, &mut encoded)?)));
         let (base, datagrams) = match delta {
             Some((b, d)) => (Some(b), d),
             None => (None, encoded.whole.get_or_insert_with(|| self.whole_table()).clone()),
         };
+        self.encoded = encoded;
         for bytes in &datagrams {
             self.push_out(Transmit { to, bytes: bytes.clone() });
         }
-        let push =
-            Push { version, base, datagrams, next_at: now + self.cfg.ack_timeout, left: self.cfg.retries, backoff: 1 };
-        self.pushes.insert(to, push);
+        let left = left.unwrap_or(self.cfg.retries);
+        let next_at = now + self.cfg.ack_timeout * backoff;
+        self.pushes.insert(to, Push { version, base, datagrams, next_at, left, backoff, stale: false });
     }
 
-    /// Sends `to` a delta from `whole_version` after the whole table `whole` that is still on its
-    /// way to it; both are retransmitted until the client ACKs.
-    fn push_after(
-        &mut self,
-        now: Instant,
-        to: SocketAddr,
-        whole_version: u64,
-        whole: Vec<Arc<[u8]>>,
-        encoded: &mut Encoded,
-    ) {
-        let version = self.clients.version();
-        let Some(delta) = self.delta(whole_version, version, encoded) else {
-            self.push_table(now, to, None, encoded);
-            return;
-        };
-        for bytes in &delta {
-            self.push_out(Transmit { to, bytes: bytes.clone() });
+    /// Retransmits the pushes that are due, backing off, and gives up on those retried enough.
+    /// A push the table has moved past since is replaced by the current one.
+    pub(crate) fn push_timeouts(&mut self, now: Instant) {
+        let due: Vec<SocketAddr> = self.pushes.iter().filter(|(_, p)| p.next_at <= now).map(|(to, _)| *to).collect();
+        for to in due {
+            let Some(push) = self.pushes.get_mut(&to) else { continue };
+            if push.left == 0 {
+                tracing::debug!(%to, version = push.version, "table never ACKed, given up");
+                self.pushes.remove(&to);
+                continue;
+            }
+            let (left, backoff) = (push.left - 1, push.backoff.saturating_mul(2).min(MAX_BACKOFF));
+            if push.stale {
+                let base = self.acked.get(&to).copied();
+                self.push_table(now, to, base, Some(left), backoff);
+                continue;
+            }
+            push.left = left;
+            push.backoff = backoff;
+            push.next_at = now + self.cfg.ack_timeout * backoff;
+            let copies: Vec<Transmit> =
+                push.datagrams.iter().map(|bytes| Transmit { to, bytes: bytes.clone() }).collect();
+            for t in copies {
+                self.push_out(t);
+            }
         }
-        let mut datagrams = whole;
-        datagrams.retain(|d| !d.is_empty());
-        datagrams.extend(delta);
-        let push = Push {
-            version,
-            base: None,
-            datagrams,
-            next_at: now + self.cfg.ack_timeout,
-            left: self.cfg.retries,
-            backoff: 1,
-        };
-        self.pushes.insert(to, push);
     }
 
     fn delta(&self, base: u64, version: u64, encoded: &mut Encoded) -> Option<Vec<Arc<[u8]>>> {
@@ -143,9 +158,10 @@ impl<S: Store> Server<S> {
         out
     }
 
-    /// `from` holds the table at `version`. A client that could not apply what it was sent
-    /// (it is behind the delta's base), or that asks while nothing is on its way to it (its
-    /// push gave up, or it has no table), gets a new push from where it is.
+    /// `from` holds the table at `version`. A client whose push this ACKs gets what changed
+    /// since, if anything did; one that could not apply what it was sent (it is behind the
+    /// delta's base), or that asks while nothing is on its way to it (its push gave up, or it
+    /// has no table), gets a new push from where it is.
     pub(crate) fn on_table_ack(&mut self, now: Instant, from: SocketAddr, version: u64) {
         if self.clients.online_at(from).is_none() && !self.pushes.contains_key(&from) {
             return; // only clients the server talks to are remembered
@@ -155,11 +171,12 @@ impl<S: Store> Server<S> {
         match self.pushes.get(&from) {
             Some(push) if push.version <= version => {
                 self.pushes.remove(&from);
+                if behind {
+                    self.push_table(now, from, Some(version), None, 1);
+                }
             }
-            Some(push) if push.base.is_some_and(|b| version < b) => {
-                self.push_table(now, from, Some(version), &mut Encoded::default());
-            }
-            None if behind => self.push_table(now, from, Some(version), &mut Encoded::default()),
+            Some(push) if push.base.is_some_and(|b| version < b) => self.push_table(now, from, Some(version), None, 1),
+            None if behind => self.push_table(now, from, Some(version), None, 1),
             _ => {}
         }
     }

@@ -288,7 +288,8 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
     f.register("alice", ALICE);
     f.register("carol", CAROL);
     f.register("bob", BOB);
-    f.dereg("bob", BOB);
+    let out = f.dereg("bob", BOB);
+    f.ack_tables(&out);
     f.save(("alice", ALICE), "bob", "one");
     f.save(("carol", CAROL), "bob", "two");
     let id = f.id();
@@ -303,13 +304,15 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
     }
     texts.sort();
     assert_eq!(texts, [(0, "alice".into(), "one".into()), (1, "carol".into(), "two".into())]);
-    // A fetch_done that names another last message (a late one, after a restart) deletes nothing.
-    assert!(!f.recv(BOB, Datagram::FetchDone { id: MsgId(4242), count: 2, last: MsgId(0) }).is_empty());
+    // A fetch_done that names another last message (a late one, after a restart) deletes nothing,
+    // but the fetch is over: bob is shown online.
+    let out = f.recv(BOB, Datagram::FetchDone { id: MsgId(4242), count: 2, last: MsgId(0) });
+    assert!(out.iter().any(|(p, d)| *p == ALICE && online_in(d, "bob") == Some(true)), "{out:?}");
+    f.ack_tables(&out);
     assert_eq!(f.stored("bob").len(), 2, "nothing deleted: message 1 is not the one named");
     let id = f.id();
     let Some(last) = f.server.store_mut().load(&name("bob")).expect("load").get(1).map(|m| m.id) else { panic!() };
     let out = f.recv(BOB, Datagram::FetchDone { id, count: 2, last });
-    assert!(out.iter().any(|(p, d)| *p == ALICE && online_in(d, "bob") == Some(true)));
     assert_eq!(out.last(), Some(&(BOB, Datagram::Ack { id })));
     assert!(f.stored("bob").is_empty());
 }
@@ -579,6 +582,45 @@ mod tables {
         let to_alice: Vec<_> = out.iter().filter(|(p, _)| *p == ALICE).collect();
         let [(_, Datagram::TableDelta { rows, .. })] = to_alice[..] else { panic!("a delta: {out:?}") };
         assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["bob"], "only bob's row");
+    }
+
+    fn rows_to(out: &[(u16, Datagram)], port: u16) -> Vec<Vec<String>> {
+        out.iter()
+            .filter(|(p, _)| *p == port)
+            .filter_map(|(_, d)| match d {
+                Datagram::TableDelta { rows, .. } => Some(rows.iter().map(|r| r.name.to_string()).collect()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_while_a_push_is_in_flight_go_out_together_once_it_is_acked() {
+        let mut f = Fixture::online(&[("alice", ALICE)]);
+        let id = f.id();
+        let first = f.recv(BOB, f.reg(id, "bob"));
+        assert_eq!(rows_to(&first, ALICE), [["bob"]]);
+        for (who, port) in [("carol", CAROL), ("dave", 5004)] {
+            let id = f.id();
+            let out = f.recv(port, f.reg(id, who));
+            assert_eq!(rows_to(&out, ALICE), Vec::<Vec<String>>::new(), "alice has not ACKed the last one");
+        }
+        let Some(version) = first.iter().find(|(p, _)| *p == ALICE).and_then(|(_, d)| table_version(d)) else {
+            panic!()
+        };
+        let out = f.recv(ALICE, Datagram::TableAck { version });
+        assert_eq!(rows_to(&out, ALICE), [["carol", "dave"]], "both changes in one delta");
+    }
+
+    #[test]
+    fn a_push_the_table_moved_past_is_retransmitted_as_the_current_one() {
+        let mut f = Fixture::online(&[("alice", ALICE)]);
+        let id = f.id();
+        f.recv(BOB, f.reg(id, "bob"));
+        let id = f.id();
+        f.recv(CAROL, f.reg(id, "carol"));
+        let out = f.at(500);
+        assert_eq!(rows_to(&out, ALICE), [["bob", "carol"]], "not the stale delta with bob alone");
     }
 
     #[test]
