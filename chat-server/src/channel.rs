@@ -84,7 +84,7 @@ impl<S: Store> Server<S> {
                 }
             }
         }
-        tracing::info!(%sender, live, stored, "channel message");
+        tracing::debug!(%sender, live, stored, "channel message");
         if failed {
             // Not acknowledged and forgotten: the sender retries, and the same channel id
             // makes whoever already has it show it once.

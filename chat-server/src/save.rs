@@ -51,7 +51,7 @@ impl<S: Store> Server<S> {
     pub(crate) fn store_for(&mut self, from: SocketAddr, id: MsgId, to: &Name, msg: StoredMessage) {
         match self.store.append(to, &msg) {
             Ok(()) => {
-                tracing::info!(%to, from = %msg.from, "message saved");
+                tracing::debug!(%to, from = %msg.from, "message saved");
                 self.after_commit.push((from, id, Datagram::Ack { id }));
             }
             Err(StoreError::MailboxFull { .. }) => {

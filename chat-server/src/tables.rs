@@ -71,7 +71,7 @@ impl<S: Store> Server<S> {
                 }
             }
         }
-        tracing::info!(version, sent, waiting, "table broadcast");
+        tracing::debug!(version, sent, waiting, "table broadcast");
     }
 
     /// Sends `to` the current table: a delta from `base` if the change log reaches back to it,
