@@ -61,6 +61,19 @@ impl Fixture {
         f
     }
 
+    /// A client the server has registered (version 10, nothing stored), its `confirm` not yet
+    /// answered.
+    fn registering() -> Self {
+        let mut f = Self::new();
+        let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
+        f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+        f
+    }
+
+    fn chat_from_bob(&mut self, id: u64, t: &str) {
+        self.recv(BOB, Datagram::Chat { id: MsgId(id), from: name("bob"), to: name("alice"), text: text(t) });
+    }
+
     /// Answers a `register` with `registered`, and its `confirm` with an ACK.
     fn registered(&mut self, id: MsgId, version: u64, stored: u32) {
         self.recv(SERVER, Datagram::Registered { id, version, stored, secret: secret(), cookie: 42 });
@@ -424,9 +437,7 @@ fn registration_is_padded_keeps_the_secret_and_shows_it_next_time() {
 
 #[test]
 fn commands_wait_until_the_address_is_confirmed() {
-    let mut f = Fixture::new();
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    let mut f = Fixture::registering();
     f.cmd("send_all hi");
     let sent = f.sent();
     assert!(matches!(sent[..], [(SERVER, Datagram::Confirm { cookie: 5, .. })]), "{sent:?}");
@@ -441,11 +452,9 @@ fn commands_wait_until_the_address_is_confirmed() {
 
 #[test]
 fn the_welcome_comes_once_the_address_is_confirmed_and_what_came_meanwhile_after_it() {
-    let mut f = Fixture::new();
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    let mut f = Fixture::registering();
     f.recv(SERVER, Datagram::Table(table(10, true, true)));
-    f.recv(BOB, Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("early") });
+    f.chat_from_bob(7, "early");
     let sent = f.sent();
     assert!(sent.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::ChatAck { id: MsgId(7) })), "{sent:?}");
     assert_eq!(f.events(), Vec::<String>::new(), "nothing before the welcome");
@@ -460,19 +469,16 @@ fn the_welcome_comes_once_the_address_is_confirmed_and_what_came_meanwhile_after
 
 #[test]
 fn a_refused_confirm_keeps_what_came_until_the_welcome_of_the_registration_done_again() {
-    let mut f = Fixture::new();
-    let chat = |id, t: &str| Datagram::Chat { id: MsgId(id), from: name("bob"), to: name("alice"), text: text(t) };
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    let mut f = Fixture::registering();
     let Some((SERVER, Datagram::Confirm { id, .. })) = f.sent().pop() else { panic!("confirm") };
-    f.recv(BOB, chat(7, "first"));
+    f.chat_from_bob(7, "first");
     f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotRegistered });
     let Some((SERVER, Datagram::Register { id, .. })) =
         f.sent().into_iter().find(|(_, d)| matches!(d, Datagram::Register { .. }))
     else {
         panic!("registers again")
     };
-    f.recv(BOB, chat(8, "second"));
+    f.chat_from_bob(8, "second");
     assert_eq!(f.events(), Vec::<String>::new(), "nothing before the welcome");
     f.registered(id, 11, 0);
     assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> bob: first", ">>> bob: second"]);
@@ -480,10 +486,8 @@ fn a_refused_confirm_keeps_what_came_until_the_welcome_of_the_registration_done_
 
 #[test]
 fn an_interrupt_shows_what_was_held_then_exits_0() {
-    let mut f = Fixture::new();
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
-    f.recv(BOB, Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("acked") });
+    let mut f = Fixture::registering();
+    f.chat_from_bob(7, "acked");
     f.client.handle_interrupt();
     assert_eq!(f.events(), [">>> bob: acked"]);
     assert_eq!(f.client.poll_exit(), Some(0));
@@ -491,10 +495,8 @@ fn an_interrupt_shows_what_was_held_then_exits_0() {
 
 #[test]
 fn a_message_acked_before_the_server_vanished_is_still_shown() {
-    let mut f = Fixture::new();
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
-    f.recv(BOB, Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("early") });
+    let mut f = Fixture::registering();
+    f.chat_from_bob(7, "early");
     f.until(3000);
     assert_eq!(f.events(), [">>> bob: early", ">>> [Server not responding]\n>>> [Exiting]"]);
 }
@@ -555,9 +557,7 @@ fn live_messages_during_a_fetch_come_after_the_stored_ones() {
 
 #[test]
 fn a_refused_confirm_registers_again() {
-    let mut f = Fixture::new();
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+    let mut f = Fixture::registering();
     let [(SERVER, Datagram::Confirm { id, .. })] = f.sent()[..] else { panic!() };
     f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotRegistered });
     assert!(matches!(f.sent()[..], [(SERVER, Datagram::Register { .. })]));
