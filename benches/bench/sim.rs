@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use chat_proto::{ClientRow, Datagram, MsgId, Name, REGISTER_PAD_TO, Text, decode, encode};
+use chat_proto::{ClientRow, Datagram, MsgId, Name, REGISTER_PAD_TO, Secret, Text, decode, encode};
 use tokio::net::UdpSocket;
 
 /// What every simulated client saw, added up.
@@ -25,6 +25,8 @@ pub(crate) struct Sim {
     pub(crate) server: SocketAddr,
     /// The newest table seen: its version and how many clients it shows online.
     pub(crate) table: (u64, usize),
+    /// The name's secret, once registered.
+    pub(crate) secret: Option<Secret>,
     rows: HashMap<Name, bool>,
     pages: Option<(u64, Vec<Option<Vec<ClientRow>>>)>,
     next_id: u64,
@@ -81,10 +83,16 @@ impl Sim {
             socket,
             server,
             table: (0, 0),
+            secret: None,
             rows: HashMap::new(),
             pages: None,
             next_id: rand_seed(),
         }
+    }
+
+    /// The secret the server handed out at registration.
+    pub(crate) fn secret(&self) -> Secret {
+        self.secret.clone().expect("a simulated client sends in its name only once registered")
     }
 
     pub(crate) fn id(&mut self) -> MsgId {
@@ -127,8 +135,13 @@ impl Sim {
         let id = self.id();
         let pad = " ".repeat(REGISTER_PAD_TO);
         let reg = Datagram::Register { id, name: self.name.clone(), secret: None, pad };
-        self.request(&reg, seen, |d| matches!(d, Datagram::Registered { id: got, .. } if *got == id).then_some(()))
+        let secret = self
+            .request(&reg, seen, |d| match d {
+                Datagram::Registered { id: got, secret, .. } if *got == id => Some(secret.clone()),
+                _ => None,
+            })
             .await;
+        self.secret = Some(secret);
     }
 
     /// Registers and proves the address; returns the table version that shows it online.
@@ -136,12 +149,15 @@ impl Sim {
         let id = self.id();
         let pad = " ".repeat(REGISTER_PAD_TO);
         let reg = Datagram::Register { id, name: self.name.clone(), secret: None, pad };
-        let (version, cookie) = self
+        let (version, cookie, secret) = self
             .request(&reg, seen, |d| match d {
-                Datagram::Registered { id: got, version, cookie, .. } if *got == id => Some((*version, *cookie)),
+                Datagram::Registered { id: got, version, cookie, secret, .. } if *got == id => {
+                    Some((*version, *cookie, secret.clone()))
+                }
                 _ => None,
             })
             .await;
+        self.secret = Some(secret);
         let id = self.id();
         self.request(&Datagram::Confirm { id, cookie }, seen, |d| {
             matches!(d, Datagram::Ack { id: got } if *got == id).then_some(())
@@ -152,7 +168,7 @@ impl Sim {
 
     pub(crate) async fn dereg(&mut self, seen: &Seen) {
         let id = self.id();
-        let d = Datagram::Dereg { id, name: self.name.clone() };
+        let d = Datagram::Dereg { id, name: self.name.clone(), secret: self.secret() };
         self.request(&d, seen, |d| matches!(d, Datagram::Ack { id: got } if *got == id).then_some(())).await;
     }
 

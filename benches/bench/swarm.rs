@@ -109,7 +109,8 @@ fn save_burst(savers: usize, each: usize, text_: &'static str) -> (Vec<Duration>
                     for i in 0..each {
                         let (id, msg) = (sim.id(), sim.id());
                         let to = name(&format!("away{}", (k + i) % 8));
-                        let d = Datagram::Save { id, msg, from: sim.name.clone(), to, text: text(text_), force: false };
+                        let (from, secret, text) = (sim.name.clone(), sim.secret(), text(text_));
+                        let d = Datagram::Save { id, msg, from, secret, to, text, force: false };
                         let t = Instant::now();
                         sim.request(&d, &seen, |d| matches!(d, Datagram::Ack { id: got } if *got == id).then_some(()))
                             .await;
@@ -180,7 +181,12 @@ pub(crate) fn fanout(scale: &Scale) -> Vec<Line> {
         wait_for(&full, n, Duration::from_secs(60)).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let id = sender.id();
-        let d = Datagram::ChannelSend { id, from: sender.name.clone(), text: text("Welcome to Channel") };
+        let d = Datagram::ChannelSend {
+            id,
+            from: sender.name.clone(),
+            secret: sender.secret(),
+            text: text("Welcome to Channel"),
+        };
         let t = Instant::now();
         sender.send(&d).await;
         wait_for(&got, n, Duration::from_secs(10)).await.map(|_| t.elapsed())

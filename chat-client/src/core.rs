@@ -266,6 +266,15 @@ impl Client {
         self.exit.get_or_insert(code);
     }
 
+    /// The name's secret, which requests in its name carry. A client only makes them once
+    /// registered, when the server has handed it out; were it missing, the user is told.
+    pub(crate) fn proof(&mut self) -> Option<Secret> {
+        if self.secret.is_none() {
+            self.notice("Not sent: this client has no secret for its name yet (register first).");
+        }
+        self.secret.clone()
+    }
+
     pub(crate) fn fresh_id(&mut self) -> MsgId {
         self.next_id = self.next_id.wrapping_add(1);
         MsgId(self.next_id)

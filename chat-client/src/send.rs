@@ -50,8 +50,9 @@ impl Client {
     }
 
     pub(crate) fn send_all(&mut self, now: Instant, text: Text) {
+        let Some(secret) = self.proof() else { return };
         let id = self.fresh_id();
-        let d = Datagram::ChannelSend { id, from: self.me.clone(), text: text.clone() };
+        let d = Datagram::ChannelSend { id, from: self.me.clone(), secret, text: text.clone() };
         self.request(now, self.server, id, &d, Kind::Channel(text));
     }
 
@@ -82,11 +83,13 @@ impl Client {
     }
 
     pub(crate) fn save(&mut self, now: Instant, o: Outgoing) {
+        let Some(secret) = self.proof() else { return };
         let id = self.fresh_id();
         let d = Datagram::Save {
             id,
             msg: o.chat_id,
             from: self.me.clone(),
+            secret,
             to: o.to.clone(),
             text: o.text.clone(),
             force: o.retried,

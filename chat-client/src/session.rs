@@ -44,8 +44,9 @@ impl Client {
         if self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. })) {
             return;
         }
+        let Some(secret) = self.proof() else { return };
         let id = self.fresh_id();
-        let d = Datagram::Dereg { id, name: self.me.clone() };
+        let d = Datagram::Dereg { id, name: self.me.clone(), secret };
         self.request(now, self.server, id, &d, Kind::Dereg { then_exit });
     }
 

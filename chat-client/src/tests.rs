@@ -329,6 +329,31 @@ fn send_all_is_acked_or_fails_without_exiting() {
 }
 
 #[test]
+fn requests_in_the_names_carry_its_secret() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob for later");
+    f.cmd("send_all hi all");
+    let sent = f.sent();
+    let secrets: Vec<&Secret> = sent
+        .iter()
+        .filter_map(|(_, d)| match d {
+            Datagram::Save { secret, .. } | Datagram::ChannelSend { secret, .. } => Some(secret),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(secrets, [&secret(), &secret()], "{sent:?}");
+    f.cmd("dereg alice");
+    for (_, d) in sent {
+        match d {
+            Datagram::Save { id, .. } | Datagram::ChannelSend { id, .. } => f.recv(SERVER, Datagram::Ack { id }),
+            _ => {}
+        }
+    }
+    let dereg = f.sent();
+    assert!(matches!(dereg[..], [(SERVER, Datagram::Dereg { secret: ref s, .. })] if *s == secret()), "{dereg:?}");
+}
+
+#[test]
 fn dereg_with_no_server_exits_1() {
     let mut f = Fixture::online(true);
     f.cmd("dereg alice");

@@ -117,10 +117,10 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         1 => (msg_id(), a_name(), prop::option::of(secret()))
             .prop_map(|(id, name, secret)| D::Register { id, name, secret, pad: String::new() }),
         1 => (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
-        1 => (msg_id(), a_name()).prop_map(|(id, name)| D::Dereg { id, name }),
-        1 => (msg_id(), msg_id(), a_name(), a_name(), text(), any::<bool>())
-            .prop_map(|(id, msg, from, to, text, force)| D::Save { id, msg, from, to, text, force }),
-        1 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::ChannelSend { id, from, text }),
+        1 => (msg_id(), a_name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
+        1 => (msg_id(), msg_id(), a_name(), secret(), a_name(), text(), any::<bool>())
+            .prop_map(|(id, msg, from, secret, to, text, force)| D::Save { id, msg, from, secret, to, text, force }),
+        1 => (msg_id(), a_name(), secret(), text()).prop_map(|(id, from, secret, text)| D::ChannelSend { id, from, secret, text }),
         1 => (msg_id(), small()).prop_map(|(id, index)| D::Fetch { id, index }),
         1 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         1 => version().prop_map(|version| D::TableAck { version }),

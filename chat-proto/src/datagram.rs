@@ -179,6 +179,8 @@ pub enum Datagram {
         id: MsgId,
         /// The name to take offline: the sender's own.
         name: Name,
+        /// The name's secret: only its owner acts for it.
+        secret: Secret,
     },
     /// Keep `text` for `to`, who did not answer a direct send or is offline.
     Save {
@@ -188,6 +190,8 @@ pub enum Datagram {
         msg: MsgId,
         /// The sender.
         from: Name,
+        /// The sender's secret: only its owner acts for a name.
+        secret: Secret,
         /// The recipient.
         to: Name,
         /// The message.
@@ -203,6 +207,8 @@ pub enum Datagram {
         id: MsgId,
         /// The sender.
         from: Name,
+        /// The sender's secret: only its owner acts for a name.
+        secret: Secret,
         /// The message.
         text: Text,
     },

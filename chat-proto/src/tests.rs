@@ -38,10 +38,26 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::Register { id, name: name("alice"), secret: None, pad: String::new() },
         Datagram::Register { id, name: name("alice"), secret: Some(secret()), pad: "   ".into() },
         Datagram::Confirm { id, cookie: 99 },
-        Datagram::Dereg { id, name: name("alice") },
-        Datagram::Save { id, msg: MsgId(9), from: name("a"), to: name("b"), text: text("hi"), force: false },
-        Datagram::Save { id, msg: MsgId(9), from: name("a"), to: name("b"), text: text("hi"), force: true },
-        Datagram::ChannelSend { id, from: name("a"), text: text("all") },
+        Datagram::Dereg { id, name: name("alice"), secret: secret() },
+        Datagram::Save {
+            id,
+            msg: MsgId(9),
+            from: name("a"),
+            secret: secret(),
+            to: name("b"),
+            text: text("hi"),
+            force: false,
+        },
+        Datagram::Save {
+            id,
+            msg: MsgId(9),
+            from: name("a"),
+            secret: secret(),
+            to: name("b"),
+            text: text("hi"),
+            force: true,
+        },
+        Datagram::ChannelSend { id, from: name("a"), secret: secret(), text: text("all") },
         Datagram::Fetch { id, index: 3 },
         Datagram::FetchDone { id, count: 4, last: MsgId(7) },
         Datagram::TableAck { version: 9 },
@@ -92,11 +108,12 @@ fn golden_strings_pin_the_format() {
                 id: MsgId(3),
                 msg: MsgId(8),
                 from: name("a"),
+                secret: secret(),
                 to: name("b"),
                 text: text("x"),
                 force: false,
             },
-            r#"{"type":"save","id":3,"msg":8,"from":"a","to":"b","text":"x"}"#,
+            r#"{"type":"save","id":3,"msg":8,"from":"a","secret":"0123456789abcdefABCDEF","to":"b","text":"x"}"#,
         ),
         (
             Datagram::Refused { id: MsgId(4), reason: Refusal::NameTaken },
@@ -153,14 +170,23 @@ fn oversized_text_is_refused_on_both_sides() {
 fn every_datagram_with_the_largest_text_and_names_fits() {
     let text = Text::new("\"".repeat(MAX_TEXT_ESCAPED / 2)).expect("the largest escaped text");
     let long = name(&"\"".repeat(32));
+    let longest_secret = Secret::new("s".repeat(64)).expect("the longest secret");
     let at = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().expect("time")
         + chrono::Duration::nanoseconds(999_999_999);
     let id = MsgId(u64::MAX);
     let message = StoredMessage { id, from: long.clone(), origin: Origin::Channel, at, text: text.clone() };
     let all = [
         Datagram::Stored { id, index: u32::MAX, message },
-        Datagram::Save { id, msg: id, from: long.clone(), to: long.clone(), text: text.clone(), force: true },
-        Datagram::ChannelSend { id, from: long.clone(), text: text.clone() },
+        Datagram::Save {
+            id,
+            msg: id,
+            from: long.clone(),
+            secret: longest_secret.clone(),
+            to: long.clone(),
+            text: text.clone(),
+            force: true,
+        },
+        Datagram::ChannelSend { id, from: long.clone(), secret: longest_secret, text: text.clone() },
         Datagram::Channel { id, from: long.clone(), text: text.clone() },
         Datagram::Chat { id, from: long.clone(), to: long, text },
     ];

@@ -130,10 +130,15 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
             pad
         }),
         (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
-        (msg_id(), name()).prop_map(|(id, name)| D::Dereg { id, name }),
-        (msg_id(), msg_id(), name(), name(), text(), any::<bool>())
-            .prop_map(|(id, msg, from, to, text, force)| D::Save { id, msg, from, to, text, force }),
-        (msg_id(), name(), text()).prop_map(|(id, from, text)| D::ChannelSend { id, from, text }),
+        (msg_id(), name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
+        (msg_id(), msg_id(), name(), secret(), name(), text(), any::<bool>())
+            .prop_map(|(id, msg, from, secret, to, text, force)| D::Save { id, msg, from, secret, to, text, force }),
+        (msg_id(), name(), secret(), text()).prop_map(|(id, from, secret, text)| D::ChannelSend {
+            id,
+            from,
+            secret,
+            text
+        }),
         (msg_id(), any::<u32>()).prop_map(|(id, index)| D::Fetch { id, index }),
         (msg_id(), any::<u32>(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         any::<u64>().prop_map(|version| D::TableAck { version }),

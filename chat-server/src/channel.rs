@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, StoredMessage, Text, encode};
+use chat_proto::{Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
 use offline_store::{Store, StoreError};
 
 use crate::Server;
@@ -37,12 +37,15 @@ impl Delivery {
 }
 
 impl<S: Store> Server<S> {
-    pub(crate) fn on_channel_send(&mut self, now: Instant, from: SocketAddr, id: MsgId, sender: &Name, text: Text) {
-        if self.replay(from, id) {
-            return;
-        }
-        if self.clients.online_at(from) != Some(sender) {
-            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
+    pub(crate) fn on_channel_send(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        id: MsgId,
+        (sender, secret): (&Name, &Secret),
+        text: Text,
+    ) {
+        if self.replay(from, id) || !self.owner_sends(from, id, sender, secret) {
             return;
         }
         let cid = channel_id(sender, id);

@@ -149,12 +149,12 @@ impl<S: Store> Server<S> {
             }
             Datagram::Register { id, name, secret, .. } => self.on_register(now, from, id, name, secret),
             Datagram::Confirm { id, cookie } => self.on_confirm(from, id, cookie),
-            Datagram::Dereg { id, name } => self.on_dereg(from, id, &name),
-            Datagram::Save { id, msg, from: sender, to, text, force } => {
-                self.on_save(now, from, SaveRequest { id, msg, sender, to, text, force });
+            Datagram::Dereg { id, name, secret } => self.on_dereg(from, id, &name, &secret),
+            Datagram::Save { id, msg, from: sender, secret, to, text, force } => {
+                self.on_save(now, from, SaveRequest { id, msg, sender, secret, to, text, force });
             }
-            Datagram::ChannelSend { id, from: sender, text } => {
-                self.on_channel_send(now, from, id, &sender, text);
+            Datagram::ChannelSend { id, from: sender, secret, text } => {
+                self.on_channel_send(now, from, id, (&sender, &secret), text);
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
@@ -337,6 +337,21 @@ impl<S: Store> Server<S> {
     pub(crate) fn answer(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
         self.send(to, &reply);
         self.dedup.set(to, id, Seen::Answered(reply));
+    }
+
+    /// Whether `sender` is online at `from` and `secret` is its secret: only a name's owner
+    /// sends for it. If not, the refusal is the answer.
+    pub(crate) fn owner_sends(&mut self, from: SocketAddr, id: MsgId, sender: &Name, secret: &Secret) -> bool {
+        let reason = if self.clients.online_at(from) != Some(sender) {
+            Refusal::NotRegistered
+        } else if self.clients.secret(sender) != Some(secret) {
+            Refusal::NotOwner
+        } else {
+            return true;
+        };
+        tracing::debug!(%from, %sender, ?reason, "request refused");
+        self.answer(from, id, Datagram::Refused { id, reason });
+        false
     }
 
     /// Deals with a request already seen: re-sends its reply, or ignores it while it is being

@@ -70,12 +70,16 @@ impl<S: Store> Server<S> {
         self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });
     }
 
-    pub(crate) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name) {
+    pub(crate) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name, secret: &Secret) {
         if self.replay(from, id) {
             return;
         }
         if self.clients.get(name).is_none_or(|e| e.addr != from) {
             self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
+            return;
+        }
+        if self.clients.secret(name) != Some(secret) {
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotOwner });
             return;
         }
         if self.clients.set_offline(name) {

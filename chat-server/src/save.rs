@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, StoredMessage, Text};
+use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, Secret, StoredMessage, Text};
 use offline_store::{Store, StoreError};
 
 use crate::Server;
@@ -16,6 +16,7 @@ pub(crate) struct SaveRequest {
     pub id: MsgId,
     pub msg: MsgId,
     pub sender: Name,
+    pub secret: Secret,
     pub to: Name,
     pub text: Text,
     pub force: bool,
@@ -23,12 +24,8 @@ pub(crate) struct SaveRequest {
 
 impl<S: Store> Server<S> {
     pub(crate) fn on_save(&mut self, now: Instant, from: SocketAddr, req: SaveRequest) {
-        let SaveRequest { id, msg, sender, to, text, force } = req;
-        if self.replay(from, id) {
-            return;
-        }
-        if self.clients.online_at(from) != Some(&sender) {
-            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
+        let SaveRequest { id, msg, sender, secret, to, text, force } = req;
+        if self.replay(from, id) || !self.owner_sends(from, id, &sender, &secret) {
             return;
         }
         let Some(entry) = self.clients.get(&to) else {

@@ -109,7 +109,7 @@ impl Fixture {
     /// `who` at `port` goes offline (`dereg`).
     fn dereg(&mut self, who: &str, port: u16) -> Vec<(u16, Datagram)> {
         let id = self.id();
-        self.recv(port, Datagram::Dereg { id, name: name(who) })
+        self.recv(port, Datagram::Dereg { id, name: name(who), secret: self.secret_of(who) })
     }
 
     fn ack_tables(&mut self, out: &[(u16, Datagram)]) {
@@ -122,19 +122,29 @@ impl Fixture {
 
     fn save(&mut self, from: (&str, u16), to: &str, text: &str) -> (MsgId, Vec<(u16, Datagram)>) {
         let id = self.id();
-        (id, self.recv(from.1, save_request(id, from.0, to, text)))
+        (id, self.recv(from.1, self.save_request(id, from.0, to, text)))
+    }
+
+    /// `who`'s secret as the server handed it out (one it never did for a name it did not).
+    fn secret_of(&self, who: &str) -> Secret {
+        self.secrets.get(who).cloned().unwrap_or_else(|| Secret::new("0000000000000000").expect("secret"))
+    }
+
+    /// A save request of `from` for `to` (a retransmission is the same datagram).
+    fn save_request(&self, id: MsgId, from: &str, to: &str, text: &str) -> Datagram {
+        let (text, secret) = (Text::new(text).expect("text"), self.secret_of(from));
+        Datagram::Save { id, msg: MsgId(id.0 + 1000), from: name(from), secret, to: name(to), text, force: false }
+    }
+
+    fn channel_send(&self, id: MsgId, from: &str, text: &str) -> Datagram {
+        let (text, secret) = (Text::new(text).expect("text"), self.secret_of(from));
+        Datagram::ChannelSend { id, from: name(from), secret, text }
     }
 
     fn stored(&mut self, who: &str) -> Vec<(String, Origin, String)> {
         let msgs = self.server.store_mut().load(&name(who)).expect("load");
         msgs.into_iter().map(|m| (m.from.to_string(), m.origin, m.text.to_string())).collect()
     }
-}
-
-/// A save request of `from` for `to` (a retransmission is the same datagram).
-fn save_request(id: MsgId, from: &str, to: &str, text: &str) -> Datagram {
-    let text = Text::new(text).expect("text");
-    Datagram::Save { id, msg: MsgId(id.0 + 1000), from: name(from), to: name(to), text, force: false }
 }
 
 /// Whether `d` shows `who` online (a whole table, a page or a delta that has its row).
@@ -210,7 +220,7 @@ fn a_save_for_an_offline_client_is_stored_once_and_acked_after_sync() {
     f.dereg("bob", BOB);
     let (id, out) = f.save(("alice", ALICE), "bob", "hi");
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
-    let again = save_request(id, "alice", "bob", "hi");
+    let again = f.save_request(id, "alice", "bob", "hi");
     assert_eq!(f.recv(ALICE, again), vec![(ALICE, Datagram::Ack { id })]);
     assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "hi".into())]);
 }
@@ -222,11 +232,13 @@ fn saves_are_acked_when_their_sync_ends_and_those_that_come_meanwhile_share_the_
     let ack_to = |out: Vec<(u16, Datagram)>, port| {
         out.into_iter().filter(|(p, d)| *p == port && matches!(d, Datagram::Ack { .. })).count()
     };
-    f.server.handle_datagram(f.now, addr(ALICE), save_request(MsgId(500), "alice", "bob", "one"));
+    let request = f.save_request(MsgId(500), "alice", "bob", "one");
+    f.server.handle_datagram(f.now, addr(ALICE), request);
     let first = f.server.commit(f.now).expect("a sync starts");
     assert_eq!(ack_to(f.drain(), ALICE), 0, "not acked before its sync ends");
     for (id, text) in [(501, "two"), (502, "three")] {
-        f.server.handle_datagram(f.now, addr(CAROL), save_request(MsgId(id), "carol", "bob", text));
+        let request = f.save_request(MsgId(id), "carol", "bob", text);
+        f.server.handle_datagram(f.now, addr(CAROL), request);
         assert!(f.server.commit(f.now).is_none(), "one sync at a time");
     }
     assert_eq!(ack_to(f.drain(), CAROL), 0);
@@ -242,7 +254,7 @@ fn saves_are_acked_when_their_sync_ends_and_those_that_come_meanwhile_share_the_
 fn a_failed_sync_acks_nothing_and_the_retransmission_is_done_again() {
     let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
     f.dereg("bob", BOB);
-    let request = save_request(MsgId(500), "alice", "bob", "hi");
+    let request = f.save_request(MsgId(500), "alice", "bob", "hi");
     f.server.handle_datagram(f.now, addr(ALICE), request.clone());
     let job = f.server.commit(f.now).expect("a sync starts");
     drop(job);
@@ -271,7 +283,7 @@ fn a_silent_recipient_is_marked_offline_told_and_the_message_stored() {
     for ms in [100, 200, 300, 400] {
         f.at(ms);
     }
-    let again = save_request(id, "alice", "bob", "hi");
+    let again = f.save_request(id, "alice", "bob", "hi");
     assert!(f.recv(ALICE, again).is_empty(), "a retransmitted save during the probe is the same request");
     let out = f.at(500);
     let table_to = |port| out.iter().any(|(p, d)| *p == port && online_in(d, "bob") == Some(false));
@@ -318,13 +330,41 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
 }
 
 #[test]
+fn saves_and_channel_sends_need_the_senders_secret_too() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    f.dereg("bob", BOB);
+    let stolen = f.secret_of("bob"); // known, but not alice's
+    let id = f.id();
+    let save = Datagram::Save {
+        id,
+        msg: id,
+        from: name("alice"),
+        secret: stolen.clone(),
+        to: name("bob"),
+        text: Text::new("forged").expect("t"),
+        force: true,
+    };
+    assert_eq!(f.recv(ALICE, save), vec![(ALICE, Datagram::Refused { id, reason: Refusal::NotOwner })]);
+    let id = f.id();
+    let send_all =
+        Datagram::ChannelSend { id, from: name("alice"), secret: stolen, text: Text::new("forged").expect("t") };
+    assert_eq!(f.recv(ALICE, send_all), vec![(ALICE, Datagram::Refused { id, reason: Refusal::NotOwner })]);
+    assert!(f.stored("bob").is_empty(), "nothing stored for bob");
+}
+
+#[test]
 fn dereg_broadcasts_then_acks_and_requires_the_owner() {
     let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
     let id = f.id();
-    let out = f.recv(ALICE, Datagram::Dereg { id, name: name("bob") });
-    assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::NotRegistered })]);
+    let secret = f.secret_of("bob");
+    let out = f.recv(ALICE, Datagram::Dereg { id, name: name("bob"), secret: secret.clone() });
+    assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::NotRegistered })], "not from bob's address");
     let id = f.id();
-    let out = f.recv(BOB, Datagram::Dereg { id, name: name("bob") });
+    let wrong = f.secret_of("alice");
+    let out = f.recv(BOB, Datagram::Dereg { id, name: name("bob"), secret: wrong });
+    assert_eq!(out, vec![(BOB, Datagram::Refused { id, reason: Refusal::NotOwner })], "bob's address, not his secret");
+    let id = f.id();
+    let out = f.recv(BOB, Datagram::Dereg { id, name: name("bob"), secret });
     assert!(matches!(&out[0], (ALICE, d) if online_in(d, "bob") == Some(false)), "{out:?}");
     assert_eq!(out.last(), Some(&(BOB, Datagram::Ack { id })));
 }
@@ -371,7 +411,7 @@ mod channel {
 
     fn send_all(f: &mut Fixture, text: &str) -> (MsgId, Vec<(u16, Datagram)>) {
         let id = f.id();
-        let d = Datagram::ChannelSend { id, from: name("alice"), text: Text::new(text).expect("t") };
+        let d = f.channel_send(id, "alice", text);
         (id, f.recv(ALICE, d))
     }
 
@@ -397,7 +437,7 @@ mod channel {
             f.recv(p, Datagram::ChannelAck { id: cid });
         }
         assert!(f.at(2000).is_empty(), "all ACKed: nothing more to send");
-        let dup = Datagram::ChannelSend { id, from: name("alice"), text: Text::new("hello all").expect("t") };
+        let dup = f.channel_send(id, "alice", "hello all");
         assert_eq!(f.recv(ALICE, dup), vec![(ALICE, Datagram::Ack { id })], "a retransmission is not relayed again");
     }
 
@@ -680,7 +720,7 @@ fn a_channel_copy_that_a_full_mailbox_refuses_is_reported_to_the_sender() {
     f.dereg("carol", CAROL);
     f.save(("alice", ALICE), "carol", "fills the mailbox");
     let id = f.id();
-    let out = f.recv(ALICE, Datagram::ChannelSend { id, from: name("alice"), text: Text::new("all").expect("t") });
+    let out = f.recv(ALICE, f.channel_send(id, "alice", "all"));
     assert!(out.contains(&(ALICE, Datagram::ChannelPartial { id, full: vec![name("carol")] })), "{out:?}");
     assert!(out.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::Channel { .. })), "bob still gets it");
 }

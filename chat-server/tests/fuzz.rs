@@ -109,10 +109,10 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         8 => (msg_id(), a_name(), prop::option::of(secret()), pad)
             .prop_map(|(id, name, secret, pad)| D::Register { id, name, secret, pad }),
         2 => (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
-        3 => (msg_id(), a_name()).prop_map(|(id, name)| D::Dereg { id, name }),
-        6 => (msg_id(), msg_id(), a_name(), a_name(), text(), any::<bool>())
-            .prop_map(|(id, msg, from, to, text, force)| D::Save { id, msg, from, to, text, force }),
-        5 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::ChannelSend { id, from, text }),
+        3 => (msg_id(), a_name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
+        6 => (msg_id(), msg_id(), a_name(), secret(), a_name(), text(), any::<bool>())
+            .prop_map(|(id, msg, from, secret, to, text, force)| D::Save { id, msg, from, secret, to, text, force }),
+        5 => (msg_id(), a_name(), secret(), text()).prop_map(|(id, from, secret, text)| D::ChannelSend { id, from, secret, text }),
         3 => (msg_id(), small()).prop_map(|(id, index)| D::Fetch { id, index }),
         2 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         3 => version().prop_map(|version| D::TableAck { version }),
@@ -338,9 +338,17 @@ impl Harness {
         let Some(me) = table.clients.iter().find(|r| r.addr == from).map(|r| r.name.clone()) else {
             return d;
         };
+        let known = self.secrets.get(&me).cloned();
         match &mut d {
-            Datagram::Save { from, .. } | Datagram::ChannelSend { from, .. } => *from = me,
-            Datagram::Dereg { name, .. } | Datagram::ProbeAck { name, .. } => *name = me,
+            Datagram::Save { from, secret, .. } | Datagram::ChannelSend { from, secret, .. } => {
+                *secret = known.unwrap_or_else(|| secret.clone());
+                *from = me;
+            }
+            Datagram::Dereg { name, secret, .. } => {
+                *secret = known.unwrap_or_else(|| secret.clone());
+                *name = me;
+            }
+            Datagram::ProbeAck { name, .. } => *name = me,
             _ => {}
         }
         d
@@ -461,15 +469,16 @@ fn near_limit_text() -> impl Strategy<Value = Text> {
 
 /// A server, and bob registered (his address confirmed) and then deregistered, and alice
 /// registered and confirmed, at 5002 and 5001, with request ids 1, 2 and 100. Returns bob's
-/// secret.
-fn alice_online_bob_offline(seed: u64) -> (Server<MemStore>, Instant, DateTime<Utc>, Secret) {
+/// secret and alice's.
+fn alice_online_bob_offline(seed: u64) -> (Server<MemStore>, Instant, Secret, Secret) {
     let t0 = Instant::now();
     let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
     let mut server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, seed);
     let bob_secret = register(&mut server, t0, addr(5002), 1, "bob", None);
-    exchange(&mut server, t0, addr(5002), Datagram::Dereg { id: MsgId(100), name: name("bob") });
-    register(&mut server, t0, addr(5001), 1, "alice", None);
-    (server, t0, wall, bob_secret)
+    let dereg = Datagram::Dereg { id: MsgId(100), name: name("bob"), secret: bob_secret.clone() };
+    exchange(&mut server, t0, addr(5002), dereg);
+    let alice_secret = register(&mut server, t0, addr(5001), 1, "alice", None);
+    (server, t0, bob_secret, alice_secret)
 }
 
 /// Registers `who` at `at` as the client does (padded, then confirmed), with request ids `id`
@@ -531,12 +540,13 @@ proptest! {
         ids in prop::array::uniform4(1000u64..),
     ) {
         let (alice, bob) = (addr(5001), addr(5002));
-        let (mut server, t0, _, bob_secret) = alice_online_bob_offline(ids[0]);
+        let (mut server, t0, bob_secret, secret) = alice_online_bob_offline(ids[0]);
         let [req, msg, fetch, _] = ids.map(MsgId);
+        let (from, to, text_) = (name("alice"), name("bob"), text.clone());
         let request = if channel {
-            Datagram::ChannelSend { id: req, from: name("alice"), text: text.clone() }
+            Datagram::ChannelSend { id: req, from, secret, text: text_ }
         } else {
-            Datagram::Save { id: req, msg, from: name("alice"), to: name("bob"), text: text.clone(), force: false }
+            Datagram::Save { id: req, msg, from, secret, to, text: text_, force: false }
         };
         // Only what a client can send: a request that fits one datagram.
         if encode(&request).is_err() {
@@ -565,10 +575,10 @@ proptest! {
 fn the_largest_text_that_can_be_sent_comes_back_from_the_mailbox() {
     assert!(matches!(Text::new("\"".repeat(32_700)), Err(chat_proto::TextError::TooLongEncoded(65_400))));
     let (alice, bob) = (addr(5001), addr(5002));
-    let (mut server, t0, _, bob_secret) = alice_online_bob_offline(0);
+    let (mut server, t0, bob_secret, secret) = alice_online_bob_offline(0);
     let text = Text::new("\"".repeat(chat_proto::MAX_TEXT_ESCAPED / 2)).expect("the largest quoted text");
-    let save =
-        Datagram::Save { id: MsgId(50), msg: MsgId(1), from: name("alice"), to: name("bob"), text, force: false };
+    let (from, to) = (name("alice"), name("bob"));
+    let save = Datagram::Save { id: MsgId(50), msg: MsgId(1), from, secret, to, text, force: false };
     let out = exchange(&mut server, t0, alice, save);
     assert!(out.contains(&(alice, Datagram::Ack { id: MsgId(50) })), "{out:?}");
     register(&mut server, t0, bob, 10, "bob", Some(bob_secret));
@@ -588,10 +598,10 @@ fn a_guessed_probe_id_does_not_prove_an_address() {
     let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
     let mut server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, ID_SEED);
     register(&mut server, t0, attacker, 1, "x", None);
-    register(&mut server, t0, accomplice, 1, "y", None);
+    let secret = register(&mut server, t0, accomplice, 1, "y", None);
     let save = |id, to: &str| {
-        let text = Text::new("hi").expect("valid text");
-        Datagram::Save { id: MsgId(id), msg: MsgId(id), from: name("y"), to: name(to), text, force: false }
+        let (text, secret) = (Text::new("hi").expect("valid text"), secret.clone());
+        Datagram::Save { id: MsgId(id), msg: MsgId(id), from: name("y"), secret, to: name(to), text, force: false }
     };
     // One probe seen at the attacker's own address...
     let out = exchange(&mut server, t0, accomplice, save(10, "x"));

@@ -58,7 +58,13 @@ fn another_client_cannot_take_an_offline_name_and_its_messages() {
 fn a_dereg_from_another_address_is_refused() {
     let server = Server::start();
     let [mut alice, bob] = start_clients(&server, ["alice", "bob"]);
-    send(&attacker(), &server, r#"{"type":"dereg","id":7,"name":"bob"}"#, 3);
+    // With a secret, which the attacker would have to guess: refused anyway, for the address.
+    send(
+        &attacker(),
+        &server,
+        r#"{"type":"dereg","id":7,"name":"bob","secret":"0123456789abcdef0123456789abcdef"}"#,
+        3,
+    );
     alice.assert_never(TABLE, Duration::from_millis(700));
     let bob_port = bob.port;
     alice.assert_row(2, "bob", bob_port, true);
@@ -69,7 +75,9 @@ fn a_dereg_from_another_address_is_refused() {
 fn a_channel_send_from_another_address_is_not_relayed() {
     let server = Server::start();
     let [alice, bob] = start_clients(&server, ["alice", "bob"]);
-    send(&attacker(), &server, r#"{"type":"channel_send","id":8,"from":"alice","text":"forged"}"#, 3);
+    let forged =
+        r#"{"type":"channel_send","id":8,"from":"alice","secret":"0123456789abcdef0123456789abcdef","text":"forged"}"#;
+    send(&attacker(), &server, forged, 3);
     bob.assert_never(&channel("alice", "forged"), Duration::from_millis(700));
     alice.assert_alive();
 }
