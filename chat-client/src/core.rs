@@ -86,8 +86,11 @@ pub struct Client {
     pub(crate) table: Option<Table>,
     /// The pages of a table that came in several datagrams, while they arrive.
     pub(crate) pages: Option<crate::table::Pages>,
-    /// The table version that first shows this client online after its last registration.
+    /// The table version of this client's last registration (a new name's row comes in a
+    /// later one, once the address is confirmed).
     pub(crate) registered_version: u64,
+    /// A table has shown this client online since its last registration.
+    pub(crate) seen_online: bool,
     /// Commands wait here while the client registers, fetches, or waits for its first table.
     queue: VecDeque<Command>,
     /// Until when commands wait for the first table after registering.
@@ -131,6 +134,7 @@ impl Client {
             table: None,
             pages: None,
             registered_version: 0,
+            seen_online: false,
             queue: VecDeque::new(),
             table_wait: None,
             table_pull: None,

@@ -70,6 +70,7 @@ impl Client {
         // that it means the registration is done (what arrives meanwhile is shown after it).
         self.status = Status::Online;
         self.registered_version = version;
+        self.seen_online = false;
         let id = self.fresh_id();
         self.request(now, self.server, id, &Datagram::Confirm { id, cookie }, Kind::Confirm { stored });
     }

@@ -119,13 +119,17 @@ impl Client {
     }
 
     /// Shows the update. A table newer than this client's registration that lists it offline
-    /// means the server lost track of it (its probe answers were lost): it registers again.
+    /// means the server lost track of it (its probe answers were lost), and so does one without
+    /// its row once a table has shown it online (a new name's row comes only with the
+    /// registration's `confirm`): it registers again.
     fn table_changed(&mut self, now: Instant) {
         let Some(table) = &self.table else { return };
-        let listed_online = table.clients.iter().any(|r| r.name == self.me && r.online);
+        let row = table.clients.iter().find(|r| r.name == self.me);
+        self.seen_online |= row.is_some_and(|r| r.online);
+        let lost = row.map_or(self.seen_online, |r| !r.online);
         let newer = table.version > self.registered_version;
         let leaving = self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. }));
-        if self.status == Status::Online && newer && !listed_online && !leaving {
+        if self.status == Status::Online && newer && lost && !leaving {
             tracing::info!("the server lists this client offline: registering again");
             self.register(now);
         }

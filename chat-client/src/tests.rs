@@ -263,6 +263,24 @@ fn listed_offline_while_online_registers_again() {
 }
 
 #[test]
+fn a_table_without_its_row_means_a_lost_registration_only_once_it_was_shown_online() {
+    let bob_only = |version| {
+        let mut t = table(version, true, true);
+        t.clients.retain(|r| r.name.as_str() == "bob");
+        t
+    };
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.registered(id, 10, 0);
+    f.recv(SERVER, Datagram::Table(bob_only(11)));
+    let sent = f.sent();
+    assert!(!sent.iter().any(|(_, d)| matches!(d, Datagram::Register { .. })), "its row may be on its way: {sent:?}");
+    f.recv(SERVER, Datagram::Table(table(12, true, true)));
+    f.recv(SERVER, Datagram::Table(bob_only(13)));
+    assert!(f.sent().iter().any(|(p, d)| *p == SERVER && matches!(d, Datagram::Register { .. })), "its row is gone");
+}
+
+#[test]
 fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
     let mut f = Fixture::online(true);
     f.cmd("dereg bob");

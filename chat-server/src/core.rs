@@ -20,6 +20,7 @@ use crate::budget::Budgets;
 use crate::channel::Delivery;
 use crate::clients::{Clients, SavedTable};
 use crate::dedup::{Dedup, Seen};
+use crate::joining::Joining;
 use crate::probe::Probe;
 use crate::save::SaveRequest;
 use crate::tables::{Encoded, Push};
@@ -77,8 +78,10 @@ pub struct Server<S> {
     /// Clients just marked offline by a failed probe: they get the table too, so that one that
     /// is in fact alive (its answers were lost) sees it and registers again.
     pub(crate) also_tell: Vec<SocketAddr>,
+    /// New names registering from addresses not yet proven: their rows wait for `confirm`.
+    pub(crate) joining: Joining,
     out: VecDeque<Transmit>,
-    budgets: Budgets,
+    pub(crate) budgets: Budgets,
     /// Keys the cookies of `registered`: a cookie is a keyed hash of the client's address.
     cookie_key: RandomState,
     /// Datagrams dropped because they did not decode.
@@ -112,6 +115,7 @@ impl<S: Store> Server<S> {
             table_dirty: false,
             unsynced: false,
             also_tell: Vec::new(),
+            joining: Joining::new(cfg.dedup_capacity / 16),
             out: VecDeque::new(),
             budgets: Budgets::new(cfg.dedup_capacity),
             cookie_key: RandomState::new(),
@@ -395,6 +399,19 @@ impl<S: Store> Server<S> {
             return;
         }
         self.prove(from);
+        if let Some((name, secret)) = self.joining.take(from) {
+            if self.clients.get(&name).is_some() {
+                // Another client registered the name meanwhile: this one learns it when it
+                // registers again.
+                self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
+                return;
+            }
+            tracing::info!(%name, %from, "registered (address confirmed)");
+            self.clients.set_online(&name, from);
+            self.clients.set_secret(&name, secret);
+            self.acked.remove(&from);
+            self.table_dirty = true;
+        }
         self.answer(from, id, Datagram::Ack { id });
     }
 }

@@ -11,6 +11,7 @@ mod clients;
 mod core;
 mod dedup;
 mod driver;
+mod joining;
 mod probe;
 mod register;
 mod save;

@@ -42,8 +42,17 @@ impl<S: Store> Server<S> {
     }
 
     /// Puts `name` online at `from` and answers with the number of stored messages. With none
-    /// the table goes out at once; with some, after the client confirms it has them all.
+    /// the table goes out at once; with some, after the client confirms it has them all. A new
+    /// name from an address not yet proven gets its row only when `confirm` proves it.
     pub(crate) fn register(&mut self, _now: Instant, from: SocketAddr, id: MsgId, name: &Name) {
+        if self.clients.get(name).is_none() && !self.budgets.is_proven(from) {
+            let secret = self.joining.secret(from, name).cloned().unwrap_or_else(|| self.fresh_secret());
+            self.joining.insert(from, name.clone(), secret.clone());
+            tracing::info!(%name, %from, "new name: its row waits for the address to be confirmed");
+            let (version, cookie) = (self.clients.version(), self.cookie(from));
+            self.answer(from, id, Datagram::Registered { id, version, stored: 0, secret, cookie });
+            return;
+        }
         self.clients.set_online(name, from);
         self.acked.remove(&from); // a new process at this address holds no table yet
         let stored = self.store.load(name).unwrap_or_else(|e| {

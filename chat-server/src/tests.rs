@@ -94,6 +94,13 @@ impl Fixture {
 
     /// Registers `who` at `port`, confirms the address, and ACKs the tables it is sent.
     fn register(&mut self, who: &str, port: u16) {
+        let out = self.join(who, port);
+        self.ack_tables(&out);
+    }
+
+    /// `who` registers at `port` and confirms the address; returns all the server sent, its
+    /// tables not ACKed.
+    fn join(&mut self, who: &str, port: u16) -> Vec<(u16, Datagram)> {
         let id = self.id();
         let mut out = self.recv(port, self.reg(id, who));
         let Some((p, Datagram::Registered { stored: 0, ref secret, cookie, .. })) = out.first().cloned() else {
@@ -103,7 +110,7 @@ impl Fixture {
         self.secrets.insert(who.to_owned(), secret.clone());
         let id = self.id();
         out.extend(self.recv(port, Datagram::Confirm { id, cookie }));
-        self.ack_tables(&out);
+        out
     }
 
     /// `who` at `port` goes offline (`dereg`).
@@ -168,15 +175,46 @@ fn table_version(d: &Datagram) -> Option<u64> {
 }
 
 #[test]
-fn registration_answers_then_broadcasts_the_table() {
+fn registration_answers_then_once_confirmed_broadcasts_the_table() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
     let id = f.id();
     let out = f.recv(BOB, f.reg(id, "bob"));
-    assert!(matches!(out[0], (BOB, Datagram::Registered { stored: 0, .. })));
+    let [(BOB, Datagram::Registered { stored: 0, cookie, .. })] = out[..] else { panic!("only the answer: {out:?}") };
+    assert!(f.server.table().clients.iter().all(|r| r.name.as_str() != "bob"), "no row before the confirm");
+    let id = f.id();
+    let out = f.recv(BOB, Datagram::Confirm { id, cookie });
     let tables: Vec<u16> = out.iter().filter(|(_, d)| table_version(d).is_some()).map(|(p, _)| *p).collect();
     assert_eq!(tables.len(), 2, "both online clients get the table: {out:?}");
     assert!(out.iter().all(|(_, d)| online_in(d, "bob") != Some(false)));
+}
+
+#[test]
+fn registrations_never_confirmed_add_no_rows() {
+    let mut f = Fixture::online(&[("alice", ALICE)]);
+    for port in 6000..6200u16 {
+        // As sent from spoofed addresses: padded, so answered, but never confirmed.
+        let out = f.recv(port, f.reg(MsgId(1), &format!("spoof{port}")));
+        assert!(matches!(out[..], [(p, Datagram::Registered { .. })] if p == port), "{out:?}");
+    }
+    assert_eq!(f.server.table().clients.len(), 1, "only alice");
+    assert_eq!(f.at(20_000), vec![], "nothing broadcast, nothing to retransmit");
+}
+
+#[test]
+fn two_joining_as_the_same_new_name_the_first_to_confirm_gets_it() {
+    let mut f = Fixture::new();
+    let cookie = |out: &[(u16, Datagram)]| match out {
+        [(_, Datagram::Registered { cookie, secret, .. })] => (*cookie, secret.clone()),
+        _ => panic!("{out:?}"),
+    };
+    let (first, _) = cookie(&f.recv(BOB, f.reg(MsgId(1), "bob")));
+    let (second, _) = cookie(&f.recv(CAROL, f.reg(MsgId(1), "bob")));
+    f.recv(CAROL, Datagram::Confirm { id: MsgId(2), cookie: second });
+    let out = f.recv(BOB, Datagram::Confirm { id: MsgId(2), cookie: first });
+    assert_eq!(out, vec![(BOB, Datagram::Refused { id: MsgId(2), reason: Refusal::NotRegistered })]);
+    let rows = f.server.table().clients;
+    assert!(matches!(&rows[..], [r] if r.name.as_str() == "bob" && r.addr == addr(CAROL)), "{rows:?}");
 }
 
 #[test]
@@ -372,14 +410,12 @@ fn dereg_broadcasts_then_acks_and_requires_the_owner() {
 #[test]
 fn tables_are_retransmitted_until_acked_backing_off_then_given_up() {
     let mut f = Fixture::new();
-    let id = f.id();
-    f.recv(ALICE, f.reg(id, "alice"));
+    f.join("alice", ALICE);
     let tables = |out: Vec<(u16, Datagram)>| out.iter().filter(|(_, d)| table_version(d).is_some()).count();
     let resent: Vec<u64> = (1..=60).map(|i| i * 500).filter(|ms| tables(f.at(*ms)) > 0).collect();
     assert_eq!(resent, [500, 1500, 3500, 7500, 15500], "five retransmissions, each wait twice the one before");
 
-    let id = f.id();
-    let out = f.recv(BOB, f.reg(id, "bob"));
+    let out = f.join("bob", BOB);
     f.ack_tables(&out);
     assert_eq!(tables(f.at(40_000)), 0, "an ACKed table is not sent again");
 }
@@ -617,8 +653,7 @@ mod tables {
     fn a_client_that_acked_gets_only_what_changed() {
         let mut f = Fixture::new();
         f.register("alice", ALICE);
-        let id = f.id();
-        let out = f.recv(BOB, f.reg(id, "bob"));
+        let out = f.join("bob", BOB);
         let to_alice: Vec<_> = out.iter().filter(|(p, _)| *p == ALICE).collect();
         let [(_, Datagram::TableDelta { rows, .. })] = to_alice[..] else { panic!("a delta: {out:?}") };
         assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["bob"], "only bob's row");
@@ -637,12 +672,10 @@ mod tables {
     #[test]
     fn changes_while_a_push_is_in_flight_go_out_together_once_it_is_acked() {
         let mut f = Fixture::online(&[("alice", ALICE)]);
-        let id = f.id();
-        let first = f.recv(BOB, f.reg(id, "bob"));
+        let first = f.join("bob", BOB);
         assert_eq!(rows_to(&first, ALICE), [["bob"]]);
         for (who, port) in [("carol", CAROL), ("dave", 5004)] {
-            let id = f.id();
-            let out = f.recv(port, f.reg(id, who));
+            let out = f.join(who, port);
             assert_eq!(rows_to(&out, ALICE), Vec::<Vec<String>>::new(), "alice has not ACKed the last one");
         }
         let Some(version) = first.iter().find(|(p, _)| *p == ALICE).and_then(|(_, d)| table_version(d)) else {
@@ -655,10 +688,8 @@ mod tables {
     #[test]
     fn a_push_the_table_moved_past_is_retransmitted_as_the_current_one() {
         let mut f = Fixture::online(&[("alice", ALICE)]);
-        let id = f.id();
-        f.recv(BOB, f.reg(id, "bob"));
-        let id = f.id();
-        f.recv(CAROL, f.reg(id, "carol"));
+        f.join("bob", BOB);
+        f.join("carol", CAROL);
         let out = f.at(500);
         assert_eq!(rows_to(&out, ALICE), [["bob", "carol"]], "not the stale delta with bob alone");
     }
@@ -667,8 +698,7 @@ mod tables {
     fn a_client_behind_the_delta_gets_the_whole_table_again() {
         let mut f = Fixture::new();
         f.register("alice", ALICE);
-        let id = f.id();
-        let out = f.recv(BOB, f.reg(id, "bob"));
+        let out = f.join("bob", BOB);
         assert!(out.iter().any(|(p, d)| *p == ALICE && matches!(d, Datagram::TableDelta { .. })));
         // alice lost her table (or could not apply the delta): she says where she is.
         let out = f.recv(ALICE, Datagram::TableAck { version: 0 });
@@ -703,8 +733,7 @@ mod tables {
 fn a_client_behind_with_nothing_on_its_way_gets_the_table_when_it_asks() {
     let mut f = Fixture::new();
     f.register("alice", ALICE);
-    let id = f.id();
-    f.recv(BOB, f.reg(id, "bob"));
+    f.join("bob", BOB);
     f.at(60_000); // every push to alice has long given up
     let out = f.recv(ALICE, Datagram::TableAck { version: 0 });
     let [(ALICE, Datagram::Table(ref t))] = out[..] else { panic!("the whole table: {out:?}") };

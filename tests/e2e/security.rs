@@ -106,3 +106,21 @@ fn an_unproven_address_gets_at_most_three_times_its_bytes() {
         }
     }
 }
+
+#[test]
+fn a_registration_never_confirmed_adds_no_row() {
+    let server = Server::start();
+    let [mut alice] = start_clients(&server, ["alice"]);
+    // As a spoofed registration would: padded, so it is answered, but never confirmed (the
+    // cookie in the answer would go to the spoofed address).
+    let ghost = attacker();
+    let register = format!(r#"{{"type":"register","id":1,"name":"ghost","pad":"{}"}}"#, " ".repeat(300));
+    send(&ghost, &server, &register, 1);
+    ghost.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut buf = [0u8; 2048];
+    let (len, _) = ghost.recv_from(&mut buf).expect("an answer");
+    assert!(String::from_utf8_lossy(&buf[..len]).contains(r#""type":"registered""#));
+    alice.assert_never(TABLE, Duration::from_millis(1500));
+    let port = alice.port;
+    alice.assert_row(1, "alice", port, true);
+}

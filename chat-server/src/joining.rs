@@ -1,0 +1,72 @@
+//! New names registering from addresses that have not yet proven they receive there. Such a
+//! name gets its row only when `confirm` proves the address, so that registrations sent from
+//! spoofed addresses add nothing to the table. Bounded: past capacity the oldest are forgotten
+//! (their clients' `confirm` is then refused, and they register again).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use chat_proto::{Name, Secret};
+
+#[derive(Debug)]
+pub(crate) struct Joining {
+    /// By address: the name, the secret handed out for it, and when it was noted.
+    by_addr: HashMap<SocketAddr, (Name, Secret, u64)>,
+    order: VecDeque<(SocketAddr, u64)>,
+    capacity: usize,
+    next: u64,
+}
+
+impl Joining {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self { by_addr: HashMap::new(), order: VecDeque::new(), capacity, next: 0 }
+    }
+
+    /// The secret handed out to `name` joining from `from`, if it is.
+    pub(crate) fn secret(&self, from: SocketAddr, name: &Name) -> Option<&Secret> {
+        self.by_addr.get(&from).filter(|(n, _, _)| n == name).map(|(_, s, _)| s)
+    }
+
+    /// Notes that `name` joins from `from` with `secret` (replacing what `from` joined as).
+    pub(crate) fn insert(&mut self, from: SocketAddr, name: Name, secret: Secret) {
+        self.next += 1;
+        self.by_addr.insert(from, (name, secret, self.next));
+        self.order.push_back((from, self.next));
+        while self.order.len() > self.capacity {
+            if let Some((old, seq)) = self.order.pop_front() {
+                if self.by_addr.get(&old).is_some_and(|(_, _, s)| *s == seq) {
+                    self.by_addr.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// What `from` joins as, no longer noted.
+    pub(crate) fn take(&mut self, from: SocketAddr) -> Option<(Name, Secret)> {
+        self.by_addr.remove(&from).map(|(name, secret, _)| (name, secret))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_at_most_its_capacity_forgetting_the_oldest() {
+        let secret = Secret::new("00112233445566778899aabbccddeeff").expect("secret");
+        let mut j = Joining::new(2);
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        for (port, who) in [(1, "a"), (2, "b"), (1, "c"), (3, "d")] {
+            j.insert(at(port), Name::new(who).expect("name"), secret.clone());
+        }
+        assert_eq!(j.len(), 2);
+        assert_eq!(j.take(at(2)), None, "the oldest went first");
+        assert_eq!(j.take(at(1)).map(|(n, _)| n.to_string()), Some("c".into()), "re-noted, so kept");
+        assert!(j.take(at(3)).is_some());
+    }
+}
