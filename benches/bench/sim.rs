@@ -129,41 +129,43 @@ impl Sim {
         }
     }
 
-    /// Registers without proving the address: the server keeps the row but sends nothing
-    /// large (no tables) until it is proven.
-    pub(crate) async fn register_unproven(&mut self, seen: &Seen) {
+    /// Sends a padded `register` until `registered` comes; keeps the secret, returns the cookie.
+    async fn registered(&mut self, seen: &Seen) -> u64 {
         let id = self.id();
         let pad = " ".repeat(REGISTER_PAD_TO);
         let reg = Datagram::Register { id, name: self.name.clone(), secret: None, pad };
-        let secret = self
+        let (cookie, secret) = self
             .request(&reg, seen, |d| match d {
-                Datagram::Registered { id: got, secret, .. } if *got == id => Some(secret.clone()),
+                Datagram::Registered { id: got, cookie, secret, .. } if *got == id => Some((*cookie, secret.clone())),
                 _ => None,
             })
             .await;
         self.secret = Some(secret);
+        cookie
     }
 
-    /// Registers and proves the address; returns the table version that shows it online.
-    pub(crate) async fn register(&mut self, seen: &Seen) -> u64 {
-        let id = self.id();
-        let pad = " ".repeat(REGISTER_PAD_TO);
-        let reg = Datagram::Register { id, name: self.name.clone(), secret: None, pad };
-        let (version, cookie, secret) = self
-            .request(&reg, seen, |d| match d {
-                Datagram::Registered { id: got, version, cookie, secret, .. } if *got == id => {
-                    Some((*version, *cookie, secret.clone()))
-                }
-                _ => None,
-            })
-            .await;
-        self.secret = Some(secret);
+    /// Registers and proves the address (which gives a new name its row).
+    pub(crate) async fn register(&mut self, seen: &Seen) {
+        let cookie = self.registered(seen).await;
         let id = self.id();
         self.request(&Datagram::Confirm { id, cookie }, seen, |d| {
             matches!(d, Datagram::Ack { id: got } if *got == id).then_some(())
         })
         .await;
-        version
+    }
+
+    /// Registers, proves the address and goes offline at once: the `dereg` right behind the
+    /// `confirm`, so that the server, which reads both in one batch, has no table to push. What
+    /// stays on the server is the row, its secret and indexes.
+    pub(crate) async fn register_and_leave(&mut self, seen: &Seen) {
+        let cookie = self.registered(seen).await;
+        let (confirm, id) = (self.id(), self.id());
+        self.send(&Datagram::Confirm { id: confirm, cookie }).await;
+        let dereg = Datagram::Dereg { id, name: self.name.clone(), secret: self.secret() };
+        self.request(&dereg, seen, |d| {
+            matches!(d, Datagram::Ack { id: got } | Datagram::Refused { id: got, .. } if *got == id).then_some(())
+        })
+        .await;
     }
 
     pub(crate) async fn dereg(&mut self, seen: &Seen) {
