@@ -205,6 +205,13 @@ impl Client {
                 self.notice(format!("Registration refused: {reason}."));
                 self.exit_with(1, Some(Event::Notice("Exiting".into())));
             }
+            // The server does not take this secret for the name: still online there.
+            Some(Kind::Dereg { then_exit }) if reason == Refusal::NotOwner => {
+                self.notice(format!("Not deregistered: {reason}."));
+                if then_exit {
+                    self.exit_with(0, None);
+                }
+            }
             // The server does not know this client at this address: it is offline already.
             Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
             // The server does not know this client (it restarted): register, then do it again.

@@ -372,6 +372,17 @@ fn requests_in_the_names_carry_its_secret() {
 }
 
 #[test]
+fn a_dereg_refused_for_the_secret_leaves_the_client_online() {
+    let mut f = Fixture::online(true);
+    f.cmd("dereg alice");
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotOwner });
+    assert_eq!(f.events(), [">>> [Not deregistered: the name belongs to another client.]"]);
+    f.cmd("send_all still here");
+    assert!(matches!(f.sent()[..], [(SERVER, Datagram::ChannelSend { .. })]), "still online");
+}
+
+#[test]
 fn dereg_with_no_server_exits_1() {
     let mut f = Fixture::online(true);
     f.cmd("dereg alice");

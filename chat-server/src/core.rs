@@ -410,6 +410,7 @@ impl<S: Store> Server<S> {
             self.clients.set_online(&name, from);
             self.clients.set_secret(&name, secret);
             self.acked.remove(&from);
+            self.pushes.remove(&from);
             self.table_dirty = true;
         }
         self.answer(from, id, Datagram::Ack { id });

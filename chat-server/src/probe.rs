@@ -119,7 +119,7 @@ impl<S: Store> Server<S> {
 
     fn on_dead(&mut self, now: Instant, w: Waiter) {
         match w {
-            Waiter::Register { from, id, name } => self.register(now, from, id, &name),
+            Waiter::Register { from, id, name } => self.register(now, from, id, &name, None),
             Waiter::Save { from, id, to, msg } => self.store_for(from, id, &to, msg),
             Waiter::Channel(d) => self.store_channel(&d),
         }

@@ -37,16 +37,17 @@ impl<S: Store> Server<S> {
                 self.dedup.set(from, id, Seen::Pending);
                 self.probe(now, &name, e.addr, Waiter::Register { from, id, name: name.clone() });
             }
-            _ => self.register(now, from, id, &name),
+            _ => self.register(now, from, id, &name, secret),
         }
     }
 
     /// Puts `name` online at `from` and answers with the number of stored messages. With none
     /// the table goes out at once; with some, after the client confirms it has them all. A new
-    /// name from an address not yet proven gets its row only when `confirm` proves it.
-    pub(crate) fn register(&mut self, _now: Instant, from: SocketAddr, id: MsgId, name: &Name) {
+    /// name from an address not yet proven gets its row only when `confirm` proves it. A name
+    /// the server has no secret for (it lost its row) takes the one the client `shown`.
+    pub(crate) fn register(&mut self, _now: Instant, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>) {
         if self.clients.get(name).is_none() && !self.budgets.is_proven(from) {
-            let secret = self.joining.secret(from, name).cloned().unwrap_or_else(|| self.fresh_secret());
+            let secret = self.joining.secret(from, name).cloned().or(shown).unwrap_or_else(|| self.fresh_secret());
             self.joining.insert(from, name.clone(), secret.clone());
             tracing::info!(%name, %from, "new name: its row waits for the address to be confirmed");
             let (version, cookie) = (self.clients.version(), self.cookie(from));
@@ -54,7 +55,9 @@ impl<S: Store> Server<S> {
             return;
         }
         self.clients.set_online(name, from);
-        self.acked.remove(&from); // a new process at this address holds no table yet
+        // A new process at this address holds no table yet, and waits for nothing on its way.
+        self.acked.remove(&from);
+        self.pushes.remove(&from);
         let stored = self.store.load(name).unwrap_or_else(|e| {
             tracing::error!(%name, "cannot read stored messages: {e}");
             Vec::new()
@@ -70,7 +73,7 @@ impl<S: Store> Server<S> {
         let secret = match self.clients.secret(name) {
             Some(s) => s.clone(),
             None => {
-                let s = self.fresh_secret();
+                let s = shown.unwrap_or_else(|| self.fresh_secret());
                 self.clients.set_secret(name, s.clone());
                 s
             }

@@ -31,6 +31,9 @@ pub(crate) struct Push {
     pub(crate) version: u64,
     /// The version the delta starts from; `None` for the whole table.
     base: Option<u64>,
+    /// For the whole table: its version, and how many of the datagrams are its pages (a delta
+    /// from it may follow them).
+    whole: Option<(u64, usize)>,
     pub(crate) datagrams: Vec<Arc<[u8]>>,
     pub(crate) next_at: Instant,
     left: u32,
@@ -40,6 +43,14 @@ pub(crate) struct Push {
     /// The table changed since this was sent: what goes next is what changed since the
     /// version the client holds.
     stale: bool,
+}
+
+/// What a new push sends (see [`Push`]).
+struct Sent {
+    version: u64,
+    base: Option<u64>,
+    whole: Option<(u64, usize)>,
+    datagrams: Vec<Arc<[u8]>>,
 }
 
 /// The encodings of the current table version's whole table and deltas, shared between
@@ -55,8 +66,7 @@ impl<S: Store> Server<S> {
     pub(crate) fn broadcast(&mut self, now: Instant) {
         self.table_dirty = false;
         let version = self.clients.version();
-        let mut targets: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
-        targets.append(&mut self.also_tell);
+        let targets: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
         let (mut sent, mut waiting) = (0, 0);
         for to in targets {
             match self.pushes.get_mut(&to) {
@@ -65,62 +75,98 @@ impl<S: Store> Server<S> {
                     waiting += 1;
                 }
                 None => {
-                    let base = self.acked.get(&to).copied();
-                    self.push_table(now, to, base, None, 1);
+                    self.push_table(now, to);
                     sent += 1;
                 }
             }
         }
+        // Clients just marked offline hear it at once, whatever is on its way to them: one
+        // that is in fact alive registers again.
+        for to in std::mem::take(&mut self.also_tell) {
+            self.pushes.remove(&to);
+            self.push_table(now, to);
+            sent += 1;
+        }
         tracing::debug!(version, sent, waiting, "table broadcast");
     }
 
-    /// Sends `to` the current table: a delta from `base` if the change log reaches back to it,
-    /// else the whole table; retransmitted up to `left` times, the first after `backoff` ACK
-    /// timeouts.
-    fn push_table(&mut self, now: Instant, to: SocketAddr, base: Option<u64>, left: Option<u32>, backoff: u32) {
+    /// Sends `to` the current table: a delta from the version it last ACKed if the change log
+    /// reaches back to it, else the whole table; retransmitted until ACKed, backing off.
+    fn push_table(&mut self, now: Instant, to: SocketAddr) {
         let version = self.clients.version();
+        let base = self.acked.get(&to).copied();
         if base.is_some_and(|b| b >= version) {
             self.pushes.remove(&to);
             return;
         }
-        let mut encoded = std::mem::take(&mut self.encoded);
-        if encoded.version != version {
-            encoded = Encoded { version, ..Encoded::default() };
-        }
+        let mut encoded = self.encodings(version);
         let delta = base.and_then(|b| Some((b, self.delta(b, version, &mut encoded)?)));
-        let (base, datagrams) = match delta {
-            Some((b, d)) => (Some(b), d),
-            None => (None, encoded.whole.get_or_insert_with(|| self.whole_table()).clone()),
+        let (base, whole, datagrams) = match delta {
+            Some((b, d)) => (Some(b), None, d),
+            None => {
+                let pages = encoded.whole.get_or_insert_with(|| self.whole_table()).clone();
+                (None, Some((version, pages.len())), pages)
+            }
         };
         self.encoded = encoded;
+        self.start_push(now, to, Sent { version, base, whole, datagrams });
+    }
+
+    /// Sends `to`, whose whole table (at `whole_version`, in `pages`) is still on its way, the
+    /// same pages again with what changed since: pages of two versions would not make a table.
+    fn push_after_whole(&mut self, now: Instant, to: SocketAddr, whole_version: u64, mut pages: Vec<Arc<[u8]>>) {
+        let version = self.clients.version();
+        let mut encoded = self.encodings(version);
+        let delta = self.delta(whole_version, version, &mut encoded);
+        self.encoded = encoded;
+        let Some(delta) = delta else {
+            self.push_table(now, to); // the change log no longer reaches back: a new table
+            return;
+        };
+        let whole = Some((whole_version, pages.len()));
+        pages.extend(delta);
+        self.start_push(now, to, Sent { version, base: None, whole, datagrams: pages });
+    }
+
+    fn start_push(&mut self, now: Instant, to: SocketAddr, sent: Sent) {
+        let Sent { version, base, whole, datagrams } = sent;
         for bytes in &datagrams {
             self.push_out(Transmit { to, bytes: bytes.clone() });
         }
-        let left = left.unwrap_or(self.cfg.retries);
-        let next_at = now + self.cfg.ack_timeout * backoff;
-        self.pushes.insert(to, Push { version, base, datagrams, next_at, left, backoff, stale: false });
+        let (next_at, left) = (now + self.cfg.ack_timeout, self.cfg.retries);
+        self.pushes.insert(to, Push { version, base, whole, datagrams, next_at, left, backoff: 1, stale: false });
+    }
+
+    /// The shared encodings of table `version`.
+    fn encodings(&mut self, version: u64) -> Encoded {
+        let encoded = std::mem::take(&mut self.encoded);
+        if encoded.version == version { encoded } else { Encoded { version, ..Encoded::default() } }
     }
 
     /// Retransmits the pushes that are due, backing off, and gives up on those retried enough.
-    /// A push the table has moved past since is replaced by the current one.
+    /// A push the table has moved past since is replaced by the current one, retried afresh.
     pub(crate) fn push_timeouts(&mut self, now: Instant) {
         let due: Vec<SocketAddr> = self.pushes.iter().filter(|(_, p)| p.next_at <= now).map(|(to, _)| *to).collect();
         for to in due {
             let Some(push) = self.pushes.get_mut(&to) else { continue };
+            if push.stale {
+                match push.whole {
+                    Some((whole_version, pages)) => {
+                        let pages = push.datagrams[..pages].to_vec();
+                        self.push_after_whole(now, to, whole_version, pages);
+                    }
+                    None => self.push_table(now, to),
+                }
+                continue;
+            }
             if push.left == 0 {
                 tracing::debug!(%to, version = push.version, "table never ACKed, given up");
                 self.pushes.remove(&to);
                 continue;
             }
-            let (left, backoff) = (push.left - 1, push.backoff.saturating_mul(2).min(MAX_BACKOFF));
-            if push.stale {
-                let base = self.acked.get(&to).copied();
-                self.push_table(now, to, base, Some(left), backoff);
-                continue;
-            }
-            push.left = left;
-            push.backoff = backoff;
-            push.next_at = now + self.cfg.ack_timeout * backoff;
+            push.left -= 1;
+            push.backoff = push.backoff.saturating_mul(2).min(MAX_BACKOFF);
+            push.next_at = now + self.cfg.ack_timeout * push.backoff;
             let copies: Vec<Transmit> =
                 push.datagrams.iter().map(|bytes| Transmit { to, bytes: bytes.clone() }).collect();
             for t in copies {
@@ -172,11 +218,11 @@ impl<S: Store> Server<S> {
             Some(push) if push.version <= version => {
                 self.pushes.remove(&from);
                 if behind {
-                    self.push_table(now, from, Some(version), None, 1);
+                    self.push_table(now, from);
                 }
             }
-            Some(push) if push.base.is_some_and(|b| version < b) => self.push_table(now, from, Some(version), None, 1),
-            None if behind => self.push_table(now, from, Some(version), None, 1),
+            Some(push) if push.base.is_some_and(|b| version < b) => self.push_table(now, from),
+            None if behind => self.push_table(now, from),
             _ => {}
         }
     }

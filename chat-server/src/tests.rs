@@ -202,6 +202,16 @@ fn registrations_never_confirmed_add_no_rows() {
 }
 
 #[test]
+fn a_name_the_server_lost_takes_the_secret_its_client_shows() {
+    let mut f = Fixture::new();
+    let shown = Secret::new("00112233445566778899aabbccddeeff").expect("secret");
+    let register =
+        Datagram::Register { id: MsgId(1), name: name("bob"), secret: Some(shown.clone()), pad: " ".repeat(300) };
+    let out = f.recv(BOB, register);
+    assert!(matches!(&out[..], [(BOB, Datagram::Registered { secret, .. })] if *secret == shown), "{out:?}");
+}
+
+#[test]
 fn two_joining_as_the_same_new_name_the_first_to_confirm_gets_it() {
     let mut f = Fixture::new();
     let cookie = |out: &[(u16, Datagram)]| match out {
@@ -692,6 +702,80 @@ mod tables {
         f.join("carol", CAROL);
         let out = f.at(500);
         assert_eq!(rows_to(&out, ALICE), [["bob", "carol"]], "not the stale delta with bob alone");
+    }
+
+    /// The rows of every table, page and delta `out` sends to `port`.
+    fn names_to(out: &[(u16, Datagram)], port: u16) -> Vec<String> {
+        out.iter()
+            .filter(|(p, _)| *p == port)
+            .flat_map(|(_, d)| match d {
+                Datagram::TableDelta { rows, .. } | Datagram::TablePage { clients: rows, .. } => rows.clone(),
+                Datagram::Table(t) => t.clients.clone(),
+                _ => Vec::new(),
+            })
+            .map(|r| r.name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_change_while_the_last_retransmission_is_pending_still_goes_out() {
+        let mut f = Fixture::online(&[("alice", ALICE)]);
+        f.join("bob", BOB); // alice never ACKs from now on
+        for ms in [500, 1500, 3500, 7500, 15_500, 16_000] {
+            f.at(ms); // the last retransmission at 15.5 s; given up at 23.5 s unless ACKed
+        }
+        f.join("carol", CAROL);
+        let later: Vec<_> = (33..=48).flat_map(|i| f.at(i * 500)).collect();
+        assert!(names_to(&later, ALICE).contains(&"carol".to_owned()), "{later:?}");
+    }
+
+    #[test]
+    fn a_client_restarting_at_the_same_address_gets_the_table_at_once() {
+        let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+        f.join("carol", CAROL); // on its way to bob, who crashed and never ACKs
+        f.at(500);
+        let out = f.join("bob", BOB);
+        assert!(names_to(&out, BOB).contains(&"carol".to_owned()), "{out:?}");
+    }
+
+    #[test]
+    fn a_client_marked_offline_is_told_at_once_whatever_is_on_its_way() {
+        let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+        f.join("carol", CAROL); // bob's link is down: no ACKs, no probe answers
+        f.at(500);
+        f.at(1500);
+        f.save(("alice", ALICE), "bob", "hi");
+        let out: Vec<_> = (1..=6).flat_map(|i| f.at(1500 + i * 100)).collect();
+        assert!(out.iter().any(|(p, d)| *p == BOB && online_in(d, "bob") == Some(false)), "{out:?}");
+    }
+
+    #[test]
+    fn a_whole_table_in_pages_is_resent_at_its_version_with_what_changed_after_it() {
+        let mut f = Fixture::new();
+        for i in 0..600u16 {
+            f.register(&format!("{}{i:04}", "é".repeat(28)), 10_000 + i);
+        }
+        let out = f.join("dave", 5004); // never ACKed
+        let versions = |out: &[(u16, Datagram)]| -> Vec<u64> {
+            out.iter()
+                .filter_map(|(p, d)| match d {
+                    Datagram::TablePage { version, .. } if *p == 5004 => Some(*version),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = versions(&out);
+        assert!(first.len() > 1 && first.iter().all(|v| *v == first[0]), "{first:?}");
+        f.join("erin", 5005);
+        let again = f.at(500);
+        assert_eq!(versions(&again), first, "the same pages again");
+        let delta = again.iter().find_map(|(p, d)| match d {
+            Datagram::TableDelta { base, rows, .. } if *p == 5004 => Some((*base, rows.clone())),
+            _ => None,
+        });
+        let Some((base, rows)) = delta else { panic!("and a delta after them: {again:?}") };
+        assert_eq!(base, first[0]);
+        assert!(rows.iter().any(|r| r.name.as_str() == "erin"));
     }
 
     #[test]
