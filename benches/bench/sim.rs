@@ -144,14 +144,23 @@ impl Sim {
         cookie
     }
 
-    /// Registers and proves the address (which gives a new name its row).
+    /// Registers and proves the address (which gives a new name its row), again if the server
+    /// refuses the proof (it forgot the registration).
     pub(crate) async fn register(&mut self, seen: &Seen) {
-        let cookie = self.registered(seen).await;
-        let id = self.id();
-        self.request(&Datagram::Confirm { id, cookie }, seen, |d| {
-            matches!(d, Datagram::Ack { id: got } if *got == id).then_some(())
-        })
-        .await;
+        loop {
+            let cookie = self.registered(seen).await;
+            let id = self.id();
+            let acked = self
+                .request(&Datagram::Confirm { id, cookie }, seen, |d| match d {
+                    Datagram::Ack { id: got } if *got == id => Some(true),
+                    Datagram::Refused { id: got, .. } if *got == id => Some(false),
+                    _ => None,
+                })
+                .await;
+            if acked {
+                return;
+            }
+        }
     }
 
     /// Registers, proves the address and goes offline at once: the `dereg` right behind the

@@ -115,7 +115,7 @@ impl<S: Store> Server<S> {
             table_dirty: false,
             unsynced: false,
             also_tell: Vec::new(),
-            joining: Joining::new(cfg.dedup_capacity / 16),
+            joining: Joining::new(cfg.dedup_capacity),
             out: VecDeque::new(),
             budgets: Budgets::new(cfg.dedup_capacity),
             cookie_key: RandomState::new(),
@@ -399,19 +399,28 @@ impl<S: Store> Server<S> {
             return;
         }
         self.prove(from);
-        if let Some((name, secret)) = self.joining.take(from) {
-            if self.clients.get(&name).is_some() {
-                // Another client registered the name meanwhile: this one learns it when it
-                // registers again.
+        match self.joining.take(from) {
+            // Another client registered the name meanwhile: this one learns it when it
+            // registers again.
+            Some((name, _)) if self.clients.get(&name).is_some() => {
                 self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
                 return;
             }
-            tracing::info!(%name, %from, "registered (address confirmed)");
-            self.clients.set_online(&name, from);
-            self.clients.set_secret(&name, secret);
-            self.acked.remove(&from);
-            self.pushes.remove(&from);
-            self.table_dirty = true;
+            Some((name, secret)) => {
+                tracing::info!(%name, %from, "registered (address confirmed)");
+                self.clients.set_online(&name, from);
+                self.clients.set_secret(&name, secret);
+                self.acked.remove(&from);
+                self.pushes.remove(&from);
+                self.table_dirty = true;
+            }
+            // Nothing registers at this address (a joining name forgotten past capacity): the
+            // client registers again.
+            None if self.clients.online_at(from).is_none() => {
+                self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
+                return;
+            }
+            None => {}
         }
         self.answer(from, id, Datagram::Ack { id });
     }

@@ -202,6 +202,16 @@ fn registrations_never_confirmed_add_no_rows() {
 }
 
 #[test]
+fn a_confirm_with_nothing_registering_at_its_address_is_refused_so_the_client_registers_again() {
+    // As for a joining name forgotten past capacity: the address has its cookie, but nothing
+    // registers there.
+    let mut f = Fixture::new();
+    let cookie = f.server.cookie(addr(BOB));
+    let out = f.recv(BOB, Datagram::Confirm { id: MsgId(2), cookie });
+    assert_eq!(out, vec![(BOB, Datagram::Refused { id: MsgId(2), reason: Refusal::NotRegistered })]);
+}
+
+#[test]
 fn a_name_the_server_lost_takes_the_secret_its_client_shows() {
     let mut f = Fixture::new();
     let shown = Secret::new("00112233445566778899aabbccddeeff").expect("secret");
