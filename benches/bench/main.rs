@@ -31,7 +31,7 @@ impl Scale {
             pings: 5_000,
             flood: 20_000,
             window: 64,
-            savers: vec![1, 32, 128],
+            savers: vec![1, 32, 64, 128],
             saves_each: 1_000,
             fanout: 1_000,
             storms: vec![250, 1_000, 5_000],

@@ -64,7 +64,6 @@ pub(crate) fn saves(scale: &Scale) -> Vec<Line> {
     raw.extend(raw::append_and_sync(dir.path(), &line, 200));
     let raw_rate = raw.len() as f64 / raw.iter().map(Duration::as_secs_f64).sum::<f64>();
     let raw_p99 = percentile(&mut raw, 99.0);
-    let top = runs.iter().map(|r| r.0).max().unwrap_or(0);
     let mut lines = Vec::new();
     for (savers, rate, p99) in runs {
         let senders = if savers == 1 { "1 sender".to_owned() } else { format!("{savers} senders") };
@@ -73,14 +72,14 @@ pub(crate) fn saves(scale: &Scale) -> Vec<Line> {
             ours: format!("{rate:.0} saves/s"),
             baseline: format!("{raw_rate:.0} fsyncs/s raw"),
             ratio: format!("{:.1}×", rate / raw_rate),
-            target: if savers == top { "≥ 10× raw fsync rate" } else { "" },
+            target: if savers > 1 { "≥ 10× raw fsync rate" } else { "" },
         });
         lines.push(Line {
             what: format!("3. durable save p99, {senders}"),
             ours: ms(p99),
             baseline: format!("{} raw fsync p99", ms(raw_p99)),
             ratio: String::new(),
-            target: if savers == top { "p99 < 5 ms" } else { "" },
+            target: if savers > 1 { "p99 < 5 ms" } else { "" },
         });
     }
     lines
