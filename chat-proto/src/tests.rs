@@ -34,29 +34,22 @@ fn table() -> Table {
 fn every_variant() -> Vec<Datagram> {
     let id = MsgId(42);
     let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    let save = |force| Datagram::Save {
+        id,
+        msg: MsgId(9),
+        from: name("a"),
+        secret: secret(),
+        to: name("b"),
+        text: text("hi"),
+        force,
+    };
     vec![
         Datagram::Register { id, name: name("alice"), secret: None, pad: String::new() },
         Datagram::Register { id, name: name("alice"), secret: Some(secret()), pad: "   ".into() },
         Datagram::Confirm { id, cookie: 99 },
         Datagram::Dereg { id, name: name("alice"), secret: secret() },
-        Datagram::Save {
-            id,
-            msg: MsgId(9),
-            from: name("a"),
-            secret: secret(),
-            to: name("b"),
-            text: text("hi"),
-            force: false,
-        },
-        Datagram::Save {
-            id,
-            msg: MsgId(9),
-            from: name("a"),
-            secret: secret(),
-            to: name("b"),
-            text: text("hi"),
-            force: true,
-        },
+        save(false),
+        save(true),
         Datagram::ChannelSend { id, from: name("a"), secret: secret(), text: text("all") },
         Datagram::Fetch { id, index: 3 },
         Datagram::FetchDone { id, count: 4, last: MsgId(7) },
