@@ -171,10 +171,18 @@ impl Sim {
         let (confirm, id) = (self.id(), self.id());
         self.send(&Datagram::Confirm { id: confirm, cookie }).await;
         let dereg = Datagram::Dereg { id, name: self.name.clone(), secret: self.secret() };
-        self.request(&dereg, seen, |d| {
-            matches!(d, Datagram::Ack { id: got } | Datagram::Refused { id: got, .. } if *got == id).then_some(())
-        })
-        .await;
+        let left = self
+            .request(&dereg, seen, |d| match d {
+                Datagram::Ack { id: got } if *got == id => Some(true),
+                Datagram::Refused { id: got, .. } if *got == id => Some(false),
+                _ => None,
+            })
+            .await;
+        if !left {
+            // The confirm was not taken (it came after the dereg): the long way round.
+            self.register(seen).await;
+            self.dereg(seen).await;
+        }
     }
 
     pub(crate) async fn dereg(&mut self, seen: &Seen) {

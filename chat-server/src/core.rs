@@ -377,6 +377,12 @@ impl<S: Store> Server<S> {
         self.cookie_key.hash_one(addr)
     }
 
+    /// The cookie for `name` joining from `addr`: it proves the address for that name only, so
+    /// a `register` spoofed from the same address cannot change what the `confirm` creates.
+    pub(crate) fn joining_cookie(&self, addr: SocketAddr, name: &Name) -> u64 {
+        self.cookie_key.hash_one((addr, name))
+    }
+
     /// `addr` echoed something it could only have received there.
     pub(crate) fn prove(&mut self, addr: SocketAddr) {
         if self.budgets.is_proven(addr) {
@@ -392,8 +398,13 @@ impl<S: Store> Server<S> {
     }
 
     fn on_confirm(&mut self, from: SocketAddr, id: MsgId, cookie: u64) {
-        if cookie != self.cookie(from) {
-            // A restarted server has a new key: the client registers again.
+        let expected = match self.joining.name_at(from) {
+            Some(name) => self.joining_cookie(from, name),
+            None => self.cookie(from),
+        };
+        if cookie != expected {
+            // A restarted server has a new key, or what joins at this address changed: the
+            // client registers again.
             tracing::debug!(%from, "confirm with a wrong cookie");
             self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
@@ -412,7 +423,7 @@ impl<S: Store> Server<S> {
                 self.clients.set_secret(&name, secret);
                 self.acked.remove(&from);
                 self.pushes.remove(&from);
-                self.table_dirty = true;
+                self.start_fetch(&name);
             }
             // Nothing registers at this address (a joining name forgotten past capacity): the
             // client registers again.

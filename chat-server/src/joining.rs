@@ -1,7 +1,7 @@
-//! New names registering from addresses that have not yet proven they receive there. Such a
-//! name gets its row only when `confirm` proves the address, so that registrations sent from
-//! spoofed addresses add nothing to the table. Bounded: past capacity the oldest are forgotten
-//! (their clients' `confirm` is then refused, and they register again).
+//! New names registering, until `confirm` proves they receive at their address: only then
+//! does such a name get its row, so that registrations sent from spoofed addresses add nothing
+//! to the table. Bounded: past capacity the oldest are forgotten (their clients' `confirm` is
+//! then refused, and they register again).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -20,6 +20,11 @@ pub(crate) struct Joining {
 impl Joining {
     pub(crate) fn new(capacity: usize) -> Self {
         Self { by_addr: HashMap::new(), order: VecDeque::new(), capacity, next: 0 }
+    }
+
+    /// The name joining from `from`, if any.
+    pub(crate) fn name_at(&self, from: SocketAddr) -> Option<&Name> {
+        self.by_addr.get(&from).map(|(name, _, _)| name)
     }
 
     /// The secret handed out to `name` joining from `from`, if it is.

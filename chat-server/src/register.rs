@@ -43,33 +43,28 @@ impl<S: Store> Server<S> {
 
     /// Puts `name` online at `from` and answers with the number of stored messages. With none
     /// the table goes out at once; with some, after the client confirms it has them all. A new
-    /// name from an address not yet proven gets its row only when `confirm` proves it. A name
-    /// the server has no secret for (it lost its row) takes the one the client `shown`.
+    /// name gets its row only when `confirm` proves the address for it (the cookie is for the
+    /// address and the name). A name the server has no secret for (it lost its row) takes the
+    /// one the client `shown`.
     pub(crate) fn register(&mut self, _now: Instant, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>) {
-        if self.clients.get(name).is_none() && !self.budgets.is_proven(from) {
+        if self.clients.get(name).is_none() {
             let secret = self.joining.secret(from, name).cloned().or(shown).unwrap_or_else(|| self.fresh_secret());
             self.joining.insert(from, name.clone(), secret.clone());
-            tracing::info!(%name, %from, "new name: its row waits for the address to be confirmed");
-            let (version, cookie) = (self.clients.version(), self.cookie(from));
-            self.answer(from, id, Datagram::Registered { id, version, stored: 0, secret, cookie });
+            // A mailbox kept from before the server lost the name's row.
+            let stored = self.store.usage(name).map_or(0, |u| u32::try_from(u.count).unwrap_or(u32::MAX));
+            tracing::info!(%name, %from, stored, "new name: its row waits for the address to be confirmed");
+            let (version, cookie) = (self.clients.version(), self.joining_cookie(from, name));
+            self.answer(from, id, Datagram::Registered { id, version, stored, secret, cookie });
             return;
         }
         self.clients.set_online(name, from);
-        // A new process at this address holds no table yet, and waits for nothing on its way.
+        // A new process at this address holds no table yet, waits for nothing on its way, and
+        // confirms this registration, not one that joined from here before.
         self.acked.remove(&from);
         self.pushes.remove(&from);
-        let stored = self.store.load(name).unwrap_or_else(|e| {
-            tracing::error!(%name, "cannot read stored messages: {e}");
-            Vec::new()
-        });
-        let count = u32::try_from(stored.len()).unwrap_or(u32::MAX);
+        self.joining.take(from);
+        let count = self.start_fetch(name);
         tracing::info!(%name, %from, stored = count, "registered");
-        if stored.is_empty() {
-            self.fetches.remove(name);
-            self.table_dirty = true;
-        } else {
-            self.fetches.insert(name.clone(), stored);
-        }
         let secret = match self.clients.secret(name) {
             Some(s) => s.clone(),
             None => {
@@ -80,6 +75,23 @@ impl<S: Store> Server<S> {
         };
         let (version, cookie) = (self.clients.version(), self.cookie(from));
         self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });
+    }
+
+    /// Loads `name`'s stored messages for it to fetch; with none, the table goes out at once
+    /// (with some, after the fetch). Returns how many there are.
+    pub(crate) fn start_fetch(&mut self, name: &Name) -> u32 {
+        let stored = self.store.load(name).unwrap_or_else(|e| {
+            tracing::error!(%name, "cannot read stored messages: {e}");
+            Vec::new()
+        });
+        let count = u32::try_from(stored.len()).unwrap_or(u32::MAX);
+        if stored.is_empty() {
+            self.fetches.remove(name);
+            self.table_dirty = true;
+        } else {
+            self.fetches.insert(name.clone(), stored);
+        }
+        count
     }
 
     pub(crate) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name, secret: &Secret) {

@@ -144,18 +144,26 @@ impl<S: Store> Server<S> {
     }
 
     /// Retransmits the pushes that are due, backing off, and gives up on those retried enough.
-    /// A push the table has moved past since is replaced by the current one, retried afresh.
+    /// A push the table has moved past since is replaced by the current one, keeping its
+    /// retries and backoff.
     pub(crate) fn push_timeouts(&mut self, now: Instant) {
         let due: Vec<SocketAddr> = self.pushes.iter().filter(|(_, p)| p.next_at <= now).map(|(to, _)| *to).collect();
         for to in due {
             let Some(push) = self.pushes.get_mut(&to) else { continue };
+            let (left, backoff) = (push.left.saturating_sub(1), push.backoff.saturating_mul(2).min(MAX_BACKOFF));
             if push.stale {
+                // Sent even after the last retry, since it says something new; a client that
+                // is gone costs one push per longest backoff for as long as the table changes.
                 match push.whole {
                     Some((whole_version, pages)) => {
                         let pages = push.datagrams[..pages].to_vec();
                         self.push_after_whole(now, to, whole_version, pages);
                     }
                     None => self.push_table(now, to),
+                }
+                if let Some(push) = self.pushes.get_mut(&to) {
+                    (push.left, push.backoff) = (left, backoff);
+                    push.next_at = now + self.cfg.ack_timeout * backoff;
                 }
                 continue;
             }
@@ -164,9 +172,8 @@ impl<S: Store> Server<S> {
                 self.pushes.remove(&to);
                 continue;
             }
-            push.left -= 1;
-            push.backoff = push.backoff.saturating_mul(2).min(MAX_BACKOFF);
-            push.next_at = now + self.cfg.ack_timeout * push.backoff;
+            (push.left, push.backoff) = (left, backoff);
+            push.next_at = now + self.cfg.ack_timeout * backoff;
             let copies: Vec<Transmit> =
                 push.datagrams.iter().map(|bytes| Transmit { to, bytes: bytes.clone() }).collect();
             for t in copies {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use chat_proto::{Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, Text, decode};
+use chat_proto::{Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Text, decode};
 use chrono::{TimeZone, Utc};
 use offline_store::{Limits, MemStore, Store, StoreError};
 
@@ -209,6 +209,52 @@ fn a_confirm_with_nothing_registering_at_its_address_is_refused_so_the_client_re
     let cookie = f.server.cookie(addr(BOB));
     let out = f.recv(BOB, Datagram::Confirm { id: MsgId(2), cookie });
     assert_eq!(out, vec![(BOB, Datagram::Refused { id: MsgId(2), reason: Refusal::NotRegistered })]);
+}
+
+#[test]
+fn a_register_spoofed_from_a_joining_address_cannot_change_what_its_confirm_creates() {
+    let mut f = Fixture::new();
+    let out = f.recv(BOB, f.reg(MsgId(101), "bob"));
+    let [(BOB, Datagram::Registered { cookie, .. })] = out[..] else { panic!("{out:?}") };
+    let stolen = Secret::new("0123456789abcdef0123456789abcdef").expect("secret");
+    let spoofed =
+        Datagram::Register { id: MsgId(109), name: name("mallory"), secret: Some(stolen), pad: " ".repeat(300) };
+    f.recv(BOB, spoofed);
+    let out = f.recv(BOB, Datagram::Confirm { id: MsgId(102), cookie });
+    assert_eq!(out, vec![(BOB, Datagram::Refused { id: MsgId(102), reason: Refusal::NotRegistered })]);
+    assert!(f.server.table().clients.is_empty(), "no row for mallory");
+    f.join("bob", BOB); // bob registers again, and gets his row
+    assert!(f.server.table().clients.iter().any(|r| r.name.as_str() == "bob" && r.addr == addr(BOB)));
+}
+
+#[test]
+fn a_new_name_waits_for_its_confirm_even_from_a_proven_address() {
+    let mut f = Fixture::online(&[("alice", ALICE)]);
+    let out = f.recv(ALICE, f.reg(MsgId(900), "mallory")); // spoofed from alice's address
+    assert!(matches!(out[..], [(ALICE, Datagram::Registered { .. })]), "{out:?}");
+    let rows = f.server.table().clients;
+    assert!(matches!(&rows[..], [r] if r.name.as_str() == "alice" && r.online), "alice keeps her address: {rows:?}");
+}
+
+#[test]
+fn a_new_name_with_a_mailbox_from_before_fetches_it_once_confirmed() {
+    let mut f = Fixture::new();
+    let msg = StoredMessage {
+        id: MsgId(5),
+        from: name("alice"),
+        origin: Origin::Direct,
+        at: Utc::now(),
+        text: Text::new("kept").expect("t"),
+    };
+    f.server.store_mut().append(&name("bob"), &msg).expect("append");
+    let out = f.recv(BOB, f.reg(MsgId(1), "bob"));
+    let [(BOB, Datagram::Registered { stored: 1, cookie, .. })] = out[..] else { panic!("{out:?}") };
+    f.recv(BOB, Datagram::Confirm { id: MsgId(2), cookie });
+    let out = f.recv(BOB, Datagram::Fetch { id: MsgId(3), index: 0 });
+    assert!(
+        matches!(&out[..], [(BOB, Datagram::Stored { message, .. })] if message.text.as_str() == "kept"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -737,6 +783,23 @@ mod tables {
         f.join("carol", CAROL);
         let later: Vec<_> = (33..=48).flat_map(|i| f.at(i * 500)).collect();
         assert!(names_to(&later, ALICE).contains(&"carol".to_owned()), "{later:?}");
+    }
+
+    #[test]
+    fn a_client_that_never_acks_costs_one_push_per_longest_backoff_while_the_table_changes() {
+        let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+        let mut to_alice = Vec::new();
+        for ms in (100..=60_000).step_by(100) {
+            if ms % 2000 == 0 {
+                // bob goes offline and comes back every 2 s; he ACKs, alice never does
+                let out = if ms % 4000 == 0 { f.dereg("bob", BOB) } else { f.join("bob", BOB) };
+                f.ack_tables(&out.iter().filter(|(p, _)| *p == BOB).cloned().collect::<Vec<_>>());
+                to_alice.extend(out.into_iter().filter(|(p, _)| *p == ALICE).map(|_| ms));
+            }
+            to_alice.extend(f.at(ms).into_iter().filter(|(p, _)| *p == ALICE).map(|_| ms));
+        }
+        let late = to_alice.iter().filter(|ms| **ms > 30_000).count();
+        assert!((1..=5).contains(&late), "pushes to alice in the last 30 s: {late} (at {to_alice:?})");
     }
 
     #[test]
