@@ -71,13 +71,7 @@ fn small() -> impl Strategy<Value = u32> {
 }
 
 fn refusal() -> impl Strategy<Value = Refusal> {
-    prop::sample::select(vec![
-        Refusal::NameTaken,
-        Refusal::MailboxFull,
-        Refusal::NotRegistered,
-        Refusal::NotOwner,
-        Refusal::UnknownRecipient,
-    ])
+    prop::sample::select(Refusal::ALL.to_vec())
 }
 
 fn secret() -> impl Strategy<Value = Secret> {

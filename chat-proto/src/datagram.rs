@@ -131,6 +131,12 @@ pub enum Refusal {
     UnknownRecipient,
 }
 
+impl Refusal {
+    /// Every reason, for tests that go through them all.
+    pub const ALL: [Refusal; 5] =
+        [Self::NameTaken, Self::MailboxFull, Self::NotRegistered, Self::NotOwner, Self::UnknownRecipient];
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -187,3 +187,17 @@ fn every_datagram_with_the_largest_text_and_names_fits() {
         assert!(encode(&d).is_ok(), "{:?} does not fit", std::mem::discriminant(&d));
     }
 }
+
+#[test]
+fn refusal_all_names_every_reason_once() {
+    // A new reason fails to compile here until it is numbered, and then this test until `ALL`
+    // has it.
+    let number = |r: Refusal| match r {
+        Refusal::NameTaken => 0,
+        Refusal::MailboxFull => 1,
+        Refusal::NotRegistered => 2,
+        Refusal::NotOwner => 3,
+        Refusal::UnknownRecipient => 4,
+    };
+    assert_eq!(Refusal::ALL.map(number), [0, 1, 2, 3, 4]);
+}

@@ -110,13 +110,7 @@ fn stored_message(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Sto
 }
 
 fn refusal() -> impl Strategy<Value = Refusal> {
-    prop::sample::select(vec![
-        Refusal::NameTaken,
-        Refusal::MailboxFull,
-        Refusal::NotRegistered,
-        Refusal::NotOwner,
-        Refusal::UnknownRecipient,
-    ])
+    prop::sample::select(Refusal::ALL.to_vec())
 }
 
 /// Every variant, each field over its whole valid range; `at` from `at`.
