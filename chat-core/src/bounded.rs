@@ -1,0 +1,140 @@
+//! A map with a capacity: past it, the entry inserted longest ago is forgotten.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+/// A map that holds at most `capacity` entries, forgetting the oldest insertion first.
+///
+/// Updating an entry keeps its place; removing one removes it from the eviction order too,
+/// so a later insertion of the same key starts afresh.
+#[derive(Debug)]
+pub struct BoundedMap<K, V> {
+    entries: HashMap<K, (V, u64)>,
+    /// Insertion number → key, oldest first.
+    order: BTreeMap<u64, K>,
+    next: u64,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
+    /// An empty map that holds at most `capacity` entries (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: HashMap::new(), order: BTreeMap::new(), next: 0, capacity: capacity.max(1) }
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(v, _)| v)
+    }
+
+    /// The value of `key`, to change in place (its place in the order stays).
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|(v, _)| v)
+    }
+
+    /// Whether `key` is held.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Sets `key` to `value` and returns the value it replaced. A new key goes last in the
+    /// order, and the oldest entries are forgotten past the capacity; a key already held keeps
+    /// its place.
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some((old, _)) = self.entries.get_mut(&key) {
+            return Some(std::mem::replace(old, value));
+        }
+        let n = self.next;
+        self.next += 1;
+        self.order.insert(n, key.clone());
+        self.entries.insert(key, (value, n));
+        while self.entries.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            self.entries.remove(&oldest);
+        }
+        None
+    }
+
+    /// The value of `key`, inserting `make()` first if it is not held.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.entries.contains_key(&key) {
+            self.insert(key.clone(), make());
+        }
+        match self.entries.get_mut(&key) {
+            Some((v, _)) => v,
+            None => unreachable!("a key just inserted is held: the capacity is at least one"),
+        }
+    }
+
+    /// Forgets `key`, and returns its value.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let (value, n) = self.entries.remove(key)?;
+        self.order.remove(&n);
+        Some(value)
+    }
+
+    /// The entries, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(k, (v, _))| (k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgets_the_oldest_past_capacity() {
+        let mut m = BoundedMap::new(2);
+        m.insert(1, 'a');
+        m.insert(2, 'b');
+        m.insert(3, 'c');
+        assert_eq!(m.get(&1), None);
+        assert_eq!(m.get(&2), Some(&'b'));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn an_update_keeps_its_place() {
+        let mut m = BoundedMap::new(2);
+        m.insert(1, 'a');
+        m.insert(2, 'b');
+        assert_eq!(m.insert(1, 'z'), Some('a'));
+        m.insert(3, 'c');
+        assert_eq!(m.get(&1), None, "1 is still the oldest");
+        assert_eq!(m.get(&2), Some(&'b'));
+    }
+
+    #[test]
+    fn a_removed_key_leaves_the_order_too() {
+        let mut m = BoundedMap::new(2);
+        m.insert(1, 'a');
+        m.insert(2, 'b');
+        assert_eq!(m.remove(&1), Some('a'));
+        m.insert(1, 'c');
+        m.insert(3, 'd');
+        // Had the first 1 stayed in the order, its eviction would have taken the new 1.
+        assert_eq!(m.get(&2), None, "2 is the oldest now");
+        assert_eq!(m.get(&1), Some(&'c'));
+        assert_eq!(m.get(&3), Some(&'d'));
+        assert_eq!(m.order.len(), 2, "no stale entry in the order");
+    }
+
+    #[test]
+    fn get_or_insert_with_inserts_once() {
+        let mut m = BoundedMap::new(4);
+        *m.get_or_insert_with(7, || 0) += 1;
+        *m.get_or_insert_with(7, || 100) += 1;
+        assert_eq!(m.get(&7), Some(&2));
+    }
+}
