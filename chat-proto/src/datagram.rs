@@ -129,12 +129,21 @@ pub enum Refusal {
     NotOwner,
     /// The recipient of a save is not a client the server knows.
     UnknownRecipient,
+    /// The server could not make the message durable (its disk is full or failing); nothing
+    /// was stored, and the request may be tried again later.
+    StorageUnavailable,
 }
 
 impl Refusal {
     /// Every reason, for tests that go through them all.
-    pub const ALL: [Refusal; 5] =
-        [Self::NameTaken, Self::MailboxFull, Self::NotRegistered, Self::NotOwner, Self::UnknownRecipient];
+    pub const ALL: [Refusal; 6] = [
+        Self::NameTaken,
+        Self::MailboxFull,
+        Self::NotRegistered,
+        Self::NotOwner,
+        Self::UnknownRecipient,
+        Self::StorageUnavailable,
+    ];
 }
 
 impl fmt::Display for Refusal {
@@ -145,6 +154,7 @@ impl fmt::Display for Refusal {
             Self::NotRegistered => "not registered with the server",
             Self::NotOwner => "the name belongs to another client",
             Self::UnknownRecipient => "no such client",
+            Self::StorageUnavailable => "the server cannot store messages now",
         })
     }
 }

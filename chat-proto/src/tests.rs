@@ -198,6 +198,7 @@ fn refusal_all_names_every_reason_once() {
         Refusal::NotRegistered => 2,
         Refusal::NotOwner => 3,
         Refusal::UnknownRecipient => 4,
+        Refusal::StorageUnavailable => 5,
     };
-    assert_eq!(Refusal::ALL.map(number), [0, 1, 2, 3, 4]);
+    assert_eq!(Refusal::ALL.map(number), [0, 1, 2, 3, 4, 5]);
 }
