@@ -5,6 +5,8 @@
 //! full captured output; a [`Proc`] dropped while its thread panics prints its output too, so a
 //! failing test explains itself. Nothing here knows the wire format: tests talk to the product
 //! only through its command line, its stdin and its output lines (and raw UDP for garbage).
+//! Every child runs in a time zone the test chose (UTC unless it names a [`Zone`]), never in
+//! the zone of the machine or of the test run.
 
 use std::collections::HashSet;
 use std::net::UdpSocket;
@@ -18,6 +20,31 @@ use tempfile::TempDir;
 mod proc;
 
 pub use proc::Proc;
+
+/// The time zone a client runs in: the `TZ` it is given and that zone's offset from UTC.
+///
+/// Clients show stored-message times in their local time, so the harness pins every child's
+/// zone (UTC unless a test names another) instead of inheriting the zone of the test run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Zone {
+    /// The value of the child's `TZ`.
+    pub tz: &'static str,
+    /// Seconds east of UTC, all year (the zones here have no daylight saving time).
+    pub offset_secs: i64,
+}
+
+impl Zone {
+    /// UTC, the zone of every child unless a test picks another.
+    pub const UTC: Zone = Zone { tz: proc::UTC_TZ, offset_secs: 0 };
+    /// China Standard Time: UTC+8 all year since 1991. Needs the tz database (as CI's
+    /// `TZ=Asia/Shanghai` run does).
+    pub const SHANGHAI: Zone = Zone { tz: "Asia/Shanghai", offset_secs: 8 * 3600 };
+
+    /// Seconds since the epoch of a `YYYY-MM-DD HH:MM:SS` wall-clock time in this zone.
+    pub fn epoch_seconds(self, stamp: &str) -> Option<i64> {
+        utc_seconds(stamp).map(|local| local - self.offset_secs)
+    }
+}
 
 /// The default deadline of one wait.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -202,17 +229,25 @@ pub struct Client {
     pub port: u16,
     /// The client's data directory (kept for a restart).
     pub dir: Arc<TempDir>,
+    /// The time zone it runs in (kept for a restart).
+    pub zone: Zone,
 }
 
 impl Client {
-    /// Starts a client process without waiting for anything.
+    /// Starts a client process in UTC without waiting for anything.
     pub fn spawn(name: &str, server_port: u16, port: u16, dir: Arc<TempDir>, extra: &[&str]) -> Client {
+        Client::spawn_in(Zone::UTC, name, server_port, port, dir, extra)
+    }
+
+    /// Starts a client process in time zone `zone` without waiting for anything.
+    pub fn spawn_in(zone: Zone, name: &str, server_port: u16, port: u16, dir: Arc<TempDir>, extra: &[&str]) -> Client {
         let server_arg = server_port.to_string();
         let port_arg = port.to_string();
         let dir_arg = dir.path().to_str().expect("a UTF-8 temp path").to_owned();
         let mut args = vec!["-c", name, "127.0.0.1", &server_arg, &port_arg, "--data-dir", &dir_arg];
         args.extend_from_slice(extra);
-        Client { proc: Proc::spawn(format!("client {name}:{port}"), &args), name: name.to_owned(), port, dir }
+        let proc = Proc::spawn_in(format!("client {name}:{port} ({})", zone.tz), &args, zone.tz);
+        Client { proc, name: name.to_owned(), port, dir, zone }
     }
 
     /// Starts a new client (fresh port and data directory, a name with no stored messages) and
@@ -223,10 +258,16 @@ impl Client {
         client
     }
 
-    /// Starts this client again: same name, port and data directory (after it was killed).
-    /// Waits for nothing.
+    /// Starts this client again: same name, port, data directory and zone (after it was
+    /// killed). Waits for nothing.
     pub fn respawn(&self, server: &Server) -> Client {
-        Client::spawn(&self.name, server.port, self.port, Arc::clone(&self.dir), &[])
+        self.respawn_in(self.zone, server)
+    }
+
+    /// Starts this client again with the same name, port and data directory, in time zone
+    /// `zone`. Waits for nothing.
+    pub fn respawn_in(&self, zone: Zone, server: &Server) -> Client {
+        Client::spawn_in(zone, &self.name, server.port, self.port, Arc::clone(&self.dir), &[])
     }
 
     /// Sends `list` and returns the `n` table rows it prints.
@@ -251,8 +292,9 @@ impl Client {
     }
 
     /// Waits for a stored message line `>>> <head>: <YYYY-MM-DD HH:MM:SS> <text>` (head is the
-    /// sender's name, or `Channel_Message <name>`), and checks the timestamp is UTC and recent.
-    pub fn expect_stored(&self, head: &str, text: &str) -> String {
+    /// sender's name, or `Channel_Message <name>`), checks the timestamp is a recent time in the
+    /// client's zone, and returns it as seconds since the epoch.
+    pub fn expect_stored(&self, head: &str, text: &str) -> i64 {
         let prefix = format!(">>> {head}: ");
         let suffix = format!(" {text}");
         let what = format!("stored message line {prefix:?}<timestamp>{suffix:?}");
@@ -260,11 +302,12 @@ impl Client {
             l.len() == prefix.len() + 19 + suffix.len() && l.starts_with(&prefix) && l.ends_with(&suffix)
         });
         let stamp = &line[prefix.len()..prefix.len() + 19];
-        match utc_seconds(stamp) {
-            Some(secs) if (secs - now_seconds()).abs() <= 120 => {}
-            _ => self.fail(&format!("timestamp {stamp:?} is not a recent UTC time as %Y-%m-%d %H:%M:%S")),
+        match self.zone.epoch_seconds(stamp) {
+            Some(secs) if (secs - now_seconds()).abs() <= 120 => secs,
+            _ => {
+                self.fail(&format!("timestamp {stamp:?} is not a recent time in {} as %Y-%m-%d %H:%M:%S", self.zone.tz))
+            }
         }
-        line
     }
 }
 
@@ -298,7 +341,8 @@ pub fn start_clients<const N: usize>(server: &Server, names: [&str; N]) -> [Clie
     }
 }
 
-fn now_seconds() -> i64 {
+/// Seconds since the epoch now, by the system clock (no time zone involved).
+pub fn now_seconds() -> i64 {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_secs();
     i64::try_from(secs).expect("seconds fit in i64")
 }
@@ -344,6 +388,13 @@ fn utc_seconds_reads_the_spec_format() {
     assert_eq!(utc_seconds("2026-11-23T14:05:09"), None);
     assert_eq!(utc_seconds("2026-13-23 14:05:09"), None);
     assert_eq!(utc_seconds("26-11-23 14:05:09"), None);
+}
+
+#[test]
+fn zones_read_wall_clock_times_back_to_the_epoch() {
+    assert_eq!(Zone::UTC.epoch_seconds("2026-11-23 14:05:09"), Some(1_795_442_709));
+    assert_eq!(Zone::SHANGHAI.epoch_seconds("2026-11-23 22:05:09"), Some(1_795_442_709));
+    assert_eq!(Zone::SHANGHAI.epoch_seconds("2026-11-23 14:05"), None);
 }
 
 #[test]

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::harness::{
-    EXITING, HAVE_MESSAGES, NOT_RESPONDING, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, acked_by, chat,
-    no_ack_from, start_clients,
+    EXITING, HAVE_MESSAGES, NOT_RESPONDING, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, Zone, acked_by, chat,
+    no_ack_from, now_seconds, start_clients,
 };
 
 #[test]
@@ -183,4 +183,34 @@ fn stored_messages_survive_a_server_crash() {
     bob.expect_line(WELCOME, WAIT);
     bob.expect_line(HAVE_MESSAGES, WAIT);
     bob.expect_stored("alice", "kept on disk");
+}
+
+/// Stored-message times are shown in the reader's local time (defect 3: the scenarios assumed
+/// UTC). bob comes back in Shanghai (UTC+8 all year): the time he is shown, read as Shanghai
+/// time, falls between alice's send and the server's ACK of the save, so it is neither UTC nor
+/// the zone of the test run.
+#[test]
+fn stored_times_are_shown_in_the_readers_time_zone() {
+    let server = Server::start();
+    let [mut alice, mut bob] = start_clients(&server, ["alice", "bob"]);
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    alice.expect_line(TABLE, WAIT);
+    bob.kill();
+
+    let before = now_seconds();
+    alice.send_line("send bob what time is it there");
+    alice.expect_line(SAVED, WAIT);
+    let after = now_seconds();
+
+    let bob = bob.respawn_in(Zone::SHANGHAI, &server);
+    bob.expect_line(WELCOME, WAIT);
+    bob.expect_line(HAVE_MESSAGES, WAIT);
+    let shown = bob.expect_stored("alice", "what time is it there");
+    if !(before..=after).contains(&shown) {
+        bob.fail(&format!(
+            "the stored time read in {} is {shown}, outside the save's window {before}..={after}",
+            bob.zone.tz
+        ));
+    }
 }

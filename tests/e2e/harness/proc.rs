@@ -1,6 +1,9 @@
 //! One child process: started with piped stdin, stdout and stderr, its output drained line by
 //! line on two threads into a shared capture, and waits on that capture with deadlines.
 //!
+//! Every child gets an explicit `TZ` (UTC unless the caller names another zone), so what it
+//! prints does not depend on the zone the tests run in.
+//!
 //! Knows nothing of ChatApp's lines or roles; `harness` builds servers and clients on top.
 
 use std::cell::{Cell, RefCell};
@@ -12,6 +15,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::bin;
+
+/// UTC as a POSIX `TZ` rule, which needs no time zone database (a bare `UTC` does, and without
+/// one a program falls back to the machine's zone).
+pub const UTC_TZ: &str = "UTC0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stream {
@@ -96,10 +103,16 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `chatapp` with `args`; `label` names it in failure output.
+    /// Starts `chatapp` with `args` in UTC; `label` names it in failure output.
     pub fn spawn(label: impl Into<String>, args: &[&str]) -> Proc {
+        Self::spawn_in(label, args, UTC_TZ)
+    }
+
+    /// Starts `chatapp` with `args` and its `TZ` set to `tz`, whatever the zone of the test run.
+    pub fn spawn_in(label: impl Into<String>, args: &[&str], tz: &str) -> Proc {
         let mut child = Command::new(bin())
             .args(args)
+            .env("TZ", tz)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
             .env_remove("RUST_LOG")
