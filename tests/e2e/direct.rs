@@ -1,9 +1,11 @@
 //! Direct chat between online clients: exact text, sending to yourself, the 32 KiB limit, and
 //! bad command lines that leave the client running.
 
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use crate::harness::{Client, Server, WAIT, acked_by, chat, start_clients};
+use crate::harness::{Client, Server, TABLE, WAIT, WELCOME, acked_by, chat, start_clients};
+use crate::relay::{Faults, start_behind_relay};
 
 /// A 32 KiB limit as SPEC states it, in bytes of UTF-8.
 const MAX_TEXT: usize = 32 * 1024;
@@ -15,12 +17,33 @@ fn send_and_expect(from: &mut Client, to: &Client, text: &str) {
     from.expect_line(&acked_by(&to.name), WAIT);
 }
 
+/// A retransmitted message is displayed once. bob's relay loses his first ACK, so alice must
+/// retransmit (after her 500 ms ACK timeout); bob answers the copy with a second ACK, which
+/// alice reports once.
+///
+/// No fixed wait: the test waits until the relay has seen bob send that second ACK, which
+/// proves the retransmission reached bob and was handled, then has bob answer a `list`. bob
+/// prints in the order he handles input, so a second display of the message would come before
+/// the `list` rows; after them, the count is final.
 #[test]
 fn message_arrives_with_its_spaces_and_once() {
     let server = Server::start();
-    let [mut alice, bob] = start_clients(&server, ["alice", "bob"]);
+    let [mut alice] = start_clients(&server, ["alice"]);
+    let lose_first_ack = Faults { lose_first_sent: 1, ..Faults::default() };
+    let (mut bob, relay) = start_behind_relay("bob", server.port, Faults::default(), lose_first_ack, 1, &[]);
+    bob.expect_lines_unordered(&[WELCOME, TABLE], WAIT);
+    alice.expect_line(TABLE, WAIT);
+
     send_and_expect(&mut alice, &bob, "hello there  world");
-    bob.assert_never(&chat("alice", "hello there  world"), Duration::from_millis(300));
+    let deadline = Instant::now() + WAIT;
+    while relay.sent_by_client(false) < 2 {
+        if Instant::now() > deadline {
+            bob.fail(&format!("bob never answered a retransmission: {}", relay.report()));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    bob.list(2);
+    bob.assert_count(&chat("alice", "hello there  world"), 1);
     alice.assert_count(&acked_by("bob"), 1);
 }
 

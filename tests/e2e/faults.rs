@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::harness::*;
-use crate::relay::{Faults, Relay};
+use crate::relay::{Faults, Relay, start_behind_relay};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -21,11 +20,7 @@ fn seed() -> u64 {
         .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1))
 }
 
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A client behind its own relay; the table knows it by the relay's public port.
+/// A client behind its own relay, registered (faults can slow that down a lot).
 fn behind_relay(
     name: &str,
     server_port: u16,
@@ -34,9 +29,7 @@ fn behind_relay(
     seed: u64,
     extra: &[&str],
 ) -> (Client, Relay) {
-    let port = free_port();
-    let relay = Relay::start(local(port), local(server_port), server, peers, seed);
-    let client = Client::spawn(name, relay.server_proxy.port(), port, new_dir(), extra);
+    let (client, relay) = start_behind_relay(name, server_port, server, peers, seed, extra);
     client.expect_line(WELCOME, LONG);
     (client, relay)
 }
@@ -179,7 +172,7 @@ fn half_the_datagrams_lost_still_loses_and_doubles_nothing() {
 fn duplicated_and_reordered_datagrams_show_nothing_twice_and_tables_converge() {
     let seed = seed();
     let server = Server::start();
-    let chaos = Faults { drop: 0.0, duplicate: 1.0, max_delay: Duration::from_millis(40) };
+    let chaos = Faults { drop: 0.0, duplicate: 1.0, max_delay: Duration::from_millis(40), ..Faults::default() };
     let (mut alice, ra) = behind_relay("alice", server.port, chaos, chaos, seed, &[]);
     let (mut bob, rb) = behind_relay("bob", server.port, chaos, chaos, seed ^ 1, &[]);
     let (mut carol, rc) = behind_relay("carol", server.port, chaos, chaos, seed ^ 2, &[]);

@@ -6,7 +6,8 @@
 //! forwarded to the client from a proxy socket for X, and what the client sends to that proxy
 //! goes back to X from `public`. So every datagram to or from the client crosses the relay, and
 //! each direction can drop, duplicate and delay (and so reorder) datagrams, from a seed that
-//! replays the run.
+//! replays the run, or lose the first datagrams the client sends on a path, for a test that
+//! needs one known loss.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
@@ -15,6 +16,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::harness::{Client, free_port, new_dir};
 
 /// What the relay does to each datagram on one kind of path.
 #[derive(Clone, Copy, Debug, Default)]
@@ -25,6 +28,9 @@ pub struct Faults {
     pub duplicate: f64,
     /// Each copy is delayed by a uniform time up to this; different delays reorder.
     pub max_delay: Duration,
+    /// The first this many datagrams the client sends on the path are dropped, whatever the
+    /// draws: a loss a test can count on (the first ACK of a direct message, say).
+    pub lose_first_sent: u64,
 }
 
 impl Faults {
@@ -96,6 +102,8 @@ struct Shared {
     seq: AtomicU64,
     stop: AtomicBool,
     counts: Counts,
+    /// Datagrams the client sent, before any fault: [peer path, server path].
+    sent: [AtomicU64; 2],
 }
 
 /// One relay; stops its threads when dropped.
@@ -133,6 +141,7 @@ impl Relay {
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             counts: Counts::default(),
+            sent: [AtomicU64::new(0), AtomicU64::new(0)],
         });
         let server_proxy = proxy_for(&shared, server).local_addr().expect("proxy address");
         let s = shared.clone();
@@ -141,6 +150,12 @@ impl Relay {
         thread::spawn(move || run_delays(&s, &rx));
         let public = public.local_addr().expect("public address");
         Self { shared, public, server_proxy, seed }
+    }
+
+    /// How many datagrams the client has sent to peers (`server_path` false) or to the
+    /// server (true), counting those the relay then dropped.
+    pub fn sent_by_client(&self, server_path: bool) -> u64 {
+        self.shared.sent[usize::from(server_path)].load(Ordering::Relaxed)
     }
 
     pub fn report(&self) -> String {
@@ -200,7 +215,13 @@ fn run_proxy(shared: &Arc<Shared>, proxy: &Arc<UdpSocket>, remote: SocketAddr) {
     while !shared.stop.load(Ordering::Relaxed) {
         if let Ok((len, from)) = proxy.recv_from(&mut buf) {
             if from == shared.client {
-                forward(shared, &shared.public, remote, &buf[..len], remote == shared.server);
+                let server_path = remote == shared.server;
+                let nth = shared.sent[usize::from(server_path)].fetch_add(1, Ordering::Relaxed);
+                if nth < if server_path { shared.server_faults } else { shared.peer_faults }.lose_first_sent {
+                    shared.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                forward(shared, &shared.public, remote, &buf[..len], server_path);
             }
         }
     }
@@ -250,4 +271,21 @@ fn run_delays(shared: &Shared, rx: &Receiver<Delayed>) {
             }
         }
     }
+}
+
+/// Starts a client behind its own relay, which stands between it and the server on
+/// `server_port`; the table knows the client by the relay's public port. Waits for nothing.
+pub fn start_behind_relay(
+    name: &str,
+    server_port: u16,
+    server: Faults,
+    peers: Faults,
+    seed: u64,
+    extra: &[&str],
+) -> (Client, Relay) {
+    let port = free_port();
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let relay = Relay::start(loopback(port), loopback(server_port), server, peers, seed);
+    let client = Client::spawn(name, relay.server_proxy.port(), port, new_dir(), extra);
+    (client, relay)
 }
