@@ -207,7 +207,7 @@ pub struct Row {
 }
 
 /// Parses `>>> <name> <ip> <port> <online|offline>` (any whitespace padding).
-fn parse_row(line: &str) -> Option<Row> {
+pub fn parse_row(line: &str) -> Option<Row> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let [">>>", name, ip, port, status] = words.as_slice() else {
         return None;

@@ -11,6 +11,7 @@ mod channel;
 mod direct;
 mod faults;
 mod offline;
+mod order;
 mod register;
 mod regressions;
 mod relay;

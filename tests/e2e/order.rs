@@ -1,0 +1,50 @@
+//! Answers come in the order of the commands (SPEC 4), also for a script piped in before the
+//! registration has finished.
+
+use crate::harness::{Client, Row, Server, TABLE, WAIT, WELCOME, free_port, new_dir, parse_row};
+
+/// The lines `help` prints, in order.
+const HELP: [&str; 7] = [
+    ">>> send <name> <message>   direct message to a client",
+    ">>> send_all <message>      message to everyone, through the server",
+    ">>> dereg <name>            go offline (your own name)",
+    ">>> reg <name>              come back online and get stored messages",
+    ">>> list                    show the client table",
+    ">>> help                    show this list",
+    ">>> quit                    go offline and exit",
+];
+
+/// `printf 'list\nbogus\nhelp\n' | chatapp -c erin …`: the script is in the pipe before erin is
+/// registered, and is answered in its order, after the welcome: the `list` row, the
+/// unknown-command line, the help lines; then end of input exits 0. Table updates are pushes
+/// from the server, not answers, so they may fall anywhere and are left out of the order.
+#[test]
+fn a_piped_script_is_answered_in_the_order_of_its_commands() {
+    let server = Server::start();
+    let port = free_port();
+    let mut erin = Client::spawn("erin", server.port, port, new_dir(), &[]);
+    for line in ["list", "bogus", "help"] {
+        erin.send_line(line);
+    }
+    erin.close_stdin();
+    let status = erin.wait_exit(WAIT);
+
+    let answers: Vec<String> = erin.stdout_lines().into_iter().filter(|l| l != TABLE).collect();
+    let mut want = vec![WELCOME.to_owned(), format!("<the list row of erin at 127.0.0.1:{port}>")];
+    want.push(">>> [Unknown command 'bogus'. Type help for the commands.]".to_owned());
+    want.extend(HELP.iter().map(|l| (*l).to_owned()));
+    let erin_row = Row { name: "erin".to_owned(), ip: "127.0.0.1".to_owned(), port, online: true };
+    let in_order = answers.len() == want.len()
+        && answers.iter().zip(&want).enumerate().all(|(i, (got, want))| match i {
+            1 => parse_row(got).as_ref() == Some(&erin_row),
+            _ => got == want,
+        });
+    if !in_order {
+        erin.fail(&format!(
+            "stdout (table updates left out) should be, in this order, {want:#?}\nbut was {answers:#?}"
+        ));
+    }
+    if status.code() != Some(0) {
+        erin.fail(&format!("end of input should exit 0, got {status}"));
+    }
+}
