@@ -2,9 +2,11 @@
 //!
 //! A thin `main`: parse and check the arguments, set up logging, bind the socket, map
 //! Ctrl+C/SIGTERM/SIGHUP to a shutdown token, and hand over to `chat_server::run` or
-//! `chat_client::run`.
+//! `chat_client::run`. Whatever stops it early is an [`AppError`], printed as one line,
+//! `error: <what failed>: <cause>: <its cause>…` with each cause said once, and exit code 1.
 
 mod args;
+mod error;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{Mode, Options};
+use crate::error::AppError;
 
 fn main() -> ExitCode {
     let opts = match args::parse(std::env::args_os()) {
@@ -24,34 +27,38 @@ fn main() -> ExitCode {
         Err(exit) => return exit,
     };
     init_logging(&opts);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
-        match &opts.mode {
-            Mode::Server { port } => serve(*port, &opts, shutdown).await,
-            Mode::Client { name, server, port } => chat(name, *server, *port, &opts, shutdown).await,
-        }
-    });
-    match result {
+    match run(&opts) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => fail(&e),
+        Err(e) => {
+            eprintln!("error: {}", error::report(&e));
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result<u8, String> {
+/// Runs the server or the client until it stops; the client's exit code on success.
+fn run(opts: &Options) -> Result<u8, AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AppError::Runtime)?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        match &opts.mode {
+            Mode::Server { port } => serve(*port, opts, shutdown).await,
+            Mode::Client { name, server, port } => chat(name, *server, *port, opts, shutdown).await,
+        }
+    })
+}
+
+async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result<u8, AppError> {
     let limits = Limits { max_messages: opts.max_messages, max_bytes: opts.max_mailbox_bytes };
     let dir = opts.data_dir.join("mailboxes");
-    let store = FileStore::open(&dir, limits).map_err(|e| format!("cannot open the message store: {e}"))?;
+    let store = FileStore::open(&dir, limits)?;
     let socket = bind(SocketAddr::new(opts.listen, port)).await?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let local = socket.local_addr().map_err(AppError::LocalAddr)?;
     tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
     let cfg = chat_server::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
     let table = chat_server::TableFile::new(&opts.data_dir);
-    chat_server::run(socket, store, table, cfg, shutdown).await.map_err(|e| format!("server stopped: {e}"))?;
+    chat_server::run(socket, store, table, cfg, shutdown).await.map_err(AppError::Server)?;
     Ok(0)
 }
 
@@ -61,7 +68,7 @@ async fn chat(
     port: u16,
     opts: &Options,
     shutdown: CancellationToken,
-) -> Result<u8, String> {
+) -> Result<u8, AppError> {
     let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
     let socket = bind(SocketAddr::new(any, port)).await?;
     // One data directory can serve several clients: their files are named after a safe
@@ -72,12 +79,12 @@ async fn chat(
         secret: opts.data_dir.join(format!("{stem}.secret")),
     };
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries };
-    let code = chat_client::run(socket, cfg, name.clone(), server, files, shutdown).await.map_err(|e| e.to_string())?;
+    let code = chat_client::run(socket, cfg, name.clone(), server, files, shutdown).await.map_err(AppError::Client)?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
-async fn bind(addr: SocketAddr) -> Result<UdpSocket, String> {
-    let socket = UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen on UDP port {}: {e}", addr.port()))?;
+async fn bind(addr: SocketAddr) -> Result<UdpSocket, AppError> {
+    let socket = UdpSocket::bind(addr).await.map_err(|source| AppError::Bind { port: addr.port(), source })?;
     widen_buffers(&socket);
     Ok(socket)
 }
@@ -123,11 +130,6 @@ async fn on_signal(shutdown: CancellationToken) {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     shutdown.cancel();
-}
-
-fn fail(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::FAILURE
 }
 
 /// Keeps `Duration` in the public option types readable.

@@ -1,7 +1,10 @@
 //! Command-line checks: a bad argument gives one stderr line naming it and exit code 2;
-//! `--help` and `--version` exit 0. No server is needed.
+//! `--help` and `--version` exit 0; an error at start is one `error:` line that says each of
+//! its causes once, and exit code 1. No server is needed.
 
 use std::time::Duration;
+
+use tempfile::NamedTempFile;
 
 use crate::harness::{Proc, free_port};
 
@@ -120,5 +123,33 @@ fn version_exits_0() {
     }
     if !proc.stdout_lines().iter().any(|l| l.contains(env!("CARGO_PKG_VERSION"))) {
         proc.fail("--version should print the package version on stdout");
+    }
+}
+
+/// A data directory that is a regular file: the store cannot create its folder in it. The one
+/// line names what failed (the store), where (the folder), and the OS's reason, once: the
+/// store's own error already says that reason, and it is also the store error's source.
+#[test]
+fn a_data_dir_that_is_a_file_gives_one_error_line_with_each_cause_once() {
+    let file = NamedTempFile::new().expect("create a temporary file");
+    let mailboxes = file.path().join("mailboxes");
+    let reason = std::fs::create_dir(&mailboxes).expect_err("no folder can be made inside a file").to_string();
+    let dir = file.path().to_str().expect("a UTF-8 temp path");
+    let (proc, code) = run(&["-s", &free_port().to_string(), "--data-dir", dir]);
+    if code != Some(1) {
+        proc.fail(&format!("an unusable data directory should exit with code 1, got {code:?}"));
+    }
+    let stderr = proc.stderr_lines();
+    let errors: Vec<&String> = stderr.iter().filter(|l| l.starts_with("error: ")).collect();
+    let [line] = errors.as_slice() else {
+        proc.fail(&format!("expected exactly one `error:` line on stderr, got {}", errors.len()));
+    };
+    let want = ["cannot open the message store", &mailboxes.display().to_string(), &reason];
+    if let Some(missing) = want.iter().find(|w| !line.contains(*w)) {
+        proc.fail(&format!("the error line should contain {missing:?}"));
+    }
+    let said = stderr.iter().map(|l| l.matches(&reason).count()).sum::<usize>();
+    if said != 1 {
+        proc.fail(&format!("the cause {reason:?} should be said once on stderr, was said {said} times"));
     }
 }
