@@ -26,6 +26,9 @@ pub use file::FileStore;
 pub use mem::MemStore;
 pub use name::file_name;
 
+/// `ENOSPC` on Linux and the BSDs, for an error built from a raw OS code.
+const ENOSPC: i32 = 28;
+
 /// How much one mailbox holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -76,8 +79,9 @@ pub enum StoreError {
         /// The limit it would pass, e.g. `10000 messages` or `16777216 bytes`.
         limit: String,
     },
-    /// A file system operation failed.
-    #[error("{op} {path}: {source}")]
+    /// A file system operation failed. Its message names the operation and the file only; the
+    /// cause is the [`std::error::Error::source`], so a printer of the cause chain shows it once.
+    #[error("{op} {path}")]
     Io {
         /// What was being done (`open`, `write`, `sync`, `rename`, ...).
         op: &'static str,
@@ -94,6 +98,17 @@ impl StoreError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { op, path, source }
+    }
+
+    /// Whether the disk is full (`ENOSPC`): the server refuses a save it cannot take with
+    /// `Refusal::StorageUnavailable` rather than leaving it unanswered.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull || (cfg!(unix) && source.raw_os_error() == Some(ENOSPC))
+            }
+            Self::MailboxFull { .. } => false,
+        }
     }
 }
 

@@ -422,3 +422,39 @@ fn a_sync_not_known_to_have_succeeded_is_done_again() {
     store.finish_sync().expect("finish");
     assert!(store.start_sync().expect("start").is_none(), "nothing left to sync");
 }
+
+/// The messages of `err` and of each error in its cause chain, joined by `: `.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+#[test]
+fn an_io_error_prints_its_cause_once_in_the_chain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    fs::create_dir(store.mailbox_path(&bob)).expect("a directory where the mailbox should be");
+    let err = store.load(&bob).expect_err("a directory is not a mailbox");
+    let cause = std::error::Error::source(&err).expect("the io error is the source").to_string();
+    let printed = chain(&err);
+    assert_eq!(printed.matches(&cause).count(), 1, "{printed}");
+    assert!(printed.starts_with("read "), "{printed}");
+    assert!(!err.to_string().contains(&cause), "the top level says only what it adds: {err}");
+}
+
+#[test]
+fn a_full_disk_is_recognised() {
+    let full = |source| StoreError::Io { op: "write", path: "journal".into(), source };
+    assert!(full(std::io::Error::from(std::io::ErrorKind::StorageFull)).is_no_space());
+    assert!(full(std::io::Error::from_raw_os_error(28)).is_no_space(), "ENOSPC");
+    assert!(!full(std::io::Error::from(std::io::ErrorKind::PermissionDenied)).is_no_space());
+    let mailbox = StoreError::MailboxFull { name: name("bob"), limit: "3 messages".into() };
+    assert!(!mailbox.is_no_space(), "a full mailbox is not a full disk");
+}
