@@ -112,6 +112,15 @@ impl StoreError {
     }
 }
 
+/// What [`Store::append_once`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// The message was stored.
+    Stored,
+    /// The mailbox already holds a message with this id: nothing was stored.
+    Duplicate,
+}
+
 /// The disk wait of a sync begun by [`Store::start_sync`]: it can run on any thread.
 #[derive(Debug)]
 #[must_use = "the appends are durable only once the job has run"]
@@ -147,7 +156,20 @@ impl SyncJob {
 /// Appends are readable at once but durable only after a sync, so a caller can append many
 /// messages and pay for one sync (group commit) before acknowledging them.
 pub trait Store {
-    /// Appends one message to `to`'s mailbox.
+    /// Appends one message to `to`'s mailbox, unless one with the same id is already there:
+    /// [`Store::append_once`], for callers that need not know which.
+    ///
+    /// # Errors
+    /// As [`Store::append_once`].
+    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+        self.append_once(to, msg).map(|_| ())
+    }
+
+    /// Appends one message to `to`'s mailbox, once per message id: a message whose id the
+    /// mailbox already holds (written out or not, synced or not) stores nothing, does not count
+    /// against the limits, and returns [`Appended::Duplicate`]. So a save retransmitted after a
+    /// restart (when the server's request dedup is empty) is stored once. A duplicate is durable
+    /// once the next sync has run, like the first copy.
     ///
     /// The record is readable at once, and durable only after [`Store::sync`] (a file store
     /// writes a batch's records out when the sync starts, one `write` per mailbox).
@@ -156,7 +178,7 @@ pub trait Store {
     /// [`StoreError::MailboxFull`], with nothing stored, when the message would pass the
     /// limits; [`StoreError::Io`] when the mailbox cannot be read to learn its size (failures
     /// to write it come from the sync).
-    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError>;
+    fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError>;
 
     /// Makes every append so far durable: [`Store::start_sync`], [`SyncJob::run`], then
     /// [`Store::finish_sync`], all on this thread. This is the group commit: callers append

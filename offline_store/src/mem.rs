@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use chat_proto::{Name, StoredMessage};
 
-use crate::{Limits, Store, StoreError, SyncJob, Usage, file_name, record};
+use crate::{Appended, Limits, Store, StoreError, SyncJob, Usage, file_name, record};
 
 /// Mailboxes held in memory; a sync has nothing to wait for (but after appends its job is still
 /// handed out, so that callers go through the same steps as with files). Usage bytes are those the records
@@ -35,14 +35,17 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+    fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError> {
+        if self.boxes.get(to).is_some_and(|b| b.iter().any(|(m, _)| m.id == msg.id)) {
+            return Ok(Appended::Duplicate);
+        }
         let len = record::encode(msg)
             .map_err(|e| StoreError::io("encode", PathBuf::from(file_name(to)))(e.into()))?
             .len() as u64;
         self.limits.check(to, self.usage_of(to), len)?;
         self.boxes.entry(to.clone()).or_default().push_back((msg.clone(), len));
         self.appended = true;
-        Ok(())
+        Ok(Appended::Stored)
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use chat_proto::{Name, Origin, StoredMessage, Text};
 use chrono::DateTime;
 
-use crate::{FileStore, Limits, MemStore, Store, StoreError, Usage, file_name, record};
+use crate::{Appended, FileStore, Limits, MemStore, Store, StoreError, Usage, file_name, record};
 
 fn name(s: &str) -> Name {
     Name::new(s).expect("valid name")
@@ -457,4 +457,64 @@ fn a_full_disk_is_recognised() {
     assert!(!full(std::io::Error::from(std::io::ErrorKind::PermissionDenied)).is_no_space());
     let mailbox = StoreError::MailboxFull { name: name("bob"), limit: "3 messages".into() };
     assert!(!mailbox.is_no_space(), "a full mailbox is not a full disk");
+}
+
+/// `msg(i)` as a retransmission saved at another time: same id, another record line.
+fn again(i: u32) -> StoredMessage {
+    StoredMessage { at: DateTime::from_timestamp(1_900_000_000, 0).expect("valid time"), ..msg(i) }
+}
+
+/// Same id twice before a sync, then after it: stored once, and the copies count nothing.
+fn stores_each_id_once(store: &mut impl Store) {
+    let bob = name("bob");
+    assert_eq!(store.append_once(&bob, &msg(1)).expect("append"), Appended::Stored);
+    assert_eq!(store.append_once(&bob, &again(1)).expect("append"), Appended::Duplicate, "pending");
+    store.append(&bob, &msg(1)).expect("a duplicate is no error");
+    store.sync().expect("sync");
+    assert_eq!(store.append_once(&bob, &again(1)).expect("append"), Appended::Duplicate, "durable");
+    let different = StoredMessage { id: chat_proto::MsgId(2), ..msg(1) };
+    assert_eq!(store.append_once(&bob, &different).expect("append"), Appended::Stored, "same text, other id");
+    store.sync().expect("sync");
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(1), different]);
+    assert_eq!(store.usage(&bob).expect("usage"), Usage { count: 2, bytes: 2 * line_len(1) });
+    // The same id in another mailbox is another message.
+    assert_eq!(store.append_once(&name("carol"), &msg(1)).expect("append"), Appended::Stored);
+    // A full mailbox still takes no copy, and a duplicate of a full mailbox is no error.
+    for i in 3..5 {
+        store.append(&bob, &msg(i)).expect("append");
+    }
+    assert!(store.append(&bob, &msg(5)).is_err(), "full at four");
+    assert_eq!(store.append_once(&bob, &again(4)).expect("append"), Appended::Duplicate);
+    // Removed messages leave the set with their records.
+    store.remove_first(&bob, 1).expect("remove");
+    assert_eq!(store.append_once(&bob, &again(2)).expect("append"), Appended::Duplicate);
+    assert_eq!(store.append_once(&bob, &msg(5)).expect("room again"), Appended::Stored);
+}
+
+#[test]
+fn a_message_is_stored_once_per_id() {
+    let limits = Limits { max_messages: 4, ..Limits::default() };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    stores_each_id_once(&mut FileStore::open(tmp.path(), limits).expect("open"));
+    stores_each_id_once(&mut MemStore::new(limits));
+}
+
+#[test]
+fn a_retransmitted_save_after_a_restart_is_stored_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..60);
+    store.sync().expect("sync");
+    drop(store); // the journal is not emptied: the restart replays it
+    let mut store = open(tmp.path());
+    for i in 54..60 {
+        assert_eq!(store.append_once(&bob, &again(i)).expect("append"), Appended::Duplicate, "{i}");
+    }
+    store.sync().expect("sync");
+    assert_eq!(store.usage(&bob).expect("usage").count, 60);
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..60), "60 records for 60 messages");
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate, "after a load too");
 }
