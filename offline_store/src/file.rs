@@ -10,120 +10,52 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, ErrorKind, Write as _};
+use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
 use chat_proto::{MsgId, Name, StoredMessage};
 
+use crate::jobs::RemovePlan;
 use crate::journal::Journal;
-use crate::record::{self, Line, Lines};
-use crate::{Appended, Limits, Store, StoreError, SyncJob, Usage, file_name};
+use crate::mailbox::{self, Mailbox};
+use crate::record;
+use crate::{
+    Appended, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store, StoreError, SyncJob, Usage, file_name,
+};
 
 /// At most this many mailbox files stay open between syncs (the busiest ones are reopened less).
 pub(crate) const OPEN_HANDLES: usize = 64;
-
-/// What the store knows about one mailbox file, from its last full scan and the writes since.
-///
-/// It costs 16 bytes per stored message (its id and where its line starts), so that an append
-/// can refuse an id already stored and a read can go straight to one record.
-#[derive(Clone, Debug, Default)]
-struct Mailbox {
-    /// Readable records and their bytes.
-    usage: Usage,
-    /// Whether the file exists.
-    exists: bool,
-    /// Set when the file ends in a torn record: the offset just past its last complete line,
-    /// to cut the file back to before the next append.
-    torn_at: Option<u64>,
-    /// Where the next record written out will start: the file's length, a torn tail cut off.
-    written: u64,
-    /// Each readable record, oldest first: its message's id and the offset of its line. An
-    /// offset at or past `written` is a record not written out yet, at `offset - written` in
-    /// the store's unwritten bytes for this mailbox.
-    records: Vec<(MsgId, u64)>,
-}
-
-impl Mailbox {
-    /// Whether a record of message `id` is stored (written out or not).
-    fn holds(&self, id: MsgId) -> bool {
-        self.records.iter().any(|(stored, _)| *stored == id)
-    }
-
-    /// Notes a record of `len` bytes for `id`, `pending` bytes after the written end.
-    fn push(&mut self, id: MsgId, len: u64, pending: u64) {
-        self.usage.count += 1;
-        self.usage.bytes += len;
-        self.records.push((id, self.written + pending));
-    }
-
-    /// The records not written out were written at `at` (where they were planned at
-    /// `self.written`), `len` bytes in all.
-    fn written_at(&mut self, at: u64, len: u64) {
-        let planned = self.written;
-        for (_, offset) in self.records.iter_mut().rev().take_while(|(_, offset)| *offset >= planned) {
-            *offset = *offset - planned + at;
-        }
-        self.written = at + len;
-    }
-}
-
-/// Reads the mailbox at `path`, passing each readable record to `each`, and returns its state.
-/// Skipped lines are logged.
-fn scan(path: &Path, mut each: impl FnMut(StoredMessage)) -> Result<Mailbox, StoreError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Mailbox::default()),
-        Err(e) => return Err(StoreError::io("open", path)(e)),
-    };
-    let mut mb = Mailbox { exists: true, ..Mailbox::default() };
-    let mut lines = Lines::new(BufReader::new(file));
-    while let Some(line) = lines.next_line().map_err(StoreError::io("read", path))? {
-        match line {
-            Line::Record(msg) => {
-                let len = lines.raw().len() as u64;
-                mb.usage.count += 1;
-                mb.usage.bytes += len;
-                mb.records.push((msg.id, lines.end - len));
-                each(msg);
-            }
-            Line::Corrupt(why) => {
-                tracing::warn!(path = %path.display(), line = lines.number, "skipping corrupt record: {why}");
-            }
-            Line::Torn => {
-                tracing::warn!(path = %path.display(), line = lines.number, "skipping torn last record");
-                mb.torn_at = Some(lines.end);
-            }
-        }
-    }
-    mb.written = lines.end;
-    Ok(mb)
-}
-
-/// The cached state of the mailbox at `path`, scanning the file the first time.
-fn cached<'a>(boxes: &'a mut HashMap<Name, Mailbox>, name: &Name, path: &Path) -> Result<&'a mut Mailbox, StoreError> {
-    Ok(match boxes.entry(name.clone()) {
-        Entry::Occupied(known) => known.into_mut(),
-        Entry::Vacant(slot) => slot.insert(scan(path, |_| {})?),
-    })
-}
 
 /// Mailboxes stored as one `<file_name>.mbox` file per recipient in a directory.
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
     limits: Limits,
-    /// Usage cache, filled by the first scan of each mailbox and kept exact after.
+    /// The index of each mailbox known: filled by its first scan (or an installed
+    /// [`OpenJob`]), kept exact after, dropped by [`Store::evict`].
     boxes: HashMap<Name, Mailbox>,
     /// Open handles of mailboxes appended to lately (at most [`OPEN_HANDLES`]).
     dirty: HashMap<Name, File>,
     /// Records appended since the last sync, per mailbox: written out with one `write` each
-    /// when the next sync starts, or before the mailbox is read.
+    /// when the next sync (or removal job) starts; read from here until then.
     unwritten: HashMap<Name, Vec<u8>>,
     /// Mailboxes written since the last checkpoint: synced at the next one.
     unsynced: HashSet<Name>,
     /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
     dir_dirty: bool,
     journal: Journal,
+    /// The removal out, if any: until it is finished nothing writes the files.
+    removing: Option<Removal>,
+}
+
+/// A [`RemoveJob`] handed out and not finished yet.
+#[derive(Debug)]
+struct Removal {
+    /// The mailbox it removes from.
+    name: Name,
+    /// The mailboxes it syncs (that one included): no longer unsynced once it has run, unless
+    /// appended to meanwhile.
+    synced: Vec<Name>,
 }
 
 impl FileStore {
@@ -137,7 +69,7 @@ impl FileStore {
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
         let journal = Journal::open(&dir)?;
         let (boxes, dirty, unwritten, unsynced) = (HashMap::new(), HashMap::new(), HashMap::new(), HashSet::new());
-        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal })
+        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal, removing: None })
     }
 
     /// The directory holding the mailboxes.
@@ -170,7 +102,7 @@ impl FileStore {
 
     fn write_records(&mut self, name: &Name, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.mailbox_path(name);
-        let mb = cached(&mut self.boxes, name, &path)?;
+        let mb = mailbox::cached(&mut self.boxes, name, &path)?;
         let file = match self.dirty.entry(name.clone()) {
             Entry::Occupied(open) => open.into_mut(),
             Entry::Vacant(slot) => {
@@ -200,33 +132,50 @@ impl FileStore {
         written
     }
 
+    /// Refuses disk writes while a removal is out.
+    fn not_busy(&self) -> Result<(), StoreError> {
+        match self.removing {
+            Some(_) => Err(StoreError::Busy),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes out every mailbox's appends and the journal's lines (to the page cache).
+    fn write_all_out(&mut self) -> Result<(), StoreError> {
+        let names: Vec<Name> = self.unwritten.keys().cloned().collect();
+        for name in &names {
+            self.write_out(name)?;
+        }
+        if self.dirty.len() > OPEN_HANDLES {
+            self.dirty.clear();
+        }
+        Ok(())
+    }
+
+    /// The messages of `to` not written out yet, oldest first.
+    fn pending(&self, to: &Name) -> Vec<StoredMessage> {
+        let bytes = self.unwritten.get(to).map_or(&[][..], Vec::as_slice);
+        bytes.split_inclusive(|b| *b == b'\n').filter_map(|line| record::decode(line).ok()).collect()
+    }
+
+    /// Puts `kept` (the file as a removal left it, or a fresh scan) in place of `name`'s state,
+    /// with the appends not written out yet after it.
+    fn replace(&mut self, name: &Name, mut kept: Mailbox) {
+        if let Some(old) = self.boxes.get(name) {
+            let pending = self.unwritten.get(name).map_or(0, |b| b.len() as u64);
+            let tail = old.records.iter().filter(|(_, offset)| *offset >= old.written);
+            let tail: Vec<(MsgId, u64)> = tail.map(|(id, offset)| (*id, offset - old.written + kept.written)).collect();
+            kept.usage.count += tail.len();
+            kept.usage.bytes += pending;
+            kept.records.extend(tail);
+        }
+        self.boxes.insert(name.clone(), kept);
+    }
+
     /// Syncs the store's directory, so created, renamed and removed files stay so.
     fn sync_dir(&self) -> Result<(), StoreError> {
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", &self.dir))
     }
-}
-
-/// Writes the records of the mailbox at `path` after its first `n` readable ones to `tmp`, syncs
-/// it, and returns the state of the mailbox it holds.
-fn write_rest(path: &Path, n: usize, tmp: &Path) -> Result<Mailbox, StoreError> {
-    let file = File::open(path).map_err(StoreError::io("open", path))?;
-    let out = File::create(tmp).map_err(StoreError::io("create", tmp))?;
-    let mut out = BufWriter::new(out);
-    let mut lines = Lines::new(BufReader::new(file));
-    let (mut seen, mut kept) = (0, Mailbox { exists: true, ..Mailbox::default() });
-    while let Some(line) = lines.next_line().map_err(StoreError::io("read", path))? {
-        if let Line::Record(msg) = line {
-            seen += 1;
-            if seen > n {
-                out.write_all(lines.raw()).map_err(StoreError::io("write", tmp))?;
-                kept.push(msg.id, lines.raw().len() as u64, 0);
-                kept.written += lines.raw().len() as u64;
-            }
-        }
-    }
-    let out = out.into_inner().map_err(|e| StoreError::io("write", tmp)(e.into_error()))?;
-    out.sync_data().map_err(StoreError::io("sync", tmp))?;
-    Ok(kept)
 }
 
 impl Store for FileStore {
@@ -234,7 +183,7 @@ impl Store for FileStore {
         let line = record::encode(msg).map_err(|e| StoreError::io("encode", self.mailbox_path(to))(e.into()))?;
         let path = self.mailbox_path(to);
         let pending = self.unwritten.get(to).map_or(0, |bytes| bytes.len() as u64);
-        let mb = cached(&mut self.boxes, to, &path)?;
+        let mb = mailbox::cached(&mut self.boxes, to, &path)?;
         if mb.holds(msg.id) {
             return Ok(Appended::Duplicate);
         }
@@ -252,14 +201,9 @@ impl Store for FileStore {
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        self.not_busy()?;
         // The mailbox writes go to the page cache; the journal makes them durable.
-        let names: Vec<Name> = self.unwritten.keys().cloned().collect();
-        for name in &names {
-            self.write_out(name)?;
-        }
-        if self.dirty.len() > OPEN_HANDLES {
-            self.dirty.clear();
-        }
+        self.write_all_out()?;
         self.journal.write()
     }
 
@@ -272,6 +216,7 @@ impl Store for FileStore {
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.not_busy()?;
         if let Some(job) = self.start_sync()? {
             job.run()?;
             self.journal.synced();
@@ -292,54 +237,107 @@ impl Store for FileStore {
     }
 
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
-        self.write_out(to)?;
+        if self.removing.as_ref().is_some_and(|r| r.name == *to) {
+            return Err(StoreError::Busy);
+        }
+        let path = self.mailbox_path(to);
         let mut out = Vec::new();
-        let mb = scan(&self.mailbox_path(to), |msg| out.push(msg))?;
-        self.boxes.insert(to.clone(), mb);
+        let scanned = mailbox::scan(&path, |msg| out.push(msg))?;
+        if let Some(mb) = self.boxes.get(to) {
+            // Past `written` the file may end in records whose write failed: they are pending.
+            out.truncate(mb.records.iter().filter(|(_, offset)| *offset < mb.written).count());
+            out.extend(self.pending(to));
+        } else {
+            self.boxes.insert(to.clone(), scanned);
+        }
         Ok(out)
     }
 
-    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
-        self.write_out(to)?;
-        let path = self.mailbox_path(to);
-        let (exists, count) = cached(&mut self.boxes, to, &path).map(|mb| (mb.exists, mb.usage.count))?;
-        if n == 0 || !exists {
-            return Ok(());
-        }
-        // No journal line may bring back what is removed here.
-        self.checkpoint()?;
-        // The file is replaced: appends since the last sync are copied (or removed) with it.
-        self.dirty.remove(to);
-        let kept = if n >= count {
-            Mailbox::default()
-        } else {
-            let tmp = self.dir.join(format!("{}.tmp", file_name(to)));
-            let kept = write_rest(&path, n, &tmp);
-            let kept = kept.and_then(|kept| {
-                fs::rename(&tmp, &path).map_err(StoreError::io("rename", &tmp))?;
-                Ok(kept)
-            });
-            if kept.is_err() {
-                let _ = fs::remove_file(&tmp);
-                self.boxes.remove(to);
-            }
-            kept?
-        };
-        if kept.usage.count == 0 {
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != ErrorKind::NotFound => {
-                    self.boxes.remove(to);
-                    return Err(StoreError::io("remove", path)(e));
-                }
-                _ => {}
-            }
-        }
-        self.boxes.insert(to.clone(), Mailbox { exists: kept.usage.count > 0, ..kept });
-        self.sync_dir()
+    fn open_job(&mut self, to: &Name) -> OpenJob {
+        OpenJob { path: (!self.boxes.contains_key(to)).then(|| self.mailbox_path(to)) }
     }
 
-    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError> {
+    fn install(&mut self, to: &Name, scan: MailboxScan) {
+        if let Some(mb) = scan.mailbox {
+            self.boxes.entry(to.clone()).or_insert(mb);
+        }
+    }
+
+    fn known_usage(&self, to: &Name) -> Option<Usage> {
+        self.boxes.get(to).map(|mb| mb.usage)
+    }
+
+    fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
+        self.boxes.get(to)?.records.get(index).map(|(id, _)| *id)
+    }
+
+    fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
         let path = self.mailbox_path(to);
-        Ok(cached(&mut self.boxes, to, &path)?.usage)
+        let mb = mailbox::cached(&mut self.boxes, to, &path)?;
+        let Some(&(id, offset)) = mb.records.get(index) else { return Ok(None) };
+        if offset < mb.written {
+            return Ok(Some(ReadJob::at(path, offset, id)));
+        }
+        let at = usize::try_from(offset - mb.written).unwrap_or(usize::MAX);
+        let line = self.unwritten.get(to).and_then(|bytes| bytes.get(at..)).unwrap_or_default();
+        let line = line.split_inclusive(|b| *b == b'\n').next().unwrap_or_default();
+        match record::decode(line) {
+            Ok(msg) if msg.id == id => Ok(Some(ReadJob::ready(msg))),
+            _ => Err(StoreError::Changed { path, offset }),
+        }
+    }
+
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
+        self.not_busy()?;
+        let path = self.mailbox_path(to);
+        let count = mailbox::cached(&mut self.boxes, to, &path)?.usage.count;
+        if n == 0 || count == 0 {
+            return Ok(RemoveJob { n, plan: None });
+        }
+        self.write_all_out()?;
+        // Everything journalled so far goes to the file, for the job's checkpoint to empty it.
+        let _covered_by_the_checkpoint = self.journal.write()?;
+        let journal = self.journal.handle()?;
+        // The file is replaced: later appends open the new one.
+        self.dirty.remove(to);
+        let synced: Vec<Name> = self.unsynced.iter().cloned().collect();
+        let sync = synced.iter().map(|name| self.mailbox_path(name)).collect();
+        let tmp = self.dir.join(format!("{}.tmp", file_name(to)));
+        let plan = RemovePlan { sync, dir: self.dir.clone(), journal, path, tmp, all: n >= count };
+        self.removing = Some(Removal { name: to.clone(), synced });
+        Ok(RemoveJob { n, plan: Some(plan) })
+    }
+
+    fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
+        let Some(removal) = self.removing.take_if(|r| r.name == *to) else { return result.map(|_| ()) };
+        match result {
+            Ok(Removed { kept: Some(kept), .. }) => {
+                for name in removal.synced {
+                    if !self.unwritten.contains_key(&name) {
+                        self.unsynced.remove(&name);
+                    }
+                }
+                self.journal.emptied();
+                self.dir_dirty = false;
+                self.replace(to, kept);
+                Ok(())
+            }
+            Ok(Removed { kept: None, .. }) => Ok(()),
+            Err(e) => {
+                // Learn the file again: the job may have failed before or after its rename.
+                match mailbox::scan(&self.mailbox_path(to), |_| {}) {
+                    Ok(scanned) => self.replace(to, scanned),
+                    Err(again) => tracing::warn!(%to, "mailbox unreadable after a failed removal: {again}"),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn evict(&mut self, to: &Name) {
+        if !self.unwritten.contains_key(to) && self.removing.as_ref().is_none_or(|r| r.name != *to) {
+            self.boxes.remove(to);
+            self.dirty.remove(to);
+        }
     }
 }

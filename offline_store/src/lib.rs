@@ -6,16 +6,25 @@
 //! sockets, tokio, the protocol's requests, or who is online; the server decides when to store,
 //! when to sync ([`Store::start_sync`], then the [`SyncJob`]) before ACKing, and when to delete.
 //!
+//! Disk work can leave the caller's thread as jobs: [`SyncJob`] (from [`Store::start_sync`]),
+//! [`OpenJob`] (learn a mailbox), [`ReadJob`] (one message by index) and [`RemoveJob`] (delete
+//! delivered messages). Each runs anywhere and hands its result back to a cheap step on the store
+//! (`finish_sync`, `install`, `finish_remove`). A `SyncJob` and a `RemoveJob` are never out at
+//! the same time: start one only once the other is finished. The blocking methods (`sync`,
+//! `usage`, `load`, `remove_first`, `checkpoint`) run the same jobs at once.
+//!
 //! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
 //! crates' unit tests.
 
 use std::io;
 use std::path::PathBuf;
 
-use chat_proto::{Name, StoredMessage};
+use chat_proto::{MsgId, Name, StoredMessage};
 
 mod file;
+mod jobs;
 mod journal;
+mod mailbox;
 mod mem;
 mod name;
 mod record;
@@ -23,6 +32,7 @@ mod record;
 mod tests;
 
 pub use file::FileStore;
+pub use jobs::{MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
 pub use mem::MemStore;
 pub use name::file_name;
 
@@ -91,6 +101,19 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A [`ReadJob`] found another line than the record indexed at `offset`: the file was
+    /// replaced (by a removal) or damaged since. Nothing was read; ask again.
+    #[error("{path} holds no record indexed at byte {offset}: the mailbox changed")]
+    Changed {
+        /// The mailbox file.
+        path: PathBuf,
+        /// Where the record was.
+        offset: u64,
+    },
+    /// A [`RemoveJob`] is out: nothing else may write the mailboxes or the journal until it is
+    /// finished ([`Store::finish_remove`]). Nothing was done.
+    #[error("a removal of stored messages is still running")]
+    Busy,
 }
 
 impl StoreError {
@@ -107,7 +130,7 @@ impl StoreError {
             Self::Io { source, .. } => {
                 source.kind() == io::ErrorKind::StorageFull || (cfg!(unix) && source.raw_os_error() == Some(ENOSPC))
             }
-            Self::MailboxFull { .. } => false,
+            _ => false,
         }
     }
 }
@@ -219,11 +242,16 @@ pub trait Store {
     /// A torn last record (crash mid-write) or a corrupt record is skipped with a warning that
     /// names the file and line, without losing the records around it.
     ///
+    /// It reads the whole file on this thread and returns it at once: a server reads by index
+    /// ([`Store::read_job`]) instead.
+    ///
     /// # Errors
-    /// [`StoreError::Io`] when the mailbox exists but cannot be read.
+    /// [`StoreError::Io`] when the mailbox exists but cannot be read; [`StoreError::Busy`]
+    /// while a removal from this mailbox is out.
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Deletes the first `n` messages of `to`'s mailbox, durably.
+    /// Deletes the first `n` messages of `to`'s mailbox, durably: [`Store::remove_first_job`],
+    /// [`RemoveJob::run`] and [`Store::finish_remove`], all on this thread.
     ///
     /// `n` larger than the count removes them all (and the file). Unreadable records are
     /// dropped by the rewrite, as they could never be delivered.
@@ -231,13 +259,78 @@ pub trait Store {
     /// # Errors
     /// [`StoreError::Io`] when the mailbox cannot be read, rewritten or removed; the mailbox is
     /// then either as it was or as asked.
-    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError>;
+    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
+        let job = self.remove_first_job(to, n)?;
+        let done = job.run();
+        self.finish_remove(to, done)
+    }
 
-    /// Count and bytes of `to`'s mailbox.
+    /// The scan that teaches the store `to`'s mailbox (usage, ids, where each record is), to
+    /// run on any thread; [`Store::install`] takes its result. Once installed, `usage`,
+    /// `append_once` and `read_job` for `to` are answered from memory. A job for a mailbox the
+    /// store knows already does nothing.
+    fn open_job(&mut self, to: &Name) -> OpenJob;
+
+    /// Takes what an [`OpenJob`] for `to` learnt. Ignored if the store learnt the mailbox
+    /// meanwhile (its own knowledge is newer).
+    fn install(&mut self, to: &Name, scan: MailboxScan);
+
+    /// Count and bytes of `to`'s mailbox if the store knows it (without touching the disk);
+    /// `None` if it must be learnt first ([`Store::open_job`]).
+    fn known_usage(&self, to: &Name) -> Option<Usage>;
+
+    /// The id of the message at `index` (0 is the oldest) of `to`'s mailbox, from memory;
+    /// `None` past the end or if the store does not know the mailbox.
+    fn id_at(&self, to: &Name, index: usize) -> Option<MsgId>;
+
+    /// The read of the message at `index` (0 is the oldest) of `to`'s mailbox, to run on any
+    /// thread; `None` past the end. A record not yet written out is served from memory. If the
+    /// store does not know the mailbox it scans it first, here (run an [`OpenJob`] before to
+    /// keep the disk off this thread).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the mailbox had to be scanned and could not be read.
+    fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError>;
+
+    /// Begins deleting the first `n` messages of `to`'s mailbox: returns the job that makes
+    /// it so on disk (a checkpoint, then the rewrite or removal of the file, with the syncs),
+    /// to run on any thread; then [`Store::finish_remove`]. Until it is finished the store
+    /// shows the mailbox as it was and takes appends, but refuses other disk work (see
+    /// [`StoreError::Busy`]): run it in the same lane as the [`SyncJob`]s. Records appended
+    /// before this call are written out here (to the page cache, as [`Store::start_sync`]
+    /// does). If the store does not know the mailbox it scans it first, here.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] when another removal is out; [`StoreError::Io`] when the mailbox
+    /// cannot be read or the appends so far cannot be written out.
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError>;
+
+    /// Takes the result of the [`RemoveJob`] for `to`: on success the first `n` messages are
+    /// gone (appends made meanwhile are kept after the rest). On failure the mailbox is either
+    /// as it was or as asked, and the store learns it again (here: an error path only).
+    ///
+    /// # Errors
+    /// The job's error, given back.
+    fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError>;
+
+    /// Forgets what memory holds about `to`'s mailbox (its index: 16 bytes a message), unless
+    /// it has appends not yet written out or a removal out; the next use learns it again.
+    /// For a server to bound the store's memory to the mailboxes in use.
+    fn evict(&mut self, to: &Name);
+
+    /// Count and bytes of `to`'s mailbox: from memory, or learnt here first ([`Store::open_job`],
+    /// [`OpenJob::run`], [`Store::install`], on this thread).
     ///
     /// # Errors
     /// [`StoreError::Io`] when the mailbox exists but cannot be read.
-    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError>;
+    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError> {
+        if let Some(usage) = self.known_usage(to) {
+            return Ok(usage);
+        }
+        let scan = self.open_job(to).run()?;
+        self.install(to, scan);
+        Ok(self.known_usage(to).unwrap_or_default())
+    }
 
     /// Makes everything durable in its final place (for a file store: syncs every mailbox
     /// written and empties the journal), as at a clean shutdown. The default is [`Store::sync`].

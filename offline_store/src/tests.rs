@@ -518,3 +518,161 @@ fn a_retransmitted_save_after_a_restart_is_stored_once() {
     assert_eq!(store.load(&bob).expect("load"), msgs(0..60), "60 records for 60 messages");
     assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate, "after a load too");
 }
+
+/// Every message of `to`'s mailbox, read one by one through read jobs.
+fn read_all(store: &mut impl Store, to: &Name) -> Vec<StoredMessage> {
+    let mut out = Vec::new();
+    while let Some(job) = store.read_job(to, out.len()).expect("read job") {
+        out.push(job.run().expect("read"));
+    }
+    out
+}
+
+/// The jobs give what the blocking calls give: learning a mailbox, reading it by index (records
+/// written out or not), and removing from it while appends go on.
+fn jobs_match_the_blocking_path(store: &mut impl Store, fresh: impl Fn() -> Box<dyn Store>) {
+    let bob = name("bob");
+    append_all(store, &bob, 0..5);
+    store.checkpoint().expect("checkpoint: the journal is empty for the other store below");
+    let mut other = fresh();
+    let scan = other.open_job(&bob).run().expect("scan");
+    other.install(&bob, scan);
+    assert_eq!(other.known_usage(&bob), Some(store.usage(&bob).expect("usage")));
+    assert_eq!(other.id_at(&bob, 4), Some(msg(4).id));
+    assert_eq!(other.id_at(&bob, 5), None);
+    append_all(store, &bob, 5..7); // not written out yet: read from memory
+    assert_eq!(read_all(store, &bob), msgs(0..7));
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..7));
+    assert!(store.read_job(&bob, 7).expect("read job").is_none(), "past the end");
+
+    let job = store.remove_first_job(&bob, 2).expect("remove job");
+    append_all(store, &bob, 7..9); // while the job is out
+    assert_eq!(read_all(store, &bob)[7..], msgs(7..9), "the new appends read from memory meanwhile");
+    let done = std::thread::spawn(move || job.run()).join().expect("the job's thread");
+    store.finish_remove(&bob, done).expect("removed");
+    assert_eq!(read_all(store, &bob), msgs(2..9));
+    assert_eq!(store.load(&bob).expect("load"), msgs(2..9));
+    assert_eq!(store.id_at(&bob, 0), Some(msg(2).id));
+    let usage = store.usage(&bob).expect("usage");
+    assert_eq!(usage, Usage { count: 7, bytes: (2..9).map(line_len).sum() });
+    store.sync().expect("sync");
+    assert_eq!(read_all(store, &bob), msgs(2..9), "after the sync, from the file");
+    store.remove_first(&bob, 100).expect("remove all");
+    assert!(store.read_job(&bob, 0).expect("read job").is_none());
+    assert_eq!(store.usage(&bob).expect("usage"), Usage::default());
+}
+
+#[test]
+fn jobs_match_the_blocking_path_on_both_stores() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_owned();
+    let fresh = move || -> Box<dyn Store> { Box::new(open(&dir)) };
+    jobs_match_the_blocking_path(&mut open(tmp.path()), fresh);
+    let mut mem = MemStore::new(Limits::default());
+    append_all(&mut mem, &name("bob"), 0..5);
+    let shared = std::cell::RefCell::new(Some(mem));
+    let fresh = move || -> Box<dyn Store> { Box::new(shared.borrow_mut().take().expect("one copy")) };
+    jobs_match_the_blocking_path(&mut MemStore::new(Limits::default()), fresh);
+}
+
+#[test]
+fn a_removal_survives_a_restart_and_is_not_brought_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bob, carol) = (name("bob"), name("carol"));
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..4);
+    append_all(&mut store, &carol, 10..12);
+    store.sync().expect("sync");
+    let job = store.remove_first_job(&bob, 3).expect("remove job");
+    assert!(matches!(store.start_sync(), Err(StoreError::Busy)), "no other disk work while it is out");
+    assert!(matches!(store.remove_first_job(&carol, 1), Err(StoreError::Busy)));
+    assert!(matches!(store.load(&bob), Err(StoreError::Busy)));
+    store.append(&carol, &msg(12)).expect("appends go on");
+    let done = job.run();
+    assert_eq!(fs::metadata(tmp.path().join("journal")).expect("journal").len(), 0, "checkpointed");
+    store.finish_remove(&bob, done).expect("finish");
+    store.sync().expect("the append after it is synced");
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(3..4));
+    assert_eq!(store.load(&carol).expect("load"), msgs(10..13));
+}
+
+#[test]
+fn a_job_whose_file_vanished_gives_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
+    let read = store.read_job(&bob, 1).expect("read job").expect("a message");
+    let remove = store.remove_first_job(&bob, 1).expect("remove job");
+    fs::remove_file(store.mailbox_path(&bob)).expect("vanish");
+    let err = read.run().expect_err("no file");
+    assert!(matches!(&err, StoreError::Io { op: "open", source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+    assert!(err.to_string().starts_with("open "), "{err}");
+    let done = remove.run();
+    assert!(matches!(&done, Err(StoreError::Io { op: "open", .. })), "{done:?}");
+    assert!(store.finish_remove(&bob, done).is_err(), "the job's error is given back");
+    assert_eq!(store.usage(&bob).expect("usage"), Usage::default(), "learnt again: the file is gone");
+    store.append(&bob, &msg(5)).expect("the store goes on");
+    store.sync().expect("sync");
+    assert_eq!(read_all(&mut store, &bob), msgs(5..6));
+
+    // A mailbox that cannot be read gives the open job an error, not a panic.
+    let carol = name("carol");
+    fs::create_dir(store.mailbox_path(&carol)).expect("a directory in the way");
+    assert!(matches!(store.open_job(&carol).run(), Err(StoreError::Io { op: "read", .. })));
+    // A read whose file was replaced under it says so.
+    let read = store.read_job(&bob, 0).expect("read job").expect("a message");
+    fs::write(store.mailbox_path(&bob), record::encode(&msg(6)).expect("encode")).expect("replace");
+    assert!(matches!(read.run(), Err(StoreError::Changed { offset: 0, .. })));
+}
+
+#[test]
+fn jobs_are_send() {
+    fn send<T: Send + 'static>() {}
+    send::<crate::OpenJob>();
+    send::<crate::MailboxScan>();
+    send::<crate::ReadJob>();
+    send::<crate::RemoveJob>();
+    send::<crate::Removed>();
+    send::<crate::SyncJob>();
+}
+
+#[test]
+fn an_open_job_teaches_the_store_so_later_calls_stay_off_the_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.known_usage(&bob), None, "not learnt yet");
+    let job = store.open_job(&bob);
+    let scan = std::thread::spawn(move || job.run()).join().expect("the job's thread").expect("scan");
+    store.install(&bob, scan);
+    assert_eq!(store.known_usage(&bob), Some(Usage { count: 3, bytes: (0..3).map(line_len).sum() }));
+    // From memory now: even a vanished file does not change what the store says.
+    let path = store.mailbox_path(&bob);
+    let kept = fs::read(&path).expect("read");
+    fs::remove_file(&path).expect("vanish");
+    assert_eq!(store.usage(&bob).expect("usage").count, 3);
+    assert_eq!(store.append_once(&bob, &again(2)).expect("append"), Appended::Duplicate);
+    fs::write(&path, kept).expect("put back");
+    assert!(store.open_job(&bob).run().expect("nothing to do").mailbox.is_none(), "known: no scan");
+    // An older scan does not replace what the store learnt since.
+    let stale = open(tmp.path()).open_job(&bob).run().expect("scan");
+    store.append(&bob, &msg(3)).expect("append");
+    store.install(&bob, stale);
+    assert_eq!(store.usage(&bob).expect("usage").count, 4);
+    // Evicted, it is learnt again from the file, appends not written out excepted.
+    store.evict(&bob);
+    assert_eq!(store.known_usage(&bob).map(|u| u.count), Some(4), "pending appends keep it");
+    store.sync().expect("sync");
+    store.evict(&bob);
+    assert_eq!(store.known_usage(&bob), None);
+    assert_eq!(store.usage(&bob).expect("usage").count, 4);
+    assert_eq!(read_all(&mut store, &bob), msgs(0..4));
+}
