@@ -10,17 +10,18 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use chat_proto::{MsgId, Name, StoredMessage};
 
-use crate::jobs::RemovePlan;
+use crate::jobs::{CheckpointPlan, RemovePlan};
 use crate::journal::Journal;
 use crate::mailbox::{self, Mailbox};
 use crate::record;
 use crate::{
-    Appended, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store, StoreError, SyncJob, Usage, file_name,
+    Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
+    StoreError, SyncJob, Usage, file_name,
 };
 
 /// At most this many mailbox files stay open between syncs (the busiest ones are reopened less).
@@ -44,17 +45,17 @@ pub struct FileStore {
     /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
     dir_dirty: bool,
     journal: Journal,
-    /// The removal out, if any: until it is finished nothing writes the files.
-    removing: Option<Removal>,
+    /// The checkpoint or removal out, if any: until it is finished nothing writes the files.
+    out: Option<Maintenance>,
 }
 
-/// A [`RemoveJob`] handed out and not finished yet.
+/// A [`CheckpointJob`] or [`RemoveJob`] handed out and not finished yet.
 #[derive(Debug)]
-struct Removal {
-    /// The mailbox it removes from.
-    name: Name,
-    /// The mailboxes it syncs (that one included): no longer unsynced once it has run, unless
-    /// appended to meanwhile.
+struct Maintenance {
+    /// The mailbox a removal removes from; `None` for a checkpoint.
+    removing: Option<Name>,
+    /// The mailboxes its checkpoint syncs: no longer unsynced once it has run, unless appended
+    /// to meanwhile.
     synced: Vec<Name>,
 }
 
@@ -69,7 +70,7 @@ impl FileStore {
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
         let journal = Journal::open(&dir)?;
         let (boxes, dirty, unwritten, unsynced) = (HashMap::new(), HashMap::new(), HashMap::new(), HashSet::new());
-        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal, removing: None })
+        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal, out: None })
     }
 
     /// The directory holding the mailboxes.
@@ -132,9 +133,9 @@ impl FileStore {
         written
     }
 
-    /// Refuses disk writes while a removal is out.
+    /// Refuses disk writes while a checkpoint or removal is out.
     fn not_busy(&self) -> Result<(), StoreError> {
-        match self.removing {
+        match self.out {
             Some(_) => Err(StoreError::Busy),
             None => Ok(()),
         }
@@ -172,9 +173,23 @@ impl FileStore {
         self.boxes.insert(name.clone(), kept);
     }
 
-    /// Syncs the store's directory, so created, renamed and removed files stay so.
-    fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", &self.dir))
+    /// What the store knows once the checkpoint of a finished job has run.
+    fn checkpointed(&mut self, synced: Vec<Name>) {
+        for name in synced {
+            if !self.unwritten.contains_key(&name) {
+                self.unsynced.remove(&name);
+            }
+        }
+        self.journal.emptied();
+        self.dir_dirty = false;
+    }
+
+    /// The checkpoint part of a job: the mailboxes to sync, as names and as paths.
+    fn checkpoint_plan(&self) -> Result<(Vec<Name>, CheckpointPlan), StoreError> {
+        let journal = self.journal.handle()?;
+        let synced: Vec<Name> = self.unsynced.iter().cloned().collect();
+        let sync = synced.iter().map(|name| self.mailbox_path(name)).collect();
+        Ok((synced, CheckpointPlan { sync, dir: self.dir.clone(), journal }))
     }
 }
 
@@ -207,37 +222,31 @@ impl Store for FileStore {
         self.journal.write()
     }
 
-    fn finish_sync(&mut self) -> Result<(), StoreError> {
+    fn sync_done(&mut self) {
         self.journal.synced();
-        if self.journal.checkpoint_due() {
-            self.checkpoint()?;
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.journal.checkpoint_due()
+    }
+
+    fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
+        self.not_busy()?;
+        let (synced, plan) = self.checkpoint_plan()?;
+        self.out = Some(Maintenance { removing: None, synced });
+        Ok(CheckpointJob { plan: Some(plan) })
+    }
+
+    fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError> {
+        let Some(out) = self.out.take_if(|out| out.removing.is_none()) else { return result.map(|_| ()) };
+        if result?.done {
+            self.checkpointed(out.synced);
         }
         Ok(())
     }
 
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.not_busy()?;
-        if let Some(job) = self.start_sync()? {
-            job.run()?;
-            self.journal.synced();
-        }
-        let names: Vec<Name> = self.unsynced.iter().cloned().collect();
-        for name in names {
-            let path = self.mailbox_path(&name);
-            match File::open(&path).and_then(|f| f.sync_data()) {
-                Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("sync", path)(e)),
-                _ => self.unsynced.remove(&name),
-            };
-        }
-        if self.dir_dirty {
-            self.sync_dir()?;
-            self.dir_dirty = false;
-        }
-        self.journal.clear()
-    }
-
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
-        if self.removing.as_ref().is_some_and(|r| r.name == *to) {
+        if self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to)) {
             return Err(StoreError::Busy);
         }
         let path = self.mailbox_path(to);
@@ -297,28 +306,22 @@ impl Store for FileStore {
         self.write_all_out()?;
         // Everything journalled so far goes to the file, for the job's checkpoint to empty it.
         let _covered_by_the_checkpoint = self.journal.write()?;
-        let journal = self.journal.handle()?;
+        let (synced, checkpoint) = self.checkpoint_plan()?;
         // The file is replaced: later appends open the new one.
         self.dirty.remove(to);
-        let synced: Vec<Name> = self.unsynced.iter().cloned().collect();
-        let sync = synced.iter().map(|name| self.mailbox_path(name)).collect();
         let tmp = self.dir.join(format!("{}.tmp", file_name(to)));
-        let plan = RemovePlan { sync, dir: self.dir.clone(), journal, path, tmp, all: n >= count };
-        self.removing = Some(Removal { name: to.clone(), synced });
+        let plan = RemovePlan { checkpoint, path, tmp, all: n >= count };
+        self.out = Some(Maintenance { removing: Some(to.clone()), synced });
         Ok(RemoveJob { n, plan: Some(plan) })
     }
 
     fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
-        let Some(removal) = self.removing.take_if(|r| r.name == *to) else { return result.map(|_| ()) };
+        let Some(out) = self.out.take_if(|out| out.removing.as_ref() == Some(to)) else {
+            return result.map(|_| ());
+        };
         match result {
             Ok(Removed { kept: Some(kept), .. }) => {
-                for name in removal.synced {
-                    if !self.unwritten.contains_key(&name) {
-                        self.unsynced.remove(&name);
-                    }
-                }
-                self.journal.emptied();
-                self.dir_dirty = false;
+                self.checkpointed(out.synced);
                 self.replace(to, kept);
                 Ok(())
             }
@@ -335,7 +338,7 @@ impl Store for FileStore {
     }
 
     fn evict(&mut self, to: &Name) {
-        if !self.unwritten.contains_key(to) && self.removing.as_ref().is_none_or(|r| r.name != *to) {
+        if !self.unwritten.contains_key(to) && self.out.as_ref().is_none_or(|out| out.removing.as_ref() != Some(to)) {
             self.boxes.remove(to);
             self.dirty.remove(to);
         }

@@ -4,6 +4,8 @@
 //!
 //! - [`OpenJob`] scans a mailbox file; [`crate::Store::install`] takes its [`MailboxScan`].
 //! - [`ReadJob`] reads one record by its offset (or holds a record not yet written out).
+//! - [`CheckpointJob`] syncs the mailboxes written and empties the journal;
+//!   [`crate::Store::finish_checkpoint`] takes its [`Checkpointed`].
 //! - [`RemoveJob`] checkpoints and rewrites a mailbox without its first records;
 //!   [`crate::Store::finish_remove`] takes its [`Removed`].
 //!
@@ -12,7 +14,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufReader, ErrorKind, Seek as _, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chat_proto::{MsgId, StoredMessage};
 
@@ -91,6 +93,65 @@ impl ReadJob {
     }
 }
 
+/// A checkpoint, from [`crate::Store::checkpoint_job`]: every mailbox written since the last one
+/// is synced, then the journal is emptied.
+#[derive(Debug)]
+#[must_use = "nothing is checkpointed until the job has run and is finished"]
+pub struct CheckpointJob {
+    /// The file work; `None` when there is none (a store in memory).
+    pub(crate) plan: Option<CheckpointPlan>,
+}
+
+/// The file work of a checkpoint.
+#[derive(Debug)]
+pub(crate) struct CheckpointPlan {
+    /// The mailboxes to sync (a missing one was removed: nothing to sync).
+    pub(crate) sync: Vec<PathBuf>,
+    /// The store's directory, synced for the files created.
+    pub(crate) dir: PathBuf,
+    /// The journal, emptied last.
+    pub(crate) journal: (File, PathBuf),
+}
+
+impl CheckpointPlan {
+    fn run(&self) -> Result<(), StoreError> {
+        for path in &self.sync {
+            match File::open(path).and_then(|f| f.sync_data()) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("sync", path)(e)),
+                _ => {}
+            }
+        }
+        sync_dir(&self.dir)?;
+        let (journal, path) = &self.journal;
+        journal.set_len(0).map_err(StoreError::io("truncate", path))?;
+        journal.sync_data().map_err(StoreError::io("sync", path))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", dir))
+}
+
+impl CheckpointJob {
+    /// Syncs the mailboxes and the directory, then empties the journal.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when a sync fails; nothing acknowledged is lost (the journal is
+    /// emptied only after the rest succeeded).
+    pub fn run(self) -> Result<Checkpointed, StoreError> {
+        if let Some(plan) = &self.plan {
+            plan.run()?;
+        }
+        Ok(Checkpointed { done: self.plan.is_some() })
+    }
+}
+
+/// What a [`CheckpointJob`] did, for [`crate::Store::finish_checkpoint`].
+#[derive(Debug)]
+pub struct Checkpointed {
+    pub(crate) done: bool,
+}
+
 /// The removal of a mailbox's first records, from [`crate::Store::remove_first_job`].
 #[derive(Debug)]
 #[must_use = "nothing is removed until the job has run and is finished"]
@@ -104,9 +165,7 @@ pub struct RemoveJob {
 #[derive(Debug)]
 pub(crate) struct RemovePlan {
     /// The checkpoint first: no journal line may bring back what is removed.
-    pub(crate) sync: Vec<PathBuf>,
-    pub(crate) dir: PathBuf,
-    pub(crate) journal: (File, PathBuf),
+    pub(crate) checkpoint: CheckpointPlan,
     /// The mailbox, and where its rewrite goes before the rename.
     pub(crate) path: PathBuf,
     pub(crate) tmp: PathBuf,
@@ -124,18 +183,7 @@ impl RemoveJob {
     /// (no temporary file is left).
     pub fn run(self) -> Result<Removed, StoreError> {
         let Some(plan) = self.plan else { return Ok(Removed { n: self.n, kept: None }) };
-        for path in &plan.sync {
-            match File::open(path).and_then(|f| f.sync_data()) {
-                Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("sync", path)(e)),
-                _ => {}
-            }
-        }
-        let sync_dir =
-            || File::open(&plan.dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", &plan.dir));
-        sync_dir()?;
-        let (journal, journal_path) = &plan.journal;
-        journal.set_len(0).map_err(StoreError::io("truncate", journal_path))?;
-        journal.sync_data().map_err(StoreError::io("sync", journal_path))?;
+        plan.checkpoint.run()?;
         let kept = if plan.all {
             Mailbox::default()
         } else {
@@ -153,7 +201,7 @@ impl RemoveJob {
                 _ => {}
             }
         }
-        sync_dir()?;
+        sync_dir(&plan.checkpoint.dir)?;
         Ok(Removed { n: self.n, kept: Some(Mailbox { exists: kept.usage.count > 0, ..kept }) })
     }
 }

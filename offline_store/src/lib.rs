@@ -7,10 +7,11 @@
 //! when to sync ([`Store::start_sync`], then the [`SyncJob`]) before ACKing, and when to delete.
 //!
 //! Disk work can leave the caller's thread as jobs: [`SyncJob`] (from [`Store::start_sync`]),
-//! [`OpenJob`] (learn a mailbox), [`ReadJob`] (one message by index) and [`RemoveJob`] (delete
-//! delivered messages). Each runs anywhere and hands its result back to a cheap step on the store
-//! (`finish_sync`, `install`, `finish_remove`). A `SyncJob` and a `RemoveJob` are never out at
-//! the same time: start one only once the other is finished. The blocking methods (`sync`,
+//! [`OpenJob`] (learn a mailbox), [`ReadJob`] (one message by index), [`CheckpointJob`] and
+//! [`RemoveJob`] (delete delivered messages). Each runs anywhere and hands its result back to a
+//! cheap step on the store (`sync_done`, `install`, `finish_checkpoint`, `finish_remove`). Run
+//! the sync, checkpoint and removal jobs in one lane, one at a time: while a checkpoint or removal
+//! is out the store refuses other disk work ([`StoreError::Busy`]). The blocking methods (`sync`,
 //! `usage`, `load`, `remove_first`, `checkpoint`) run the same jobs at once.
 //!
 //! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
@@ -32,7 +33,7 @@ mod record;
 mod tests;
 
 pub use file::FileStore;
-pub use jobs::{MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
+pub use jobs::{CheckpointJob, Checkpointed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
 pub use mem::MemStore;
 pub use name::file_name;
 
@@ -228,14 +229,44 @@ pub trait Store {
     /// acknowledged.
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError>;
 
-    /// Housekeeping after a job from [`Store::start_sync`] has run successfully (a file store
-    /// may checkpoint). The appends it covered are durable whatever this returns.
+    /// Housekeeping after a job from [`Store::start_sync`] has run successfully:
+    /// [`Store::sync_done`], then, if one is due, a checkpoint on this thread
+    /// ([`Store::checkpoint`]). A caller that keeps the disk off its thread calls
+    /// [`Store::sync_done`] instead, then runs a [`Store::checkpoint_job`] when
+    /// [`Store::checkpoint_due`]. The appends it covered are durable whatever this returns.
     ///
     /// # Errors
     /// [`StoreError::Io`] when the housekeeping fails; it is tried again later.
     fn finish_sync(&mut self) -> Result<(), StoreError> {
-        Ok(())
+        self.sync_done();
+        if self.checkpoint_due() { self.checkpoint() } else { Ok(()) }
     }
+
+    /// Notes that the job from [`Store::start_sync`] has run successfully (memory only).
+    fn sync_done(&mut self) {}
+
+    /// Whether a checkpoint is due (a file store's journal has grown past 8 MiB).
+    fn checkpoint_due(&self) -> bool {
+        false
+    }
+
+    /// The checkpoint as a job, to run on any thread, then [`Store::finish_checkpoint`]: it
+    /// syncs every mailbox written out since the last one and empties the journal (appends not
+    /// written out yet stay for the next sync). While it is out, the store takes appends but
+    /// refuses other disk work ([`StoreError::Busy`]): run it in the same lane as the
+    /// [`SyncJob`]s, after the last one has run.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] when a checkpoint or removal is out; [`StoreError::Io`] when the
+    /// journal cannot be handed to the job.
+    fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError>;
+
+    /// Takes the result of the [`CheckpointJob`]: on failure nothing is lost, and the next
+    /// checkpoint does it all again.
+    ///
+    /// # Errors
+    /// The job's error, given back.
+    fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError>;
 
     /// Every stored message for `to`, oldest first; empty if `to` has no mailbox.
     ///
@@ -333,11 +364,18 @@ pub trait Store {
     }
 
     /// Makes everything durable in its final place (for a file store: syncs every mailbox
-    /// written and empties the journal), as at a clean shutdown. The default is [`Store::sync`].
+    /// written and empties the journal), as at a clean shutdown: [`Store::sync`] without its
+    /// housekeeping, then a [`Store::checkpoint_job`] run at once.
     ///
     /// # Errors
     /// A sync failed; nothing acknowledged is lost, the next checkpoint tries again.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.sync()
+        if let Some(job) = self.start_sync()? {
+            job.run()?;
+            self.sync_done();
+        }
+        let job = self.checkpoint_job()?;
+        let done = job.run();
+        self.finish_checkpoint(done)
     }
 }

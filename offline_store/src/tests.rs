@@ -637,6 +637,8 @@ fn jobs_are_send() {
     send::<crate::ReadJob>();
     send::<crate::RemoveJob>();
     send::<crate::Removed>();
+    send::<crate::CheckpointJob>();
+    send::<crate::Checkpointed>();
     send::<crate::SyncJob>();
 }
 
@@ -675,4 +677,55 @@ fn an_open_job_teaches_the_store_so_later_calls_stay_off_the_disk() {
     assert_eq!(store.known_usage(&bob), None);
     assert_eq!(store.usage(&bob).expect("usage").count, 4);
     assert_eq!(read_all(&mut store, &bob), msgs(0..4));
+}
+
+#[test]
+fn a_checkpoint_job_runs_off_the_thread_while_appends_go_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bob, carol) = (name("bob"), name("carol"));
+    let journal = tmp.path().join("journal");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
+    assert!(!store.checkpoint_due(), "a small journal waits");
+    assert!(fs::metadata(&journal).expect("journal").len() > 0);
+    let job = store.checkpoint_job().expect("checkpoint job");
+    assert!(matches!(store.start_sync(), Err(StoreError::Busy)), "no other disk work while it is out");
+    assert!(matches!(store.checkpoint_job(), Err(StoreError::Busy)));
+    store.append(&carol, &msg(10)).expect("appends go on");
+    store.append(&bob, &msg(3)).expect("appends go on");
+    let done = std::thread::spawn(move || job.run()).join().expect("the job's thread");
+    assert_eq!(fs::metadata(&journal).expect("journal").len(), 0, "emptied");
+    store.finish_checkpoint(done).expect("finish");
+    assert!(!store.mailbox_path(&carol).exists(), "the appends during it wait for the next sync");
+    store.sync().expect("sync");
+    assert!(fs::metadata(&journal).expect("journal").len() > 0, "and their journal lines with it");
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..4));
+    assert_eq!(store.load(&carol).expect("load"), msgs(10..11));
+}
+
+#[test]
+fn a_big_journal_makes_a_checkpoint_due() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = open(tmp.path());
+    let big = |i: u32| StoredMessage { text: Text::new("x".repeat(30_000)).expect("text"), ..msg(i) };
+    let mut i = 0;
+    while !store.checkpoint_due() {
+        store.append(&name(&format!("n{}", i % 7)), &big(i)).expect("append");
+        if let Some(job) = store.start_sync().expect("start") {
+            job.run().expect("synced");
+        }
+        store.sync_done();
+        i += 1;
+        assert!(i < 1000, "due past 8 MiB");
+    }
+    let job = store.checkpoint_job().expect("checkpoint job");
+    let done = job.run();
+    store.finish_checkpoint(done).expect("finish");
+    assert!(!store.checkpoint_due());
+    assert_eq!(fs::metadata(tmp.path().join("journal")).expect("journal").len(), 0);
+    drop(store);
+    assert_eq!(open(tmp.path()).usage(&name("n0")).expect("usage").count, i.div_ceil(7) as usize);
 }
