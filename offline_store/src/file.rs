@@ -47,6 +47,8 @@ pub struct FileStore {
     journal: Journal,
     /// The checkpoint or removal out, if any: until it is finished nothing writes the files.
     out: Option<Maintenance>,
+    /// How many mailboxes [`Store::evict`] has dropped: a scan begun before one may be stale.
+    evictions: u64,
 }
 
 /// A [`CheckpointJob`] or [`RemoveJob`] handed out and not finished yet.
@@ -70,7 +72,7 @@ impl FileStore {
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
         let journal = Journal::open(&dir)?;
         let (boxes, dirty, unwritten, unsynced) = (HashMap::new(), HashMap::new(), HashMap::new(), HashSet::new());
-        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal, out: None })
+        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal, out: None, evictions: 0 })
     }
 
     /// The directory holding the mailboxes.
@@ -263,11 +265,13 @@ impl Store for FileStore {
     }
 
     fn open_job(&mut self, to: &Name) -> OpenJob {
-        OpenJob { path: (!self.boxes.contains_key(to)).then(|| self.mailbox_path(to)) }
+        OpenJob { path: (!self.boxes.contains_key(to)).then(|| self.mailbox_path(to)), stamp: self.evictions }
     }
 
     fn install(&mut self, to: &Name, scan: MailboxScan) {
-        if let Some(mb) = scan.mailbox {
+        // A mailbox not known has not been written since the scan began, unless it was known
+        // and evicted meanwhile: then the scan may miss records, and the next use scans again.
+        if let Some(mb) = scan.mailbox.filter(|_| scan.stamp == self.evictions) {
             self.boxes.entry(to.clone()).or_insert(mb);
         }
     }
@@ -282,9 +286,14 @@ impl Store for FileStore {
 
     fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
         let path = self.mailbox_path(to);
+        let removing = self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to));
         let mb = mailbox::cached(&mut self.boxes, to, &path)?;
         let Some(&(id, offset)) = mb.records.get(index) else { return Ok(None) };
         if offset < mb.written {
+            if removing {
+                // The file is being replaced: where the record will be is known once it is.
+                return Err(StoreError::Busy);
+            }
             return Ok(Some(ReadJob::at(path, offset, id)));
         }
         let at = usize::try_from(offset - mb.written).unwrap_or(usize::MAX);
@@ -339,7 +348,9 @@ impl Store for FileStore {
 
     fn evict(&mut self, to: &Name) {
         if !self.unwritten.contains_key(to) && self.out.as_ref().is_none_or(|out| out.removing.as_ref() != Some(to)) {
-            self.boxes.remove(to);
+            if self.boxes.remove(to).is_some() {
+                self.evictions += 1;
+            }
             self.dirty.remove(to);
         }
     }

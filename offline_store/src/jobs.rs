@@ -28,6 +28,8 @@ use crate::record::{Line, Lines};
 pub struct OpenJob {
     /// The file to scan; `None` when the store knows the mailbox already (or keeps it in memory).
     pub(crate) path: Option<PathBuf>,
+    /// The store's count of evictions when the job was made (see [`crate::Store::install`]).
+    pub(crate) stamp: u64,
 }
 
 impl OpenJob {
@@ -38,7 +40,7 @@ impl OpenJob {
     /// [`StoreError::Io`] when the file exists but cannot be read.
     pub fn run(self) -> Result<MailboxScan, StoreError> {
         let mailbox = self.path.map(|path| mailbox::scan(&path, |_| {})).transpose()?;
-        Ok(MailboxScan { mailbox })
+        Ok(MailboxScan { mailbox, stamp: self.stamp })
     }
 }
 
@@ -46,6 +48,7 @@ impl OpenJob {
 #[derive(Debug)]
 pub struct MailboxScan {
     pub(crate) mailbox: Option<Mailbox>,
+    pub(crate) stamp: u64,
 }
 
 /// The read of one stored message, from [`crate::Store::read_job`].

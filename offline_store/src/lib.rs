@@ -303,7 +303,8 @@ pub trait Store {
     fn open_job(&mut self, to: &Name) -> OpenJob;
 
     /// Takes what an [`OpenJob`] for `to` learnt. Ignored if the store learnt the mailbox
-    /// meanwhile (its own knowledge is newer).
+    /// meanwhile (its own knowledge is newer), or if a file store evicted a mailbox since the
+    /// job was made (the scan may be stale; the next use of `to` learns it again).
     fn install(&mut self, to: &Name, scan: MailboxScan);
 
     /// Count and bytes of `to`'s mailbox if the store knows it (without touching the disk);
@@ -320,7 +321,9 @@ pub trait Store {
     /// keep the disk off this thread).
     ///
     /// # Errors
-    /// [`StoreError::Io`] when the mailbox had to be scanned and could not be read.
+    /// [`StoreError::Io`] when the mailbox had to be scanned and could not be read;
+    /// [`StoreError::Busy`] for a record written out while a removal from this mailbox is out
+    /// (its place in the new file is known once the removal is finished).
     fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError>;
 
     /// Begins deleting the first `n` messages of `to`'s mailbox: returns the job that makes

@@ -60,7 +60,7 @@ impl Store for MemStore {
     }
 
     fn open_job(&mut self, _to: &Name) -> OpenJob {
-        OpenJob { path: None }
+        OpenJob { path: None, stamp: 0 }
     }
 
     fn install(&mut self, _to: &Name, _scan: MailboxScan) {}
@@ -77,8 +77,9 @@ impl Store for MemStore {
         Ok(self.boxes.get(to).and_then(|b| b.get(index)).map(|(m, _)| ReadJob::ready(m.clone())))
     }
 
-    fn remove_first_job(&mut self, _to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
-        Ok(RemoveJob { n, plan: None })
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
+        // Only what is there now: appends made while the job is out stay.
+        Ok(RemoveJob { n: n.min(self.usage_of(to).count), plan: None })
     }
 
     fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
