@@ -11,8 +11,16 @@
 //! [`RemoveJob`] (delete delivered messages). Each runs anywhere and hands its result back to a
 //! cheap step on the store (`sync_done`, `install`, `finish_checkpoint`, `finish_remove`). Run
 //! the sync, checkpoint and removal jobs in one lane, one at a time: while a checkpoint or removal
-//! is out the store refuses other disk work ([`StoreError::Busy`]). The blocking methods (`sync`,
-//! `usage`, `load`, `remove_first`, `checkpoint`) run the same jobs at once.
+//! is out the store refuses other disk work ([`StoreError::Busy`]), so each such job must be
+//! finished with its result, even a failed one. The blocking methods (`sync`, `usage`, `load`,
+//! `remove_first`, `checkpoint`) run the same jobs at once.
+//!
+//! A server that keeps the disk off its event loop: [`Store::open_job`] when a name registers
+//! (then [`Store::install`], and [`Store::known_usage`] for the count), [`Store::read_job`] per
+//! fetched index, [`Store::id_at`] to check a fetch's last id, [`Store::remove_first_job`] when
+//! the fetch is done, [`Store::sync_done`] after each sync and [`Store::checkpoint_job`] when
+//! [`Store::checkpoint_due`], and [`Store::evict`] for a mailbox no longer in use. Saves go
+//! through [`Store::append_once`], which stores each message id once per mailbox.
 //!
 //! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
 //! crates' unit tests.
