@@ -3,53 +3,62 @@
 //! of mailboxes written; the mailboxes are synced at checkpoints.
 //!
 //! This module owns the files: opening, appending, syncing, rewriting and removing them, and
-//! the in-memory cache of each mailbox's usage. It must not hold whole mailboxes in memory, nor
-//! keep more than [`OPEN_HANDLES`] file handles open.
+//! the in-memory index of each mailbox (usage, and each record's message id and offset: 16 bytes
+//! a message). It must not hold whole mailboxes in memory, nor keep more than [`OPEN_HANDLES`]
+//! file handles open.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, ErrorKind, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use chat_proto::{Name, StoredMessage};
+use chat_proto::{MsgId, Name, StoredMessage};
 
+use crate::jobs::{CheckpointPlan, RemovePlan};
 use crate::journal::Journal;
-use crate::record::{self, Line, Lines};
-use crate::{Limits, Store, StoreError, SyncJob, Usage, file_name};
+use crate::mailbox::{self, Mailbox};
+use crate::record;
+use crate::{
+    Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
+    StoreError, SyncJob, Usage, file_name,
+};
 
 /// At most this many mailbox files stay open between syncs (the busiest ones are reopened less).
 pub(crate) const OPEN_HANDLES: usize = 64;
-
-/// What the store knows about one mailbox file, from its last full scan and the writes since.
-#[derive(Clone, Copy, Debug, Default)]
-struct Mailbox {
-    /// Readable records and their bytes.
-    usage: Usage,
-    /// Whether the file exists.
-    exists: bool,
-    /// Set when the file ends in a torn record: the offset just past its last complete line,
-    /// to cut the file back to before the next append.
-    torn_at: Option<u64>,
-}
 
 /// Mailboxes stored as one `<file_name>.mbox` file per recipient in a directory.
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
     limits: Limits,
-    /// Usage cache, filled by the first scan of each mailbox and kept exact after.
+    /// The index of each mailbox known: filled by its first scan (or an installed
+    /// [`OpenJob`]), kept exact after, dropped by [`Store::evict`].
     boxes: HashMap<Name, Mailbox>,
     /// Open handles of mailboxes appended to lately (at most [`OPEN_HANDLES`]).
     dirty: HashMap<Name, File>,
     /// Records appended since the last sync, per mailbox: written out with one `write` each
-    /// when the next sync starts, or before the mailbox is read.
+    /// when the next sync (or removal job) starts; read from here until then.
     unwritten: HashMap<Name, Vec<u8>>,
     /// Mailboxes written since the last checkpoint: synced at the next one.
     unsynced: HashSet<Name>,
     /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
     dir_dirty: bool,
     journal: Journal,
+    /// The checkpoint or removal out, if any: until it is finished nothing writes the files.
+    out: Option<Maintenance>,
+    /// How many mailboxes [`Store::evict`] has dropped: a scan begun before one may be stale.
+    evictions: u64,
+}
+
+/// A [`CheckpointJob`] or [`RemoveJob`] handed out and not finished yet.
+#[derive(Debug)]
+struct Maintenance {
+    /// The mailbox a removal removes from; `None` for a checkpoint.
+    removing: Option<Name>,
+    /// The mailboxes its checkpoint syncs: no longer unsynced once it has run, unless appended
+    /// to meanwhile.
+    synced: Vec<Name>,
 }
 
 impl FileStore {
@@ -63,7 +72,7 @@ impl FileStore {
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
         let journal = Journal::open(&dir)?;
         let (boxes, dirty, unwritten, unsynced) = (HashMap::new(), HashMap::new(), HashMap::new(), HashSet::new());
-        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal })
+        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal, out: None, evictions: 0 })
     }
 
     /// The directory holding the mailboxes.
@@ -82,65 +91,6 @@ impl FileStore {
         self.dirty.len()
     }
 
-    /// The cached state of `name`'s mailbox, scanning the file the first time.
-    fn mailbox(&mut self, name: &Name) -> Result<Mailbox, StoreError> {
-        if let Some(mb) = self.boxes.get(name) {
-            return Ok(*mb);
-        }
-        let mb = self.scan(name, |_| {})?;
-        self.boxes.insert(name.clone(), mb);
-        Ok(mb)
-    }
-
-    /// Reads `name`'s whole mailbox, passing each readable record to `each`, and returns its
-    /// state. Skipped lines are logged.
-    fn scan(&self, name: &Name, mut each: impl FnMut(StoredMessage)) -> Result<Mailbox, StoreError> {
-        let path = self.mailbox_path(name);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Mailbox::default()),
-            Err(e) => return Err(StoreError::io("open", path)(e)),
-        };
-        let mut mb = Mailbox { exists: true, ..Mailbox::default() };
-        let mut lines = Lines::new(BufReader::new(file));
-        while let Some(line) = lines.next_line().map_err(StoreError::io("read", &path))? {
-            match line {
-                Line::Record(msg) => {
-                    mb.usage.count += 1;
-                    mb.usage.bytes += lines.raw().len() as u64;
-                    each(msg);
-                }
-                Line::Corrupt(why) => {
-                    tracing::warn!(path = %path.display(), line = lines.number, "skipping corrupt record: {why}");
-                }
-                Line::Torn => {
-                    tracing::warn!(path = %path.display(), line = lines.number, "skipping torn last record");
-                    mb.torn_at = Some(lines.end);
-                }
-            }
-        }
-        Ok(mb)
-    }
-
-    /// Opens `name`'s file for appending (once per sync), cutting off a torn tail first.
-    fn writer(&mut self, name: &Name, mb: &mut Mailbox) -> Result<&mut File, StoreError> {
-        let path = self.mailbox_path(name);
-        let slot = match self.dirty.entry(name.clone()) {
-            Entry::Occupied(open) => return Ok(open.into_mut()),
-            Entry::Vacant(slot) => slot,
-        };
-        let file = OpenOptions::new().append(true).create(true).open(&path).map_err(StoreError::io("open", &path))?;
-        if let Some(end) = mb.torn_at {
-            file.set_len(end).map_err(StoreError::io("truncate", &path))?;
-            mb.torn_at = None;
-        }
-        if !mb.exists {
-            self.dir_dirty = true;
-            mb.exists = true;
-        }
-        Ok(slot.insert(file))
-    }
-
     /// Writes out the records appended to `name`'s mailbox since the last sync. If that fails
     /// they stay in memory for the next try: none of them is acknowledged before a sync that
     /// wrote them out.
@@ -154,58 +104,108 @@ impl FileStore {
     }
 
     fn write_records(&mut self, name: &Name, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut mb = self.mailbox(name)?;
         let path = self.mailbox_path(name);
-        let file = self.writer(name, &mut mb)?;
+        let mb = mailbox::cached(&mut self.boxes, name, &path)?;
+        let file = match self.dirty.entry(name.clone()) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(slot) => {
+                // Opened once per sync, a torn tail cut off first.
+                let file =
+                    OpenOptions::new().append(true).create(true).open(&path).map_err(StoreError::io("open", &path))?;
+                if let Some(end) = mb.torn_at {
+                    file.set_len(end).map_err(StoreError::io("truncate", &path))?;
+                    mb.torn_at = None;
+                }
+                if !mb.exists {
+                    self.dir_dirty = true;
+                    mb.exists = true;
+                }
+                slot.insert(file)
+            }
+        };
         let before = file.metadata().map_err(StoreError::io("stat", &path))?.len();
         let written = file.write_all(bytes).map_err(StoreError::io("write", &path));
         if written.is_err() {
             // The file may now end in part of a record: cut it back before the next write.
             mb.torn_at = Some(before);
             self.dirty.remove(name);
+        } else {
+            mb.written_at(before, bytes.len() as u64);
         }
-        self.boxes.insert(name.clone(), mb);
         written
     }
 
-    /// Syncs the store's directory, so created, renamed and removed files stay so.
-    fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", &self.dir))
+    /// Refuses disk writes while a checkpoint or removal is out.
+    fn not_busy(&self) -> Result<(), StoreError> {
+        match self.out {
+            Some(_) => Err(StoreError::Busy),
+            None => Ok(()),
+        }
     }
 
-    /// Writes `name`'s records after the first `n` readable ones to a temporary file and
-    /// returns it with the usage it holds.
-    fn write_rest(&self, name: &Name, n: usize, tmp: &Path) -> Result<Usage, StoreError> {
-        let path = self.mailbox_path(name);
-        let file = File::open(&path).map_err(StoreError::io("open", &path))?;
-        let out = File::create(tmp).map_err(StoreError::io("create", tmp))?;
-        let mut out = BufWriter::new(out);
-        let mut lines = Lines::new(BufReader::new(file));
-        let (mut seen, mut kept) = (0, Usage::default());
-        while let Some(line) = lines.next_line().map_err(StoreError::io("read", &path))? {
-            if let Line::Record(_) = line {
-                seen += 1;
-                if seen > n {
-                    out.write_all(lines.raw()).map_err(StoreError::io("write", tmp))?;
-                    kept.count += 1;
-                    kept.bytes += lines.raw().len() as u64;
-                }
+    /// Writes out every mailbox's appends and the journal's lines (to the page cache).
+    fn write_all_out(&mut self) -> Result<(), StoreError> {
+        let names: Vec<Name> = self.unwritten.keys().cloned().collect();
+        for name in &names {
+            self.write_out(name)?;
+        }
+        if self.dirty.len() > OPEN_HANDLES {
+            self.dirty.clear();
+        }
+        Ok(())
+    }
+
+    /// The messages of `to` not written out yet, oldest first.
+    fn pending(&self, to: &Name) -> Vec<StoredMessage> {
+        let bytes = self.unwritten.get(to).map_or(&[][..], Vec::as_slice);
+        bytes.split_inclusive(|b| *b == b'\n').filter_map(|line| record::decode(line).ok()).collect()
+    }
+
+    /// Puts `kept` (the file as a removal left it, or a fresh scan) in place of `name`'s state,
+    /// with the appends not written out yet after it.
+    fn replace(&mut self, name: &Name, mut kept: Mailbox) {
+        if let Some(old) = self.boxes.get(name) {
+            let pending = self.unwritten.get(name).map_or(0, |b| b.len() as u64);
+            let tail = old.records.iter().filter(|(_, offset)| *offset >= old.written);
+            let tail: Vec<(MsgId, u64)> = tail.map(|(id, offset)| (*id, offset - old.written + kept.written)).collect();
+            kept.usage.count += tail.len();
+            kept.usage.bytes += pending;
+            kept.records.extend(tail);
+        }
+        self.boxes.insert(name.clone(), kept);
+    }
+
+    /// What the store knows once the checkpoint of a finished job has run.
+    fn checkpointed(&mut self, synced: Vec<Name>) {
+        for name in synced {
+            if !self.unwritten.contains_key(&name) {
+                self.unsynced.remove(&name);
             }
         }
-        let out = out.into_inner().map_err(|e| StoreError::io("write", tmp)(e.into_error()))?;
-        out.sync_data().map_err(StoreError::io("sync", tmp))?;
-        Ok(kept)
+        self.journal.emptied();
+        self.dir_dirty = false;
+    }
+
+    /// The checkpoint part of a job: the mailboxes to sync, as names and as paths.
+    fn checkpoint_plan(&self) -> Result<(Vec<Name>, CheckpointPlan), StoreError> {
+        let journal = self.journal.handle()?;
+        let synced: Vec<Name> = self.unsynced.iter().cloned().collect();
+        let sync = synced.iter().map(|name| self.mailbox_path(name)).collect();
+        Ok((synced, CheckpointPlan { sync, dir: self.dir.clone(), journal }))
     }
 }
 
 impl Store for FileStore {
-    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+    fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError> {
         let line = record::encode(msg).map_err(|e| StoreError::io("encode", self.mailbox_path(to))(e.into()))?;
-        let mut mb = self.mailbox(to)?;
+        let path = self.mailbox_path(to);
+        let pending = self.unwritten.get(to).map_or(0, |bytes| bytes.len() as u64);
+        let mb = mailbox::cached(&mut self.boxes, to, &path)?;
+        if mb.holds(msg.id) {
+            return Ok(Appended::Duplicate);
+        }
         self.limits.check(to, mb.usage, line.len() as u64)?;
-        mb.usage.count += 1;
-        mb.usage.bytes += line.len() as u64;
-        self.boxes.insert(to.clone(), mb);
+        mb.push(msg.id, line.len() as u64, pending);
         self.journal.note(&file_name(to), &line);
         match self.unwritten.get_mut(to) {
             Some(bytes) => bytes.extend_from_slice(&line),
@@ -214,98 +214,144 @@ impl Store for FileStore {
                 self.unsynced.insert(to.clone());
             }
         }
-        Ok(())
+        Ok(Appended::Stored)
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        self.not_busy()?;
         // The mailbox writes go to the page cache; the journal makes them durable.
-        let names: Vec<Name> = self.unwritten.keys().cloned().collect();
-        for name in &names {
-            self.write_out(name)?;
-        }
-        if self.dirty.len() > OPEN_HANDLES {
-            self.dirty.clear();
-        }
+        self.write_all_out()?;
         self.journal.write()
     }
 
-    fn finish_sync(&mut self) -> Result<(), StoreError> {
+    fn sync_done(&mut self) {
         self.journal.synced();
-        if self.journal.checkpoint_due() {
-            self.checkpoint()?;
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.journal.checkpoint_due()
+    }
+
+    fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
+        self.not_busy()?;
+        let (synced, plan) = self.checkpoint_plan()?;
+        self.out = Some(Maintenance { removing: None, synced });
+        Ok(CheckpointJob { plan: Some(plan) })
+    }
+
+    fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError> {
+        let Some(out) = self.out.take_if(|out| out.removing.is_none()) else { return result.map(|_| ()) };
+        if result?.done {
+            self.checkpointed(out.synced);
         }
         Ok(())
     }
 
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
-        if let Some(job) = self.start_sync()? {
-            job.run()?;
-            self.journal.synced();
-        }
-        let names: Vec<Name> = self.unsynced.iter().cloned().collect();
-        for name in names {
-            let path = self.mailbox_path(&name);
-            match File::open(&path).and_then(|f| f.sync_data()) {
-                Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("sync", path)(e)),
-                _ => self.unsynced.remove(&name),
-            };
-        }
-        if self.dir_dirty {
-            self.sync_dir()?;
-            self.dir_dirty = false;
-        }
-        self.journal.clear()
-    }
-
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
-        self.write_out(to)?;
+        if self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to)) {
+            return Err(StoreError::Busy);
+        }
+        let path = self.mailbox_path(to);
         let mut out = Vec::new();
-        let mb = self.scan(to, |msg| out.push(msg))?;
-        self.boxes.insert(to.clone(), mb);
+        let scanned = mailbox::scan(&path, |msg| out.push(msg))?;
+        if let Some(mb) = self.boxes.get(to) {
+            // Past `written` the file may end in records whose write failed: they are pending.
+            out.truncate(mb.records.iter().filter(|(_, offset)| *offset < mb.written).count());
+            out.extend(self.pending(to));
+        } else {
+            self.boxes.insert(to.clone(), scanned);
+        }
         Ok(out)
     }
 
-    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
-        self.write_out(to)?;
-        let mb = self.mailbox(to)?;
-        if n == 0 || !mb.exists {
-            return Ok(());
-        }
-        // No journal line may bring back what is removed here.
-        self.checkpoint()?;
-        // The file is replaced: appends since the last sync are copied (or removed) with it.
-        self.dirty.remove(to);
-        let path = self.mailbox_path(to);
-        let kept = if n >= mb.usage.count {
-            Usage::default()
-        } else {
-            let tmp = self.dir.join(format!("{}.tmp", file_name(to)));
-            let kept = self.write_rest(to, n, &tmp);
-            let kept = kept.and_then(|kept| {
-                fs::rename(&tmp, &path).map_err(StoreError::io("rename", &tmp))?;
-                Ok(kept)
-            });
-            if kept.is_err() {
-                let _ = fs::remove_file(&tmp);
-                self.boxes.remove(to);
-            }
-            kept?
-        };
-        if kept.count == 0 {
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != ErrorKind::NotFound => {
-                    self.boxes.remove(to);
-                    return Err(StoreError::io("remove", path)(e));
-                }
-                _ => {}
-            }
-        }
-        let mb = Mailbox { usage: kept, exists: kept.count > 0, torn_at: None };
-        self.boxes.insert(to.clone(), mb);
-        self.sync_dir()
+    fn open_job(&mut self, to: &Name) -> OpenJob {
+        OpenJob { path: (!self.boxes.contains_key(to)).then(|| self.mailbox_path(to)), stamp: self.evictions }
     }
 
-    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError> {
-        Ok(self.mailbox(to)?.usage)
+    fn install(&mut self, to: &Name, scan: MailboxScan) {
+        // A mailbox not known has not been written since the scan began, unless it was known
+        // and evicted meanwhile: then the scan may miss records, and the next use scans again.
+        if let Some(mb) = scan.mailbox.filter(|_| scan.stamp == self.evictions) {
+            self.boxes.entry(to.clone()).or_insert(mb);
+        }
+    }
+
+    fn known_usage(&self, to: &Name) -> Option<Usage> {
+        self.boxes.get(to).map(|mb| mb.usage)
+    }
+
+    fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
+        self.boxes.get(to)?.records.get(index).map(|(id, _)| *id)
+    }
+
+    fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
+        let path = self.mailbox_path(to);
+        let removing = self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to));
+        let mb = mailbox::cached(&mut self.boxes, to, &path)?;
+        let Some(&(id, offset)) = mb.records.get(index) else { return Ok(None) };
+        if offset < mb.written {
+            if removing {
+                // The file is being replaced: where the record will be is known once it is.
+                return Err(StoreError::Busy);
+            }
+            return Ok(Some(ReadJob::at(path, offset, id)));
+        }
+        let at = usize::try_from(offset - mb.written).unwrap_or(usize::MAX);
+        let line = self.unwritten.get(to).and_then(|bytes| bytes.get(at..)).unwrap_or_default();
+        let line = line.split_inclusive(|b| *b == b'\n').next().unwrap_or_default();
+        match record::decode(line) {
+            Ok(msg) if msg.id == id => Ok(Some(ReadJob::ready(msg))),
+            _ => Err(StoreError::Changed { path, offset }),
+        }
+    }
+
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
+        self.not_busy()?;
+        let path = self.mailbox_path(to);
+        let count = mailbox::cached(&mut self.boxes, to, &path)?.usage.count;
+        if n == 0 || count == 0 {
+            return Ok(RemoveJob { n, plan: None });
+        }
+        self.write_all_out()?;
+        // Everything journalled so far goes to the file, for the job's checkpoint to empty it.
+        let _covered_by_the_checkpoint = self.journal.write()?;
+        let (synced, checkpoint) = self.checkpoint_plan()?;
+        // The file is replaced: later appends open the new one.
+        self.dirty.remove(to);
+        let tmp = self.dir.join(format!("{}.tmp", file_name(to)));
+        let plan = RemovePlan { checkpoint, path, tmp, all: n >= count };
+        self.out = Some(Maintenance { removing: Some(to.clone()), synced });
+        Ok(RemoveJob { n, plan: Some(plan) })
+    }
+
+    fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
+        let Some(out) = self.out.take_if(|out| out.removing.as_ref() == Some(to)) else {
+            return result.map(|_| ());
+        };
+        match result {
+            Ok(Removed { kept: Some(kept), .. }) => {
+                self.checkpointed(out.synced);
+                self.replace(to, kept);
+                Ok(())
+            }
+            Ok(Removed { kept: None, .. }) => Ok(()),
+            Err(e) => {
+                // Learn the file again: the job may have failed before or after its rename.
+                match mailbox::scan(&self.mailbox_path(to), |_| {}) {
+                    Ok(scanned) => self.replace(to, scanned),
+                    Err(again) => tracing::warn!(%to, "mailbox unreadable after a failed removal: {again}"),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn evict(&mut self, to: &Name) {
+        if !self.unwritten.contains_key(to) && self.out.as_ref().is_none_or(|out| out.removing.as_ref() != Some(to)) {
+            if self.boxes.remove(to).is_some() {
+                self.evictions += 1;
+            }
+            self.dirty.remove(to);
+        }
     }
 }

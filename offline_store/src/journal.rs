@@ -81,6 +81,19 @@ impl Journal {
         self.len > CHECKPOINT_BYTES
     }
 
+    /// A handle on the file, for a job that empties it (see [`Journal::emptied`]).
+    pub(crate) fn handle(&self) -> Result<(File, PathBuf), StoreError> {
+        let file = self.file.try_clone().map_err(StoreError::io("open", &self.path))?;
+        Ok((file, self.path.clone()))
+    }
+
+    /// A job emptied the file (after syncing every mailbox it speaks of), with nothing written
+    /// to it meanwhile.
+    pub(crate) fn emptied(&mut self) {
+        self.len = 0;
+        self.unsynced = false;
+    }
+
     /// Empties the journal: the caller has synced every mailbox it speaks of.
     pub(crate) fn clear(&mut self) -> Result<(), StoreError> {
         self.file.set_len(0).map_err(StoreError::io("truncate", &self.path))?;

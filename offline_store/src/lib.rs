@@ -6,16 +6,34 @@
 //! sockets, tokio, the protocol's requests, or who is online; the server decides when to store,
 //! when to sync ([`Store::start_sync`], then the [`SyncJob`]) before ACKing, and when to delete.
 //!
+//! Disk work can leave the caller's thread as jobs: [`SyncJob`] (from [`Store::start_sync`]),
+//! [`OpenJob`] (learn a mailbox), [`ReadJob`] (one message by index), [`CheckpointJob`] and
+//! [`RemoveJob`] (delete delivered messages). Each runs anywhere and hands its result back to a
+//! cheap step on the store (`sync_done`, `install`, `finish_checkpoint`, `finish_remove`). Run
+//! the sync, checkpoint and removal jobs in one lane, one at a time: while a checkpoint or removal
+//! is out the store refuses other disk work ([`StoreError::Busy`]), so each such job must be
+//! finished with its result, even a failed one. The blocking methods (`sync`, `usage`, `load`,
+//! `remove_first`, `checkpoint`) run the same jobs at once.
+//!
+//! A server that keeps the disk off its event loop: [`Store::open_job`] when a name registers
+//! (then [`Store::install`], and [`Store::known_usage`] for the count), [`Store::read_job`] per
+//! fetched index, [`Store::id_at`] to check a fetch's last id, [`Store::remove_first_job`] when
+//! the fetch is done, [`Store::sync_done`] after each sync and [`Store::checkpoint_job`] when
+//! [`Store::checkpoint_due`], and [`Store::evict`] for a mailbox no longer in use. Saves go
+//! through [`Store::append_once`], which stores each message id once per mailbox.
+//!
 //! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
 //! crates' unit tests.
 
 use std::io;
 use std::path::PathBuf;
 
-use chat_proto::{Name, StoredMessage};
+use chat_proto::{MsgId, Name, StoredMessage};
 
 mod file;
+mod jobs;
 mod journal;
+mod mailbox;
 mod mem;
 mod name;
 mod record;
@@ -23,8 +41,12 @@ mod record;
 mod tests;
 
 pub use file::FileStore;
+pub use jobs::{CheckpointJob, Checkpointed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
 pub use mem::MemStore;
 pub use name::file_name;
+
+/// `ENOSPC` on Linux and the BSDs, for an error built from a raw OS code.
+const ENOSPC: i32 = 28;
 
 /// How much one mailbox holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -76,8 +98,9 @@ pub enum StoreError {
         /// The limit it would pass, e.g. `10000 messages` or `16777216 bytes`.
         limit: String,
     },
-    /// A file system operation failed.
-    #[error("{op} {path}: {source}")]
+    /// A file system operation failed. Its message names the operation and the file only; the
+    /// cause is the [`std::error::Error::source`], so a printer of the cause chain shows it once.
+    #[error("{op} {path}")]
     Io {
         /// What was being done (`open`, `write`, `sync`, `rename`, ...).
         op: &'static str,
@@ -87,6 +110,19 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A [`ReadJob`] found another line than the record indexed at `offset`: the file was
+    /// replaced (by a removal) or damaged since. Nothing was read; ask again.
+    #[error("{path} holds no record indexed at byte {offset}: the mailbox changed")]
+    Changed {
+        /// The mailbox file.
+        path: PathBuf,
+        /// Where the record was.
+        offset: u64,
+    },
+    /// A [`RemoveJob`] is out: nothing else may write the mailboxes or the journal until it is
+    /// finished ([`Store::finish_remove`]). Nothing was done.
+    #[error("a removal of stored messages is still running")]
+    Busy,
 }
 
 impl StoreError {
@@ -95,6 +131,26 @@ impl StoreError {
         let path = path.into();
         move |source| Self::Io { op, path, source }
     }
+
+    /// Whether the disk is full (`ENOSPC`): the server refuses a save it cannot take with
+    /// `Refusal::StorageUnavailable` rather than leaving it unanswered.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull || (cfg!(unix) && source.raw_os_error() == Some(ENOSPC))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What [`Store::append_once`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// The message was stored.
+    Stored,
+    /// The mailbox already holds a message with this id: nothing was stored.
+    Duplicate,
 }
 
 /// The disk wait of a sync begun by [`Store::start_sync`]: it can run on any thread.
@@ -132,7 +188,20 @@ impl SyncJob {
 /// Appends are readable at once but durable only after a sync, so a caller can append many
 /// messages and pay for one sync (group commit) before acknowledging them.
 pub trait Store {
-    /// Appends one message to `to`'s mailbox.
+    /// Appends one message to `to`'s mailbox, unless one with the same id is already there:
+    /// [`Store::append_once`], for callers that need not know which.
+    ///
+    /// # Errors
+    /// As [`Store::append_once`].
+    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+        self.append_once(to, msg).map(|_| ())
+    }
+
+    /// Appends one message to `to`'s mailbox, once per message id: a message whose id the
+    /// mailbox already holds (written out or not, synced or not) stores nothing, does not count
+    /// against the limits, and returns [`Appended::Duplicate`]. So a save retransmitted after a
+    /// restart (when the server's request dedup is empty) is stored once. A duplicate is durable
+    /// once the next sync has run, like the first copy.
     ///
     /// The record is readable at once, and durable only after [`Store::sync`] (a file store
     /// writes a batch's records out when the sync starts, one `write` per mailbox).
@@ -141,7 +210,7 @@ pub trait Store {
     /// [`StoreError::MailboxFull`], with nothing stored, when the message would pass the
     /// limits; [`StoreError::Io`] when the mailbox cannot be read to learn its size (failures
     /// to write it come from the sync).
-    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError>;
+    fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError>;
 
     /// Makes every append so far durable: [`Store::start_sync`], [`SyncJob::run`], then
     /// [`Store::finish_sync`], all on this thread. This is the group commit: callers append
@@ -168,25 +237,60 @@ pub trait Store {
     /// acknowledged.
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError>;
 
-    /// Housekeeping after a job from [`Store::start_sync`] has run successfully (a file store
-    /// may checkpoint). The appends it covered are durable whatever this returns.
+    /// Housekeeping after a job from [`Store::start_sync`] has run successfully:
+    /// [`Store::sync_done`], then, if one is due, a checkpoint on this thread
+    /// ([`Store::checkpoint`]). A caller that keeps the disk off its thread calls
+    /// [`Store::sync_done`] instead, then runs a [`Store::checkpoint_job`] when
+    /// [`Store::checkpoint_due`]. The appends it covered are durable whatever this returns.
     ///
     /// # Errors
     /// [`StoreError::Io`] when the housekeeping fails; it is tried again later.
     fn finish_sync(&mut self) -> Result<(), StoreError> {
-        Ok(())
+        self.sync_done();
+        if self.checkpoint_due() { self.checkpoint() } else { Ok(()) }
     }
+
+    /// Notes that the job from [`Store::start_sync`] has run successfully (memory only).
+    fn sync_done(&mut self) {}
+
+    /// Whether a checkpoint is due (a file store's journal has grown past 8 MiB).
+    fn checkpoint_due(&self) -> bool {
+        false
+    }
+
+    /// The checkpoint as a job, to run on any thread, then [`Store::finish_checkpoint`]: it
+    /// syncs every mailbox written out since the last one and empties the journal (appends not
+    /// written out yet stay for the next sync). While it is out, the store takes appends but
+    /// refuses other disk work ([`StoreError::Busy`]): run it in the same lane as the
+    /// [`SyncJob`]s, after the last one has run.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] when a checkpoint or removal is out; [`StoreError::Io`] when the
+    /// journal cannot be handed to the job.
+    fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError>;
+
+    /// Takes the result of the [`CheckpointJob`]: on failure nothing is lost, and the next
+    /// checkpoint does it all again.
+    ///
+    /// # Errors
+    /// The job's error, given back.
+    fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError>;
 
     /// Every stored message for `to`, oldest first; empty if `to` has no mailbox.
     ///
     /// A torn last record (crash mid-write) or a corrupt record is skipped with a warning that
     /// names the file and line, without losing the records around it.
     ///
+    /// It reads the whole file on this thread and returns it at once: a server reads by index
+    /// ([`Store::read_job`]) instead.
+    ///
     /// # Errors
-    /// [`StoreError::Io`] when the mailbox exists but cannot be read.
+    /// [`StoreError::Io`] when the mailbox exists but cannot be read; [`StoreError::Busy`]
+    /// while a removal from this mailbox is out.
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Deletes the first `n` messages of `to`'s mailbox, durably.
+    /// Deletes the first `n` messages of `to`'s mailbox, durably: [`Store::remove_first_job`],
+    /// [`RemoveJob::run`] and [`Store::finish_remove`], all on this thread.
     ///
     /// `n` larger than the count removes them all (and the file). Unreadable records are
     /// dropped by the rewrite, as they could never be delivered.
@@ -194,20 +298,95 @@ pub trait Store {
     /// # Errors
     /// [`StoreError::Io`] when the mailbox cannot be read, rewritten or removed; the mailbox is
     /// then either as it was or as asked.
-    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError>;
+    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
+        let job = self.remove_first_job(to, n)?;
+        let done = job.run();
+        self.finish_remove(to, done)
+    }
 
-    /// Count and bytes of `to`'s mailbox.
+    /// The scan that teaches the store `to`'s mailbox (usage, ids, where each record is), to
+    /// run on any thread; [`Store::install`] takes its result. Once installed, `usage`,
+    /// `append_once` and `read_job` for `to` are answered from memory. A job for a mailbox the
+    /// store knows already does nothing.
+    fn open_job(&mut self, to: &Name) -> OpenJob;
+
+    /// Takes what an [`OpenJob`] for `to` learnt. Ignored if the store learnt the mailbox
+    /// meanwhile (its own knowledge is newer), or if a file store evicted a mailbox since the
+    /// job was made (the scan may be stale; the next use of `to` learns it again).
+    fn install(&mut self, to: &Name, scan: MailboxScan);
+
+    /// Count and bytes of `to`'s mailbox if the store knows it (without touching the disk);
+    /// `None` if it must be learnt first ([`Store::open_job`]).
+    fn known_usage(&self, to: &Name) -> Option<Usage>;
+
+    /// The id of the message at `index` (0 is the oldest) of `to`'s mailbox, from memory;
+    /// `None` past the end or if the store does not know the mailbox.
+    fn id_at(&self, to: &Name, index: usize) -> Option<MsgId>;
+
+    /// The read of the message at `index` (0 is the oldest) of `to`'s mailbox, to run on any
+    /// thread; `None` past the end. A record not yet written out is served from memory. If the
+    /// store does not know the mailbox it scans it first, here (run an [`OpenJob`] before to
+    /// keep the disk off this thread).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the mailbox had to be scanned and could not be read;
+    /// [`StoreError::Busy`] for a record written out while a removal from this mailbox is out
+    /// (its place in the new file is known once the removal is finished).
+    fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError>;
+
+    /// Begins deleting the first `n` messages of `to`'s mailbox: returns the job that makes
+    /// it so on disk (a checkpoint, then the rewrite or removal of the file, with the syncs),
+    /// to run on any thread; then [`Store::finish_remove`]. Until it is finished the store
+    /// shows the mailbox as it was and takes appends, but refuses other disk work (see
+    /// [`StoreError::Busy`]): run it in the same lane as the [`SyncJob`]s. Records appended
+    /// before this call are written out here (to the page cache, as [`Store::start_sync`]
+    /// does). If the store does not know the mailbox it scans it first, here.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] when another removal is out; [`StoreError::Io`] when the mailbox
+    /// cannot be read or the appends so far cannot be written out.
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError>;
+
+    /// Takes the result of the [`RemoveJob`] for `to`: on success the first `n` messages are
+    /// gone (appends made meanwhile are kept after the rest). On failure the mailbox is either
+    /// as it was or as asked, and the store learns it again (here: an error path only).
+    ///
+    /// # Errors
+    /// The job's error, given back.
+    fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError>;
+
+    /// Forgets what memory holds about `to`'s mailbox (its index: 16 bytes a message), unless
+    /// it has appends not yet written out or a removal out; the next use learns it again.
+    /// For a server to bound the store's memory to the mailboxes in use.
+    fn evict(&mut self, to: &Name);
+
+    /// Count and bytes of `to`'s mailbox: from memory, or learnt here first ([`Store::open_job`],
+    /// [`OpenJob::run`], [`Store::install`], on this thread).
     ///
     /// # Errors
     /// [`StoreError::Io`] when the mailbox exists but cannot be read.
-    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError>;
+    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError> {
+        if let Some(usage) = self.known_usage(to) {
+            return Ok(usage);
+        }
+        let scan = self.open_job(to).run()?;
+        self.install(to, scan);
+        Ok(self.known_usage(to).unwrap_or_default())
+    }
 
     /// Makes everything durable in its final place (for a file store: syncs every mailbox
-    /// written and empties the journal), as at a clean shutdown. The default is [`Store::sync`].
+    /// written and empties the journal), as at a clean shutdown: [`Store::sync`] without its
+    /// housekeeping, then a [`Store::checkpoint_job`] run at once.
     ///
     /// # Errors
     /// A sync failed; nothing acknowledged is lost, the next checkpoint tries again.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.sync()
+        if let Some(job) = self.start_sync()? {
+            job.run()?;
+            self.sync_done();
+        }
+        let job = self.checkpoint_job()?;
+        let done = job.run();
+        self.finish_checkpoint(done)
     }
 }

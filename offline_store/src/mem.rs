@@ -5,9 +5,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
-use chat_proto::{Name, StoredMessage};
+use chat_proto::{MsgId, Name, StoredMessage};
 
-use crate::{Limits, Store, StoreError, SyncJob, Usage, file_name, record};
+use crate::{
+    Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
+    StoreError, SyncJob, Usage, file_name, record,
+};
 
 /// Mailboxes held in memory; a sync has nothing to wait for (but after appends its job is still
 /// handed out, so that callers go through the same steps as with files). Usage bytes are those the records
@@ -35,14 +38,17 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+    fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError> {
+        if self.boxes.get(to).is_some_and(|b| b.iter().any(|(m, _)| m.id == msg.id)) {
+            return Ok(Appended::Duplicate);
+        }
         let len = record::encode(msg)
             .map_err(|e| StoreError::io("encode", PathBuf::from(file_name(to)))(e.into()))?
             .len() as u64;
         self.limits.check(to, self.usage_of(to), len)?;
         self.boxes.entry(to.clone()).or_default().push_back((msg.clone(), len));
         self.appended = true;
-        Ok(())
+        Ok(Appended::Stored)
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
@@ -53,7 +59,31 @@ impl Store for MemStore {
         Ok(self.boxes.get(to).map(|b| b.iter().map(|(m, _)| m.clone()).collect()).unwrap_or_default())
     }
 
-    fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
+    fn open_job(&mut self, _to: &Name) -> OpenJob {
+        OpenJob { path: None, stamp: 0 }
+    }
+
+    fn install(&mut self, _to: &Name, _scan: MailboxScan) {}
+
+    fn known_usage(&self, to: &Name) -> Option<Usage> {
+        Some(self.usage_of(to))
+    }
+
+    fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
+        self.boxes.get(to)?.get(index).map(|(m, _)| m.id)
+    }
+
+    fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
+        Ok(self.boxes.get(to).and_then(|b| b.get(index)).map(|(m, _)| ReadJob::ready(m.clone())))
+    }
+
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
+        // Only what is there now: appends made while the job is out stay.
+        Ok(RemoveJob { n: n.min(self.usage_of(to).count), plan: None })
+    }
+
+    fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
+        let n = result?.n;
         if let Some(b) = self.boxes.get_mut(to) {
             b.drain(..n.min(b.len()));
             if b.is_empty() {
@@ -63,7 +93,13 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn usage(&mut self, to: &Name) -> Result<Usage, StoreError> {
-        Ok(self.usage_of(to))
+    fn evict(&mut self, _to: &Name) {}
+
+    fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
+        Ok(CheckpointJob { plan: None })
+    }
+
+    fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError> {
+        result.map(|_| ())
     }
 }

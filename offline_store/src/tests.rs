@@ -6,7 +6,7 @@ use std::path::Path;
 use chat_proto::{Name, Origin, StoredMessage, Text};
 use chrono::DateTime;
 
-use crate::{FileStore, Limits, MemStore, Store, StoreError, Usage, file_name, record};
+use crate::{Appended, FileStore, Limits, MemStore, Store, StoreError, Usage, file_name, record};
 
 fn name(s: &str) -> Name {
     Name::new(s).expect("valid name")
@@ -421,4 +421,325 @@ fn a_sync_not_known_to_have_succeeded_is_done_again() {
     again.run().expect("synced");
     store.finish_sync().expect("finish");
     assert!(store.start_sync().expect("start").is_none(), "nothing left to sync");
+}
+
+/// The messages of `err` and of each error in its cause chain, joined by `: `.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+#[test]
+fn an_io_error_prints_its_cause_once_in_the_chain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    fs::create_dir(store.mailbox_path(&bob)).expect("a directory where the mailbox should be");
+    let err = store.load(&bob).expect_err("a directory is not a mailbox");
+    let cause = std::error::Error::source(&err).expect("the io error is the source").to_string();
+    let printed = chain(&err);
+    assert_eq!(printed.matches(&cause).count(), 1, "{printed}");
+    assert!(printed.starts_with("read "), "{printed}");
+    assert!(!err.to_string().contains(&cause), "the top level says only what it adds: {err}");
+}
+
+#[test]
+fn a_full_disk_is_recognised() {
+    let full = |source| StoreError::Io { op: "write", path: "journal".into(), source };
+    assert!(full(std::io::Error::from(std::io::ErrorKind::StorageFull)).is_no_space());
+    assert!(full(std::io::Error::from_raw_os_error(28)).is_no_space(), "ENOSPC");
+    assert!(!full(std::io::Error::from(std::io::ErrorKind::PermissionDenied)).is_no_space());
+    let mailbox = StoreError::MailboxFull { name: name("bob"), limit: "3 messages".into() };
+    assert!(!mailbox.is_no_space(), "a full mailbox is not a full disk");
+}
+
+/// `msg(i)` as a retransmission saved at another time: same id, another record line.
+fn again(i: u32) -> StoredMessage {
+    StoredMessage { at: DateTime::from_timestamp(1_900_000_000, 0).expect("valid time"), ..msg(i) }
+}
+
+/// Same id twice before a sync, then after it: stored once, and the copies count nothing.
+fn stores_each_id_once(store: &mut impl Store) {
+    let bob = name("bob");
+    assert_eq!(store.append_once(&bob, &msg(1)).expect("append"), Appended::Stored);
+    assert_eq!(store.append_once(&bob, &again(1)).expect("append"), Appended::Duplicate, "pending");
+    store.append(&bob, &msg(1)).expect("a duplicate is no error");
+    store.sync().expect("sync");
+    assert_eq!(store.append_once(&bob, &again(1)).expect("append"), Appended::Duplicate, "durable");
+    let different = StoredMessage { id: chat_proto::MsgId(2), ..msg(1) };
+    assert_eq!(store.append_once(&bob, &different).expect("append"), Appended::Stored, "same text, other id");
+    store.sync().expect("sync");
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(1), different]);
+    assert_eq!(store.usage(&bob).expect("usage"), Usage { count: 2, bytes: 2 * line_len(1) });
+    // The same id in another mailbox is another message.
+    assert_eq!(store.append_once(&name("carol"), &msg(1)).expect("append"), Appended::Stored);
+    // A full mailbox still takes no copy, and a duplicate of a full mailbox is no error.
+    for i in 3..5 {
+        store.append(&bob, &msg(i)).expect("append");
+    }
+    assert!(store.append(&bob, &msg(5)).is_err(), "full at four");
+    assert_eq!(store.append_once(&bob, &again(4)).expect("append"), Appended::Duplicate);
+    // Removed messages leave the set with their records.
+    store.remove_first(&bob, 1).expect("remove");
+    assert_eq!(store.append_once(&bob, &again(2)).expect("append"), Appended::Duplicate);
+    assert_eq!(store.append_once(&bob, &msg(5)).expect("room again"), Appended::Stored);
+}
+
+#[test]
+fn a_message_is_stored_once_per_id() {
+    let limits = Limits { max_messages: 4, ..Limits::default() };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    stores_each_id_once(&mut FileStore::open(tmp.path(), limits).expect("open"));
+    stores_each_id_once(&mut MemStore::new(limits));
+}
+
+#[test]
+fn a_retransmitted_save_after_a_restart_is_stored_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..60);
+    store.sync().expect("sync");
+    drop(store); // the journal is not emptied: the restart replays it
+    let mut store = open(tmp.path());
+    for i in 54..60 {
+        assert_eq!(store.append_once(&bob, &again(i)).expect("append"), Appended::Duplicate, "{i}");
+    }
+    store.sync().expect("sync");
+    assert_eq!(store.usage(&bob).expect("usage").count, 60);
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..60), "60 records for 60 messages");
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate, "after a load too");
+}
+
+/// Every message of `to`'s mailbox, read one by one through read jobs.
+fn read_all(store: &mut impl Store, to: &Name) -> Vec<StoredMessage> {
+    let mut out = Vec::new();
+    while let Some(job) = store.read_job(to, out.len()).expect("read job") {
+        out.push(job.run().expect("read"));
+    }
+    out
+}
+
+/// The jobs give what the blocking calls give: learning a mailbox, reading it by index (records
+/// written out or not), and removing from it while appends go on.
+fn jobs_match_the_blocking_path(store: &mut impl Store, fresh: impl Fn() -> Box<dyn Store>) {
+    let bob = name("bob");
+    append_all(store, &bob, 0..5);
+    store.checkpoint().expect("checkpoint: the journal is empty for the other store below");
+    let mut other = fresh();
+    let scan = other.open_job(&bob).run().expect("scan");
+    other.install(&bob, scan);
+    assert_eq!(other.known_usage(&bob), Some(store.usage(&bob).expect("usage")));
+    assert_eq!(other.id_at(&bob, 4), Some(msg(4).id));
+    assert_eq!(other.id_at(&bob, 5), None);
+    append_all(store, &bob, 5..7); // not written out yet: read from memory
+    assert_eq!(read_all(store, &bob), msgs(0..7));
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..7));
+    assert!(store.read_job(&bob, 7).expect("read job").is_none(), "past the end");
+
+    let job = store.remove_first_job(&bob, 2).expect("remove job");
+    append_all(store, &bob, 7..9); // while the job is out
+    for i in 7..9 {
+        let job = store.read_job(&bob, i).expect("the new appends are read from memory meanwhile");
+        assert_eq!(job.map(|job| job.run().expect("read")), Some(msg(u32::try_from(i).expect("small"))));
+    }
+    let done = std::thread::spawn(move || job.run()).join().expect("the job's thread");
+    store.finish_remove(&bob, done).expect("removed");
+    assert_eq!(read_all(store, &bob), msgs(2..9));
+    assert_eq!(store.load(&bob).expect("load"), msgs(2..9));
+    assert_eq!(store.id_at(&bob, 0), Some(msg(2).id));
+    let usage = store.usage(&bob).expect("usage");
+    assert_eq!(usage, Usage { count: 7, bytes: (2..9).map(line_len).sum() });
+    store.sync().expect("sync");
+    assert_eq!(read_all(store, &bob), msgs(2..9), "after the sync, from the file");
+    store.remove_first(&bob, 100).expect("remove all");
+    assert!(store.read_job(&bob, 0).expect("read job").is_none());
+    assert_eq!(store.usage(&bob).expect("usage"), Usage::default());
+}
+
+#[test]
+fn jobs_match_the_blocking_path_on_both_stores() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_owned();
+    let fresh = move || -> Box<dyn Store> { Box::new(open(&dir)) };
+    jobs_match_the_blocking_path(&mut open(tmp.path()), fresh);
+    let mut mem = MemStore::new(Limits::default());
+    append_all(&mut mem, &name("bob"), 0..5);
+    let shared = std::cell::RefCell::new(Some(mem));
+    let fresh = move || -> Box<dyn Store> { Box::new(shared.borrow_mut().take().expect("one copy")) };
+    jobs_match_the_blocking_path(&mut MemStore::new(Limits::default()), fresh);
+}
+
+#[test]
+fn a_removal_survives_a_restart_and_is_not_brought_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bob, carol) = (name("bob"), name("carol"));
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..4);
+    append_all(&mut store, &carol, 10..12);
+    store.sync().expect("sync");
+    let job = store.remove_first_job(&bob, 3).expect("remove job");
+    assert!(matches!(store.start_sync(), Err(StoreError::Busy)), "no other disk work while it is out");
+    assert!(matches!(store.remove_first_job(&carol, 1), Err(StoreError::Busy)));
+    assert!(matches!(store.load(&bob), Err(StoreError::Busy)));
+    assert!(matches!(store.read_job(&bob, 3), Err(StoreError::Busy)), "its records move");
+    assert!(store.read_job(&carol, 1).expect("read job").is_some(), "other mailboxes are read as usual");
+    store.append(&carol, &msg(12)).expect("appends go on");
+    let done = job.run();
+    assert_eq!(fs::metadata(tmp.path().join("journal")).expect("journal").len(), 0, "checkpointed");
+    store.finish_remove(&bob, done).expect("finish");
+    store.sync().expect("the append after it is synced");
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(3..4));
+    assert_eq!(store.load(&carol).expect("load"), msgs(10..13));
+}
+
+#[test]
+fn a_job_whose_file_vanished_gives_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
+    let read = store.read_job(&bob, 1).expect("read job").expect("a message");
+    let remove = store.remove_first_job(&bob, 1).expect("remove job");
+    fs::remove_file(store.mailbox_path(&bob)).expect("vanish");
+    let err = read.run().expect_err("no file");
+    assert!(matches!(&err, StoreError::Io { op: "open", source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+    assert!(err.to_string().starts_with("open "), "{err}");
+    let done = remove.run();
+    assert!(matches!(&done, Err(StoreError::Io { op: "open", .. })), "{done:?}");
+    assert!(store.finish_remove(&bob, done).is_err(), "the job's error is given back");
+    assert_eq!(store.usage(&bob).expect("usage"), Usage::default(), "learnt again: the file is gone");
+    store.append(&bob, &msg(5)).expect("the store goes on");
+    store.sync().expect("sync");
+    assert_eq!(read_all(&mut store, &bob), msgs(5..6));
+
+    // A mailbox that cannot be read gives the open job an error, not a panic.
+    let carol = name("carol");
+    fs::create_dir(store.mailbox_path(&carol)).expect("a directory in the way");
+    assert!(matches!(store.open_job(&carol).run(), Err(StoreError::Io { op: "read", .. })));
+    // A read whose file was replaced under it says so.
+    let read = store.read_job(&bob, 0).expect("read job").expect("a message");
+    fs::write(store.mailbox_path(&bob), record::encode(&msg(6)).expect("encode")).expect("replace");
+    assert!(matches!(read.run(), Err(StoreError::Changed { offset: 0, .. })));
+}
+
+#[test]
+fn jobs_are_send() {
+    fn send<T: Send + 'static>() {}
+    send::<crate::OpenJob>();
+    send::<crate::MailboxScan>();
+    send::<crate::ReadJob>();
+    send::<crate::RemoveJob>();
+    send::<crate::Removed>();
+    send::<crate::CheckpointJob>();
+    send::<crate::Checkpointed>();
+    send::<crate::SyncJob>();
+}
+
+#[test]
+fn an_open_job_teaches_the_store_so_later_calls_stay_off_the_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.known_usage(&bob), None, "not learnt yet");
+    let job = store.open_job(&bob);
+    let scan = std::thread::spawn(move || job.run()).join().expect("the job's thread").expect("scan");
+    store.install(&bob, scan);
+    assert_eq!(store.known_usage(&bob), Some(Usage { count: 3, bytes: (0..3).map(line_len).sum() }));
+    // From memory now: even a vanished file does not change what the store says.
+    let path = store.mailbox_path(&bob);
+    let kept = fs::read(&path).expect("read");
+    fs::remove_file(&path).expect("vanish");
+    assert_eq!(store.usage(&bob).expect("usage").count, 3);
+    assert_eq!(store.append_once(&bob, &again(2)).expect("append"), Appended::Duplicate);
+    fs::write(&path, kept).expect("put back");
+    assert!(store.open_job(&bob).run().expect("nothing to do").mailbox.is_none(), "known: no scan");
+    // A scan begun before an eviction is not installed: it may miss what was written meanwhile.
+    let carol = name("carol");
+    let stale = store.open_job(&carol).run().expect("scan of no file");
+    store.append(&carol, &msg(10)).expect("append");
+    store.sync().expect("sync");
+    store.evict(&carol);
+    store.install(&carol, stale);
+    assert_eq!(store.known_usage(&carol), None, "learnt again on its next use");
+    assert_eq!(store.usage(&carol).expect("usage").count, 1);
+    // An older scan does not replace what the store learnt since.
+    let stale = open(tmp.path()).open_job(&bob).run().expect("scan");
+    store.append(&bob, &msg(3)).expect("append");
+    store.install(&bob, stale);
+    assert_eq!(store.usage(&bob).expect("usage").count, 4);
+    // Evicted, it is learnt again from the file, appends not written out excepted.
+    store.evict(&bob);
+    assert_eq!(store.known_usage(&bob).map(|u| u.count), Some(4), "pending appends keep it");
+    store.sync().expect("sync");
+    store.evict(&bob);
+    assert_eq!(store.known_usage(&bob), None);
+    assert_eq!(store.usage(&bob).expect("usage").count, 4);
+    assert_eq!(read_all(&mut store, &bob), msgs(0..4));
+}
+
+#[test]
+fn a_checkpoint_job_runs_off_the_thread_while_appends_go_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bob, carol) = (name("bob"), name("carol"));
+    let journal = tmp.path().join("journal");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
+    assert!(!store.checkpoint_due(), "a small journal waits");
+    assert!(fs::metadata(&journal).expect("journal").len() > 0);
+    let job = store.checkpoint_job().expect("checkpoint job");
+    assert!(matches!(store.start_sync(), Err(StoreError::Busy)), "no other disk work while it is out");
+    assert!(matches!(store.checkpoint_job(), Err(StoreError::Busy)));
+    store.append(&carol, &msg(10)).expect("appends go on");
+    store.append(&bob, &msg(3)).expect("appends go on");
+    let done = std::thread::spawn(move || job.run()).join().expect("the job's thread");
+    assert_eq!(fs::metadata(&journal).expect("journal").len(), 0, "emptied");
+    store.finish_checkpoint(done).expect("finish");
+    assert!(!store.mailbox_path(&carol).exists(), "the appends during it wait for the next sync");
+    store.sync().expect("sync");
+    assert!(fs::metadata(&journal).expect("journal").len() > 0, "and their journal lines with it");
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..4));
+    assert_eq!(store.load(&carol).expect("load"), msgs(10..11));
+}
+
+#[test]
+fn a_big_journal_makes_a_checkpoint_due() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = open(tmp.path());
+    let big = |i: u32| StoredMessage { text: Text::new("x".repeat(30_000)).expect("text"), ..msg(i) };
+    let mut i = 0;
+    while !store.checkpoint_due() {
+        store.append(&name(&format!("n{}", i % 7)), &big(i)).expect("append");
+        if let Some(job) = store.start_sync().expect("start") {
+            job.run().expect("synced");
+        }
+        store.sync_done();
+        i += 1;
+        assert!(i < 1000, "due past 8 MiB");
+    }
+    let job = store.checkpoint_job().expect("checkpoint job");
+    let done = job.run();
+    store.finish_checkpoint(done).expect("finish");
+    assert!(!store.checkpoint_due());
+    assert_eq!(fs::metadata(tmp.path().join("journal")).expect("journal").len(), 0);
+    drop(store);
+    assert_eq!(open(tmp.path()).usage(&name("n0")).expect("usage").count, i.div_ceil(7) as usize);
 }

@@ -1,0 +1,218 @@
+//! The store's disk work as jobs that can run on any thread, like [`crate::SyncJob`]: each owns
+//! what it needs (paths, file handles, bytes), and its result goes back to the store through a
+//! cheap step on the event loop's thread.
+//!
+//! - [`OpenJob`] scans a mailbox file; [`crate::Store::install`] takes its [`MailboxScan`].
+//! - [`ReadJob`] reads one record by its offset (or holds a record not yet written out).
+//! - [`CheckpointJob`] syncs the mailboxes written and empties the journal;
+//!   [`crate::Store::finish_checkpoint`] takes its [`Checkpointed`].
+//! - [`RemoveJob`] checkpoints and rewrites a mailbox without its first records;
+//!   [`crate::Store::finish_remove`] takes its [`Removed`].
+//!
+//! This module owns the jobs' file work; it must not touch a store's state (only the store's
+//! `install`/`finish_*` steps do), nor hold more than one record of a mailbox in memory.
+
+use std::fs::{self, File};
+use std::io::{BufReader, ErrorKind, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use chat_proto::{MsgId, StoredMessage};
+
+use crate::StoreError;
+use crate::mailbox::{self, Mailbox};
+use crate::record::{Line, Lines};
+
+/// The scan of one mailbox that the store does not know yet, from [`crate::Store::open_job`].
+#[derive(Debug)]
+#[must_use = "the scan is learnt only once installed"]
+pub struct OpenJob {
+    /// The file to scan; `None` when the store knows the mailbox already (or keeps it in memory).
+    pub(crate) path: Option<PathBuf>,
+    /// The store's count of evictions when the job was made (see [`crate::Store::install`]).
+    pub(crate) stamp: u64,
+}
+
+impl OpenJob {
+    /// Reads the whole mailbox file, one line at a time, and returns what the store keeps of it
+    /// (usage, and each record's id and offset). A missing file is an empty mailbox.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the file exists but cannot be read.
+    pub fn run(self) -> Result<MailboxScan, StoreError> {
+        let mailbox = self.path.map(|path| mailbox::scan(&path, |_| {})).transpose()?;
+        Ok(MailboxScan { mailbox, stamp: self.stamp })
+    }
+}
+
+/// What an [`OpenJob`] learnt, for [`crate::Store::install`].
+#[derive(Debug)]
+pub struct MailboxScan {
+    pub(crate) mailbox: Option<Mailbox>,
+    pub(crate) stamp: u64,
+}
+
+/// The read of one stored message, from [`crate::Store::read_job`].
+#[derive(Debug)]
+#[must_use = "the message is read only when the job runs"]
+pub struct ReadJob {
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Not written out yet (or a store in memory): served from memory.
+    Ready(StoredMessage),
+    /// The line at `offset` of the file at `path`, a record of message `id`.
+    At { path: PathBuf, offset: u64, id: MsgId },
+}
+
+impl ReadJob {
+    pub(crate) fn ready(msg: StoredMessage) -> Self {
+        Self { source: Source::Ready(msg) }
+    }
+
+    pub(crate) fn at(path: PathBuf, offset: u64, id: MsgId) -> Self {
+        Self { source: Source::At { path, offset, id } }
+    }
+
+    /// Reads the message: one `open`, one seek, and one line read.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the file cannot be opened or read (e.g. it was removed);
+    /// [`StoreError::Changed`] when the line there is not the record indexed (the file was
+    /// replaced or damaged since).
+    pub fn run(self) -> Result<StoredMessage, StoreError> {
+        let (path, offset, id) = match self.source {
+            Source::Ready(msg) => return Ok(msg),
+            Source::At { path, offset, id } => (path, offset, id),
+        };
+        let mut file = File::open(&path).map_err(StoreError::io("open", &path))?;
+        file.seek(SeekFrom::Start(offset)).map_err(StoreError::io("seek", &path))?;
+        let mut lines = Lines::new(BufReader::new(file));
+        match lines.next_line().map_err(StoreError::io("read", &path))? {
+            Some(Line::Record(msg)) if msg.id == id => Ok(msg),
+            _ => Err(StoreError::Changed { path, offset }),
+        }
+    }
+}
+
+/// A checkpoint, from [`crate::Store::checkpoint_job`]: every mailbox written since the last one
+/// is synced, then the journal is emptied.
+#[derive(Debug)]
+#[must_use = "nothing is checkpointed until the job has run and is finished"]
+pub struct CheckpointJob {
+    /// The file work; `None` when there is none (a store in memory).
+    pub(crate) plan: Option<CheckpointPlan>,
+}
+
+/// The file work of a checkpoint.
+#[derive(Debug)]
+pub(crate) struct CheckpointPlan {
+    /// The mailboxes to sync (a missing one was removed: nothing to sync).
+    pub(crate) sync: Vec<PathBuf>,
+    /// The store's directory, synced for the files created.
+    pub(crate) dir: PathBuf,
+    /// The journal, emptied last.
+    pub(crate) journal: (File, PathBuf),
+}
+
+impl CheckpointPlan {
+    fn run(&self) -> Result<(), StoreError> {
+        for path in &self.sync {
+            match File::open(path).and_then(|f| f.sync_data()) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("sync", path)(e)),
+                _ => {}
+            }
+        }
+        sync_dir(&self.dir)?;
+        let (journal, path) = &self.journal;
+        journal.set_len(0).map_err(StoreError::io("truncate", path))?;
+        journal.sync_data().map_err(StoreError::io("sync", path))
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", dir))
+}
+
+impl CheckpointJob {
+    /// Syncs the mailboxes and the directory, then empties the journal.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when a sync fails; nothing acknowledged is lost (the journal is
+    /// emptied only after the rest succeeded).
+    pub fn run(self) -> Result<Checkpointed, StoreError> {
+        if let Some(plan) = &self.plan {
+            plan.run()?;
+        }
+        Ok(Checkpointed { done: self.plan.is_some() })
+    }
+}
+
+/// What a [`CheckpointJob`] did, for [`crate::Store::finish_checkpoint`].
+#[derive(Debug)]
+pub struct Checkpointed {
+    pub(crate) done: bool,
+}
+
+/// The removal of a mailbox's first records, from [`crate::Store::remove_first_job`].
+#[derive(Debug)]
+#[must_use = "nothing is removed until the job has run and is finished"]
+pub struct RemoveJob {
+    pub(crate) n: usize,
+    /// The file work; `None` when there is none (nothing to remove, or a store in memory).
+    pub(crate) plan: Option<RemovePlan>,
+}
+
+/// The file work of a [`RemoveJob`].
+#[derive(Debug)]
+pub(crate) struct RemovePlan {
+    /// The checkpoint first: no journal line may bring back what is removed.
+    pub(crate) checkpoint: CheckpointPlan,
+    /// The mailbox, and where its rewrite goes before the rename.
+    pub(crate) path: PathBuf,
+    pub(crate) tmp: PathBuf,
+    /// Whether every record goes (the file is removed, not rewritten).
+    pub(crate) all: bool,
+}
+
+impl RemoveJob {
+    /// Makes every mailbox written so far durable and empties the journal (a checkpoint), then
+    /// rewrites the mailbox without its first records (a synced temporary file renamed over
+    /// it) or removes it, and syncs the directory.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when a step fails; the mailbox is then either as it was or as asked
+    /// (no temporary file is left).
+    pub fn run(self) -> Result<Removed, StoreError> {
+        let Some(plan) = self.plan else { return Ok(Removed { n: self.n, kept: None }) };
+        plan.checkpoint.run()?;
+        let kept = if plan.all {
+            Mailbox::default()
+        } else {
+            let kept = mailbox::write_rest(&plan.path, self.n, &plan.tmp).and_then(|kept| {
+                fs::rename(&plan.tmp, &plan.path).map_err(StoreError::io("rename", &plan.tmp)).map(|()| kept)
+            });
+            if kept.is_err() {
+                let _ = fs::remove_file(&plan.tmp);
+            }
+            kept?
+        };
+        if kept.usage.count == 0 {
+            match fs::remove_file(&plan.path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("remove", &plan.path)(e)),
+                _ => {}
+            }
+        }
+        sync_dir(&plan.checkpoint.dir)?;
+        Ok(Removed { n: self.n, kept: Some(Mailbox { exists: kept.usage.count > 0, ..kept }) })
+    }
+}
+
+/// What a [`RemoveJob`] did, for [`crate::Store::finish_remove`].
+#[derive(Debug)]
+pub struct Removed {
+    pub(crate) n: usize,
+    /// The mailbox file as the job left it; `None` when it had no file work.
+    pub(crate) kept: Option<Mailbox>,
+}
