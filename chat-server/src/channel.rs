@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chat_core::Key;
 use chat_proto::{Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
 use offline_store::{Store, StoreError};
 
@@ -181,8 +182,20 @@ enum Appended {
 /// The id of the channel message that request `id` of `sender` makes: the same for every
 /// retransmission, also one the server handles again after a restart, so recipients that
 /// already showed it show it once.
-fn channel_id(sender: &Name, id: MsgId) -> MsgId {
-    let mut h = std::hash::DefaultHasher::new();
-    std::hash::Hash::hash(&(sender.as_str(), id.0), &mut h);
-    MsgId(std::hash::Hasher::finish(&h))
+pub(crate) fn channel_id(sender: &Name, id: MsgId) -> MsgId {
+    MsgId(CHANNEL_ID_KEY.hash64(&[sender.as_str().as_bytes(), &id.0.to_le_bytes()]))
+}
+
+/// The fixed key of [`channel_id`]: a domain separator, the same in every run.
+const CHANNEL_ID_KEY: Key = Key::fixed(*b"chatapp channel message id v1..\0");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_id_is_the_same_in_every_run() {
+        let alice = Name::new("alice").expect("name");
+        assert_eq!(channel_id(&alice, MsgId(7)), MsgId(0xad4c_a6ff_b09d_3d54));
+    }
 }

@@ -7,11 +7,11 @@
 //! loss. The handlers for each kind of request live in their own modules beside this one.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use chat_core::Transmit;
+use chat_core::{Entropy, Key};
 use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::{Store, StoreError, SyncJob};
@@ -41,15 +41,6 @@ impl Default for Config {
     fn default() -> Self {
         Self { ack_timeout: Duration::from_millis(500), retries: 5, dedup_capacity: 65_536 }
     }
-}
-
-/// One datagram to send: the bytes are shared when the same datagram goes to many clients.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where to send it.
-    pub to: SocketAddr,
-    /// The encoded datagram.
-    pub bytes: Arc<[u8]>,
 }
 
 /// The registration server's state.
@@ -82,8 +73,10 @@ pub struct Server<S> {
     pub(crate) joining: Joining,
     out: VecDeque<Transmit>,
     pub(crate) budgets: Budgets,
-    /// Keys the cookies of `registered`: a cookie is a keyed hash of the client's address.
-    cookie_key: RandomState,
+    /// Keys the cookies of `registered` (a keyed hash of the client's address) and fresh ids.
+    cookie_key: Key,
+    /// Where fresh secrets come from.
+    entropy: Entropy,
     /// Datagrams dropped because they did not decode.
     dropped: u64,
     next_id: u64,
@@ -93,9 +86,8 @@ pub struct Server<S> {
 
 impl<S: Store> Server<S> {
     /// A server with an empty table. `start` and `start_wall` are the same moment on the
-    /// monotonic and the wall clock; `id_seed` should be random, so that ids differ across
-    /// restarts.
-    pub fn new(cfg: Config, store: S, start: Instant, start_wall: DateTime<Utc>, id_seed: u64) -> Self {
+    /// monotonic and the wall clock. Cookie keys, ids and secrets come from `entropy`.
+    pub fn new(cfg: Config, store: S, start: Instant, start_wall: DateTime<Utc>, mut entropy: Entropy) -> Self {
         // Versions start from the wall clock, so a restarted server's tables are newer than the
         // ones its clients hold.
         let version_base = u64::try_from(start_wall.timestamp_micros()).unwrap_or(0);
@@ -118,9 +110,10 @@ impl<S: Store> Server<S> {
             joining: Joining::new(cfg.dedup_capacity),
             out: VecDeque::new(),
             budgets: Budgets::new(cfg.dedup_capacity),
-            cookie_key: RandomState::new(),
+            cookie_key: entropy.key(),
+            entropy,
             dropped: 0,
-            next_id: id_seed,
+            next_id: 0,
             start,
             start_wall,
         }
@@ -301,17 +294,13 @@ impl<S: Store> Server<S> {
     /// address, so its id must not be guessable).
     pub(crate) fn fresh_id(&mut self) -> MsgId {
         self.next_id = self.next_id.wrapping_add(1);
-        MsgId(self.cookie_key.hash_one(("id", self.next_id)))
+        MsgId(self.cookie_key.hash64(&[b"id", &self.next_id.to_le_bytes()]))
     }
 
     /// A new name's secret: 128 random bits.
     pub(crate) fn fresh_secret(&mut self) -> Secret {
-        let (a, b) = match (getrandom::u64(), getrandom::u64()) {
-            (Ok(a), Ok(b)) => (a, b),
-            // No OS randomness: fall back on std's randomly keyed hasher.
-            _ => (RandomState::new().hash_one(self.fresh_id()), RandomState::new().hash_one(self.fresh_id())),
-        };
-        Secret::new(format!("{a:016x}{b:016x}")).unwrap_or_else(|_| unreachable!("32 hex digits are a valid secret"))
+        let hex: String = self.entropy.bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
+        Secret::new(hex).unwrap_or_else(|_| unreachable!("32 hex digits are a valid secret"))
     }
 
     /// Wall-clock time at `now`, for message timestamps.
@@ -374,13 +363,13 @@ impl<S: Store> Server<S> {
 
     /// The cookie for `addr`: only a client that receives at `addr` learns it.
     pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
-        self.cookie_key.hash_one(addr)
+        self.cookie_key.hash64(&[b"cookie", addr.to_string().as_bytes()])
     }
 
     /// The cookie for `name` joining from `addr`: it proves the address for that name only, so
     /// a `register` spoofed from the same address cannot change what the `confirm` creates.
     pub(crate) fn joining_cookie(&self, addr: SocketAddr, name: &Name) -> u64 {
-        self.cookie_key.hash_one((addr, name))
+        self.cookie_key.hash64(&[b"joining", addr.to_string().as_bytes(), name.as_str().as_bytes()])
     }
 
     /// `addr` echoed something it could only have received there.

@@ -11,6 +11,7 @@ mod clients;
 mod core;
 mod dedup;
 mod driver;
+mod error;
 mod joining;
 mod probe;
 mod register;
@@ -21,6 +22,7 @@ mod tables;
 pub use crate::clients::SavedTable;
 pub use crate::core::{Config, Server, Transmit};
 pub use driver::run;
+pub use error::ServerError;
 pub use table_file::TableFile;
 
 #[cfg(test)]

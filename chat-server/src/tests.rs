@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use chat_core::Entropy;
 use chat_proto::{Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Text, decode};
 use chrono::{TimeZone, Utc};
 use offline_store::{Limits, MemStore, Store, StoreError};
@@ -49,7 +50,7 @@ impl Fixture {
     fn with_limits(limits: Limits) -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-        let server = Server::new(Config::default(), MemStore::new(limits), t0, wall, 1000);
+        let server = Server::new(Config::default(), MemStore::new(limits), t0, wall, Entropy::from_seed([7; 32]));
         Self { server, t0, now: t0, next_id: 0, secrets: HashMap::new() }
     }
 
@@ -937,4 +938,22 @@ fn a_channel_copy_that_a_full_mailbox_refuses_is_reported_to_the_sender() {
     let out = f.recv(ALICE, f.channel_send(id, "alice", "all"));
     assert!(out.contains(&(ALICE, Datagram::ChannelPartial { id, full: vec![name("carol")] })), "{out:?}");
     assert!(out.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::Channel { .. })), "bob still gets it");
+}
+
+#[test]
+fn secrets_cookies_and_ids_come_from_the_entropy_handed_in() {
+    let answer = |seed| {
+        let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+        let store = MemStore::new(Limits::default());
+        let mut server = Server::new(Config::default(), store, Instant::now(), wall, Entropy::from_seed(seed));
+        let reg = Datagram::Register { id: MsgId(1), name: name("bob"), secret: None, pad: " ".repeat(300) };
+        server.handle_datagram(Instant::now(), addr(BOB), reg);
+        let t = server.poll_transmit().expect("registered");
+        (decode(&t.bytes).expect("decode"), server.fresh_id())
+    };
+    assert_eq!(answer([1; 32]), answer([1; 32]), "the same seed, the same secret, cookie and ids");
+    let (Datagram::Registered { secret: a, cookie: ca, .. }, ida) = answer([1; 32]) else { panic!() };
+    let (Datagram::Registered { secret: b, cookie: cb, .. }, idb) = answer([2; 32]) else { panic!() };
+    assert!(a != b && ca != cb && ida != idb);
+    assert_eq!(a.expose().len(), 32, "128 bits, in hex");
 }
