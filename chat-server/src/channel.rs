@@ -11,7 +11,6 @@ use offline_store::{Store, StoreError};
 
 use crate::Server;
 use crate::core::Transmit;
-use crate::dedup::Seen;
 use crate::probe::Waiter;
 
 /// Channel datagrams are retransmitted this many times per ACK window.
@@ -95,7 +94,7 @@ impl<S: Store> Server<S> {
             return;
         }
         let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
-        self.dedup.set(from, id, Seen::Pending);
+        self.dedup.pending(from, id);
         self.after_commit.push((from, id, reply));
     }
 

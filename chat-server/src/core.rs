@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use chat_core::Transmit;
@@ -19,7 +20,7 @@ use offline_store::{Store, StoreError, SyncJob};
 use crate::budget::Budgets;
 use crate::channel::Delivery;
 use crate::clients::{Clients, SavedTable};
-use crate::dedup::{Dedup, Seen};
+use crate::dedup::{Check, Dedup};
 use crate::joining::Joining;
 use crate::probe::Probe;
 use crate::save::SaveRequest;
@@ -82,6 +83,8 @@ pub struct Server<S> {
     next_id: u64,
     start: Instant,
     start_wall: DateTime<Utc>,
+    /// The time of the latest input: when replies released by a sync were sent.
+    now: Instant,
 }
 
 impl<S: Store> Server<S> {
@@ -95,7 +98,9 @@ impl<S: Store> Server<S> {
             cfg,
             store,
             clients: Clients::new(version_base),
-            dedup: Dedup::new(cfg.dedup_capacity),
+            // A retransmission can come up to `retries` ACK timeouts after the request; one
+            // more covers the network's delay.
+            dedup: Dedup::new(cfg.dedup_capacity, cfg.ack_timeout * (cfg.retries + 2)),
             probes: Vec::new(),
             fetches: HashMap::new(),
             deliveries: HashMap::new(),
@@ -116,12 +121,14 @@ impl<S: Store> Server<S> {
             next_id: 0,
             start,
             start_wall,
+            now: start,
         }
     }
 
     /// Handles the bytes of one datagram from `from`; anything that does not decode is counted
     /// and dropped.
     pub fn handle_bytes(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.now = now;
         self.budgets.received(from, bytes.len());
         match decode(bytes) {
             Ok(d) => self.dispatch(now, from, bytes.len(), d),
@@ -134,6 +141,7 @@ impl<S: Store> Server<S> {
 
     /// Handles one decoded datagram from `from`, as if it came as its encoding.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
+        self.now = now;
         let len = encode(&d).map_or(0, |b| b.len());
         self.budgets.received(from, len);
         self.dispatch(now, from, len, d);
@@ -164,6 +172,8 @@ impl<S: Store> Server<S> {
 
     /// Retransmits and gives up on whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.dedup.handle_timeout(now);
         self.probe_timeouts(now);
         self.delivery_timeouts(now);
         self.push_timeouts(now);
@@ -178,6 +188,7 @@ impl<S: Store> Server<S> {
     /// meanwhile.
     #[must_use = "the replies wait until the returned sync is run and reported"]
     pub fn commit(&mut self, now: Instant) -> Option<SyncJob> {
+        self.now = now;
         if self.table_dirty {
             self.broadcast(now);
         }
@@ -245,7 +256,7 @@ impl<S: Store> Server<S> {
         let probes = self.probes.iter().map(Probe::due);
         let deliveries = self.deliveries.values().map(Delivery::due);
         let pushes = self.pushes.values().map(|p| p.next_at);
-        probes.chain(deliveries).chain(pushes).min()
+        probes.chain(deliveries).chain(pushes).chain(self.dedup.poll_timeout()).min()
     }
 
     /// Takes over the table a previous run saved (see [`crate::TableFile`]). The addresses of
@@ -328,8 +339,14 @@ impl<S: Store> Server<S> {
 
     /// Sends the reply to request `id` and remembers it for retransmissions.
     pub(crate) fn answer(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
-        self.send(to, &reply);
-        self.dedup.set(to, id, Seen::Answered(reply));
+        match encode(&reply) {
+            Ok(bytes) => {
+                let bytes: Arc<[u8]> = bytes.into();
+                self.dedup.answered(self.now, to, id, &reply, &bytes);
+                self.push_out(Transmit { to, bytes });
+            }
+            Err(e) => tracing::error!(%to, "cannot encode a reply: {e}"),
+        }
     }
 
     /// Whether `sender` is online at `from` and `secret` is its secret: only a name's owner
@@ -350,12 +367,11 @@ impl<S: Store> Server<S> {
     /// Deals with a request already seen: re-sends its reply, or ignores it while it is being
     /// worked on. Returns true if the request was seen before.
     pub(crate) fn replay(&mut self, from: SocketAddr, id: MsgId) -> bool {
-        match self.dedup.get(from, id) {
-            None => false,
-            Some(Seen::Pending) => true,
-            Some(Seen::Answered(reply)) => {
-                let reply = reply.clone();
-                self.send(from, &reply);
+        match self.dedup.check(from, id) {
+            Check::New => false,
+            Check::Pending => true,
+            Check::Replay(bytes) => {
+                self.push_out(Transmit { to: from, bytes });
                 true
             }
         }

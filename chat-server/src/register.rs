@@ -7,7 +7,6 @@ use chat_proto::{Datagram, MsgId, Name, Refusal, Secret};
 use offline_store::Store;
 
 use crate::Server;
-use crate::dedup::Seen;
 use crate::probe::Waiter;
 
 impl<S: Store> Server<S> {
@@ -34,7 +33,7 @@ impl<S: Store> Server<S> {
         match self.clients.get(&name) {
             Some(e) if e.online && e.addr != from => {
                 tracing::info!(%name, %from, old = %e.addr, "name online elsewhere");
-                self.dedup.set(from, id, Seen::Pending);
+                self.dedup.pending(from, id);
                 self.probe(now, &name, e.addr, Waiter::Register { from, id, name: name.clone() });
             }
             _ => self.register(now, from, id, &name, secret),
@@ -114,7 +113,7 @@ impl<S: Store> Server<S> {
         // Offline, it takes no tables: stop sending it the one in flight.
         self.pushes.remove(&from);
         self.acked.remove(&from);
-        self.dedup.set(from, id, Seen::Pending);
+        self.dedup.pending(from, id);
         self.after_commit.push((from, id, Datagram::Ack { id }));
     }
 
@@ -166,7 +165,7 @@ impl<S: Store> Server<S> {
             tracing::debug!(%name, "fetch_done for messages no longer at the front: nothing deleted");
         }
         self.table_dirty = true;
-        self.dedup.set(from, id, Seen::Pending);
+        self.dedup.pending(from, id);
         self.after_commit.push((from, id, Datagram::Ack { id }));
     }
 }

@@ -7,7 +7,6 @@ use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, Secret, StoredMessage, 
 use offline_store::{Store, StoreError};
 
 use crate::Server;
-use crate::dedup::Seen;
 use crate::probe::Waiter;
 
 /// One save-message request, as it came in.
@@ -33,7 +32,7 @@ impl<S: Store> Server<S> {
             return;
         };
         let msg = StoredMessage { id: msg, from: sender, origin: Origin::Direct, at: self.wall(now), text };
-        self.dedup.set(from, id, Seen::Pending);
+        self.dedup.pending(from, id);
         if entry.online && !force {
             self.probe(now, &to, entry.addr, Waiter::Save { from, id, to: to.clone(), msg });
             return;
