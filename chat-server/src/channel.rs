@@ -95,7 +95,7 @@ impl<S: Store> Server<S> {
         }
         let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
         self.dedup.pending(from, id);
-        self.after_commit.push((from, id, reply));
+        self.storage.hold(from, id, reply);
     }
 
     pub(crate) fn on_channel_ack(&mut self, from: SocketAddr, id: MsgId) {
@@ -152,11 +152,8 @@ impl<S: Store> Server<S> {
 
     /// Stores a channel copy for an offline client.
     fn append_channel(&mut self, to: &Name, msg: &StoredMessage) -> Appended {
-        match self.store.append(to, msg) {
-            Ok(()) => {
-                self.unsynced = true;
-                Appended::Stored
-            }
+        match self.storage.append_copy(to, msg) {
+            Ok(()) => Appended::Stored,
             Err(e @ StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}");
                 Appended::Full

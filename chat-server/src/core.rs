@@ -24,6 +24,7 @@ use crate::dedup::{Check, Dedup};
 use crate::joining::Joining;
 use crate::probe::Probe;
 use crate::save::SaveRequest;
+use crate::storage::{Held, Outcome, Storage};
 use crate::tables::{Encoded, Push};
 
 /// How the server times its retries.
@@ -48,7 +49,7 @@ impl Default for Config {
 #[derive(Debug)]
 pub struct Server<S> {
     pub(crate) cfg: Config,
-    pub(crate) store: S,
+    pub(crate) storage: Storage<S>,
     pub(crate) clients: Clients,
     pub(crate) dedup: Dedup,
     pub(crate) probes: Vec<Probe>,
@@ -60,13 +61,7 @@ pub struct Server<S> {
     pub(crate) encoded: Encoded,
     /// The table version each client last ACKed: the base of its next delta.
     pub(crate) acked: HashMap<SocketAddr, u64>,
-    /// Replies that may leave only after the store is synced and the table broadcast.
-    pub(crate) after_commit: Vec<(SocketAddr, MsgId, Datagram)>,
-    /// The replies waiting on the sync in flight, if one is.
-    syncing: Option<Vec<(SocketAddr, MsgId, Datagram)>>,
     pub(crate) table_dirty: bool,
-    /// Messages were appended that no pending reply waits on (channel copies): sync anyway.
-    pub(crate) unsynced: bool,
     /// Clients just marked offline by a failed probe: they get the table too, so that one that
     /// is in fact alive (its answers were lost) sees it and registers again.
     pub(crate) also_tell: Vec<SocketAddr>,
@@ -96,7 +91,7 @@ impl<S: Store> Server<S> {
         let version_base = u64::try_from(start_wall.timestamp_micros()).unwrap_or(0);
         Self {
             cfg,
-            store,
+            storage: Storage::new(store),
             clients: Clients::new(version_base),
             // A retransmission can come up to `retries` ACK timeouts after the request; one
             // more covers the network's delay.
@@ -107,10 +102,7 @@ impl<S: Store> Server<S> {
             pushes: HashMap::new(),
             encoded: Encoded::default(),
             acked: HashMap::new(),
-            after_commit: Vec::new(),
-            syncing: None,
             table_dirty: false,
-            unsynced: false,
             also_tell: Vec::new(),
             joining: Joining::new(cfg.dedup_capacity),
             out: VecDeque::new(),
@@ -192,57 +184,27 @@ impl<S: Store> Server<S> {
         if self.table_dirty {
             self.broadcast(now);
         }
-        if self.syncing.is_some() || (!self.unsynced && self.after_commit.is_empty()) {
-            return None;
-        }
-        let replies = std::mem::take(&mut self.after_commit);
-        match self.store.start_sync() {
-            Ok(Some(job)) => {
-                self.unsynced = false;
-                self.syncing = Some(replies);
-                Some(job)
-            }
-            Ok(None) => {
-                self.unsynced = false;
-                self.release(replies);
-                None
-            }
-            Err(e) => {
-                self.sync_failed(replies, &e);
-                None
-            }
-        }
+        let job = self.storage.start_sync();
+        self.take_outcomes();
+        job
     }
 
     /// The job from [`Server::commit`] has run: its replies leave, or, if it failed, are
     /// forgotten.
     pub fn handle_synced(&mut self, result: Result<(), StoreError>) {
-        let replies = self.syncing.take().unwrap_or_default();
-        match result {
-            Ok(()) => {
-                self.release(replies);
-                if let Err(e) = self.store.finish_sync() {
-                    tracing::warn!("store housekeeping after a sync failed (tried again later): {e}");
-                }
+        self.storage.handle_synced(result);
+        self.take_outcomes();
+    }
+
+    /// Sends the held replies whose sync succeeded. Of those whose sync failed nothing is known
+    /// to be on disk: none is answered, and the requests are forgotten, so that the senders'
+    /// retransmissions do them again (a message stored twice keeps its id, and is shown once).
+    fn take_outcomes(&mut self) {
+        while let Some(outcome) = self.storage.poll_outcome() {
+            match outcome {
+                Outcome::Durable(Held { to, id, reply }) => self.answer(to, id, reply),
+                Outcome::Lost(Held { to, id, .. }) => self.dedup.forget(to, id),
             }
-            Err(e) => self.sync_failed(replies, &e),
-        }
-    }
-
-    fn release(&mut self, replies: Vec<(SocketAddr, MsgId, Datagram)>) {
-        for (to, id, reply) in replies {
-            self.answer(to, id, reply);
-        }
-    }
-
-    /// Nothing the sync covered is known to be on disk: answer none of it, and forget the
-    /// requests, so that the senders' retransmissions do them again (a message stored twice
-    /// keeps its id, and is shown once).
-    fn sync_failed(&mut self, replies: Vec<(SocketAddr, MsgId, Datagram)>, e: &StoreError) {
-        tracing::error!("store sync failed, {} requests not acknowledged: {e}", replies.len());
-        self.unsynced = true;
-        for (to, id, _) in replies {
-            self.dedup.forget(to, id);
         }
     }
 
@@ -297,7 +259,7 @@ impl<S: Store> Server<S> {
 
     /// The store, for the driver's shutdown and for tests.
     pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
+        self.storage.store_mut()
     }
 
     /// A fresh id for a datagram the server starts (probe, channel message): a keyed hash of a

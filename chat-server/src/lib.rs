@@ -16,6 +16,7 @@ mod joining;
 mod probe;
 mod register;
 mod save;
+mod storage;
 mod table_file;
 mod tables;
 

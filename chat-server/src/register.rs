@@ -50,7 +50,7 @@ impl<S: Store> Server<S> {
             let secret = self.joining.secret(from, name).cloned().or(shown).unwrap_or_else(|| self.fresh_secret());
             self.joining.insert(from, name.clone(), secret.clone());
             // A mailbox kept from before the server lost the name's row.
-            let stored = self.store.usage(name).map_or(0, |u| u32::try_from(u.count).unwrap_or(u32::MAX));
+            let stored = self.storage.count(name);
             tracing::info!(%name, %from, stored, "new name: its row waits for the address to be confirmed");
             let (version, cookie) = (self.clients.version(), self.joining_cookie(from, name));
             self.answer(from, id, Datagram::Registered { id, version, stored, secret, cookie });
@@ -79,10 +79,7 @@ impl<S: Store> Server<S> {
     /// Loads `name`'s stored messages for it to fetch; with none, the table goes out at once
     /// (with some, after the fetch). Returns how many there are.
     pub(crate) fn start_fetch(&mut self, name: &Name) -> u32 {
-        let stored = self.store.load(name).unwrap_or_else(|e| {
-            tracing::error!(%name, "cannot read stored messages: {e}");
-            Vec::new()
-        });
+        let stored = self.storage.load(name);
         let count = u32::try_from(stored.len()).unwrap_or(u32::MAX);
         if stored.is_empty() {
             self.fetches.remove(name);
@@ -114,19 +111,16 @@ impl<S: Store> Server<S> {
         self.pushes.remove(&from);
         self.acked.remove(&from);
         self.dedup.pending(from, id);
-        self.after_commit.push((from, id, Datagram::Ack { id }));
+        self.storage.hold(from, id, Datagram::Ack { id });
     }
 
     pub(crate) fn on_fetch(&mut self, from: SocketAddr, id: MsgId, index: u32) {
         let Some(name) = self.clients.online_at(from).cloned() else { return };
         if !self.fetches.contains_key(&name) {
             // A restart forgot what was being fetched: the mailbox still has it.
-            match self.store.load(&name) {
-                Ok(msgs) if !msgs.is_empty() => {
-                    self.fetches.insert(name.clone(), msgs);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(%name, "cannot read stored messages: {e}"),
+            let msgs = self.storage.load(&name);
+            if !msgs.is_empty() {
+                self.fetches.insert(name.clone(), msgs);
             }
         }
         let message = self.fetches.get(&name).and_then(|msgs| msgs.get(usize::try_from(index).ok()?));
@@ -151,11 +145,11 @@ impl<S: Store> Server<S> {
         };
         let msgs = match self.fetches.remove(&name) {
             Some(msgs) => msgs,
-            None => self.store.load(&name).unwrap_or_default(), // a restart forgot them
+            None => self.storage.load(&name), // a restart forgot them
         };
         let n = usize::try_from(count).unwrap_or(usize::MAX).min(msgs.len());
         if n > 0 && msgs[n - 1].id == last {
-            if let Err(e) = self.store.remove_first(&name, n) {
+            if let Err(e) = self.storage.remove_first(&name, n) {
                 tracing::error!(%name, "cannot delete delivered messages: {e}");
                 self.fetches.insert(name, msgs);
                 return; // the client retries
@@ -166,6 +160,6 @@ impl<S: Store> Server<S> {
         }
         self.table_dirty = true;
         self.dedup.pending(from, id);
-        self.after_commit.push((from, id, Datagram::Ack { id }));
+        self.storage.hold(from, id, Datagram::Ack { id });
     }
 }

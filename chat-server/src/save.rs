@@ -45,10 +45,10 @@ impl<S: Store> Server<S> {
 
     /// Appends `msg` to `to`'s mailbox; the ACK leaves after the next sync.
     pub(crate) fn store_for(&mut self, from: SocketAddr, id: MsgId, to: &Name, msg: StoredMessage) {
-        match self.store.append(to, &msg) {
+        match self.storage.append(to, &msg) {
             Ok(()) => {
                 tracing::debug!(%to, from = %msg.from, "message saved");
-                self.after_commit.push((from, id, Datagram::Ack { id }));
+                self.storage.hold(from, id, Datagram::Ack { id });
             }
             Err(StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "mailbox full, message refused");

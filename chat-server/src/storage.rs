@@ -1,0 +1,159 @@
+//! The storage port: the one component that owns the [`Store`] and the state of its syncs. Every
+//! store call of the core goes through it. It holds the replies that may leave only once what
+//! they acknowledge is durable, starts one sync at a time (the replies held meanwhile wait for
+//! the next), and hands each held reply back as an [`Outcome`] when its sync ends. It decides
+//! nothing about requests and sends nothing itself.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::net::SocketAddr;
+
+use chat_proto::{Datagram, MsgId, Name, StoredMessage};
+use offline_store::{Store, StoreError, SyncJob};
+
+/// A reply held until the appends it acknowledges are durable.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub to: SocketAddr,
+    pub id: MsgId,
+    pub reply: Datagram,
+}
+
+/// What became of a held reply.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Its sync succeeded: it may leave.
+    Durable(Held),
+    /// Its sync failed: nothing it acknowledges is known to be on disk.
+    Lost(Held),
+}
+
+/// Where the syncs stand.
+#[derive(Debug)]
+enum Sync {
+    Idle,
+    /// A sync is running; these replies wait on it.
+    InFlight(Vec<Held>),
+}
+
+/// The store and its sync state.
+#[derive(Debug)]
+pub(crate) struct Storage<S> {
+    store: S,
+    /// Replies waiting for the next sync.
+    held: Vec<Held>,
+    sync: Sync,
+    /// Messages were appended that no held reply waits on (channel copies): sync anyway.
+    unsynced: bool,
+    outcomes: VecDeque<Outcome>,
+}
+
+impl<S: Store> Storage<S> {
+    pub fn new(store: S) -> Self {
+        Self { store, held: Vec::new(), sync: Sync::Idle, unsynced: false, outcomes: VecDeque::new() }
+    }
+
+    /// Appends `msg` to `to`'s mailbox; a reply that acknowledges it is [`Storage::hold`]en.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+        self.store.append(to, msg)
+    }
+
+    /// Appends a copy no reply waits on (a channel message for an offline member): it is synced
+    /// with the next batch all the same.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_copy(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+        self.store.append(to, msg)?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// `reply` to request `id` of `to` leaves once the next sync has ended well.
+    pub fn hold(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
+        self.held.push(Held { to, id, reply });
+    }
+
+    /// How many messages `to`'s mailbox holds (0 if it cannot be read).
+    pub fn count(&mut self, to: &Name) -> u32 {
+        self.store.usage(to).map_or(0, |u| u32::try_from(u.count).unwrap_or(u32::MAX))
+    }
+
+    /// `to`'s stored messages (none, logged, if the mailbox cannot be read).
+    pub fn load(&mut self, to: &Name) -> Vec<StoredMessage> {
+        self.store.load(to).unwrap_or_else(|e| {
+            tracing::error!(%to, "cannot read stored messages: {e}");
+            Vec::new()
+        })
+    }
+
+    /// Deletes the first `n` messages of `to`'s mailbox.
+    ///
+    /// # Errors
+    /// As [`Store::remove_first`].
+    pub fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
+        self.store.remove_first(to, n)
+    }
+
+    /// Starts making the batch's appends durable, unless a sync is in flight or nothing waits.
+    /// Returns the disk wait for the driver to run and report with [`Storage::handle_synced`];
+    /// when there is none to run, the held replies are decided at once ([`Storage::poll_outcome`]).
+    pub fn start_sync(&mut self) -> Option<SyncJob> {
+        if matches!(self.sync, Sync::InFlight(_)) || (!self.unsynced && self.held.is_empty()) {
+            return None;
+        }
+        let replies = mem::take(&mut self.held);
+        match self.store.start_sync() {
+            Ok(Some(job)) => {
+                self.unsynced = false;
+                self.sync = Sync::InFlight(replies);
+                Some(job)
+            }
+            Ok(None) => {
+                self.unsynced = false;
+                self.outcomes.extend(replies.into_iter().map(Outcome::Durable));
+                None
+            }
+            Err(e) => {
+                self.failed(replies, &e);
+                None
+            }
+        }
+    }
+
+    /// The sync from [`Storage::start_sync`] has run with `result`.
+    pub fn handle_synced(&mut self, result: Result<(), StoreError>) {
+        let replies = match mem::replace(&mut self.sync, Sync::Idle) {
+            Sync::InFlight(replies) => replies,
+            Sync::Idle => Vec::new(),
+        };
+        match result {
+            Ok(()) => {
+                self.outcomes.extend(replies.into_iter().map(Outcome::Durable));
+                if let Err(e) = self.store.finish_sync() {
+                    tracing::warn!("store housekeeping after a sync failed (tried again later): {e}");
+                }
+            }
+            Err(e) => self.failed(replies, &e),
+        }
+    }
+
+    /// The next held reply whose sync has ended.
+    pub fn poll_outcome(&mut self) -> Option<Outcome> {
+        self.outcomes.pop_front()
+    }
+
+    /// The store itself, for the driver's shutdown and for tests.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    fn failed(&mut self, replies: Vec<Held>, e: &StoreError) {
+        tracing::error!("store sync failed, {} requests not acknowledged: {e}", replies.len());
+        self.unsynced = true;
+        self.outcomes.extend(replies.into_iter().map(Outcome::Lost));
+    }
+}
