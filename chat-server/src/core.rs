@@ -1,31 +1,40 @@
-//! The server's sans-IO core: every decision the server makes, with no socket and no clock.
+//! The server's sans-IO core: it routes each input to the components that own the state, with
+//! no socket and no clock.
 //!
-//! Inputs are [`Server::handle_datagram`], [`Server::handle_timeout`] and [`Server::commit`], each
-//! given `now`, and [`Server::handle_synced`]; outputs are [`Server::poll_transmit`],
-//! [`Server::poll_timeout`] and the disk syncs that `commit` hands out. The async
-//! driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits to play
-//! loss. The handlers for each kind of request live in their own modules beside this one.
+//! Inputs are [`Server::handle_bytes`] (or [`Server::handle_datagram`]), [`Server::handle_timeout`]
+//! and [`Server::commit`], each given `now`, and [`Server::handle_synced`]; outputs are
+//! [`Server::poll_transmit`], [`Server::poll_timeout`] and the disk syncs that `commit` hands out.
+//! The async driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits
+//! to play loss. The handler of each kind of request lives in a submodule (`core/*.rs`); the
+//! state lives in the components (`clients`, `tables`, `probe`, `deliveries`, `dedup`,
+//! `joining`, `outbox`, `ids`, `storage`), none of which knows this module.
 
-use std::collections::{HashMap, VecDeque};
+mod channel;
+mod confirm;
+mod fetch;
+mod probe;
+mod register;
+mod save;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chat_core::Entropy;
 pub use chat_core::Transmit;
-use chat_core::{Entropy, Key};
-use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
+use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::{Store, StoreError, SyncJob};
 
-use crate::budget::Budgets;
-use crate::channel::Delivery;
 use crate::clients::{Clients, SavedTable};
 use crate::dedup::{Check, Dedup};
+use crate::deliveries::Deliveries;
+use crate::ids::Ids;
 use crate::joining::Joining;
-use crate::probe::Probe;
-use crate::save::SaveRequest;
+use crate::outbox::Outbox;
+use crate::probe::Probes;
 use crate::storage::{Held, Outcome, Storage};
-use crate::tables::{Encoded, Push};
+use crate::tables::Tables;
 
 /// How the server times its retries.
 #[derive(Clone, Copy, Debug)]
@@ -45,37 +54,23 @@ impl Default for Config {
     }
 }
 
-/// The registration server's state.
+/// The registration server: its components, and the clocks.
 #[derive(Debug)]
 pub struct Server<S> {
-    pub(crate) cfg: Config,
-    pub(crate) storage: Storage<S>,
-    pub(crate) clients: Clients,
-    pub(crate) dedup: Dedup,
-    pub(crate) probes: Vec<Probe>,
-    /// Stored messages being fetched by a client that just registered.
-    pub(crate) fetches: HashMap<Name, Vec<chat_proto::StoredMessage>>,
-    pub(crate) deliveries: HashMap<(SocketAddr, MsgId), Delivery>,
-    pub(crate) pushes: HashMap<SocketAddr, Push>,
-    /// The current table version's encodings, shared by the pushes that need them.
-    pub(crate) encoded: Encoded,
-    /// The table version each client last ACKed: the base of its next delta.
-    pub(crate) acked: HashMap<SocketAddr, u64>,
-    pub(crate) table_dirty: bool,
-    /// Clients just marked offline by a failed probe: they get the table too, so that one that
-    /// is in fact alive (its answers were lost) sees it and registers again.
-    pub(crate) also_tell: Vec<SocketAddr>,
+    storage: Storage<S>,
+    clients: Clients,
+    tables: Tables,
+    probes: Probes,
+    deliveries: Deliveries,
+    dedup: Dedup,
     /// New names registering from addresses not yet proven: their rows wait for `confirm`.
-    pub(crate) joining: Joining,
-    out: VecDeque<Transmit>,
-    pub(crate) budgets: Budgets,
-    /// Keys the cookies of `registered` (a keyed hash of the client's address) and fresh ids.
-    cookie_key: Key,
-    /// Where fresh secrets come from.
-    entropy: Entropy,
+    joining: Joining,
+    out: Outbox,
+    ids: Ids,
+    /// Stored messages being fetched by a client that just registered.
+    fetches: HashMap<Name, Vec<StoredMessage>>,
     /// Datagrams dropped because they did not decode.
     dropped: u64,
-    next_id: u64,
     start: Instant,
     start_wall: DateTime<Utc>,
     /// The time of the latest input: when replies released by a sync were sent.
@@ -85,32 +80,25 @@ pub struct Server<S> {
 impl<S: Store> Server<S> {
     /// A server with an empty table. `start` and `start_wall` are the same moment on the
     /// monotonic and the wall clock. Cookie keys, ids and secrets come from `entropy`.
-    pub fn new(cfg: Config, store: S, start: Instant, start_wall: DateTime<Utc>, mut entropy: Entropy) -> Self {
+    pub fn new(cfg: Config, store: S, start: Instant, start_wall: DateTime<Utc>, entropy: Entropy) -> Self {
         // Versions start from the wall clock, so a restarted server's tables are newer than the
         // ones its clients hold.
         let version_base = u64::try_from(start_wall.timestamp_micros()).unwrap_or(0);
+        // A retransmission can come up to `retries` ACK timeouts after the request; one more
+        // covers the network's delay.
+        let keep = cfg.ack_timeout * (cfg.retries + 2);
         Self {
-            cfg,
             storage: Storage::new(store),
             clients: Clients::new(version_base),
-            // A retransmission can come up to `retries` ACK timeouts after the request; one
-            // more covers the network's delay.
-            dedup: Dedup::new(cfg.dedup_capacity, cfg.ack_timeout * (cfg.retries + 2)),
-            probes: Vec::new(),
-            fetches: HashMap::new(),
-            deliveries: HashMap::new(),
-            pushes: HashMap::new(),
-            encoded: Encoded::default(),
-            acked: HashMap::new(),
-            table_dirty: false,
-            also_tell: Vec::new(),
+            tables: Tables::new(cfg.ack_timeout, cfg.retries),
+            probes: Probes::new(cfg.ack_timeout),
+            deliveries: Deliveries::new(cfg.ack_timeout, cfg.retries),
+            dedup: Dedup::new(cfg.dedup_capacity, keep),
             joining: Joining::new(cfg.dedup_capacity),
-            out: VecDeque::new(),
-            budgets: Budgets::new(cfg.dedup_capacity),
-            cookie_key: entropy.key(),
-            entropy,
+            out: Outbox::new(cfg.dedup_capacity),
+            ids: Ids::new(entropy),
+            fetches: HashMap::new(),
             dropped: 0,
-            next_id: 0,
             start,
             start_wall,
             now: start,
@@ -121,7 +109,7 @@ impl<S: Store> Server<S> {
     /// and dropped.
     pub fn handle_bytes(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.now = now;
-        self.budgets.received(from, bytes.len());
+        self.out.handle_received(from, bytes.len());
         match decode(bytes) {
             Ok(d) => self.dispatch(now, from, bytes.len(), d),
             Err(e) => {
@@ -135,40 +123,40 @@ impl<S: Store> Server<S> {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
         self.now = now;
         let len = encode(&d).map_or(0, |b| b.len());
-        self.budgets.received(from, len);
+        self.out.handle_received(from, len);
         self.dispatch(now, from, len, d);
     }
 
     fn dispatch(&mut self, now: Instant, from: SocketAddr, len: usize, d: Datagram) {
         match d {
-            Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.budgets.is_proven(from) => {
+            Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.out.is_proven(from) => {
                 tracing::debug!(%from, len, "dropped an unpadded register from an unproven address");
             }
             Datagram::Register { id, name, secret, .. } => self.on_register(now, from, id, name, secret),
             Datagram::Confirm { id, cookie } => self.on_confirm(from, id, cookie),
             Datagram::Dereg { id, name, secret } => self.on_dereg(from, id, &name, &secret),
             Datagram::Save { id, msg, from: sender, secret, to, text, force } => {
-                self.on_save(now, from, SaveRequest { id, msg, sender, secret, to, text, force });
+                self.on_save(now, from, save::SaveRequest { id, msg, sender, secret, to, text, force });
             }
             Datagram::ChannelSend { id, from: sender, secret, text } => {
                 self.on_channel_send(now, from, id, (&sender, &secret), text);
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
-            Datagram::TableAck { version } => self.on_table_ack(now, from, version),
+            Datagram::TableAck { version } => self.tables.handle_ack(now, from, version, &self.clients, &mut self.out),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
-            Datagram::ChannelAck { id } => self.on_channel_ack(from, id),
+            Datagram::ChannelAck { id } => self.deliveries.handle_ack(from, id),
             other => tracing::debug!(%from, "dropped a datagram a server does not take: {other:?}"),
         }
     }
 
-    /// Retransmits and gives up on whatever is due at `now`.
+    /// Retransmits, gives up and forgets whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         self.dedup.handle_timeout(now);
         self.probe_timeouts(now);
         self.delivery_timeouts(now);
-        self.push_timeouts(now);
+        self.tables.handle_timeout(now, &self.clients, &mut self.out);
     }
 
     /// Ends a batch of input: sends the table if it changed, and starts making the batch's
@@ -181,9 +169,7 @@ impl<S: Store> Server<S> {
     #[must_use = "the replies wait until the returned sync is run and reported"]
     pub fn commit(&mut self, now: Instant) -> Option<SyncJob> {
         self.now = now;
-        if self.table_dirty {
-            self.broadcast(now);
-        }
+        self.tables.commit(now, &self.clients, &mut self.out);
         let job = self.storage.start_sync();
         self.take_outcomes();
         job
@@ -210,15 +196,18 @@ impl<S: Store> Server<S> {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.out.poll_transmit()
     }
 
     /// When [`Server::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let probes = self.probes.iter().map(Probe::due);
-        let deliveries = self.deliveries.values().map(Delivery::due);
-        let pushes = self.pushes.values().map(|p| p.next_at);
-        probes.chain(deliveries).chain(pushes).chain(self.dedup.poll_timeout()).min()
+        let timers = [
+            self.probes.poll_timeout(),
+            self.deliveries.poll_timeout(),
+            self.tables.poll_timeout(),
+            self.dedup.poll_timeout(),
+        ];
+        timers.into_iter().flatten().min()
     }
 
     /// Takes over the table a previous run saved (see [`crate::TableFile`]). The addresses of
@@ -227,7 +216,7 @@ impl<S: Store> Server<S> {
         self.clients = Clients::restore(self.clients.version(), saved);
         let online: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
         for addr in online {
-            self.budgets.prove(addr);
+            self.out.prove(addr);
         }
     }
 
@@ -262,58 +251,34 @@ impl<S: Store> Server<S> {
         self.storage.store_mut()
     }
 
-    /// A fresh id for a datagram the server starts (probe, channel message): a keyed hash of a
-    /// counter, so that seeing one id tells nothing of the next (a probe's answer proves an
-    /// address, so its id must not be guessable).
-    pub(crate) fn fresh_id(&mut self) -> MsgId {
-        self.next_id = self.next_id.wrapping_add(1);
-        MsgId(self.cookie_key.hash64(&[b"id", &self.next_id.to_le_bytes()]))
+    /// The cookie the server hands `addr` (for tests).
+    #[cfg(test)]
+    pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
+        self.ids.cookie(addr)
     }
 
-    /// A new name's secret: 128 random bits.
-    pub(crate) fn fresh_secret(&mut self) -> Secret {
-        let hex: String = self.entropy.bytes::<16>().iter().map(|b| format!("{b:02x}")).collect();
-        Secret::new(hex).unwrap_or_else(|_| unreachable!("32 hex digits are a valid secret"))
+    /// A fresh id, as a probe would take (for tests).
+    #[cfg(test)]
+    pub(crate) fn fresh_id(&mut self) -> MsgId {
+        self.ids.fresh_id()
     }
 
     /// Wall-clock time at `now`, for message timestamps.
-    pub(crate) fn wall(&self, now: Instant) -> DateTime<Utc> {
+    fn wall(&self, now: Instant) -> DateTime<Utc> {
         let elapsed = chrono::Duration::from_std(now.saturating_duration_since(self.start)).unwrap_or_default();
         self.start_wall + elapsed
     }
 
-    /// Queues an encoded datagram, unless `to` is unproven and past its budget.
-    pub(crate) fn push_out(&mut self, t: Transmit) {
-        if self.budgets.allow(t.to, t.bytes.len()) {
-            self.out.push_back(t);
-        } else {
-            tracing::debug!(to = %t.to, len = t.bytes.len(), "held back: the address has not proven it receives");
-        }
-    }
-
-    /// Sends `d` to `to` now.
-    pub(crate) fn send(&mut self, to: SocketAddr, d: &Datagram) {
-        match encode(d) {
-            Ok(bytes) => self.push_out(Transmit { to, bytes: bytes.into() }),
-            Err(e) => tracing::error!(%to, "cannot encode a reply: {e}"),
-        }
-    }
-
     /// Sends the reply to request `id` and remembers it for retransmissions.
-    pub(crate) fn answer(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
-        match encode(&reply) {
-            Ok(bytes) => {
-                let bytes: Arc<[u8]> = bytes.into();
-                self.dedup.answered(self.now, to, id, &reply, &bytes);
-                self.push_out(Transmit { to, bytes });
-            }
-            Err(e) => tracing::error!(%to, "cannot encode a reply: {e}"),
+    fn answer(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
+        if let Some(bytes) = self.out.send(to, &reply) {
+            self.dedup.answered(self.now, to, id, &reply, &bytes);
         }
     }
 
     /// Whether `sender` is online at `from` and `secret` is its secret: only a name's owner
     /// sends for it. If not, the refusal is the answer.
-    pub(crate) fn owner_sends(&mut self, from: SocketAddr, id: MsgId, sender: &Name, secret: &Secret) -> bool {
+    fn owner_sends(&mut self, from: SocketAddr, id: MsgId, sender: &Name, secret: &Secret) -> bool {
         let reason = if self.clients.online_at(from) != Some(sender) {
             Refusal::NotRegistered
         } else if self.clients.secret(sender) != Some(secret) {
@@ -328,78 +293,32 @@ impl<S: Store> Server<S> {
 
     /// Deals with a request already seen: re-sends its reply, or ignores it while it is being
     /// worked on. Returns true if the request was seen before.
-    pub(crate) fn replay(&mut self, from: SocketAddr, id: MsgId) -> bool {
+    fn replay(&mut self, from: SocketAddr, id: MsgId) -> bool {
         match self.dedup.check(from, id) {
             Check::New => false,
             Check::Pending => true,
             Check::Replay(bytes) => {
-                self.push_out(Transmit { to: from, bytes });
+                self.out.push(Transmit { to: from, bytes });
                 true
             }
         }
     }
 
-    /// The cookie for `addr`: only a client that receives at `addr` learns it.
-    pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
-        self.cookie_key.hash64(&[b"cookie", addr.to_string().as_bytes()])
-    }
-
-    /// The cookie for `name` joining from `addr`: it proves the address for that name only, so
-    /// a `register` spoofed from the same address cannot change what the `confirm` creates.
-    pub(crate) fn joining_cookie(&self, addr: SocketAddr, name: &Name) -> u64 {
-        self.cookie_key.hash64(&[b"joining", addr.to_string().as_bytes(), name.as_str().as_bytes()])
-    }
-
-    /// `addr` echoed something it could only have received there.
-    pub(crate) fn prove(&mut self, addr: SocketAddr) {
-        if self.budgets.is_proven(addr) {
-            return;
-        }
-        self.budgets.prove(addr);
-        let held: Vec<Transmit> = self.pushes.get(&addr).map_or_else(Vec::new, |push| {
-            push.datagrams.iter().map(|bytes| Transmit { to: addr, bytes: bytes.clone() }).collect()
-        });
-        for t in held {
-            self.push_out(t);
+    /// `addr` echoed something it could only have received there: what was held back from it
+    /// goes out.
+    fn prove(&mut self, addr: SocketAddr) {
+        if self.out.prove(addr) {
+            for bytes in self.tables.held(addr) {
+                self.out.push(Transmit { to: addr, bytes });
+            }
         }
     }
 
-    fn on_confirm(&mut self, from: SocketAddr, id: MsgId, cookie: u64) {
-        let expected = match self.joining.name_at(from) {
-            Some(name) => self.joining_cookie(from, name),
-            None => self.cookie(from),
-        };
-        if cookie != expected {
-            // A restarted server has a new key, or what joins at this address changed: the
-            // client registers again.
-            tracing::debug!(%from, "confirm with a wrong cookie");
-            self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-            return;
+    /// Marks `name` offline if it is still online at `addr`, and tells it too: a client that is
+    /// alive after all (its answers were lost) sees itself offline and registers again.
+    fn mark_gone(&mut self, name: &Name, addr: SocketAddr) {
+        if self.clients.get(name).is_some_and(|e| e.addr == addr) && self.clients.set_offline(name) {
+            self.tables.tell_offline(addr);
         }
-        self.prove(from);
-        match self.joining.take(from) {
-            // Another client registered the name meanwhile: this one learns it when it
-            // registers again.
-            Some((name, _)) if self.clients.get(&name).is_some() => {
-                self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-                return;
-            }
-            Some((name, secret)) => {
-                tracing::info!(%name, %from, "registered (address confirmed)");
-                self.clients.set_online(&name, from);
-                self.clients.set_secret(&name, secret);
-                self.acked.remove(&from);
-                self.pushes.remove(&from);
-                self.start_fetch(&name);
-            }
-            // Nothing registers at this address (a joining name forgotten past capacity): the
-            // client registers again.
-            None if self.clients.online_at(from).is_none() => {
-                self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-                return;
-            }
-            None => {}
-        }
-        self.answer(from, id, Datagram::Ack { id });
     }
 }

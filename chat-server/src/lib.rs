@@ -6,16 +6,16 @@
 //! [`offline_store::Store`].
 
 mod budget;
-mod channel;
 mod clients;
 mod core;
 mod dedup;
+mod deliveries;
 mod driver;
 mod error;
+mod ids;
 mod joining;
+mod outbox;
 mod probe;
-mod register;
-mod save;
 mod storage;
 mod table_file;
 mod tables;
