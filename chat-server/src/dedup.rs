@@ -4,13 +4,16 @@
 //!
 //! A reply is kept compact (an `ack` or a refusal is a tag; anything else its encoded bytes),
 //! and only as long as the client may still retransmit: past `keep` after the answer it is
-//! forgotten, and at most `capacity` requests are remembered in any case.
+//! forgotten, and at most `capacity` requests are remembered in any case. Since `keep` is the
+//! same for every answer and time only grows, answers expire in the order they were given: the
+//! deadlines are a queue, oldest first, not a sorted set.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chat_core::{BoundedMap, Deadlines};
+use chat_core::BoundedMap;
 use chat_proto::{Datagram, MsgId, Refusal, encode};
 
 type Key = (SocketAddr, MsgId);
@@ -29,8 +32,8 @@ enum Reply {
 enum Seen {
     /// Being worked on (a probe, a disk sync): retransmissions are ignored.
     Pending,
-    /// Done: retransmissions get this reply again.
-    Answered(Reply),
+    /// Done: retransmissions get this reply again, until the deadline.
+    Answered(Reply, Instant),
 }
 
 /// What to do with a request that came in.
@@ -48,14 +51,16 @@ pub(crate) enum Check {
 #[derive(Debug)]
 pub(crate) struct Dedup {
     seen: BoundedMap<Key, Seen>,
-    expiry: Deadlines<Key>,
+    /// When each answer is forgotten, in time order. An entry whose request was since forgotten,
+    /// evicted or answered again no longer matches its deadline, and is skipped.
+    expiry: VecDeque<(Instant, Key)>,
     keep: Duration,
 }
 
 impl Dedup {
     /// Remembers at most `capacity` requests, each answered one for `keep`.
     pub fn new(capacity: usize, keep: Duration) -> Self {
-        Self { seen: BoundedMap::new(capacity), expiry: Deadlines::default(), keep }
+        Self { seen: BoundedMap::new(capacity), expiry: VecDeque::new(), keep }
     }
 
     /// What to do with request `id` from `from`.
@@ -63,7 +68,7 @@ impl Dedup {
         match self.seen.get(&(from, id)) {
             None => Check::New,
             Some(Seen::Pending) => Check::Pending,
-            Some(Seen::Answered(reply)) => {
+            Some(Seen::Answered(reply, _)) => {
                 let again = match reply {
                     Reply::Ack => encode(&Datagram::Ack { id }).ok().map(Arc::from),
                     Reply::Refused(reason) => encode(&Datagram::Refused { id, reason: *reason }).ok().map(Arc::from),
@@ -76,7 +81,6 @@ impl Dedup {
 
     /// Request `id` from `from` is being worked on.
     pub fn pending(&mut self, from: SocketAddr, id: MsgId) {
-        self.expiry.cancel(&(from, id));
         self.seen.insert((from, id), Seen::Pending);
     }
 
@@ -87,26 +91,32 @@ impl Dedup {
             Datagram::Refused { id: refused, reason } if *refused == id => Reply::Refused(*reason),
             _ => Reply::Encoded(bytes.clone()),
         };
-        self.seen.insert((from, id), Seen::Answered(reply));
-        self.expiry.set((from, id), now + self.keep);
+        let at = now + self.keep;
+        self.seen.insert((from, id), Seen::Answered(reply, at));
+        self.expiry.push_back((at, (from, id)));
     }
 
     /// Forgets `id`, so that a retransmission is handled as new (after a failure).
     pub fn forget(&mut self, from: SocketAddr, id: MsgId) {
         self.seen.remove(&(from, id));
-        self.expiry.cancel(&(from, id));
     }
 
     /// Forgets the answers no retransmission can come for any more.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(key) = self.expiry.pop_due(now) {
-            self.seen.remove(&key);
+        while let Some((at, key)) = self.expiry.front().copied() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if matches!(self.seen.get(&key), Some(Seen::Answered(_, due)) if *due == at) {
+                self.seen.remove(&key);
+            }
         }
     }
 
     /// When the next answer is forgotten.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry.next()
+        self.expiry.front().map(|(at, _)| *at)
     }
 
     /// How many requests are remembered.
@@ -168,6 +178,20 @@ mod tests {
         assert_eq!(d.len(), 1);
         d.handle_timeout(t0 + Duration::from_millis(3500));
         assert_eq!((d.check(FROM, MsgId(5)), d.len(), d.poll_timeout()), (Check::New, 0, None));
+    }
+
+    #[test]
+    fn an_old_deadline_does_not_forget_a_request_noted_again() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(8, Duration::from_millis(3500));
+        ack(&mut d, t0, 5);
+        d.forget(FROM, MsgId(5));
+        d.pending(FROM, MsgId(5)); // done again after a failure
+        d.handle_timeout(t0 + Duration::from_secs(60));
+        assert_eq!(d.check(FROM, MsgId(5)), Check::Pending, "still being worked on");
+        ack(&mut d, t0 + Duration::from_secs(60), 5);
+        d.handle_timeout(t0 + Duration::from_secs(61));
+        assert_eq!(d.len(), 1, "answered at 60 s, kept until 63.5 s");
     }
 
     #[test]

@@ -957,3 +957,17 @@ fn secrets_cookies_and_ids_come_from_the_entropy_handed_in() {
     assert!(a != b && ca != cb && ida != idb);
     assert_eq!(a.expose().len(), 32, "128 bits, in hex");
 }
+
+#[test]
+fn an_answer_is_kept_only_while_a_retransmission_can_come() {
+    let mut f = Fixture::new();
+    let dereg = Datagram::Dereg { id: MsgId(1), name: name("bob"), secret: f.secret_of("bob") };
+    let refused = vec![(BOB, Datagram::Refused { id: MsgId(1), reason: Refusal::NotRegistered })];
+    assert_eq!(f.recv(BOB, dereg.clone()), refused);
+    // The client retries 5 times, 500 ms apart: its last copy comes by 2.5 s.
+    assert_eq!(f.server.poll_timeout(), Some(f.t0 + Duration::from_millis(3500)), "forgotten after 3.5 s");
+    f.at(3000);
+    assert_eq!(f.recv(BOB, dereg), refused, "replayed");
+    assert!(f.at(3500).is_empty());
+    assert_eq!(f.server.poll_timeout(), None, "nothing left to remember, no timer");
+}

@@ -43,12 +43,30 @@ impl<S: Store> Server<S> {
         };
         let at = self.wall(now);
         let msg = Arc::new(StoredMessage { id: cid, from: sender.clone(), origin: Origin::Channel, at, text });
+        let Some(full) = self.fan_out(now, sender, (msg, bytes)) else {
+            // Not acknowledged and forgotten: the sender retries, and the same channel id
+            // makes whoever already has it show it once.
+            return;
+        };
+        let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
+        self.dedup.pending(from, id);
+        self.storage.hold(from, id, reply);
+    }
+
+    /// Sends `msg` (encoded as `bytes`) to every online member but `sender`, and stores it for
+    /// the offline ones. Returns the members whose mailbox was full, or `None` after a disk error.
+    fn fan_out(
+        &mut self,
+        now: Instant,
+        sender: &Name,
+        (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
+    ) -> Option<Vec<Name>> {
         let table = self.clients.snapshot();
         let (mut live, mut stored, mut failed, mut full) = (0, 0, false, Vec::new());
         for row in table.clients.into_iter().filter(|r| &r.name != sender) {
             if row.online {
                 live += 1;
-                let d = Delivery::new(now, row.name, row.addr, cid, (msg.clone(), bytes.clone()));
+                let d = Delivery::new(now, row.name, row.addr, msg.id, (msg.clone(), bytes.clone()));
                 self.deliveries.deliver(now, d, &mut self.out);
                 continue;
             }
@@ -59,14 +77,7 @@ impl<S: Store> Server<S> {
             }
         }
         tracing::debug!(%sender, live, stored, "channel message");
-        if failed {
-            // Not acknowledged and forgotten: the sender retries, and the same channel id
-            // makes whoever already has it show it once.
-            return;
-        }
-        let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
-        self.dedup.pending(from, id);
-        self.storage.hold(from, id, reply);
+        (!failed).then_some(full)
     }
 
     /// Stores the copy of a member found gone; the sender was answered long ago.

@@ -22,28 +22,28 @@ impl<S: Store> Server<S> {
             return;
         }
         self.prove(from);
+        if self.joined(from) {
+            self.answer(from, id, Datagram::Ack { id });
+        } else {
+            self.out.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
+        }
+    }
+
+    /// Gives the name joining from the proven address `from` its row. Returns false when the
+    /// client must register again: another client took the name meanwhile, or nothing
+    /// registers at `from` (a joining name forgotten past capacity).
+    fn joined(&mut self, from: SocketAddr) -> bool {
         match self.joining.take(from) {
-            // Another client registered the name meanwhile: this one learns it when it
-            // registers again.
-            Some((name, _)) if self.clients.get(&name).is_some() => {
-                self.out.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-                return;
-            }
+            Some((name, _)) if self.clients.get(&name).is_some() => false,
             Some((name, secret)) => {
                 tracing::info!(%name, %from, "registered (address confirmed)");
                 self.clients.set_online(&name, from);
                 self.clients.set_secret(&name, secret);
                 self.tables.forget(from);
                 self.start_fetch(&name);
+                true
             }
-            // Nothing registers at this address (a joining name forgotten past capacity): the
-            // client registers again.
-            None if self.clients.online_at(from).is_none() => {
-                self.out.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-                return;
-            }
-            None => {}
+            None => self.clients.online_at(from).is_some(),
         }
-        self.answer(from, id, Datagram::Ack { id });
     }
 }
