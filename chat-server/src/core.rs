@@ -16,13 +16,12 @@ mod probe;
 mod register;
 mod save;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::Entropy;
 pub use chat_core::Transmit;
-use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Table, decode, encode};
+use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::{Store, StoreError, SyncJob};
 
@@ -67,8 +66,6 @@ pub struct Server<S> {
     joining: Joining,
     out: Outbox,
     ids: Ids,
-    /// Stored messages being fetched by a client that just registered.
-    fetches: HashMap<Name, Vec<StoredMessage>>,
     /// Datagrams dropped because they did not decode.
     dropped: u64,
     start: Instant,
@@ -97,7 +94,6 @@ impl<S: Store> Server<S> {
             joining: Joining::new(cfg.dedup_capacity),
             out: Outbox::new(cfg.dedup_capacity),
             ids: Ids::new(entropy),
-            fetches: HashMap::new(),
             dropped: 0,
             start,
             start_wall,

@@ -1,10 +1,11 @@
 //! The storage port: the one component that owns the [`Store`] and the state of its syncs. Every
 //! store call of the core goes through it. It holds the replies that may leave only once what
 //! they acknowledge is durable, starts one sync at a time (the replies held meanwhile wait for
-//! the next), and hands each held reply back as an [`Outcome`] when its sync ends. It decides
-//! nothing about requests and sends nothing itself.
+//! the next), and hands each held reply back as an [`Outcome`] when its sync ends. It also
+//! keeps the mailboxes being fetched after `reg`. It decides nothing about requests and sends
+//! nothing itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::net::SocketAddr;
 
@@ -28,6 +29,15 @@ pub(crate) enum Outcome {
     Lost(Held),
 }
 
+/// What a `fetch_done` did to the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// The first `n` messages were deleted.
+    Deleted(usize),
+    /// The messages named are no longer at the front (or there are none): nothing deleted.
+    NotAtFront,
+}
+
 /// Where the syncs stand.
 #[derive(Debug)]
 enum Sync {
@@ -46,11 +56,20 @@ pub(crate) struct Storage<S> {
     /// Messages were appended that no held reply waits on (channel copies): sync anyway.
     unsynced: bool,
     outcomes: VecDeque<Outcome>,
+    /// Stored messages being fetched by a client that just registered.
+    fetches: HashMap<Name, Vec<StoredMessage>>,
 }
 
 impl<S: Store> Storage<S> {
     pub fn new(store: S) -> Self {
-        Self { store, held: Vec::new(), sync: Sync::Idle, unsynced: false, outcomes: VecDeque::new() }
+        Self {
+            store,
+            held: Vec::new(),
+            sync: Sync::Idle,
+            unsynced: false,
+            outcomes: VecDeque::new(),
+            fetches: HashMap::new(),
+        }
     }
 
     /// Appends `msg` to `to`'s mailbox; a reply that acknowledges it is [`Storage::hold`]en.
@@ -83,19 +102,62 @@ impl<S: Store> Storage<S> {
     }
 
     /// `to`'s stored messages (none, logged, if the mailbox cannot be read).
-    pub fn load(&mut self, to: &Name) -> Vec<StoredMessage> {
+    fn load(&mut self, to: &Name) -> Vec<StoredMessage> {
         self.store.load(to).unwrap_or_else(|e| {
             tracing::error!(%to, "cannot read stored messages: {e}");
             Vec::new()
         })
     }
 
-    /// Deletes the first `n` messages of `to`'s mailbox.
+    /// `to` registered: its mailbox is opened for it to fetch. Returns how many messages it
+    /// holds (with none, there is nothing to fetch).
+    pub fn open_mailbox(&mut self, to: &Name) -> u32 {
+        let stored = self.load(to);
+        let count = u32::try_from(stored.len()).unwrap_or(u32::MAX);
+        if stored.is_empty() {
+            self.fetches.remove(to);
+        } else {
+            self.fetches.insert(to.clone(), stored);
+        }
+        count
+    }
+
+    /// `to` went offline: its mailbox is no longer being fetched.
+    pub fn close_mailbox(&mut self, to: &Name) {
+        self.fetches.remove(to);
+    }
+
+    /// Stored message `index` of `to`'s mailbox.
+    pub fn stored(&mut self, to: &Name, index: u32) -> Option<StoredMessage> {
+        if !self.fetches.contains_key(to) {
+            // A restart forgot what was being fetched: the mailbox still has it.
+            let msgs = self.load(to);
+            if !msgs.is_empty() {
+                self.fetches.insert(to.clone(), msgs);
+            }
+        }
+        self.fetches.get(to).and_then(|msgs| msgs.get(usize::try_from(index).ok()?)).cloned()
+    }
+
+    /// `to` has the first `count` stored messages, the last of them `last`: they are deleted if
+    /// they are still at the front, and the fetch is over.
     ///
     /// # Errors
-    /// As [`Store::remove_first`].
-    pub fn remove_first(&mut self, to: &Name, n: usize) -> Result<(), StoreError> {
-        self.store.remove_first(to, n)
+    /// As [`Store::remove_first`]; the fetch then goes on.
+    pub fn deliver_first(&mut self, to: &Name, count: u32, last: MsgId) -> Result<Delivered, StoreError> {
+        let msgs = match self.fetches.remove(to) {
+            Some(msgs) => msgs,
+            None => self.load(to), // a restart forgot them
+        };
+        let n = usize::try_from(count).unwrap_or(usize::MAX).min(msgs.len());
+        if n == 0 || msgs[n - 1].id != last {
+            return Ok(Delivered::NotAtFront);
+        }
+        if let Err(e) = self.store.remove_first(to, n) {
+            self.fetches.insert(to.clone(), msgs);
+            return Err(e);
+        }
+        Ok(Delivered::Deleted(n))
     }
 
     /// Starts making the batch's appends durable, unless a sync is in flight or nothing waits.

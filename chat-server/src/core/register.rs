@@ -97,7 +97,7 @@ impl<S: Store> Server<S> {
             tracing::info!(%name, %from, "deregistered");
             self.tables.changed();
         }
-        self.fetches.remove(name);
+        self.storage.close_mailbox(name);
         // Offline, it takes no tables: stop sending it the one in flight.
         self.tables.forget(from);
         self.dedup.pending(from, id);
