@@ -85,7 +85,8 @@ impl Deliveries {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) -> Vec<Delivery> {
         let step = self.window / SENDS_PER_WINDOW;
         let mut expired = Vec::new();
-        while let Some(key) = self.due.pop_due(now) {
+        let due: Vec<Key> = std::iter::from_fn(|| self.due.pop_due(now)).collect();
+        for key in due {
             let Some(d) = self.live.get_mut(&key) else { continue };
             if d.deadline <= now {
                 expired.extend(self.live.remove(&key));

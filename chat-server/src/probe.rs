@@ -101,7 +101,8 @@ impl Probes {
     /// Retransmits the probes that are due, and returns those whose window is over.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) -> Vec<Unanswered> {
         let (step, mut resend, mut over) = (self.step(), Vec::new(), Vec::new());
-        while let Some(id) = self.due.pop_due(now) {
+        let due: Vec<MsgId> = std::iter::from_fn(|| self.due.pop_due(now)).collect();
+        for id in due {
             let Some(p) = self.probes.get_mut(&id) else { continue };
             if p.deadline <= now {
                 over.push(id);

@@ -226,7 +226,10 @@ impl Tables {
     /// A push the table has moved past since is replaced by the current one, keeping its
     /// retries and backoff.
     pub fn handle_timeout(&mut self, now: Instant, clients: &Clients, out: &mut Outbox) {
-        while let Some(to) = self.due.pop_due(now) {
+        // Taken first: a push set due again at `now` (a zero ACK timeout) waits for the next
+        // call, as each call retransmits a push at most once.
+        let due: Vec<SocketAddr> = std::iter::from_fn(|| self.due.pop_due(now)).collect();
+        for to in due {
             let Some(push) = self.pushes.get_mut(&to) else { continue };
             let (left, backoff) = (push.left.saturating_sub(1), push.backoff.saturating_mul(2).min(MAX_BACKOFF));
             if push.stale {
