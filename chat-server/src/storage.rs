@@ -219,3 +219,47 @@ impl<S: Store> Storage<S> {
         self.outcomes.extend(replies.into_iter().map(Outcome::Lost));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use offline_store::{Limits, MemStore};
+
+    const TO: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
+
+    fn append(s: &mut Storage<MemStore>) {
+        let bob = Name::new("bob").expect("name");
+        let text = chat_proto::Text::new("hi").expect("text");
+        let msg = StoredMessage {
+            id: MsgId(7),
+            from: bob.clone(),
+            origin: chat_proto::Origin::Direct,
+            at: chrono::DateTime::UNIX_EPOCH,
+            text,
+        };
+        s.append(&bob, &msg).expect("append");
+    }
+
+    fn failed() -> StoreError {
+        StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::other("gone") }
+    }
+
+    #[test]
+    fn a_held_reply_leaves_after_its_sync_and_is_lost_if_the_sync_fails() {
+        let mut s = Storage::new(MemStore::new(Limits::default()));
+        assert!(s.start_sync().is_none(), "nothing held, nothing to sync");
+        append(&mut s);
+        s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) });
+        let job = s.start_sync().expect("a sync");
+        append(&mut s);
+        s.hold(TO, MsgId(2), Datagram::Ack { id: MsgId(2) });
+        assert!(s.start_sync().is_none(), "one sync at a time");
+        assert!(s.poll_outcome().is_none());
+        s.handle_synced(job.run());
+        assert!(matches!(s.poll_outcome(), Some(Outcome::Durable(Held { id: MsgId(1), .. }))));
+        assert!(s.poll_outcome().is_none(), "the second waits for the next sync");
+        let _job = s.start_sync().expect("the next sync");
+        s.handle_synced(Err(failed()));
+        assert!(matches!(s.poll_outcome(), Some(Outcome::Lost(Held { id: MsgId(2), .. }))));
+    }
+}
