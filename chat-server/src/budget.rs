@@ -6,8 +6,10 @@
 //! it is counted against its budget and dropped past it; the retransmission logic sends it
 //! again once the address is proven.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::net::SocketAddr;
+
+use chat_core::BoundedMap;
 
 /// How much more than it received an unproven address may be sent.
 const FACTOR: u64 = 3;
@@ -22,14 +24,12 @@ struct Budget {
 #[derive(Debug)]
 pub(crate) struct Budgets {
     proven: HashSet<SocketAddr>,
-    unproven: HashMap<SocketAddr, Budget>,
-    order: VecDeque<SocketAddr>,
-    capacity: usize,
+    unproven: BoundedMap<SocketAddr, Budget>,
 }
 
 impl Budgets {
     pub fn new(capacity: usize) -> Self {
-        Self { proven: HashSet::new(), unproven: HashMap::new(), order: VecDeque::new(), capacity }
+        Self { proven: HashSet::new(), unproven: BoundedMap::new(capacity) }
     }
 
     pub fn is_proven(&self, addr: SocketAddr) -> bool {
@@ -46,15 +46,7 @@ impl Budgets {
         if self.proven.contains(&from) {
             return;
         }
-        if !self.unproven.contains_key(&from) {
-            self.order.push_back(from);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.unproven.remove(&old);
-                }
-            }
-        }
-        self.unproven.entry(from).or_default().received += len as u64;
+        self.unproven.get_or_insert_with(from, Budget::default).received += len as u64;
     }
 
     /// Whether `len` more bytes may go to `to`; if so they are counted.

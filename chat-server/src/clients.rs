@@ -56,13 +56,20 @@ impl SavedTable {
     }
 }
 
+/// A row as the server keeps it: where the client is, and its secret (kept beside the row,
+/// not in a map of its own, to spare a copy of the name per client).
+#[derive(Debug)]
+struct Row {
+    entry: Entry,
+    secret: Option<Secret>,
+}
+
 /// The table, with a version that grows on every change, and an index by address.
 #[derive(Debug)]
 pub(crate) struct Clients {
-    rows: BTreeMap<Name, Entry>,
+    rows: BTreeMap<Name, Row>,
     /// The rows changed by each recent version, oldest first.
     changes: VecDeque<(u64, Name)>,
-    secrets: HashMap<Name, Secret>,
     by_addr: HashMap<SocketAddr, Name>,
     version: u64,
 }
@@ -70,13 +77,7 @@ pub(crate) struct Clients {
 impl Clients {
     /// An empty table whose first version is `base + 1`.
     pub fn new(base: u64) -> Self {
-        Self {
-            rows: BTreeMap::new(),
-            changes: VecDeque::new(),
-            secrets: HashMap::new(),
-            by_addr: HashMap::new(),
-            version: base,
-        }
+        Self { rows: BTreeMap::new(), changes: VecDeque::new(), by_addr: HashMap::new(), version: base }
     }
 
     /// A table as it was saved: the same rows, and versions that go on from the saved one.
@@ -87,8 +88,8 @@ impl Clients {
             if row.online || !c.by_addr.contains_key(&row.addr) {
                 c.by_addr.insert(row.addr, row.name.clone());
             }
-            c.secrets.insert(row.name.clone(), secret);
-            c.rows.insert(row.name, Entry { addr: row.addr, online: row.online });
+            let entry = Entry { addr: row.addr, online: row.online };
+            c.rows.insert(row.name, Row { entry, secret: Some(secret) });
         }
         c
     }
@@ -99,7 +100,7 @@ impl Clients {
             .snapshot()
             .clients
             .into_iter()
-            .filter_map(|row| Some(SavedRow { secret: self.secrets.get(&row.name)?.clone(), row }))
+            .filter_map(|row| Some(SavedRow { secret: self.secret(&row.name)?.clone(), row }))
             .collect();
         SavedTable { version: self.version, clients }
     }
@@ -110,7 +111,7 @@ impl Clients {
         let clients = self
             .rows_since(base)?
             .into_iter()
-            .filter_map(|row| Some(SavedRow { secret: self.secrets.get(&row.name)?.clone(), row }))
+            .filter_map(|row| Some(SavedRow { secret: self.secret(&row.name)?.clone(), row }))
             .collect();
         Some(SavedTable { version: self.version, clients })
     }
@@ -122,12 +123,14 @@ impl Clients {
 
     /// The secret of `name`, if it is registered.
     pub fn secret(&self, name: &Name) -> Option<&Secret> {
-        self.secrets.get(name)
+        self.rows.get(name).and_then(|r| r.secret.as_ref())
     }
 
-    /// Gives `name` its secret (at its first registration).
+    /// Gives `name`, which has a row, its secret (at its first registration).
     pub fn set_secret(&mut self, name: &Name, secret: Secret) {
-        self.secrets.insert(name.clone(), secret);
+        if let Some(r) = self.rows.get_mut(name) {
+            r.secret = Some(secret);
+        }
     }
 
     /// The rows changed after version `base`, as they are now; `None` when the change log no
@@ -145,7 +148,7 @@ impl Clients {
     }
 
     fn row(&self, name: &Name) -> Option<ClientRow> {
-        self.rows.get(name).map(|e| ClientRow { name: name.clone(), addr: e.addr, online: e.online })
+        self.rows.get(name).map(|r| ClientRow { name: name.clone(), addr: r.entry.addr, online: r.entry.online })
     }
 
     /// Notes that `name` changed in the current version.
@@ -157,12 +160,12 @@ impl Clients {
     }
 
     pub fn get(&self, name: &Name) -> Option<Entry> {
-        self.rows.get(name).copied()
+        self.rows.get(name).map(|r| r.entry)
     }
 
     /// The name registered and online at `addr`.
     pub fn online_at(&self, addr: SocketAddr) -> Option<&Name> {
-        self.by_addr.get(&addr).filter(|n| self.rows.get(*n).is_some_and(|e| e.online))
+        self.by_addr.get(&addr).filter(|n| self.rows.get(*n).is_some_and(|r| r.entry.online))
     }
 
     pub fn version(&self) -> u64 {
@@ -172,15 +175,18 @@ impl Clients {
     /// Puts `name` online at `addr`. Another name that was registered at `addr` is marked
     /// offline: only one process can listen on one address.
     pub fn set_online(&mut self, name: &Name, addr: SocketAddr) {
-        if let Some(old) = self.rows.insert(name.clone(), Entry { addr, online: true }) {
-            // The old address may belong to another client by now: only drop our own mapping.
-            if old.addr != addr && self.by_addr.get(&old.addr) == Some(name) {
-                self.by_addr.remove(&old.addr);
-            }
+        let entry = Entry { addr, online: true };
+        let old = match self.rows.get_mut(name) {
+            Some(r) => Some(std::mem::replace(&mut r.entry, entry)),
+            None => self.rows.insert(name.clone(), Row { entry, secret: None }).map(|r| r.entry),
+        };
+        // The old address may belong to another client by now: only drop our own mapping.
+        if let Some(old) = old.filter(|old| old.addr != addr && self.by_addr.get(&old.addr) == Some(name)) {
+            self.by_addr.remove(&old.addr);
         }
         let displaced = self.by_addr.insert(addr, name.clone()).filter(|prev| prev != name);
-        if let Some(e) = displaced.as_ref().and_then(|prev| self.rows.get_mut(prev)) {
-            e.online = false;
+        if let Some(r) = displaced.as_ref().and_then(|prev| self.rows.get_mut(prev)) {
+            r.entry.online = false;
         }
         self.version += 1;
         self.changed(name);
@@ -192,8 +198,8 @@ impl Clients {
     /// Marks `name` offline; returns false (and changes nothing) if it was not online.
     pub fn set_offline(&mut self, name: &Name) -> bool {
         match self.rows.get_mut(name) {
-            Some(e) if e.online => {
-                e.online = false;
+            Some(r) if r.entry.online => {
+                r.entry.online = false;
                 self.version += 1;
                 self.changed(name);
                 true
@@ -204,7 +210,7 @@ impl Clients {
 
     /// Every online client's name and address.
     pub fn online(&self) -> impl Iterator<Item = (&Name, SocketAddr)> {
-        self.rows.iter().filter(|(_, e)| e.online).map(|(n, e)| (n, e.addr))
+        self.rows.iter().filter(|(_, r)| r.entry.online).map(|(n, r)| (n, r.entry.addr))
     }
 
     /// The current row of `name`.
@@ -216,7 +222,7 @@ impl Clients {
         let clients = self
             .rows
             .iter()
-            .map(|(name, e)| ClientRow { name: name.clone(), addr: e.addr, online: e.online })
+            .map(|(name, r)| ClientRow { name: name.clone(), addr: r.entry.addr, online: r.entry.online })
             .collect();
         Table { version: self.version, clients }
     }

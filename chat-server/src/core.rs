@@ -1,29 +1,39 @@
-//! The server's sans-IO core: every decision the server makes, with no socket and no clock.
+//! The server's sans-IO core: it routes each input to the components that own the state, with
+//! no socket and no clock.
 //!
-//! Inputs are [`Server::handle_datagram`], [`Server::handle_timeout`] and [`Server::commit`], each
-//! given `now`, and [`Server::handle_synced`]; outputs are [`Server::poll_transmit`],
-//! [`Server::poll_timeout`] and the disk syncs that `commit` hands out. The async
-//! driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits to play
-//! loss. The handlers for each kind of request live in their own modules beside this one.
+//! Inputs are [`Server::handle_bytes`] (or [`Server::handle_datagram`]), [`Server::handle_timeout`]
+//! and [`Server::commit`], each given `now`, and [`Server::handle_synced`]; outputs are
+//! [`Server::poll_transmit`], [`Server::poll_timeout`] and the disk syncs that `commit` hands out.
+//! The async driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits
+//! to play loss. The handler of each kind of request lives in a submodule (`core/*.rs`); the
+//! state lives in the components (`clients`, `tables`, `probe`, `deliveries`, `dedup`,
+//! `joining`, `outbox`, `ids`, `storage`), none of which knows this module.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+mod channel;
+mod confirm;
+mod fetch;
+mod probe;
+mod register;
+mod save;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chat_core::Entropy;
+pub use chat_core::Transmit;
 use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::{Store, StoreError, SyncJob};
 
-use crate::budget::Budgets;
-use crate::channel::Delivery;
 use crate::clients::{Clients, SavedTable};
-use crate::dedup::{Dedup, Seen};
+use crate::dedup::{Check, Dedup};
+use crate::deliveries::Deliveries;
+use crate::ids::Ids;
 use crate::joining::Joining;
-use crate::probe::Probe;
-use crate::save::SaveRequest;
-use crate::tables::{Encoded, Push};
+use crate::outbox::Outbox;
+use crate::probe::Probes;
+use crate::storage::{Held, Outcome, Storage};
+use crate::tables::Tables;
 
 /// How the server times its retries.
 #[derive(Clone, Copy, Debug)]
@@ -43,93 +53,59 @@ impl Default for Config {
     }
 }
 
-/// One datagram to send: the bytes are shared when the same datagram goes to many clients.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Where to send it.
-    pub to: SocketAddr,
-    /// The encoded datagram.
-    pub bytes: Arc<[u8]>,
-}
-
-/// The registration server's state.
+/// The registration server: its components, and the clocks.
 #[derive(Debug)]
 pub struct Server<S> {
-    pub(crate) cfg: Config,
-    pub(crate) store: S,
-    pub(crate) clients: Clients,
-    pub(crate) dedup: Dedup,
-    pub(crate) probes: Vec<Probe>,
-    /// Stored messages being fetched by a client that just registered.
-    pub(crate) fetches: HashMap<Name, Vec<chat_proto::StoredMessage>>,
-    pub(crate) deliveries: HashMap<(SocketAddr, MsgId), Delivery>,
-    pub(crate) pushes: HashMap<SocketAddr, Push>,
-    /// The current table version's encodings, shared by the pushes that need them.
-    pub(crate) encoded: Encoded,
-    /// The table version each client last ACKed: the base of its next delta.
-    pub(crate) acked: HashMap<SocketAddr, u64>,
-    /// Replies that may leave only after the store is synced and the table broadcast.
-    pub(crate) after_commit: Vec<(SocketAddr, MsgId, Datagram)>,
-    /// The replies waiting on the sync in flight, if one is.
-    syncing: Option<Vec<(SocketAddr, MsgId, Datagram)>>,
-    pub(crate) table_dirty: bool,
-    /// Messages were appended that no pending reply waits on (channel copies): sync anyway.
-    pub(crate) unsynced: bool,
-    /// Clients just marked offline by a failed probe: they get the table too, so that one that
-    /// is in fact alive (its answers were lost) sees it and registers again.
-    pub(crate) also_tell: Vec<SocketAddr>,
+    storage: Storage<S>,
+    clients: Clients,
+    tables: Tables,
+    probes: Probes,
+    deliveries: Deliveries,
+    dedup: Dedup,
     /// New names registering from addresses not yet proven: their rows wait for `confirm`.
-    pub(crate) joining: Joining,
-    out: VecDeque<Transmit>,
-    pub(crate) budgets: Budgets,
-    /// Keys the cookies of `registered`: a cookie is a keyed hash of the client's address.
-    cookie_key: RandomState,
+    joining: Joining,
+    out: Outbox,
+    ids: Ids,
     /// Datagrams dropped because they did not decode.
     dropped: u64,
-    next_id: u64,
     start: Instant,
     start_wall: DateTime<Utc>,
+    /// The time of the latest input: when replies released by a sync were sent.
+    now: Instant,
 }
 
 impl<S: Store> Server<S> {
     /// A server with an empty table. `start` and `start_wall` are the same moment on the
-    /// monotonic and the wall clock; `id_seed` should be random, so that ids differ across
-    /// restarts.
-    pub fn new(cfg: Config, store: S, start: Instant, start_wall: DateTime<Utc>, id_seed: u64) -> Self {
+    /// monotonic and the wall clock. Cookie keys, ids and secrets come from `entropy`.
+    pub fn new(cfg: Config, store: S, start: Instant, start_wall: DateTime<Utc>, entropy: Entropy) -> Self {
         // Versions start from the wall clock, so a restarted server's tables are newer than the
         // ones its clients hold.
         let version_base = u64::try_from(start_wall.timestamp_micros()).unwrap_or(0);
+        // A retransmission can come up to `retries` ACK timeouts after the request; one more
+        // covers the network's delay.
+        let keep = cfg.ack_timeout * (cfg.retries + 2);
         Self {
-            cfg,
-            store,
+            storage: Storage::new(store),
             clients: Clients::new(version_base),
-            dedup: Dedup::new(cfg.dedup_capacity),
-            probes: Vec::new(),
-            fetches: HashMap::new(),
-            deliveries: HashMap::new(),
-            pushes: HashMap::new(),
-            encoded: Encoded::default(),
-            acked: HashMap::new(),
-            after_commit: Vec::new(),
-            syncing: None,
-            table_dirty: false,
-            unsynced: false,
-            also_tell: Vec::new(),
+            tables: Tables::new(cfg.ack_timeout, cfg.retries),
+            probes: Probes::new(cfg.ack_timeout),
+            deliveries: Deliveries::new(cfg.ack_timeout, cfg.retries),
+            dedup: Dedup::new(cfg.dedup_capacity, keep),
             joining: Joining::new(cfg.dedup_capacity),
-            out: VecDeque::new(),
-            budgets: Budgets::new(cfg.dedup_capacity),
-            cookie_key: RandomState::new(),
+            out: Outbox::new(cfg.dedup_capacity),
+            ids: Ids::new(entropy),
             dropped: 0,
-            next_id: id_seed,
             start,
             start_wall,
+            now: start,
         }
     }
 
     /// Handles the bytes of one datagram from `from`; anything that does not decode is counted
     /// and dropped.
     pub fn handle_bytes(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        self.budgets.received(from, bytes.len());
+        self.now = now;
+        self.out.handle_received(from, bytes.len());
         match decode(bytes) {
             Ok(d) => self.dispatch(now, from, bytes.len(), d),
             Err(e) => {
@@ -141,39 +117,42 @@ impl<S: Store> Server<S> {
 
     /// Handles one decoded datagram from `from`, as if it came as its encoding.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
+        self.now = now;
         let len = encode(&d).map_or(0, |b| b.len());
-        self.budgets.received(from, len);
+        self.out.handle_received(from, len);
         self.dispatch(now, from, len, d);
     }
 
     fn dispatch(&mut self, now: Instant, from: SocketAddr, len: usize, d: Datagram) {
         match d {
-            Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.budgets.is_proven(from) => {
+            Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.out.is_proven(from) => {
                 tracing::debug!(%from, len, "dropped an unpadded register from an unproven address");
             }
             Datagram::Register { id, name, secret, .. } => self.on_register(now, from, id, name, secret),
             Datagram::Confirm { id, cookie } => self.on_confirm(from, id, cookie),
             Datagram::Dereg { id, name, secret } => self.on_dereg(from, id, &name, &secret),
             Datagram::Save { id, msg, from: sender, secret, to, text, force } => {
-                self.on_save(now, from, SaveRequest { id, msg, sender, secret, to, text, force });
+                self.on_save(now, from, save::SaveRequest { id, msg, sender, secret, to, text, force });
             }
             Datagram::ChannelSend { id, from: sender, secret, text } => {
                 self.on_channel_send(now, from, id, (&sender, &secret), text);
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
-            Datagram::TableAck { version } => self.on_table_ack(now, from, version),
+            Datagram::TableAck { version } => self.tables.handle_ack(now, from, version, &self.clients, &mut self.out),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
-            Datagram::ChannelAck { id } => self.on_channel_ack(from, id),
+            Datagram::ChannelAck { id } => self.deliveries.handle_ack(from, id),
             other => tracing::debug!(%from, "dropped a datagram a server does not take: {other:?}"),
         }
     }
 
-    /// Retransmits and gives up on whatever is due at `now`.
+    /// Retransmits, gives up and forgets whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.dedup.handle_timeout(now);
         self.probe_timeouts(now);
         self.delivery_timeouts(now);
-        self.push_timeouts(now);
+        self.tables.handle_timeout(now, &self.clients, &mut self.out);
     }
 
     /// Ends a batch of input: sends the table if it changed, and starts making the batch's
@@ -185,74 +164,46 @@ impl<S: Store> Server<S> {
     /// meanwhile.
     #[must_use = "the replies wait until the returned sync is run and reported"]
     pub fn commit(&mut self, now: Instant) -> Option<SyncJob> {
-        if self.table_dirty {
-            self.broadcast(now);
-        }
-        if self.syncing.is_some() || (!self.unsynced && self.after_commit.is_empty()) {
-            return None;
-        }
-        let replies = std::mem::take(&mut self.after_commit);
-        match self.store.start_sync() {
-            Ok(Some(job)) => {
-                self.unsynced = false;
-                self.syncing = Some(replies);
-                Some(job)
-            }
-            Ok(None) => {
-                self.unsynced = false;
-                self.release(replies);
-                None
-            }
-            Err(e) => {
-                self.sync_failed(replies, &e);
-                None
-            }
-        }
+        self.now = now;
+        self.tables.commit(now, &self.clients, &mut self.out);
+        let job = self.storage.start_sync();
+        self.take_outcomes();
+        job
     }
 
     /// The job from [`Server::commit`] has run: its replies leave, or, if it failed, are
     /// forgotten.
     pub fn handle_synced(&mut self, result: Result<(), StoreError>) {
-        let replies = self.syncing.take().unwrap_or_default();
-        match result {
-            Ok(()) => {
-                self.release(replies);
-                if let Err(e) = self.store.finish_sync() {
-                    tracing::warn!("store housekeeping after a sync failed (tried again later): {e}");
-                }
+        self.storage.handle_synced(result);
+        self.take_outcomes();
+    }
+
+    /// Sends the held replies whose sync succeeded. Of those whose sync failed nothing is known
+    /// to be on disk: none is answered, and the requests are forgotten, so that the senders'
+    /// retransmissions do them again (a message stored twice keeps its id, and is shown once).
+    fn take_outcomes(&mut self) {
+        while let Some(outcome) = self.storage.poll_outcome() {
+            match outcome {
+                Outcome::Durable(Held { to, id, reply }) => self.answer(to, id, reply),
+                Outcome::Lost(Held { to, id, .. }) => self.dedup.forget(to, id),
             }
-            Err(e) => self.sync_failed(replies, &e),
-        }
-    }
-
-    fn release(&mut self, replies: Vec<(SocketAddr, MsgId, Datagram)>) {
-        for (to, id, reply) in replies {
-            self.answer(to, id, reply);
-        }
-    }
-
-    /// Nothing the sync covered is known to be on disk: answer none of it, and forget the
-    /// requests, so that the senders' retransmissions do them again (a message stored twice
-    /// keeps its id, and is shown once).
-    fn sync_failed(&mut self, replies: Vec<(SocketAddr, MsgId, Datagram)>, e: &StoreError) {
-        tracing::error!("store sync failed, {} requests not acknowledged: {e}", replies.len());
-        self.unsynced = true;
-        for (to, id, _) in replies {
-            self.dedup.forget(to, id);
         }
     }
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.out.poll_transmit()
     }
 
     /// When [`Server::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let probes = self.probes.iter().map(Probe::due);
-        let deliveries = self.deliveries.values().map(Delivery::due);
-        let pushes = self.pushes.values().map(|p| p.next_at);
-        probes.chain(deliveries).chain(pushes).min()
+        let timers = [
+            self.probes.poll_timeout(),
+            self.deliveries.poll_timeout(),
+            self.tables.poll_timeout(),
+            self.dedup.poll_timeout(),
+        ];
+        timers.into_iter().flatten().min()
     }
 
     /// Takes over the table a previous run saved (see [`crate::TableFile`]). The addresses of
@@ -261,7 +212,7 @@ impl<S: Store> Server<S> {
         self.clients = Clients::restore(self.clients.version(), saved);
         let online: Vec<SocketAddr> = self.clients.online().map(|(_, a)| a).collect();
         for addr in online {
-            self.budgets.prove(addr);
+            self.out.prove(addr);
         }
     }
 
@@ -293,59 +244,37 @@ impl<S: Store> Server<S> {
 
     /// The store, for the driver's shutdown and for tests.
     pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
+        self.storage.store_mut()
     }
 
-    /// A fresh id for a datagram the server starts (probe, channel message): a keyed hash of a
-    /// counter, so that seeing one id tells nothing of the next (a probe's answer proves an
-    /// address, so its id must not be guessable).
+    /// The cookie the server hands `addr` (for tests).
+    #[cfg(test)]
+    pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
+        self.ids.cookie(addr)
+    }
+
+    /// A fresh id, as a probe would take (for tests).
+    #[cfg(test)]
     pub(crate) fn fresh_id(&mut self) -> MsgId {
-        self.next_id = self.next_id.wrapping_add(1);
-        MsgId(self.cookie_key.hash_one(("id", self.next_id)))
-    }
-
-    /// A new name's secret: 128 random bits.
-    pub(crate) fn fresh_secret(&mut self) -> Secret {
-        let (a, b) = match (getrandom::u64(), getrandom::u64()) {
-            (Ok(a), Ok(b)) => (a, b),
-            // No OS randomness: fall back on std's randomly keyed hasher.
-            _ => (RandomState::new().hash_one(self.fresh_id()), RandomState::new().hash_one(self.fresh_id())),
-        };
-        Secret::new(format!("{a:016x}{b:016x}")).unwrap_or_else(|_| unreachable!("32 hex digits are a valid secret"))
+        self.ids.fresh_id()
     }
 
     /// Wall-clock time at `now`, for message timestamps.
-    pub(crate) fn wall(&self, now: Instant) -> DateTime<Utc> {
+    fn wall(&self, now: Instant) -> DateTime<Utc> {
         let elapsed = chrono::Duration::from_std(now.saturating_duration_since(self.start)).unwrap_or_default();
         self.start_wall + elapsed
     }
 
-    /// Queues an encoded datagram, unless `to` is unproven and past its budget.
-    pub(crate) fn push_out(&mut self, t: Transmit) {
-        if self.budgets.allow(t.to, t.bytes.len()) {
-            self.out.push_back(t);
-        } else {
-            tracing::debug!(to = %t.to, len = t.bytes.len(), "held back: the address has not proven it receives");
-        }
-    }
-
-    /// Sends `d` to `to` now.
-    pub(crate) fn send(&mut self, to: SocketAddr, d: &Datagram) {
-        match encode(d) {
-            Ok(bytes) => self.push_out(Transmit { to, bytes: bytes.into() }),
-            Err(e) => tracing::error!(%to, "cannot encode a reply: {e}"),
-        }
-    }
-
     /// Sends the reply to request `id` and remembers it for retransmissions.
-    pub(crate) fn answer(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
-        self.send(to, &reply);
-        self.dedup.set(to, id, Seen::Answered(reply));
+    fn answer(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
+        if let Some(bytes) = self.out.send(to, &reply) {
+            self.dedup.answered(self.now, to, id, &reply, &bytes);
+        }
     }
 
     /// Whether `sender` is online at `from` and `secret` is its secret: only a name's owner
     /// sends for it. If not, the refusal is the answer.
-    pub(crate) fn owner_sends(&mut self, from: SocketAddr, id: MsgId, sender: &Name, secret: &Secret) -> bool {
+    fn owner_sends(&mut self, from: SocketAddr, id: MsgId, sender: &Name, secret: &Secret) -> bool {
         let reason = if self.clients.online_at(from) != Some(sender) {
             Refusal::NotRegistered
         } else if self.clients.secret(sender) != Some(secret) {
@@ -360,79 +289,32 @@ impl<S: Store> Server<S> {
 
     /// Deals with a request already seen: re-sends its reply, or ignores it while it is being
     /// worked on. Returns true if the request was seen before.
-    pub(crate) fn replay(&mut self, from: SocketAddr, id: MsgId) -> bool {
-        match self.dedup.get(from, id) {
-            None => false,
-            Some(Seen::Pending) => true,
-            Some(Seen::Answered(reply)) => {
-                let reply = reply.clone();
-                self.send(from, &reply);
+    fn replay(&mut self, from: SocketAddr, id: MsgId) -> bool {
+        match self.dedup.check(from, id) {
+            Check::New => false,
+            Check::Pending => true,
+            Check::Replay(bytes) => {
+                self.out.push(Transmit { to: from, bytes });
                 true
             }
         }
     }
 
-    /// The cookie for `addr`: only a client that receives at `addr` learns it.
-    pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
-        self.cookie_key.hash_one(addr)
-    }
-
-    /// The cookie for `name` joining from `addr`: it proves the address for that name only, so
-    /// a `register` spoofed from the same address cannot change what the `confirm` creates.
-    pub(crate) fn joining_cookie(&self, addr: SocketAddr, name: &Name) -> u64 {
-        self.cookie_key.hash_one((addr, name))
-    }
-
-    /// `addr` echoed something it could only have received there.
-    pub(crate) fn prove(&mut self, addr: SocketAddr) {
-        if self.budgets.is_proven(addr) {
-            return;
-        }
-        self.budgets.prove(addr);
-        let held: Vec<Transmit> = self.pushes.get(&addr).map_or_else(Vec::new, |push| {
-            push.datagrams.iter().map(|bytes| Transmit { to: addr, bytes: bytes.clone() }).collect()
-        });
-        for t in held {
-            self.push_out(t);
+    /// `addr` echoed something it could only have received there: what was held back from it
+    /// goes out.
+    fn prove(&mut self, addr: SocketAddr) {
+        if self.out.prove(addr) {
+            for bytes in self.tables.held(addr) {
+                self.out.push(Transmit { to: addr, bytes });
+            }
         }
     }
 
-    fn on_confirm(&mut self, from: SocketAddr, id: MsgId, cookie: u64) {
-        let expected = match self.joining.name_at(from) {
-            Some(name) => self.joining_cookie(from, name),
-            None => self.cookie(from),
-        };
-        if cookie != expected {
-            // A restarted server has a new key, or what joins at this address changed: the
-            // client registers again.
-            tracing::debug!(%from, "confirm with a wrong cookie");
-            self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-            return;
+    /// Marks `name` offline if it is still online at `addr`, and tells it too: a client that is
+    /// alive after all (its answers were lost) sees itself offline and registers again.
+    fn mark_gone(&mut self, name: &Name, addr: SocketAddr) {
+        if self.clients.get(name).is_some_and(|e| e.addr == addr) && self.clients.set_offline(name) {
+            self.tables.tell_offline(addr);
         }
-        self.prove(from);
-        match self.joining.take(from) {
-            // Another client registered the name meanwhile: this one learns it when it
-            // registers again.
-            Some((name, _)) if self.clients.get(&name).is_some() => {
-                self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-                return;
-            }
-            Some((name, secret)) => {
-                tracing::info!(%name, %from, "registered (address confirmed)");
-                self.clients.set_online(&name, from);
-                self.clients.set_secret(&name, secret);
-                self.acked.remove(&from);
-                self.pushes.remove(&from);
-                self.start_fetch(&name);
-            }
-            // Nothing registers at this address (a joining name forgotten past capacity): the
-            // client registers again.
-            None if self.clients.online_at(from).is_none() => {
-                self.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
-                return;
-            }
-            None => {}
-        }
-        self.answer(from, id, Datagram::Ack { id });
     }
 }

@@ -1,37 +1,99 @@
-//! Remembers recent requests by (address, id), so that a retransmitted request is answered
-//! with the same reply and never done twice.
+//! Request dedup: remembers recent requests by (address, id), so that a retransmitted request is
+//! answered with the same reply and never done twice. Owns only that memory; it sends nothing
+//! itself and knows nothing of what the requests do.
+//!
+//! A reply is kept compact (an `ack` or a refusal is a tag; anything else its encoded bytes),
+//! and only as long as the client may still retransmit: past `keep` after the answer it is
+//! forgotten, and at most `capacity` requests are remembered in any case. Since `keep` is the
+//! same for every answer and time only grows, answers expire in the order they were given: the
+//! deadlines are a queue, oldest first, not a sorted set.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, MsgId};
+use chat_core::BoundedMap;
+use chat_proto::{Datagram, MsgId, Refusal, encode};
 
 type Key = (SocketAddr, MsgId);
 
-/// Where a request stands.
-#[derive(Debug, Clone)]
-pub(crate) enum Seen {
-    /// Being worked on (a probe, a disk sync): retransmissions are ignored.
-    Pending,
-    /// Done: retransmissions get this reply again.
-    Answered(Datagram),
+/// What a retransmission of an answered request gets again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reply {
+    Ack,
+    Refused(Refusal),
+    /// Any other reply, as it was sent.
+    Encoded(Arc<[u8]>),
 }
 
-/// A bounded map of recent requests; the oldest are forgotten first.
+/// Where a remembered request stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// Being worked on (a probe, a disk sync): retransmissions are ignored.
+    Pending,
+    /// Done: retransmissions get this reply again, until the deadline.
+    Answered(Reply, Instant),
+}
+
+/// What to do with a request that came in.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Not seen (or forgotten): handle it.
+    New,
+    /// Being worked on: ignore the retransmission.
+    Pending,
+    /// Answered: send these bytes again.
+    Replay(Arc<[u8]>),
+}
+
+/// A bounded, expiring memory of recent requests.
 #[derive(Debug)]
 pub(crate) struct Dedup {
-    seen: HashMap<Key, Seen>,
-    order: VecDeque<Key>,
-    capacity: usize,
+    seen: BoundedMap<Key, Seen>,
+    /// When each answer is forgotten, in time order. An entry whose request was since forgotten,
+    /// evicted or answered again no longer matches its deadline, and is skipped.
+    expiry: VecDeque<(Instant, Key)>,
+    keep: Duration,
 }
 
 impl Dedup {
-    pub fn new(capacity: usize) -> Self {
-        Self { seen: HashMap::new(), order: VecDeque::new(), capacity }
+    /// Remembers at most `capacity` requests, each answered one for `keep`.
+    pub fn new(capacity: usize, keep: Duration) -> Self {
+        Self { seen: BoundedMap::new(capacity), expiry: VecDeque::new(), keep }
     }
 
-    pub fn get(&self, from: SocketAddr, id: MsgId) -> Option<&Seen> {
-        self.seen.get(&(from, id))
+    /// What to do with request `id` from `from`.
+    pub fn check(&self, from: SocketAddr, id: MsgId) -> Check {
+        match self.seen.get(&(from, id)) {
+            None => Check::New,
+            Some(Seen::Pending) => Check::Pending,
+            Some(Seen::Answered(reply, _)) => {
+                let again = match reply {
+                    Reply::Ack => encode(&Datagram::Ack { id }).ok().map(Arc::from),
+                    Reply::Refused(reason) => encode(&Datagram::Refused { id, reason: *reason }).ok().map(Arc::from),
+                    Reply::Encoded(bytes) => Some(bytes.clone()),
+                };
+                again.map_or(Check::Pending, Check::Replay)
+            }
+        }
+    }
+
+    /// Request `id` from `from` is being worked on.
+    pub fn pending(&mut self, from: SocketAddr, id: MsgId) {
+        self.seen.insert((from, id), Seen::Pending);
+    }
+
+    /// Request `id` from `from` was answered at `now` with `reply`, encoded as `bytes`.
+    pub fn answered(&mut self, now: Instant, from: SocketAddr, id: MsgId, reply: &Datagram, bytes: &Arc<[u8]>) {
+        let reply = match reply {
+            Datagram::Ack { id: acked } if *acked == id => Reply::Ack,
+            Datagram::Refused { id: refused, reason } if *refused == id => Reply::Refused(*reason),
+            _ => Reply::Encoded(bytes.clone()),
+        };
+        let at = now + self.keep;
+        self.seen.insert((from, id), Seen::Answered(reply, at));
+        self.expiry.push_back((at, (from, id)));
     }
 
     /// Forgets `id`, so that a retransmission is handled as new (after a failure).
@@ -39,15 +101,28 @@ impl Dedup {
         self.seen.remove(&(from, id));
     }
 
-    pub fn set(&mut self, from: SocketAddr, id: MsgId, state: Seen) {
-        if self.seen.insert((from, id), state).is_none() {
-            self.order.push_back((from, id));
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.seen.remove(&old);
-                }
+    /// Forgets the answers no retransmission can come for any more.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, key)) = self.expiry.front().copied() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if matches!(self.seen.get(&key), Some(Seen::Answered(_, due)) if *due == at) {
+                self.seen.remove(&key);
             }
         }
+    }
+
+    /// When the next answer is forgotten.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expiry.front().map(|(at, _)| *at)
+    }
+
+    /// How many requests are remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.seen.len()
     }
 }
 
@@ -55,16 +130,76 @@ impl Dedup {
 mod tests {
     use super::*;
 
+    const FROM: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
+
+    fn ack(d: &mut Dedup, now: Instant, id: u64) {
+        let reply = Datagram::Ack { id: MsgId(id) };
+        let bytes: Arc<[u8]> = encode(&reply).expect("encode").into();
+        d.answered(now, FROM, MsgId(id), &reply, &bytes);
+    }
+
     #[test]
     fn forgets_the_oldest_past_capacity() {
-        let from = SocketAddr::from(([127, 0, 0, 1], 9));
-        let mut d = Dedup::new(2);
+        let mut d = Dedup::new(2, Duration::from_secs(3));
         for i in 0..3 {
-            d.set(from, MsgId(i), Seen::Pending);
+            d.pending(FROM, MsgId(i));
         }
-        assert!(d.get(from, MsgId(0)).is_none());
-        assert!(d.get(from, MsgId(2)).is_some());
-        d.set(from, MsgId(2), Seen::Answered(Datagram::Ack { id: MsgId(2) }));
-        assert!(matches!(d.get(from, MsgId(1)), Some(Seen::Pending)));
+        assert_eq!(d.check(FROM, MsgId(0)), Check::New);
+        assert_eq!(d.check(FROM, MsgId(2)), Check::Pending);
+        ack(&mut d, Instant::now(), 2);
+        assert_eq!(d.check(FROM, MsgId(1)), Check::Pending);
+    }
+
+    #[test]
+    fn a_forgotten_request_leaves_no_stale_place_in_the_eviction_order() {
+        // Before the bounded map, `forget` left the key in the order: once noted again, it was
+        // evicted at its old place, in front of older requests.
+        let mut d = Dedup::new(2, Duration::from_secs(3));
+        d.pending(FROM, MsgId(1));
+        d.pending(FROM, MsgId(2));
+        d.forget(FROM, MsgId(1));
+        d.pending(FROM, MsgId(1));
+        assert_eq!(d.check(FROM, MsgId(1)), Check::Pending, "noted again, and kept");
+        assert_eq!(d.check(FROM, MsgId(2)), Check::Pending);
+        d.pending(FROM, MsgId(3));
+        assert_eq!(d.check(FROM, MsgId(2)), Check::New, "the oldest goes first");
+        assert_eq!(d.check(FROM, MsgId(1)), Check::Pending);
+    }
+
+    #[test]
+    fn an_answer_is_replayed_until_no_retransmission_can_come() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(8, Duration::from_millis(3500));
+        ack(&mut d, t0, 5);
+        let again = encode(&Datagram::Ack { id: MsgId(5) }).expect("encode");
+        assert_eq!(d.check(FROM, MsgId(5)), Check::Replay(again.into()));
+        assert_eq!(d.poll_timeout(), Some(t0 + Duration::from_millis(3500)));
+        d.handle_timeout(t0 + Duration::from_millis(3499));
+        assert_eq!(d.len(), 1);
+        d.handle_timeout(t0 + Duration::from_millis(3500));
+        assert_eq!((d.check(FROM, MsgId(5)), d.len(), d.poll_timeout()), (Check::New, 0, None));
+    }
+
+    #[test]
+    fn an_old_deadline_does_not_forget_a_request_noted_again() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(8, Duration::from_millis(3500));
+        ack(&mut d, t0, 5);
+        d.forget(FROM, MsgId(5));
+        d.pending(FROM, MsgId(5)); // done again after a failure
+        d.handle_timeout(t0 + Duration::from_secs(60));
+        assert_eq!(d.check(FROM, MsgId(5)), Check::Pending, "still being worked on");
+        ack(&mut d, t0 + Duration::from_secs(60), 5);
+        d.handle_timeout(t0 + Duration::from_secs(61));
+        assert_eq!(d.len(), 1, "answered at 60 s, kept until 63.5 s");
+    }
+
+    #[test]
+    fn a_reply_other_than_ack_or_refused_is_replayed_as_it_was_sent() {
+        let mut d = Dedup::new(8, Duration::from_secs(3));
+        let reply = Datagram::Probe { id: MsgId(77) };
+        let bytes: Arc<[u8]> = encode(&reply).expect("encode").into();
+        d.answered(Instant::now(), FROM, MsgId(1), &reply, &bytes);
+        assert_eq!(d.check(FROM, MsgId(1)), Check::Replay(bytes));
     }
 }

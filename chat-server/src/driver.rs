@@ -3,13 +3,14 @@
 use std::io;
 use std::time::Instant;
 
+use chat_core::Entropy;
 use chat_proto::MAX_DATAGRAM;
 use chrono::Utc;
 use offline_store::Store;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Config, Server, TableFile};
+use crate::{Config, Server, ServerError, TableFile};
 
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
@@ -18,17 +19,17 @@ const BATCH: usize = 256;
 /// loaded from `table_file` at start and saved there whenever it changes.
 ///
 /// # Errors
-/// The saved table cannot be read, or the store cannot be synced at shutdown; network errors
-/// are logged and survived.
+/// [`ServerError`]: the OS gives no randomness, the saved table cannot be read, or the store
+/// cannot be synced at shutdown; network errors are logged and survived.
 pub async fn run<S: Store>(
     socket: UdpSocket,
     store: S,
     table_file: TableFile,
     cfg: Config,
     shutdown: CancellationToken,
-) -> io::Result<()> {
-    let seed = getrandom::u64().unwrap_or_else(|_| Utc::now().timestamp_nanos_opt().unwrap_or(0).unsigned_abs());
-    let mut core = Server::new(cfg, store, Instant::now(), Utc::now(), seed);
+) -> Result<(), ServerError> {
+    let entropy = Entropy::from_os()?;
+    let mut core = Server::new(cfg, store, Instant::now(), Utc::now(), entropy);
     if let Some(saved) = table_file.load()? {
         tracing::info!(clients = saved.clients.len(), "client table restored");
         core.restore_table(saved);
@@ -80,7 +81,7 @@ pub async fn run<S: Store>(
     }
     tracing::info!("server stopping");
     saved.keep(&core, &table_file);
-    core.store_mut().checkpoint().map_err(io::Error::other)
+    Ok(core.store_mut().checkpoint()?)
 }
 
 /// What of the client table is on disk.
@@ -105,7 +106,7 @@ impl Saved {
         };
         match written {
             Ok(()) => self.version = core.table_version(),
-            Err(e) => tracing::error!("cannot save the client table: {e}"),
+            Err(e) => tracing::error!("{}", crate::error::chain(&e)),
         }
     }
 }

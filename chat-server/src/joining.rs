@@ -3,52 +3,42 @@
 //! to the table. Bounded: past capacity the oldest are forgotten (their clients' `confirm` is
 //! then refused, and they register again).
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
+use chat_core::BoundedMap;
 use chat_proto::{Name, Secret};
 
+/// The names joining, by address, with the secret handed out for each.
 #[derive(Debug)]
 pub(crate) struct Joining {
-    /// By address: the name, the secret handed out for it, and when it was noted.
-    by_addr: HashMap<SocketAddr, (Name, Secret, u64)>,
-    order: VecDeque<(SocketAddr, u64)>,
-    capacity: usize,
-    next: u64,
+    by_addr: BoundedMap<SocketAddr, (Name, Secret)>,
 }
 
 impl Joining {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { by_addr: HashMap::new(), order: VecDeque::new(), capacity, next: 0 }
+        Self { by_addr: BoundedMap::new(capacity) }
     }
 
     /// The name joining from `from`, if any.
     pub(crate) fn name_at(&self, from: SocketAddr) -> Option<&Name> {
-        self.by_addr.get(&from).map(|(name, _, _)| name)
+        self.by_addr.get(&from).map(|(name, _)| name)
     }
 
     /// The secret handed out to `name` joining from `from`, if it is.
     pub(crate) fn secret(&self, from: SocketAddr, name: &Name) -> Option<&Secret> {
-        self.by_addr.get(&from).filter(|(n, _, _)| n == name).map(|(_, s, _)| s)
+        self.by_addr.get(&from).filter(|(n, _)| n == name).map(|(_, s)| s)
     }
 
     /// Notes that `name` joins from `from` with `secret` (replacing what `from` joined as).
     pub(crate) fn insert(&mut self, from: SocketAddr, name: Name, secret: Secret) {
-        self.next += 1;
-        self.by_addr.insert(from, (name, secret, self.next));
-        self.order.push_back((from, self.next));
-        while self.order.len() > self.capacity {
-            if let Some((old, seq)) = self.order.pop_front() {
-                if self.by_addr.get(&old).is_some_and(|(_, _, s)| *s == seq) {
-                    self.by_addr.remove(&old);
-                }
-            }
-        }
+        // Noted again, it goes last in the order.
+        self.by_addr.remove(&from);
+        self.by_addr.insert(from, (name, secret));
     }
 
     /// What `from` joins as, no longer noted.
     pub(crate) fn take(&mut self, from: SocketAddr) -> Option<(Name, Secret)> {
-        self.by_addr.remove(&from).map(|(name, secret, _)| (name, secret))
+        self.by_addr.remove(&from)
     }
 
     #[cfg(test)]

@@ -1,26 +1,34 @@
 //! ChatApp's registration server: the client table and its broadcast, save-message requests
 //! with their probes, the delivery of stored messages after `reg`, and the channel relay.
 //!
-//! [`Server`] is the sans-IO core (no socket, no clock); [`run`] drives it over a bound UDP
-//! socket until a shutdown token is cancelled. Disk access goes through
-//! [`offline_store::Store`].
+//! [`Server`] is the sans-IO core (no socket, no clock, no randomness of its own); [`run`]
+//! drives it over a bound UDP socket until a shutdown token is cancelled. The core only routes
+//! (`core.rs`, with one handler file per request under `core/`); the state lives in components
+//! that own it and do not know the core: `clients` (the table), `tables` (its pushes),
+//! `probe`, `deliveries` (channel copies in flight), `dedup` (recent requests), `joining`,
+//! `outbox` (the send queue behind the address budgets of `budget`), `ids` (cookies, ids and
+//! secrets from the handed-in [`chat_core::Entropy`]) and `storage` (the port to
+//! [`offline_store::Store`] and its syncs).
 
 mod budget;
-mod channel;
 mod clients;
 mod core;
 mod dedup;
+mod deliveries;
 mod driver;
+mod error;
+mod ids;
 mod joining;
+mod outbox;
 mod probe;
-mod register;
-mod save;
+mod storage;
 mod table_file;
 mod tables;
 
 pub use crate::clients::SavedTable;
 pub use crate::core::{Config, Server, Transmit};
 pub use driver::run;
+pub use error::ServerError;
 pub use table_file::TableFile;
 
 #[cfg(test)]

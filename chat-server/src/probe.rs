@@ -1,15 +1,18 @@
 //! Probes: "is this client still there?", asked inside one ACK window before the server acts
 //! on a client's absence (a save for it, a channel message it did not ACK, its name claimed
-//! from another address).
+//! from another address). Owns the probes in flight and their deadlines; what to do once a
+//! probe is answered or not is the caller's, which gets the waiters back.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, MsgId, Name, Refusal, StoredMessage};
-use offline_store::Store;
+use chat_core::Deadlines;
+use chat_proto::{Datagram, MsgId, Name, StoredMessage};
 
-use crate::Server;
-use crate::channel::Delivery;
+use crate::deliveries::Delivery;
+use crate::ids::Ids;
+use crate::outbox::Outbox;
 
 /// Probes are retransmitted this many times per window.
 const SENDS_PER_WINDOW: u32 = 5;
@@ -27,8 +30,7 @@ pub(crate) enum Waiter {
 
 /// One probe in flight; every waiter for the same client at the same address shares it.
 #[derive(Debug)]
-pub(crate) struct Probe {
-    id: MsgId,
+struct Probe {
     name: Name,
     addr: SocketAddr,
     deadline: Instant,
@@ -36,92 +38,93 @@ pub(crate) struct Probe {
     waiters: Vec<Waiter>,
 }
 
-impl Probe {
-    pub fn due(&self) -> Instant {
-        self.deadline.min(self.next_send)
-    }
+/// A probe that went unanswered through its window.
+#[derive(Debug)]
+pub(crate) struct Unanswered {
+    pub name: Name,
+    pub addr: SocketAddr,
+    pub waiters: Vec<Waiter>,
 }
 
-impl<S: Store> Server<S> {
+/// The probes in flight, by id.
+#[derive(Debug)]
+pub(crate) struct Probes {
+    window: Duration,
+    probes: HashMap<MsgId, Probe>,
+    due: Deadlines<MsgId>,
+}
+
+impl Probes {
+    /// Probes that wait `window` for an answer.
+    pub fn new(window: Duration) -> Self {
+        Self { window, probes: HashMap::new(), due: Deadlines::default() }
+    }
+
+    fn step(&self) -> Duration {
+        self.window / SENDS_PER_WINDOW
+    }
+
     /// Probes `name` at `addr` (or joins the probe already running) on behalf of `waiter`.
-    pub(crate) fn probe(&mut self, now: Instant, name: &Name, addr: SocketAddr, waiter: Waiter) {
-        if let Some(p) = self.probes.iter_mut().find(|p| &p.name == name && p.addr == addr) {
+    pub fn probe(
+        &mut self,
+        now: Instant,
+        name: &Name,
+        addr: SocketAddr,
+        waiter: Waiter,
+        ids: &mut Ids,
+        out: &mut Outbox,
+    ) {
+        if let Some(p) = self.probes.values_mut().find(|p| &p.name == name && p.addr == addr) {
             p.waiters.push(waiter);
             return;
         }
-        let id = self.fresh_id();
+        let id = ids.fresh_id();
         tracing::info!(%name, %addr, "probing");
-        self.send(addr, &Datagram::Probe { id });
-        let step = self.cfg.ack_timeout / SENDS_PER_WINDOW;
-        let deadline = now + self.cfg.ack_timeout;
-        let waiters = vec![waiter];
-        self.probes.push(Probe { id, name: name.clone(), addr, deadline, next_send: now + step, waiters });
+        out.send(addr, &Datagram::Probe { id });
+        let (deadline, next_send) = (now + self.window, now + self.step());
+        self.probes.insert(id, Probe { name: name.clone(), addr, deadline, next_send, waiters: vec![waiter] });
+        self.due.set(id, next_send.min(deadline));
     }
 
-    pub(crate) fn on_probe_ack(&mut self, now: Instant, from: SocketAddr, id: MsgId, name: &Name) {
-        let Some(i) = self.probes.iter().position(|p| p.id == id && p.addr == from && &p.name == name) else {
+    /// `from` answered probe `id` as `name`: returns the probe's waiters, if it was one.
+    pub fn handle_ack(&mut self, from: SocketAddr, id: MsgId, name: &Name) -> Option<Vec<Waiter>> {
+        if !self.probes.get(&id).is_some_and(|p| p.addr == from && &p.name == name) {
             tracing::debug!(%from, %id, "probe ack for no probe in flight");
-            return;
-        };
-        let probe = self.probes.swap_remove(i);
-        tracing::info!(%name, %from, "probe answered: client is there");
-        self.prove(from);
-        for w in probe.waiters {
-            self.on_alive(now, w);
+            return None;
         }
+        self.due.cancel(&id);
+        let probe = self.probes.remove(&id)?;
+        tracing::info!(%name, %from, "probe answered: client is there");
+        Some(probe.waiters)
     }
 
-    pub(crate) fn probe_timeouts(&mut self, now: Instant) {
-        let step = self.cfg.ack_timeout / SENDS_PER_WINDOW;
-        let mut resend = Vec::new();
-        for p in &mut self.probes {
-            if p.next_send <= now && now < p.deadline {
-                resend.push((p.addr, p.id));
-                p.next_send = now + step;
+    /// Retransmits the probes that are due, and returns those whose window is over.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) -> Vec<Unanswered> {
+        let (step, mut resend, mut over) = (self.step(), Vec::new(), Vec::new());
+        let due: Vec<MsgId> = std::iter::from_fn(|| self.due.pop_due(now)).collect();
+        for id in due {
+            let Some(p) = self.probes.get_mut(&id) else { continue };
+            if p.deadline <= now {
+                over.push(id);
+                continue;
             }
+            resend.push((p.addr, id));
+            p.next_send = now + step;
+            self.due.set(id, p.next_send.min(p.deadline));
         }
         for (addr, id) in resend {
-            self.send(addr, &Datagram::Probe { id });
+            out.send(addr, &Datagram::Probe { id });
         }
-        let (expired, running) = std::mem::take(&mut self.probes).into_iter().partition(|p| p.deadline <= now);
-        self.probes = running;
-        for p in expired {
+        let over = over.into_iter().filter_map(|id| self.probes.remove(&id));
+        over.map(|p| {
             tracing::info!(name = %p.name, addr = %p.addr, "probe unanswered: client is gone");
-            self.mark_gone(&p.name, p.addr);
-            for w in p.waiters {
-                self.on_dead(now, w);
-            }
-        }
+            Unanswered { name: p.name, addr: p.addr, waiters: p.waiters }
+        })
+        .collect()
     }
 
-    /// Marks `name` offline if it is still online at `addr`, and tells it too: a client that is
-    /// alive after all (its answers were lost) sees itself offline and registers again.
-    pub(crate) fn mark_gone(&mut self, name: &Name, addr: SocketAddr) {
-        if self.clients.get(name).is_some_and(|e| e.addr == addr) && self.clients.set_offline(name) {
-            self.table_dirty = true;
-            self.also_tell.push(addr);
-        }
-    }
-
-    fn on_alive(&mut self, now: Instant, w: Waiter) {
-        match w {
-            Waiter::Register { from, id, name } => {
-                tracing::info!(%name, %from, "registration refused: name in use");
-                self.answer(from, id, Datagram::Refused { id, reason: Refusal::NameTaken });
-            }
-            Waiter::Save { from, id, to, .. } => match self.clients.row_of(&to) {
-                Some(row) => self.answer(from, id, Datagram::Exists { id, row }),
-                None => self.answer(from, id, Datagram::Refused { id, reason: Refusal::UnknownRecipient }),
-            },
-            Waiter::Channel(d) => self.redeliver(now, d),
-        }
-    }
-
-    fn on_dead(&mut self, now: Instant, w: Waiter) {
-        match w {
-            Waiter::Register { from, id, name } => self.register(now, from, id, &name, None),
-            Waiter::Save { from, id, to, msg } => self.store_for(from, id, &to, msg),
-            Waiter::Channel(d) => self.store_channel(&d),
-        }
+    /// When a probe is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.due.next()
     }
 }

@@ -14,6 +14,7 @@ use std::io::{self, BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 
 use crate::SavedTable;
+use crate::error::ServerError;
 
 /// Where the table is kept.
 #[derive(Debug, Clone)]
@@ -32,16 +33,17 @@ impl TableFile {
     /// table file that cannot be read is logged and set aside as `clients.json.bad`.
     ///
     /// # Errors
-    /// Reading a file failed for another reason than its absence.
-    pub fn load(&self) -> io::Result<Option<SavedTable>> {
+    /// [`ServerError::TableFile`]: reading a file failed for another reason than its absence.
+    pub fn load(&self) -> Result<Option<SavedTable>, ServerError> {
         let mut table = self.load_whole()?;
         let log = match fs::File::open(&self.log) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(table),
-            Err(e) => return Err(e),
+            Err(e) => return Err(ServerError::table("open", &self.log)(e)),
         };
         for line in BufReader::new(log).split(b'\n') {
-            let changes: SavedTable = match serde_json::from_slice(&line?) {
+            let line = line.map_err(ServerError::table("read", &self.log))?;
+            let changes: SavedTable = match serde_json::from_slice(&line) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("skipping a torn or bad line of {}: {e}", self.log.display());
@@ -54,18 +56,18 @@ impl TableFile {
         Ok(table)
     }
 
-    fn load_whole(&self) -> io::Result<Option<SavedTable>> {
+    fn load_whole(&self) -> Result<Option<SavedTable>, ServerError> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(ServerError::table("read", &self.path)(e)),
         };
         match serde_json::from_slice(&bytes) {
             Ok(table) => Ok(Some(table)),
             Err(e) => {
                 let bad = self.path.with_extension("json.bad");
                 tracing::error!("{} is not a client table ({e}); moved to {}", self.path.display(), bad.display());
-                fs::rename(&self.path, bad)?;
+                fs::rename(&self.path, bad).map_err(ServerError::table("set aside", &self.path))?;
                 Ok(None)
             }
         }
@@ -74,26 +76,33 @@ impl TableFile {
     /// Replaces the saved table with `table` and empties the log.
     ///
     /// # Errors
-    /// Writing, renaming or truncating failed.
-    pub fn save(&self, table: &SavedTable) -> io::Result<()> {
+    /// [`ServerError::TableFile`]: writing, renaming or truncating failed.
+    pub fn save(&self, table: &SavedTable) -> Result<(), ServerError> {
         let tmp = self.path.with_extension("json.tmp");
-        fs::write(&tmp, serde_json::to_vec(table).map_err(io::Error::other)?)?;
-        fs::rename(&tmp, &self.path)?;
+        let json = serde_json::to_vec(table).map_err(io::Error::other).map_err(ServerError::table("encode", &tmp))?;
+        fs::write(&tmp, json).map_err(ServerError::table("write", &tmp))?;
+        fs::rename(&tmp, &self.path).map_err(ServerError::table("rename", &tmp))?;
         match fs::File::options().write(true).open(&self.log) {
-            Ok(f) => f.set_len(0),
+            Ok(f) => f.set_len(0).map_err(ServerError::table("truncate", &self.log)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(ServerError::table("open", &self.log)(e)),
         }
     }
 
     /// Appends a batch of changes: the rows that changed, and the version they give.
     ///
     /// # Errors
-    /// Writing failed.
-    pub fn append(&self, changes: &SavedTable) -> io::Result<()> {
-        let mut line = serde_json::to_vec(changes).map_err(io::Error::other)?;
+    /// [`ServerError::TableFile`]: writing failed.
+    pub fn append(&self, changes: &SavedTable) -> Result<(), ServerError> {
+        let mut line =
+            serde_json::to_vec(changes).map_err(io::Error::other).map_err(ServerError::table("encode", &self.log))?;
         line.push(b'\n');
-        OpenOptions::new().create(true).append(true).open(&self.log)?.write_all(&line)
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(ServerError::table("append to", &self.log))
     }
 }
 

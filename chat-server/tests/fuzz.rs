@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use chat_core::Entropy;
 use chat_proto::{
     ClientRow, Datagram, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret,
     StoredMessage, Table, Text, decode, encode,
@@ -190,9 +191,17 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// The server's id seed: far from the clients' small ids, so that a client learns the server's
+/// The server's randomness, pinned: its ids are keyed hashes, far from the clients' small ids, so
+/// that a client learns the server's
 /// ids only from what it is sent (see `a_guessed_probe_id_does_not_prove_an_address`).
-const ID_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The server's randomness, from a 64-bit seed.
+fn entropy(seed: u64) -> Entropy {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    Entropy::from_seed(bytes)
+}
 
 /// How many of the latest datagrams, each way, `Answer` and `Replay` choose from.
 const LOG: usize = 32;
@@ -225,7 +234,7 @@ impl Harness {
     fn new() -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-        let server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, ID_SEED);
+        let server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, entropy(SEED));
         Self {
             server,
             now: t0,
@@ -473,7 +482,7 @@ fn near_limit_text() -> impl Strategy<Value = Text> {
 fn alice_online_bob_offline(seed: u64) -> (Server<MemStore>, Instant, Secret, Secret) {
     let t0 = Instant::now();
     let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-    let mut server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, seed);
+    let mut server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, entropy(seed));
     let bob_secret = register(&mut server, t0, addr(5002), 1, "bob", None);
     let dereg = Datagram::Dereg { id: MsgId(100), name: name("bob"), secret: bob_secret.clone() };
     exchange(&mut server, t0, addr(5002), dereg);
@@ -596,7 +605,7 @@ fn a_guessed_probe_id_does_not_prove_an_address() {
     let (attacker, accomplice, victim) = (addr(5001), addr(5002), addr(5009));
     let t0 = Instant::now();
     let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-    let mut server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, ID_SEED);
+    let mut server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, entropy(SEED));
     register(&mut server, t0, attacker, 1, "x", None);
     let secret = register(&mut server, t0, accomplice, 1, "y", None);
     let save = |id, to: &str| {

@@ -1,4 +1,4 @@
-//! Save-message requests: store a message for a recipient that is offline or does not answer.
+//! The `save` handler: store a message for a recipient that is offline or does not answer.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -6,13 +6,12 @@ use std::time::Instant;
 use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, Secret, StoredMessage, Text};
 use offline_store::{Store, StoreError};
 
-use crate::Server;
-use crate::dedup::Seen;
+use super::Server;
 use crate::probe::Waiter;
 
 /// One save-message request, as it came in.
 #[derive(Debug)]
-pub(crate) struct SaveRequest {
+pub(super) struct SaveRequest {
     pub id: MsgId,
     pub msg: MsgId,
     pub sender: Name,
@@ -23,7 +22,7 @@ pub(crate) struct SaveRequest {
 }
 
 impl<S: Store> Server<S> {
-    pub(crate) fn on_save(&mut self, now: Instant, from: SocketAddr, req: SaveRequest) {
+    pub(super) fn on_save(&mut self, now: Instant, from: SocketAddr, req: SaveRequest) {
         let SaveRequest { id, msg, sender, secret, to, text, force } = req;
         if self.replay(from, id) || !self.owner_sends(from, id, &sender, &secret) {
             return;
@@ -33,9 +32,10 @@ impl<S: Store> Server<S> {
             return;
         };
         let msg = StoredMessage { id: msg, from: sender, origin: Origin::Direct, at: self.wall(now), text };
-        self.dedup.set(from, id, Seen::Pending);
+        self.dedup.pending(from, id);
         if entry.online && !force {
-            self.probe(now, &to, entry.addr, Waiter::Save { from, id, to: to.clone(), msg });
+            let waiter = Waiter::Save { from, id, to: to.clone(), msg };
+            self.probes.probe(now, &to, entry.addr, waiter, &mut self.ids, &mut self.out);
             return;
         }
         // A forced save is for a client that answers probes but not messages: marking it
@@ -45,11 +45,11 @@ impl<S: Store> Server<S> {
     }
 
     /// Appends `msg` to `to`'s mailbox; the ACK leaves after the next sync.
-    pub(crate) fn store_for(&mut self, from: SocketAddr, id: MsgId, to: &Name, msg: StoredMessage) {
-        match self.store.append(to, &msg) {
+    pub(super) fn store_for(&mut self, from: SocketAddr, id: MsgId, to: &Name, msg: StoredMessage) {
+        match self.storage.append(to, &msg) {
             Ok(()) => {
                 tracing::debug!(%to, from = %msg.from, "message saved");
-                self.after_commit.push((from, id, Datagram::Ack { id }));
+                self.storage.hold(from, id, Datagram::Ack { id });
             }
             Err(StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "mailbox full, message refused");

@@ -1,0 +1,123 @@
+//! The `send_all` handler: fan-out to every online member (through the deliveries), storage
+//! for those that are offline or gone, and the reply once the copies are durable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chat_core::Key;
+use chat_proto::{Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
+use offline_store::{Store, StoreError};
+
+use super::Server;
+use crate::deliveries::Delivery;
+
+/// What became of one channel copy for an offline member.
+enum Appended {
+    Stored,
+    /// The member's mailbox is full: this copy is lost, and the sender is told.
+    Full,
+    /// A disk error: the request is not answered, so the sender retries.
+    Failed,
+}
+
+impl<S: Store> Server<S> {
+    pub(super) fn on_channel_send(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        id: MsgId,
+        (sender, secret): (&Name, &Secret),
+        text: Text,
+    ) {
+        if self.replay(from, id) || !self.owner_sends(from, id, sender, secret) {
+            return;
+        }
+        let cid = channel_id(sender, id);
+        let bytes: Arc<[u8]> = match encode(&Datagram::Channel { id: cid, from: sender.clone(), text: text.clone() }) {
+            Ok(b) => b.into(),
+            Err(e) => {
+                tracing::warn!(%sender, "channel message cannot be relayed: {e}");
+                return;
+            }
+        };
+        let at = self.wall(now);
+        let msg = Arc::new(StoredMessage { id: cid, from: sender.clone(), origin: Origin::Channel, at, text });
+        let Some(full) = self.fan_out(now, sender, (msg, bytes)) else {
+            // Not acknowledged and forgotten: the sender retries, and the same channel id
+            // makes whoever already has it show it once.
+            return;
+        };
+        let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
+        self.dedup.pending(from, id);
+        self.storage.hold(from, id, reply);
+    }
+
+    /// Sends `msg` (encoded as `bytes`) to every online member but `sender`, and stores it for
+    /// the offline ones. Returns the members whose mailbox was full, or `None` after a disk error.
+    fn fan_out(
+        &mut self,
+        now: Instant,
+        sender: &Name,
+        (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
+    ) -> Option<Vec<Name>> {
+        let table = self.clients.snapshot();
+        let (mut live, mut stored, mut failed, mut full) = (0, 0, false, Vec::new());
+        for row in table.clients.into_iter().filter(|r| &r.name != sender) {
+            if row.online {
+                live += 1;
+                let d = Delivery::new(now, row.name, row.addr, msg.id, (msg.clone(), bytes.clone()));
+                self.deliveries.deliver(now, d, &mut self.out);
+                continue;
+            }
+            match self.append_channel(&row.name, &msg) {
+                Appended::Stored => stored += 1,
+                Appended::Full => full.push(row.name),
+                Appended::Failed => failed = true,
+            }
+        }
+        tracing::debug!(%sender, live, stored, "channel message");
+        (!failed).then_some(full)
+    }
+
+    /// Stores the copy of a member found gone; the sender was answered long ago.
+    pub(super) fn store_channel(&mut self, to: &Name, msg: &StoredMessage) {
+        let _ = self.append_channel(to, msg); // logged
+    }
+
+    /// Stores a channel copy for an offline client.
+    fn append_channel(&mut self, to: &Name, msg: &StoredMessage) -> Appended {
+        match self.storage.append_copy(to, msg) {
+            Ok(()) => Appended::Stored,
+            Err(e @ StoreError::MailboxFull { .. }) => {
+                tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}");
+                Appended::Full
+            }
+            Err(e) => {
+                tracing::error!(%to, from = %msg.from, "channel message not stored: {e}");
+                Appended::Failed
+            }
+        }
+    }
+}
+
+/// The id of the channel message that request `id` of `sender` makes: the same for every
+/// retransmission, also one the server handles again after a restart, so recipients that
+/// already showed it show it once.
+pub(crate) fn channel_id(sender: &Name, id: MsgId) -> MsgId {
+    MsgId(CHANNEL_ID_KEY.hash64(&[sender.as_str().as_bytes(), &id.0.to_le_bytes()]))
+}
+
+/// The fixed key of [`channel_id`]: a domain separator, the same in every run.
+const CHANNEL_ID_KEY: Key = Key::fixed(*b"chatapp channel message id v1..\0");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_id_is_the_same_in_every_run() {
+        let alice = Name::new("alice").expect("name");
+        assert_eq!(channel_id(&alice, MsgId(7)), MsgId(0xad4c_a6ff_b09d_3d54));
+    }
+}

@@ -1,0 +1,67 @@
+//! Routing around probes: a `probe_ack`, the probes whose window ended, and the channel
+//! deliveries whose window ended (their recipients are probed); then what each waiter does
+//! once its client is known alive or gone.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chat_proto::{Datagram, MsgId, Name, Refusal};
+use offline_store::Store;
+
+use super::Server;
+use crate::probe::Waiter;
+
+impl<S: Store> Server<S> {
+    pub(super) fn on_probe_ack(&mut self, now: Instant, from: SocketAddr, id: MsgId, name: &Name) {
+        let Some(waiters) = self.probes.handle_ack(from, id, name) else { return };
+        self.prove(from);
+        for w in waiters {
+            self.on_alive(now, w);
+        }
+    }
+
+    pub(super) fn probe_timeouts(&mut self, now: Instant) {
+        for p in self.probes.handle_timeout(now, &mut self.out) {
+            self.mark_gone(&p.name, p.addr);
+            for w in p.waiters {
+                self.on_dead(now, w);
+            }
+        }
+    }
+
+    /// Channel deliveries unACKed through their window: their recipients are probed.
+    pub(super) fn delivery_timeouts(&mut self, now: Instant) {
+        for d in self.deliveries.handle_timeout(now, &mut self.out) {
+            let (to, addr) = (d.to.clone(), d.addr);
+            self.probes.probe(now, &to, addr, Waiter::Channel(d), &mut self.ids, &mut self.out);
+        }
+    }
+
+    fn on_alive(&mut self, now: Instant, w: Waiter) {
+        match w {
+            Waiter::Register { from, id, name } => {
+                tracing::info!(%name, %from, "registration refused: name in use");
+                self.answer(from, id, Datagram::Refused { id, reason: Refusal::NameTaken });
+            }
+            Waiter::Save { from, id, to, .. } => match self.clients.row_of(&to) {
+                Some(row) => self.answer(from, id, Datagram::Exists { id, row }),
+                None => self.answer(from, id, Datagram::Refused { id, reason: Refusal::UnknownRecipient }),
+            },
+            Waiter::Channel(d) => {
+                if let Some(d) = self.deliveries.redeliver(now, d, &mut self.out) {
+                    tracing::warn!(to = %d.to, "answers probes but never ACKs the channel: marked offline");
+                    self.mark_gone(&d.to, d.addr);
+                    self.store_channel(&d.to, &d.msg);
+                }
+            }
+        }
+    }
+
+    fn on_dead(&mut self, _now: Instant, w: Waiter) {
+        match w {
+            Waiter::Register { from, id, name } => self.register(from, id, &name, None),
+            Waiter::Save { from, id, to, msg } => self.store_for(from, id, &to, msg),
+            Waiter::Channel(d) => self.store_channel(&d.to, &d.msg),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The `register` and `dereg` handlers.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chat_proto::{Datagram, MsgId, Name, Refusal, Secret};
+use offline_store::Store;
+
+use super::Server;
+use crate::probe::Waiter;
+
+impl<S: Store> Server<S> {
+    pub(super) fn on_register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        id: MsgId,
+        name: Name,
+        secret: Option<Secret>,
+    ) {
+        if self.replay(from, id) {
+            return;
+        }
+        if self.clients.secret(&name).is_some_and(|known| Some(known) != secret.as_ref()) {
+            // Online elsewhere, the name is simply in use; offline, or a restart at the same
+            // address without the data directory, it still belongs to its owner.
+            let elsewhere = self.clients.get(&name).is_some_and(|e| e.online && e.addr != from);
+            let reason = if elsewhere { Refusal::NameTaken } else { Refusal::NotOwner };
+            tracing::warn!(%name, %from, ?reason, "registration without the name's secret refused");
+            self.answer(from, id, Datagram::Refused { id, reason });
+            return;
+        }
+        match self.clients.get(&name) {
+            Some(e) if e.online && e.addr != from => {
+                tracing::info!(%name, %from, old = %e.addr, "name online elsewhere");
+                self.dedup.pending(from, id);
+                let waiter = Waiter::Register { from, id, name: name.clone() };
+                self.probes.probe(now, &name, e.addr, waiter, &mut self.ids, &mut self.out);
+            }
+            _ => self.register(from, id, &name, secret),
+        }
+    }
+
+    /// Puts `name` online at `from` and answers with the number of stored messages. With none
+    /// the table goes out at once; with some, after the client confirms it has them all. A new
+    /// name gets its row only when `confirm` proves the address for it (the cookie is for the
+    /// address and the name). A name the server has no secret for (it lost its row) takes the
+    /// one the client `shown`.
+    pub(super) fn register(&mut self, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>) {
+        if self.clients.get(name).is_none() {
+            self.join(from, id, name, shown);
+            return;
+        }
+        self.clients.set_online(name, from);
+        // A new process at this address holds no table yet, waits for nothing on its way, and
+        // confirms this registration, not one that joined from here before.
+        self.tables.forget(from);
+        self.joining.take(from);
+        let count = self.start_fetch(name);
+        tracing::info!(%name, %from, stored = count, "registered");
+        let secret = match self.clients.secret(name) {
+            Some(s) => s.clone(),
+            None => {
+                let s = shown.unwrap_or_else(|| self.ids.fresh_secret());
+                self.clients.set_secret(name, s.clone());
+                s
+            }
+        };
+        let (version, cookie) = (self.clients.version(), self.ids.cookie(from));
+        self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });
+    }
+
+    /// A new name: answered, but its row waits for the address to be confirmed.
+    fn join(&mut self, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>) {
+        let secret = self.joining.secret(from, name).cloned().or(shown).unwrap_or_else(|| self.ids.fresh_secret());
+        self.joining.insert(from, name.clone(), secret.clone());
+        // A mailbox kept from before the server lost the name's row.
+        let stored = self.storage.count(name);
+        tracing::info!(%name, %from, stored, "new name: its row waits for the address to be confirmed");
+        let (version, cookie) = (self.clients.version(), self.ids.joining_cookie(from, name));
+        self.answer(from, id, Datagram::Registered { id, version, stored, secret, cookie });
+    }
+
+    pub(super) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name, secret: &Secret) {
+        if self.replay(from, id) {
+            return;
+        }
+        if self.clients.get(name).is_none_or(|e| e.addr != from) {
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
+            return;
+        }
+        if self.clients.secret(name) != Some(secret) {
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotOwner });
+            return;
+        }
+        if self.clients.set_offline(name) {
+            tracing::info!(%name, %from, "deregistered");
+            self.tables.changed();
+        }
+        self.storage.close_mailbox(name);
+        // Offline, it takes no tables: stop sending it the one in flight.
+        self.tables.forget(from);
+        self.dedup.pending(from, id);
+        self.storage.hold(from, id, Datagram::Ack { id });
+    }
+}
