@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match run(&opts) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", error::report(&e));
+            eprintln!("error: {}", chat_core::report(&e));
             ExitCode::FAILURE
         }
     }
@@ -58,7 +58,7 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
     tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
     let cfg = chat_server::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
     let table = chat_server::TableFile::new(&opts.data_dir);
-    chat_server::run(socket, store, table, cfg, shutdown).await.map_err(AppError::Server)?;
+    chat_server::run(socket, store, table, cfg, shutdown).await?;
     Ok(0)
 }
 

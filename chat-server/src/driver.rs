@@ -106,7 +106,7 @@ impl Saved {
         };
         match written {
             Ok(()) => self.version = core.table_version(),
-            Err(e) => tracing::error!("{}", crate::error::chain(&e)),
+            Err(e) => tracing::error!("{}", chat_core::report(&e)),
         }
     }
 }

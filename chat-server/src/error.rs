@@ -29,18 +29,6 @@ pub enum ServerError {
     Store(#[from] StoreError),
 }
 
-/// `e` and its sources, joined by `: `, for a log line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
-}
-
 impl ServerError {
     /// Builds the closure that turns an [`io::Error`] on the table file into
     /// [`ServerError::TableFile`].

@@ -227,11 +227,12 @@ mod tests {
 
     const TO: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
 
-    fn append(s: &mut Storage<MemStore>) {
+    /// Appends a message with id `msg` (a store keeps one record per id).
+    fn append(s: &mut Storage<MemStore>, msg: u64) {
         let bob = Name::new("bob").expect("name");
         let text = chat_proto::Text::new("hi").expect("text");
         let msg = StoredMessage {
-            id: MsgId(7),
+            id: MsgId(msg),
             from: bob.clone(),
             origin: chat_proto::Origin::Direct,
             at: chrono::DateTime::UNIX_EPOCH,
@@ -248,10 +249,10 @@ mod tests {
     fn a_held_reply_leaves_after_its_sync_and_is_lost_if_the_sync_fails() {
         let mut s = Storage::new(MemStore::new(Limits::default()));
         assert!(s.start_sync().is_none(), "nothing held, nothing to sync");
-        append(&mut s);
+        append(&mut s, 7);
         s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) });
         let job = s.start_sync().expect("a sync");
-        append(&mut s);
+        append(&mut s, 8);
         s.hold(TO, MsgId(2), Datagram::Ack { id: MsgId(2) });
         assert!(s.start_sync().is_none(), "one sync at a time");
         assert!(s.poll_outcome().is_none());
