@@ -63,6 +63,14 @@ pub(crate) enum Kind {
     FetchDone,
 }
 
+/// One input line, parsed or not, waiting for its turn.
+#[derive(Debug)]
+enum Line {
+    Command(Command),
+    /// What to tell the user about a line that is no command.
+    Invalid(String),
+}
+
 /// A datagram sent and not yet answered.
 #[derive(Debug)]
 pub(crate) struct Request {
@@ -91,8 +99,9 @@ pub struct Client {
     pub(crate) registered_version: u64,
     /// A table has shown this client online since its last registration.
     pub(crate) seen_online: bool,
-    /// Commands wait here while the client registers, fetches, or waits for its first table.
-    queue: VecDeque<Command>,
+    /// Command lines wait here while the client registers, fetches, or waits for its first
+    /// table; a line that did not parse waits too, so that answers keep the order of the lines.
+    queue: VecDeque<Line>,
     /// Until when commands wait for the first table after registering.
     pub(crate) table_wait: Option<Instant>,
     /// When to ask the server for the table if none as new as the registration has come, and
@@ -188,7 +197,25 @@ impl Client {
 
     /// Runs one command now, or queues it while the client is still registering.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
-        self.queue.push_back(cmd);
+        self.queue.push_back(Line::Command(cmd));
+        self.settle(now);
+    }
+
+    /// Takes one line the user typed: a command runs (or waits its turn, as
+    /// [`Client::handle_command`]); a line that is no command is explained in its turn too, so
+    /// that answers come in the order of the lines; a blank line does nothing.
+    pub fn handle_line(&mut self, now: Instant, line: &str) {
+        match crate::command::parse(line) {
+            Ok(Some(cmd)) => self.queue.push_back(Line::Command(cmd)),
+            Ok(None) => return,
+            Err(e) => self.queue.push_back(Line::Invalid(e.to_string())),
+        }
+        self.settle(now);
+    }
+
+    /// A line that is not UTF-8 text: explained in its turn, as [`Client::handle_line`] does.
+    pub fn handle_unreadable_line(&mut self, now: Instant) {
+        self.queue.push_back(Line::Invalid("That line is not UTF-8 text.".into()));
         self.settle(now);
     }
 
@@ -370,10 +397,11 @@ impl Client {
             if !self.settled(now) {
                 break;
             }
-            let Some(cmd) = self.queue.pop_front() else {
-                break;
-            };
-            self.run_command(now, cmd);
+            match self.queue.pop_front() {
+                Some(Line::Command(cmd)) => self.run_command(now, cmd),
+                Some(Line::Invalid(why)) => self.notice(why),
+                None => break,
+            }
         }
         if self.closing && self.queue.is_empty() && self.requests.is_empty() && self.settled(now) {
             self.exit.get_or_insert(0);

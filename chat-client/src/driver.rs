@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio::sync::mpsc;
 
 use crate::output::{self, Input, Printer};
-use crate::{Client, Config, Event, parse};
+use crate::{Client, Config, Event};
 
 /// The files a client keeps in its data directory.
 #[derive(Debug, Clone)]
@@ -116,12 +116,8 @@ pub async fn drive(
                 Err(e) => tracing::debug!("receive error: {e}"),
             },
             line = input.recv(), if input_open => match line {
-                Some(Input::Line(line)) => match parse(&line) {
-                    Ok(Some(cmd)) => core.handle_command(Instant::now(), cmd),
-                    Ok(None) => {}
-                    Err(e) => core.notice(e.to_string()),
-                },
-                Some(Input::Unreadable) => core.notice("That line is not UTF-8 text."),
+                Some(Input::Line(line)) => core.handle_line(Instant::now(), &line),
+                Some(Input::Unreadable) => core.handle_unreadable_line(Instant::now()),
                 Some(Input::Interrupt) => core.handle_interrupt(),
                 Some(Input::End) | None => {
                     input_open = false;

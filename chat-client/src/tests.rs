@@ -618,6 +618,33 @@ fn a_refused_confirm_registers_again() {
 }
 
 #[test]
+fn lines_typed_while_registering_are_answered_in_their_order_after_the_welcome() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    for line in ["list", "bogus", "", "help"] {
+        f.client.handle_line(f.now, line);
+    }
+    f.client.handle_unreadable_line(f.now);
+    assert!(f.events().is_empty(), "nothing before the welcome");
+    f.registered(id, 10, 0);
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
+    let shown = f.events();
+    let firsts: Vec<&str> = shown.iter().map(|e| e.lines().next().unwrap_or_default()).collect();
+    assert_eq!(
+        firsts,
+        [
+            ">>> [Welcome, You are registered.]",
+            ">>> [Client table updated.]",
+            ">>> alice  127.0.0.1         5001  online",
+            ">>> [Unknown command 'bogus'. Type help for the commands.]",
+            ">>> send <name> <message>   direct message to a client",
+            ">>> [That line is not UTF-8 text.]",
+        ],
+        "{shown:?}"
+    );
+}
+
+#[test]
 fn a_chat_for_someone_else_at_this_address_is_not_shown_or_acked() {
     let mut f = Fixture::online(true);
     f.recv(BOB, Datagram::Chat { id: MsgId(9), from: name("bob"), to: name("carol"), text: text("for carol") });
