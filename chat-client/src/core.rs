@@ -59,7 +59,10 @@ pub(crate) enum Kind {
     Direct(Outgoing),
     Save(Outgoing),
     Channel(Text),
-    Fetch,
+    /// The stored message at `index`.
+    Fetch {
+        index: u32,
+    },
     FetchDone,
 }
 
@@ -342,6 +345,11 @@ impl Client {
             return None;
         }
         self.requests.remove(&id).map(|r| r.kind)
+    }
+
+    /// The kind of the request `id`, if it is in flight to `from`.
+    pub(crate) fn in_flight(&self, id: MsgId, from: SocketAddr) -> Option<&Kind> {
+        self.requests.get(&id).filter(|r| r.to == from).map(|r| &r.kind)
     }
 
     /// Whether a `send` or `send_all` is in flight.

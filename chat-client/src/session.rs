@@ -115,16 +115,19 @@ impl Client {
         f.next_request += indices.len() as u32;
         for index in indices {
             let id = self.fresh_id();
-            self.request(now, self.server, id, &Datagram::Fetch { id, index }, Kind::Fetch);
+            self.request(now, self.server, id, &Datagram::Fetch { id, index }, Kind::Fetch { index });
         }
     }
 
     pub(crate) fn on_stored(&mut self, now: Instant, id: MsgId, index: u32, message: StoredMessage) {
-        if !matches!(self.answered(id, self.server), Some(Kind::Fetch)) {
+        // The answer must be for the index asked: another would be shown in the wrong place.
+        if !matches!(self.in_flight(id, self.server), Some(&Kind::Fetch { index: asked }) if asked == index) {
+            tracing::debug!(%id, index, "a stored message that answers no fetch in flight");
             return;
         }
+        self.answered(id, self.server);
         let Some(f) = self.fetch.as_mut() else { return };
-        if index + 1 == f.total {
+        if index.checked_add(1) == Some(f.total) {
             f.last = message.id;
         }
         if index >= f.next_show {
@@ -223,7 +226,7 @@ impl Client {
             Some(Kind::Channel(_)) => self.notice(format!("Message not sent: {reason}.")),
             // The server lost track of this registration (it restarted): register again.
             // What was held back is shown once registered again (or at exit).
-            Some(Kind::Confirm { .. } | Kind::Fetch | Kind::FetchDone) => {
+            Some(Kind::Confirm { .. } | Kind::Fetch { .. } | Kind::FetchDone) => {
                 self.fetch = None;
                 self.register(now);
             }
@@ -254,7 +257,7 @@ impl Client {
             | Kind::Confirm { .. }
             | Kind::Dereg { .. }
             | Kind::Save(_)
-            | Kind::Fetch
+            | Kind::Fetch { .. }
             | Kind::FetchDone => {
                 self.exit_with(1, Some(Event::ServerGone));
             }

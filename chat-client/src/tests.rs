@@ -763,3 +763,64 @@ fn send_all_with_full_mailboxes_is_received_and_says_whose() {
     f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")] });
     assert!(f.events().is_empty(), "a duplicate answer shows nothing");
 }
+
+/// A client back with `reg` after `dereg`, the server holding `stored` messages for it: the
+/// fetches it sent, as (id, index).
+fn fetching(stored: u32) -> (Fixture, Vec<(MsgId, u32)>) {
+    let mut f = Fixture::online(true);
+    f.cmd("dereg alice");
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    f.cmd("reg alice");
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.registered(id, 40, stored);
+    f.events();
+    let fetches = f
+        .sent()
+        .into_iter()
+        .filter_map(|(_, d)| if let Datagram::Fetch { id, index } = d { Some((id, index)) } else { None })
+        .collect();
+    (f, fetches)
+}
+
+fn stored_text(t: &str) -> StoredMessage {
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    StoredMessage {
+        id: MsgId(t.bytes().map(u64::from).sum()),
+        from: name("bob"),
+        origin: Origin::Direct,
+        at,
+        text: text(t),
+    }
+}
+
+#[test]
+fn a_stored_message_with_the_largest_index_is_dropped_without_overflow() {
+    let (mut f, fetches) = fetching(1);
+    let [(id, 0)] = fetches[..] else { panic!("{fetches:?}") };
+    f.recv(SERVER, Datagram::Stored { id, index: u32::MAX, message: stored_text("x") });
+    assert!(f.events().is_empty() && f.sent().is_empty(), "not the index asked for: dropped");
+    f.at(500);
+    assert_eq!(f.sent(), [(SERVER, Datagram::Fetch { id, index: 0 })], "the fetch is still in flight");
+    f.recv(SERVER, Datagram::Stored { id, index: 0, message: stored_text("right") });
+    let shown = f.events();
+    assert!(shown.len() == 2 && shown[1].ends_with(" right"), "{shown:?}");
+}
+
+#[test]
+fn a_stored_message_answering_with_another_index_is_dropped() {
+    let (mut f, fetches) = fetching(2);
+    let [(first, 0), (second, 1)] = fetches[..] else { panic!("{fetches:?}") };
+    f.recv(SERVER, Datagram::Stored { id: first, index: 1, message: stored_text("B") });
+    f.recv(SERVER, Datagram::Stored { id: second, index: 0, message: stored_text("A") });
+    assert!(f.events().is_empty(), "both answer the wrong index");
+    assert!(f.sent().is_empty(), "no fetch_done");
+    f.at(500);
+    assert_eq!(f.sent().len(), 2, "both fetches are retransmitted");
+    f.recv(SERVER, Datagram::Stored { id: second, index: 1, message: stored_text("B") });
+    f.recv(SERVER, Datagram::Stored { id: first, index: 0, message: stored_text("A") });
+    let shown = f.events();
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert!(shown[0] == ">>> [You have messages]" && shown[1].ends_with(" A") && shown[2].ends_with(" B"), "{shown:?}");
+    assert!(matches!(f.sent()[..], [(SERVER, Datagram::FetchDone { count: 2, .. })]));
+}
