@@ -123,6 +123,9 @@ pub struct Client {
     pub(crate) chats_seen: Recent<(Name, MsgId)>,
     pub(crate) channel_seen: Recent<MsgId>,
     closing: bool,
+    /// The welcome for the registration the user asked for (the first, or `reg`) was shown: a
+    /// registration the client makes again on its own shows none.
+    pub(crate) welcomed: bool,
     exit: Option<i32>,
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
@@ -158,6 +161,7 @@ impl Client {
             chats_seen: Recent::new(RECENT_IDS),
             channel_seen: Recent::new(RECENT_IDS),
             closing: false,
+            welcomed: false,
             exit: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -292,7 +296,11 @@ impl Client {
 
     /// Stops the client with `code` after `e` is shown (and whatever was held back: messages
     /// already ACKed to their senders).
+    /// Once exiting, nothing more is shown: several requests may give up at the same wake-up.
     pub(crate) fn exit_with(&mut self, code: i32, e: Option<Event>) {
+        if self.exit.is_some() {
+            return;
+        }
         self.release_held();
         if let Some(e) = e {
             self.emit(e);

@@ -21,4 +21,6 @@ pub use driver::{Files, Sink, drive, run};
 pub use output::Input;
 
 #[cfg(test)]
+mod lossy_tests;
+#[cfg(test)]
 mod tests;

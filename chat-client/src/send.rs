@@ -33,7 +33,10 @@ impl Client {
                 self.notice(format!("You can only reg as yourself ({}).", self.me));
             }
             Command::Reg { .. } if self.status == Status::Online => self.notice("You are already registered."),
-            Command::Reg { .. } => self.register(now),
+            Command::Reg { .. } => {
+                self.welcomed = false;
+                self.register(now);
+            }
             _ if self.status == Status::Offline => {
                 let me = &self.me;
                 self.notice(format!(

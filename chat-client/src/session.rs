@@ -78,7 +78,9 @@ impl Client {
     /// The server knows we receive at our address: welcome, then fetch stored messages, or wait
     /// for the table.
     fn on_confirmed(&mut self, now: Instant, stored: u32) {
-        self.emit(Event::Welcome);
+        if !std::mem::replace(&mut self.welcomed, true) {
+            self.emit(Event::Welcome);
+        }
         for kind in std::mem::take(&mut self.redo) {
             match kind {
                 Kind::Save(o) => self.save(now, o),

@@ -128,8 +128,14 @@ impl Client {
         self.seen_online |= row.is_some_and(|r| r.online);
         let lost = row.map_or(self.seen_online, |r| !r.online);
         let newer = table.version > self.registered_version;
-        let leaving = self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. }));
-        if self.status == Status::Online && newer && lost && !leaving {
+        // While the registration is not done (its confirm or fetch in flight), or a new one is
+        // on its way, the server may rightly list this client offline still.
+        let busy = self.fetch.is_some()
+            || self
+                .requests
+                .values()
+                .any(|r| matches!(r.kind, Kind::Dereg { .. } | Kind::Register | Kind::Confirm { .. }));
+        if self.status == Status::Online && newer && lost && !busy {
             tracing::info!("the server lists this client offline: registering again");
             self.register(now);
         }

@@ -824,3 +824,36 @@ fn a_stored_message_answering_with_another_index_is_dropped() {
     assert!(shown[0] == ">>> [You have messages]" && shown[1].ends_with(" A") && shown[2].ends_with(" B"), "{shown:?}");
     assert!(matches!(f.sent()[..], [(SERVER, Datagram::FetchDone { count: 2, .. })]));
 }
+
+#[test]
+fn several_requests_giving_up_at_once_show_one_give_up_and_nothing_after() {
+    let (mut f, fetches) = fetching(3);
+    assert_eq!(fetches.len(), 3);
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [Server not responding]\n>>> [Exiting]"]);
+    assert_eq!(f.client.poll_exit(), Some(1));
+    f.until(10_000);
+    assert!(f.events().is_empty());
+}
+
+#[test]
+fn a_table_listing_this_client_offline_before_its_confirm_is_answered_is_no_lost_registration() {
+    let mut f = Fixture::registering();
+    f.sent();
+    f.recv(SERVER, Datagram::Table(table(11, false, true)));
+    let sent = f.sent();
+    assert!(!sent.iter().any(|(_, d)| matches!(d, Datagram::Register { .. })), "{sent:?}");
+}
+
+#[test]
+fn a_registration_done_again_on_its_own_shows_no_second_welcome() {
+    let mut f = Fixture::online(true);
+    f.recv(SERVER, Datagram::Table(table(11, false, true)));
+    let Some((SERVER, Datagram::Register { id, .. })) =
+        f.sent().into_iter().find(|(_, d)| matches!(d, Datagram::Register { .. }))
+    else {
+        panic!("registers again")
+    };
+    f.registered(id, 12, 0);
+    assert_eq!(f.events(), [">>> [Client table updated.]"], "no second welcome");
+}
