@@ -109,7 +109,7 @@ impl Sim {
         let dies_at = (rng.u64() % 3 == 0).then(|| t0 + Duration::from_millis(rng.u64() % 40_000));
         let loss_pct = 10 + rng.u64() % 40;
         let server = FakeServer { version: 10, online: false, stored: (rng.u64() % 12) as u32, dies_at };
-        let client = Client::new(Config::default(), name("alice"), addr(SERVER), None, rng.u64());
+        let client = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed(rng.bytes()));
         Self { rng, client, server, t0, now: t0, wire: BTreeMap::new(), seq: 0, loss_pct, shown: Vec::new() }
     }
 
@@ -128,9 +128,9 @@ impl Sim {
     }
 
     fn drain(&mut self) {
-        while let Some((to, bytes)) = self.client.poll_transmit() {
-            if to.port() == SERVER {
-                self.put(true, bytes);
+        while let Some(t) = self.client.poll_transmit() {
+            if t.to.port() == SERVER {
+                self.put(true, t.bytes.to_vec());
             }
         }
         while let Some(e) = self.client.poll_event() {

@@ -9,7 +9,7 @@ use chat_proto::{
 };
 use chrono::{TimeZone, Utc};
 
-use crate::{Client, Command, Config};
+use crate::{Client, Command, Config, Entropy};
 
 const SERVER: u16 = 4000;
 const ME: u16 = 5001;
@@ -45,7 +45,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let t0 = Instant::now();
-        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), None, 1 << 40);
+        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed([1; 32]));
         client.start(t0);
         Self { client, t0, now: t0 }
     }
@@ -107,7 +107,7 @@ impl Fixture {
 
     fn sent(&mut self) -> Vec<(u16, Datagram)> {
         std::iter::from_fn(|| self.client.poll_transmit())
-            .map(|(to, b)| (to.port(), decode(&b).expect("client sends valid datagrams")))
+            .map(|t| (t.to.port(), decode(&t.bytes).expect("client sends valid datagrams")))
             .collect()
     }
 
@@ -479,16 +479,17 @@ fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
 #[test]
 fn registration_is_padded_keeps_the_secret_and_shows_it_next_time() {
     let mut f = Fixture::new();
-    let (SERVER, bytes) = f.client.poll_transmit().map(|(a, b)| (a.port(), b)).expect("register") else { panic!() };
+    let (SERVER, bytes) = f.client.poll_transmit().map(|t| (t.to.port(), t.bytes)).expect("register") else { panic!() };
     assert!(bytes.len() >= REGISTER_PAD_TO, "padded to {REGISTER_PAD_TO}: {}", bytes.len());
     let Ok(Datagram::Register { id, secret: None, .. }) = decode(&bytes) else { panic!("no secret the first time") };
     f.registered(id, 10, 0);
     assert_eq!(f.client.poll_secret(), Some(secret()), "the driver is asked to keep it");
     assert_eq!(f.client.poll_secret(), None, "once");
 
-    let mut g = Client::new(Config::default(), name("alice"), addr(SERVER), Some(secret()), 7);
+    let mut g =
+        Client::new(Config::default(), name("alice"), addr(SERVER), Some(secret()), Entropy::from_seed([7; 32]));
     g.start(f.now);
-    let (_, bytes) = g.poll_transmit().expect("register");
+    let bytes = g.poll_transmit().expect("register").bytes;
     assert!(matches!(decode(&bytes), Ok(Datagram::Register { secret: Some(s), .. }) if s == secret()));
 }
 
