@@ -176,3 +176,27 @@ fn write_secret(path: &Path, secret: &Secret) -> io::Result<()> {
     io::Write::write_all(&mut file, format!("{}\n", secret.expose()).as_bytes())?;
     file.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn a_bad_secret_file_is_an_error_that_names_it_and_chains_its_cause_once() {
+        let dir = std::env::temp_dir().join(format!("chat-client-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("alice.secret");
+        assert!(matches!(read_secret(&path), Ok(None)), "no file yet: no secret");
+        std::fs::write(&path, "not a secret\n").expect("write");
+        let err = read_secret(&path).expect_err("not a secret");
+        let shown = err.to_string();
+        assert_eq!(shown, format!("the secret file {} holds no valid secret", path.display()));
+        let cause = err.source().expect("a cause").to_string();
+        assert!(!shown.contains(&cause), "the cause is chained, not repeated: {shown}");
+        std::fs::write(&path, "00112233445566778899aabbccddeeff\n").expect("write");
+        assert!(matches!(read_secret(&path), Ok(Some(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

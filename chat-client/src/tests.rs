@@ -861,3 +861,29 @@ fn a_registration_done_again_on_its_own_shows_no_second_welcome() {
     f.registered(id, 12, 0);
     assert_eq!(f.events(), [">>> [Client table updated.]"], "no second welcome");
 }
+
+#[test]
+fn bytes_that_do_not_decode_are_counted_and_dropped() {
+    let mut f = Fixture::online(true);
+    f.client.handle_bytes(f.now, addr(SERVER), b"{not json");
+    f.client.handle_bytes(f.now, addr(BOB), &[0xff; 3]);
+    assert_eq!(f.client.dropped_datagrams(), 2);
+    assert!(f.sent().is_empty() && f.events().is_empty());
+    let ack = chat_proto::encode(&Datagram::Probe { id: MsgId(3) }).expect("encode");
+    f.client.handle_bytes(f.now, addr(SERVER), &ack);
+    assert_eq!(f.sent(), [(SERVER, Datagram::ProbeAck { id: MsgId(3), name: name("alice") })], "good bytes are taken");
+    assert_eq!(f.client.dropped_datagrams(), 2);
+}
+
+#[test]
+fn ids_come_from_the_entropy_handed_in() {
+    let first_id = |seed| {
+        let mut c = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed(seed));
+        c.start(Instant::now());
+        let bytes = c.poll_transmit().expect("register").bytes;
+        let Ok(Datagram::Register { id, .. }) = decode(&bytes) else { panic!("register") };
+        id
+    };
+    assert_eq!(first_id([1; 32]), first_id([1; 32]), "pinned by the seed");
+    assert_ne!(first_id([1; 32]), first_id([2; 32]));
+}
