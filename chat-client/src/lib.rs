@@ -26,6 +26,4 @@ pub use driver::{Files, Sink, drive, run};
 pub use output::Input;
 
 #[cfg(test)]
-mod lossy_tests;
-#[cfg(test)]
 mod tests;
