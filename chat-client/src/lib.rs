@@ -10,6 +10,7 @@ mod driver;
 mod error;
 mod event;
 mod fetch;
+mod identity;
 mod inbox;
 mod output;
 mod requests;

@@ -6,7 +6,8 @@
 //! each given `now`; outputs are [`Client::poll_transmit`], [`Client::poll_event`],
 //! [`Client::poll_timeout`], [`Client::poll_secret`] and [`Client::poll_exit`]. The components:
 //! [`Session`] (the standing with the server), [`Requests`] (what is in flight), [`LocalTable`],
-//! [`Inbox`] (duplicates) and [`Outgoing`] (a direct message's attempts).
+//! [`Inbox`] (duplicates), [`Identity`] (the name's secret) and [`Outgoing`] (a direct message's
+//! attempts).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use chat_proto::{Datagram, MsgId, Name, Secret, Text};
 
 use crate::command::{Command, parse};
 use crate::event::Event;
+use crate::identity::Identity;
 use crate::inbox::Inbox;
 use crate::requests::{Due, Requests};
 use crate::send::Outgoing;
@@ -89,9 +91,7 @@ enum Line {
 pub struct Client {
     me: Name,
     server: SocketAddr,
-    /// The name's secret, once known; `secret_changed` until the driver has kept it.
-    secret: Option<Secret>,
-    secret_changed: bool,
+    identity: Identity,
     session: Session,
     table: LocalTable,
     requests: Requests<Kind>,
@@ -115,8 +115,7 @@ impl Client {
         Self {
             me,
             server,
-            secret,
-            secret_changed: false,
+            identity: Identity::new(secret),
             session: Session::default(),
             table: LocalTable::new(cfg.ack_timeout, cfg.retries),
             requests: Requests::new(cfg.ack_timeout, cfg.retries),
@@ -260,10 +259,7 @@ impl Client {
 
     /// A secret the server handed out that the driver has not kept yet.
     pub fn poll_secret(&mut self) -> Option<Secret> {
-        if !std::mem::take(&mut self.secret_changed) {
-            return None;
-        }
-        self.secret.clone()
+        self.identity.poll_unsaved()
     }
 
     /// The exit code, once the client is done.
@@ -305,10 +301,11 @@ impl Client {
     /// The name's secret, which requests in its name carry. A client only makes them once
     /// registered, when the server has handed it out; were it missing, the user is told.
     fn proof(&mut self) -> Option<Secret> {
-        if self.secret.is_none() {
+        let secret = self.identity.secret().cloned();
+        if secret.is_none() {
             self.notice("Not sent: this client has no secret for its name yet (register first).");
         }
-        self.secret.clone()
+        secret
     }
 
     fn fresh_id(&mut self) -> MsgId {

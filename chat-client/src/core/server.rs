@@ -21,7 +21,12 @@ impl Client {
         self.requests.cancel(Kind::is_joining);
         self.session.handle_join();
         let id = self.fresh_id();
-        let mut d = Datagram::Register { id, name: self.me.clone(), secret: self.secret.clone(), pad: String::new() };
+        let mut d = Datagram::Register {
+            id,
+            name: self.me.clone(),
+            secret: self.identity.secret().cloned(),
+            pad: String::new(),
+        };
         // Padding pays for the server's answer before the server knows we receive here.
         let len = chat_proto::encode(&d).map_or(0, |b| b.len());
         if let Datagram::Register { pad, .. } = &mut d {
@@ -41,10 +46,7 @@ impl Client {
         if self.requests.answer(id, self.server, |k| matches!(k, Kind::Register)).is_none() {
             return;
         }
-        if self.secret.as_ref() != Some(&secret) {
-            self.secret = Some(secret);
-            self.secret_changed = true;
-        }
+        self.identity.handle_issued(secret);
         // Online for datagrams now; the welcome waits for the server to confirm the address, so
         // that it means the registration is done (what arrives meanwhile is shown after it).
         self.session.handle_registered(stored);
