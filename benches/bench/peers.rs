@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use chat_client::{Client, Config, Event, Input, Sink};
+use chat_client::{Client, Config, Entropy, Event, Input, Sink};
 use chat_proto::{Datagram, MsgId, encode};
 use nix::unistd::Pid;
 use offline_store::{FileStore, Limits};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::Placement;
-use crate::sim::{name, rand_seed, text};
+use crate::sim::{name, text};
 use crate::{Line, Scale, ms, percentile, raw};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -103,7 +103,7 @@ impl Peer {
             tid_tx.send(nix::unistd::gettid()).expect("report the thread");
             runtime().block_on(async move {
                 let socket = crate::sim::bind().await;
-                let core = Client::new(Config::default(), me, server, None, rand_seed());
+                let core = Client::new(Config::default(), me, server, None, Entropy::from_os().expect("OS randomness"));
                 chat_client::drive(core, &socket, in_rx, &mut sink, None, token).await
             })
         });
@@ -175,7 +175,7 @@ fn with_alice<T>(
         let token = stop.clone();
         tokio::task::spawn_local(async move {
             let socket = crate::sim::bind().await;
-            let core = Client::new(Config::default(), me, server, None, rand_seed());
+            let core = Client::new(Config::default(), me, server, None, Entropy::from_os().expect("OS randomness"));
             chat_client::drive(core, &socket, in_rx, &mut ev_tx, None, token).await
         });
         loop {

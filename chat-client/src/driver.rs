@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chat_proto::{MAX_DATAGRAM, Name, Secret, decode};
+use chat_core::{Entropy, Transmit};
+use chat_proto::{MAX_DATAGRAM, Name, Secret};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::mpsc;
 
 use crate::output::{self, Input, Printer};
-use crate::{Client, Config, Event, parse};
+use crate::{Client, ClientError, Config, Event};
 
 /// The files a client keeps in its data directory.
 #[derive(Debug, Clone)]
@@ -29,7 +30,8 @@ pub struct Files {
 /// Commands come from the terminal or standard input, lines go to standard output.
 ///
 /// # Errors
-/// The secret file exists but cannot be read; network errors are logged and survived.
+/// [`ClientError`]: the secret file exists but cannot be read, or the OS gives no randomness;
+/// network errors are logged and survived.
 pub async fn run(
     socket: UdpSocket,
     cfg: Config,
@@ -37,11 +39,11 @@ pub async fn run(
     server: SocketAddr,
     files: Files,
     shutdown: CancellationToken,
-) -> io::Result<i32> {
+) -> Result<i32, ClientError> {
     let secret = read_secret(&files.secret)?;
+    let entropy = Entropy::from_os()?;
     let (input, mut printer) = output::start(Some(files.history.clone()));
-    let seed = getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()) << 32);
-    let core = Client::new(cfg, me, server, secret, seed);
+    let core = Client::new(cfg, me, server, secret, entropy);
     let code = drive(core, &socket, input, &mut printer, Some(&files.secret), shutdown).await;
     printer.restore();
     Ok(code)
@@ -109,19 +111,12 @@ pub async fn drive(
             biased;
             () = shutdown.cancelled() => core.handle_interrupt(),
             received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => match decode(&buf[..len]) {
-                    Ok(d) => core.handle_datagram(Instant::now(), from, d),
-                    Err(e) => tracing::debug!(%from, "dropped a bad datagram: {e}"),
-                },
+                Ok((len, from)) => core.handle_bytes(Instant::now(), from, &buf[..len]),
                 Err(e) => tracing::debug!("receive error: {e}"),
             },
             line = input.recv(), if input_open => match line {
-                Some(Input::Line(line)) => match parse(&line) {
-                    Ok(Some(cmd)) => core.handle_command(Instant::now(), cmd),
-                    Ok(None) => {}
-                    Err(e) => core.notice(e.to_string()),
-                },
-                Some(Input::Unreadable) => core.notice("That line is not UTF-8 text."),
+                Some(Input::Line(line)) => core.handle_line(Instant::now(), &line),
+                Some(Input::Unreadable) => core.handle_unreadable_line(Instant::now()),
                 Some(Input::Interrupt) => core.handle_interrupt(),
                 Some(Input::End) | None => {
                     input_open = false;
@@ -142,7 +137,7 @@ pub async fn drive(
 /// Sends what the core queued and prints its events; the exit code once it is done, or 0 if
 /// the output is gone (a closed terminal is a silent leave).
 async fn flush(core: &mut Client, socket: &UdpSocket, out: &mut impl Sink) -> Option<i32> {
-    while let Some((to, bytes)) = core.poll_transmit() {
+    while let Some(Transmit { to, bytes }) = core.poll_transmit() {
         if let Err(e) = socket.send_to(&bytes, to).await {
             tracing::debug!(%to, "send failed: {e}");
         }
@@ -158,13 +153,13 @@ async fn flush(core: &mut Client, socket: &UdpSocket, out: &mut impl Sink) -> Op
 }
 
 /// The secret kept by an earlier run, if any.
-fn read_secret(path: &Path) -> io::Result<Option<Secret>> {
+fn read_secret(path: &Path) -> Result<Option<Secret>, ClientError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Secret::new(text.trim()).map(Some).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a secret: {e}", path.display()))
-        }),
+        Ok(text) => Secret::new(text.trim())
+            .map(Some)
+            .map_err(|source| ClientError::BadSecret { path: path.to_owned(), source }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
+        Err(source) => Err(ClientError::ReadSecret { path: path.to_owned(), source }),
     }
 }
 
@@ -180,4 +175,28 @@ fn write_secret(path: &Path, secret: &Secret) -> io::Result<()> {
     let mut file = options.open(path)?;
     io::Write::write_all(&mut file, format!("{}\n", secret.expose()).as_bytes())?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn a_bad_secret_file_is_an_error_that_names_it_and_chains_its_cause_once() {
+        let dir = std::env::temp_dir().join(format!("chat-client-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("alice.secret");
+        assert!(matches!(read_secret(&path), Ok(None)), "no file yet: no secret");
+        std::fs::write(&path, "not a secret\n").expect("write");
+        let err = read_secret(&path).expect_err("not a secret");
+        let shown = err.to_string();
+        assert_eq!(shown, format!("the secret file {} holds no valid secret", path.display()));
+        let cause = err.source().expect("a cause").to_string();
+        assert!(!shown.contains(&cause), "the cause is chained, not repeated: {shown}");
+        std::fs::write(&path, "00112233445566778899aabbccddeeff\n").expect("write");
+        assert!(matches!(read_secret(&path), Ok(Some(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -7,16 +7,22 @@
 mod command;
 mod core;
 mod driver;
+mod error;
 mod event;
+mod fetch;
+mod identity;
+mod inbox;
 mod output;
-mod recent;
+mod requests;
 mod send;
 mod session;
 mod table;
 
 pub use crate::command::{Command, CommandError, parse};
 pub use crate::core::{Client, Config};
+pub use crate::error::ClientError;
 pub use crate::event::Event;
+pub use chat_core::{Entropy, Transmit};
 pub use driver::{Files, Sink, drive, run};
 pub use output::Input;
 

@@ -1,19 +1,13 @@
-//! Sending: commands, direct messages with their ACK and fallback to the server, saves, the
-//! channel, and the answers to incoming messages.
+//! A direct message on its way: the same chat id on every attempt, first to the peer, then,
+//! failing that, to the server as a save-message request. It owns the message and builds its
+//! datagrams; it sends nothing and keeps no timers (the requests in flight do).
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use chat_proto::{Datagram, MsgId, Name, Secret, Text};
 
-use chat_proto::{ClientRow, Datagram, MsgId, Name, Text};
-
-use crate::command::Command;
-use crate::core::{Client, Kind, Status};
-use crate::event::Event;
-
-/// A direct message on its way: first to the peer, then, failing that, to the server.
+/// A direct message on its way.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
-    pub to: Name,
+    to: Name,
     text: Text,
     /// The same id on every attempt, so the peer shows it once however often it arrives.
     chat_id: MsgId,
@@ -21,127 +15,43 @@ pub(crate) struct Outgoing {
     retried: bool,
 }
 
-impl Client {
-    pub(crate) fn run_command(&mut self, now: Instant, cmd: Command) {
-        match cmd {
-            Command::List => self.emit(Event::List(self.table.clone())),
-            Command::Help => self.emit(Event::Help),
-            Command::Quit if self.status == Status::Offline => self.exit_with(0, None),
-            // Sends in flight end first: each keeps its one outcome line.
-            Command::Quit => self.leaving = Some(true),
-            Command::Reg { name } if name != self.me => {
-                self.notice(format!("You can only reg as yourself ({}).", self.me));
-            }
-            Command::Reg { .. } if self.status == Status::Online => self.notice("You are already registered."),
-            Command::Reg { .. } => self.register(now),
-            _ if self.status == Status::Offline => {
-                let me = &self.me;
-                self.notice(format!(
-                    "You are offline: only reg, list, help and quit work. Type reg {me} to come back."
-                ));
-            }
-            Command::Dereg { name } if name != self.me => {
-                self.notice(format!("You can only dereg yourself ({}).", self.me));
-            }
-            Command::Dereg { .. } => self.leaving = Some(false),
-            Command::Send { to, text } => self.send(now, to, text),
-            Command::SendAll { text } => self.send_all(now, text),
-        }
+impl Outgoing {
+    /// `text` for `to`, with the id it keeps on every attempt.
+    pub fn new(to: Name, text: Text, chat_id: MsgId) -> Self {
+        Self { to, text, chat_id, retried: false }
     }
 
-    pub(crate) fn send_all(&mut self, now: Instant, text: Text) {
-        let Some(secret) = self.proof() else { return };
-        let id = self.fresh_id();
-        let d = Datagram::ChannelSend { id, from: self.me.clone(), secret, text: text.clone() };
-        self.request(now, self.server, id, &d, Kind::Channel(text));
+    /// The recipient.
+    pub fn to(&self) -> &Name {
+        &self.to
     }
 
-    fn send(&mut self, now: Instant, to: Name, text: Text) {
-        if self.row(&to).is_none() {
-            self.notice(format!("No client named {to}. Type list to see the table."));
-            return;
-        }
-        let chat_id = self.fresh_id();
-        self.direct(now, Outgoing { to, text, chat_id, retried: false });
+    /// The chat id, which is also the request id of a direct attempt.
+    pub fn chat_id(&self) -> MsgId {
+        self.chat_id
     }
 
-    fn row(&self, name: &Name) -> Option<(SocketAddr, bool)> {
-        let table = self.table.as_ref()?;
-        table.clients.iter().find(|r| &r.name == name).map(|r| (r.addr, r.online))
+    /// The direct message, from `me`.
+    pub fn chat(&self, me: &Name) -> Datagram {
+        Datagram::Chat { id: self.chat_id, from: me.clone(), to: self.to.clone(), text: self.text.clone() }
     }
 
-    /// Sends to the peer if the table shows it online, else straight to the server.
-    fn direct(&mut self, now: Instant, o: Outgoing) {
-        match self.row(&o.to) {
-            Some((addr, true)) => {
-                let (from, to, text) = (self.me.clone(), o.to.clone(), o.text.clone());
-                let d = Datagram::Chat { id: o.chat_id, from, to, text };
-                self.request(now, addr, o.chat_id, &d, Kind::Direct(o));
-            }
-            _ => self.save(now, o),
-        }
-    }
-
-    pub(crate) fn save(&mut self, now: Instant, o: Outgoing) {
-        let Some(secret) = self.proof() else { return };
-        let id = self.fresh_id();
-        let d = Datagram::Save {
+    /// The save-message request `id`, from `me` proven by `secret`.
+    pub fn save(&self, id: MsgId, me: &Name, secret: Secret) -> Datagram {
+        Datagram::Save {
             id,
-            msg: o.chat_id,
-            from: self.me.clone(),
+            msg: self.chat_id,
+            from: me.clone(),
             secret,
-            to: o.to.clone(),
-            text: o.text.clone(),
-            force: o.retried,
-        };
-        self.request(now, self.server, id, &d, Kind::Save(o));
-    }
-
-    pub(crate) fn on_chat_ack(&mut self, from: SocketAddr, id: MsgId) {
-        if let Some(Kind::Direct(o)) = self.answered(id, from) {
-            self.emit(Event::Delivered { to: o.to });
+            to: self.to.clone(),
+            text: self.text.clone(),
+            force: self.retried,
         }
     }
 
-    /// The recipient answered the server's probe: show it, take the table, try it directly
-    /// once more.
-    pub(crate) fn on_exists(&mut self, now: Instant, id: MsgId, row: ClientRow) {
-        let Some(Kind::Save(mut o)) = self.answered(id, self.server) else {
-            return;
-        };
-        self.emit(Event::Exists { to: o.to.clone() });
-        self.apply_row(row);
-        o.retried = true;
-        self.direct(now, o);
-    }
-
-    /// Shows a live message now, or after the welcome and the stored messages while the client
-    /// is still registering or fetching them.
-    fn show_live(&mut self, e: Event) {
-        if self.holding() {
-            self.held.push(e);
-        } else {
-            self.emit(e);
-        }
-    }
-
-    pub(crate) fn on_chat(&mut self, from: SocketAddr, id: MsgId, sender: Name, text: Text) {
-        if self.status == Status::Offline {
-            return;
-        }
-        if self.chats_seen.insert((sender.clone(), id)) {
-            self.show_live(Event::Chat { from: sender, text });
-        }
-        self.send_once(from, &Datagram::ChatAck { id });
-    }
-
-    pub(crate) fn on_channel(&mut self, id: MsgId, sender: Name, text: Text) {
-        if self.status == Status::Offline {
-            return;
-        }
-        if self.channel_seen.insert(id) {
-            self.show_live(Event::Channel { from: sender, text });
-        }
-        self.send_once(self.server, &Datagram::ChannelAck { id });
+    /// The server refused a save because the recipient answered its probe: the next save must
+    /// store.
+    pub fn handle_exists(&mut self) {
+        self.retried = true;
     }
 }

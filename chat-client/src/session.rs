@@ -1,269 +1,216 @@
-//! The client's standing with the server: registration (first, `reg`, and again when a table
-//! lists it offline), `dereg`, the fetch of stored messages, tables and probes.
+//! The client's standing with the server, as one state: joining, confirming its address,
+//! fetching stored messages, online, leaving, offline; with the welcome owed to the user and
+//! what arrived while the client could not show it yet.
+//!
+//! It owns the stage and the held lines. It makes no request and sends nothing: its methods
+//! say where the session goes, and the core makes the requests that go with it.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
-
-use chat_proto::{Datagram, MsgId, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, encode};
-
-use crate::core::{Client, Kind, Status};
 use crate::event::Event;
+use crate::fetch::Fetch;
 
-/// How many stored messages are requested at once.
-const FETCH_WINDOW: u32 = 8;
-
-/// Stored messages being fetched after a registration.
-#[derive(Debug)]
-pub(crate) struct Fetch {
-    total: u32,
-    next_request: u32,
-    next_show: u32,
-    early: BTreeMap<u32, StoredMessage>,
-    /// `[You have messages]` was shown.
-    announced: bool,
-    /// The id of the last stored message, for `fetch_done`.
-    last: MsgId,
+/// What comes after a registration that is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Stay online.
+    Stay,
+    /// `dereg` (or `quit`: `then_exit`) was asked before the server lost track of the client:
+    /// leave once registered again.
+    Leave { then_exit: bool },
 }
 
-impl Client {
-    pub(crate) fn register(&mut self, now: Instant) {
-        if self.requests.values().any(|r| matches!(r.kind, Kind::Register)) {
-            return;
-        }
-        let id = self.fresh_id();
-        let mut d = Datagram::Register { id, name: self.me.clone(), secret: self.secret.clone(), pad: String::new() };
-        // Padding pays for the server's answer before the server knows we receive here.
-        let len = encode(&d).map_or(0, |b| b.len());
-        if let Datagram::Register { pad, .. } = &mut d {
-            *pad = " ".repeat(REGISTER_PAD_TO.saturating_sub(len));
-        }
-        self.request(now, self.server, id, &d, Kind::Register);
+/// Where the client stands with the server.
+#[derive(Debug)]
+pub(crate) enum Stage {
+    /// A `register` is in flight: the first, `reg` after `dereg` (`answering` false: the
+    /// client answers no one until the server has it), or again on the client's own.
+    Joining { answering: bool, then: Then },
+    /// Registered; the `confirm` that proves the address is in flight.
+    Confirming { stored: u32, then: Then },
+    /// The address is confirmed and stored messages are being fetched.
+    Fetching { fetch: Fetch, then: Then },
+    /// Registered: messages, probes and tables are answered.
+    Online,
+    /// `dereg` or `quit`: the sends in flight end, then a `dereg` is in flight.
+    Leaving { then_exit: bool },
+    /// After `dereg`: to everyone else the client is gone.
+    Offline,
+}
+
+/// The session: its stage, and the lines held back until the registration is done.
+#[derive(Debug)]
+pub(crate) struct Session {
+    stage: Stage,
+    /// The welcome for the registration the user asked for (the first, or `reg`) was shown: a
+    /// registration the client makes again on its own shows none.
+    welcomed: bool,
+    /// What arrived live while the client was registering or fetching stored messages: shown
+    /// after the welcome and the stored messages.
+    held: Vec<Event>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self { stage: Stage::Joining { answering: true, then: Then::Stay }, welcomed: false, held: Vec::new() }
+    }
+}
+
+impl Session {
+    /// The stage, to read.
+    pub fn stage(&self) -> &Stage {
+        &self.stage
     }
 
-    pub(crate) fn dereg(&mut self, now: Instant, then_exit: bool) {
-        if self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. })) {
-            return;
-        }
-        let Some(secret) = self.proof() else { return };
-        let id = self.fresh_id();
-        let d = Datagram::Dereg { id, name: self.me.clone(), secret };
-        self.request(now, self.server, id, &d, Kind::Dereg { then_exit });
-    }
-
-    pub(crate) fn on_registered(
-        &mut self,
-        now: Instant,
-        id: MsgId,
-        version: u64,
-        stored: u32,
-        secret: Secret,
-        cookie: u64,
-    ) {
-        if !matches!(self.answered(id, self.server), Some(Kind::Register)) {
-            return;
-        }
-        if self.secret.as_ref() != Some(&secret) {
-            self.secret = Some(secret);
-            self.secret_changed = true;
-        }
-        // Online for datagrams now; the welcome waits for the server to confirm the address, so
-        // that it means the registration is done (what arrives meanwhile is shown after it).
-        self.status = Status::Online;
-        self.registered_version = version;
-        self.seen_online = false;
-        let id = self.fresh_id();
-        self.request(now, self.server, id, &Datagram::Confirm { id, cookie }, Kind::Confirm { stored });
-    }
-
-    /// The server knows we receive at our address: welcome, then fetch stored messages, or wait
-    /// for the table.
-    fn on_confirmed(&mut self, now: Instant, stored: u32) {
-        self.emit(Event::Welcome);
-        for kind in std::mem::take(&mut self.redo) {
-            match kind {
-                Kind::Save(o) => self.save(now, o),
-                Kind::Channel(text) => self.send_all(now, text),
-                _ => {}
-            }
-        }
-        if stored == 0 {
-            self.release_held();
-            self.wait_for_table(now);
-            return;
-        }
-        self.fetch = Some(Fetch {
-            total: stored,
-            next_request: 0,
-            next_show: 0,
-            early: BTreeMap::new(),
-            announced: false,
-            last: MsgId(0),
-        });
-        self.fetch_more(now);
-    }
-
-    /// Commands wait (a bounded time) for the table that shows this client online, so that a
-    /// script's first `send` finds its peers.
-    fn wait_for_table(&mut self, now: Instant) {
-        self.table_wait = Some(now + self.cfg.ack_timeout * (self.cfg.retries + 1));
-        self.expect_table(now);
-    }
-
-    fn fetch_more(&mut self, now: Instant) {
-        let Some(f) = self.fetch.as_mut() else { return };
-        let indices: Vec<u32> = (f.next_request..f.total.min(f.next_show + FETCH_WINDOW)).collect();
-        f.next_request += indices.len() as u32;
-        for index in indices {
-            let id = self.fresh_id();
-            self.request(now, self.server, id, &Datagram::Fetch { id, index }, Kind::Fetch);
+    /// The fetch of stored messages, while there is one.
+    pub fn fetch_mut(&mut self) -> Option<&mut Fetch> {
+        match &mut self.stage {
+            Stage::Fetching { fetch, .. } => Some(fetch),
+            _ => None,
         }
     }
 
-    pub(crate) fn on_stored(&mut self, now: Instant, id: MsgId, index: u32, message: StoredMessage) {
-        if !matches!(self.answered(id, self.server), Some(Kind::Fetch)) {
-            return;
-        }
-        let Some(f) = self.fetch.as_mut() else { return };
-        if index + 1 == f.total {
-            f.last = message.id;
-        }
-        if index >= f.next_show {
-            f.early.insert(index, message);
-        }
-        let mut ready = Vec::new();
-        while let Some(m) = f.early.remove(&f.next_show) {
-            ready.push(m);
-            f.next_show += 1;
-        }
-        let (done, count, last) = (f.next_show == f.total && !ready.is_empty(), f.total, f.last);
-        for m in ready {
-            self.show_stored(m);
-        }
-        if done {
-            let id = self.fresh_id();
-            self.request(now, self.server, id, &Datagram::FetchDone { id, count, last }, Kind::FetchDone);
-        } else {
-            self.fetch_more(now);
-        }
+    /// Whether the client answers chats, probes and tables (to everyone else, an offline
+    /// client is gone).
+    pub fn answers_peers(&self) -> bool {
+        !matches!(self.stage, Stage::Offline | Stage::Joining { answering: false, .. })
     }
 
-    /// Shows a stored message unless it was shown live already (its ACK was lost, and so the
-    /// sender or the server stored it too).
-    fn show_stored(&mut self, m: StoredMessage) {
-        let fresh = match m.origin {
-            Origin::Direct => self.chats_seen.insert((m.from.clone(), m.id)),
-            Origin::Channel => self.channel_seen.insert(m.id),
+    /// Whether the client is registered and welcomed, and so may run commands.
+    pub fn settled(&self) -> bool {
+        matches!(self.stage, Stage::Online | Stage::Offline)
+    }
+
+    /// Whether the server has this client as it is: a table that lists it offline now means
+    /// the server lost track of it.
+    pub fn online(&self) -> bool {
+        matches!(self.stage, Stage::Online)
+    }
+
+    /// Whether a live line waits: the address is not confirmed yet (no welcome yet), stored
+    /// messages are being fetched, or earlier lines are still held.
+    pub fn holds(&self) -> bool {
+        matches!(self.stage, Stage::Confirming { .. } | Stage::Fetching { .. }) || !self.held.is_empty()
+    }
+
+    /// Holds `e` until the registration is done, or returns it to show now.
+    pub fn hold(&mut self, e: Event) -> Option<Event> {
+        if self.holds() {
+            self.held.push(e);
+            return None;
+        }
+        Some(e)
+    }
+
+    /// The held lines, to show now.
+    pub fn release(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// `reg`: a registration the user asked for, which gets its welcome.
+    pub fn handle_reg(&mut self) {
+        self.welcomed = false;
+        self.handle_join();
+    }
+
+    /// A `register` goes out (unless one is in flight already).
+    pub fn handle_join(&mut self) {
+        let (answering, then) = match &self.stage {
+            Stage::Joining { .. } => return,
+            Stage::Offline => (false, Then::Stay),
+            Stage::Online => (true, Then::Stay),
+            Stage::Leaving { then_exit } => (true, Then::Leave { then_exit: *then_exit }),
+            Stage::Confirming { then, .. } | Stage::Fetching { then, .. } => (true, *then),
         };
-        if !fresh {
-            tracing::debug!(from = %m.from, id = %m.id, "stored message already shown");
-            return;
-        }
-        if let Some(f) = self.fetch.as_mut().filter(|f| !f.announced) {
-            f.announced = true;
-            self.emit(Event::HaveMessages);
-        }
-        self.emit(Event::Stored(m));
+        self.stage = Stage::Joining { answering, then };
     }
 
-    pub(crate) fn on_ack(&mut self, now: Instant, id: MsgId) {
-        match self.answered(id, self.server) {
-            Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
-            Some(Kind::Confirm { stored }) => self.on_confirmed(now, stored),
-            Some(Kind::Save(_)) => self.emit(Event::Saved),
-            Some(Kind::Channel(_)) => self.emit(Event::ChannelAcked),
-            Some(Kind::FetchDone) => {
-                self.fetch = None;
-                self.release_held();
-                self.wait_for_table(now);
-            }
-            _ => {}
-        }
+    /// The server registered this client with `stored` messages waiting; the address is
+    /// confirmed next.
+    pub fn handle_registered(&mut self, stored: u32) {
+        let then = match self.stage {
+            Stage::Joining { then, .. } => then,
+            _ => Then::Stay,
+        };
+        self.stage = Stage::Confirming { stored, then };
     }
 
-    /// A `send_all` that reached everyone online, but whose copies for some offline members
-    /// could not be kept (their mailboxes are full).
-    pub(crate) fn on_channel_partial(&mut self, now: Instant, id: MsgId, full: &[chat_proto::Name]) {
-        if !matches!(self.requests.get(&id).map(|r| &r.kind), Some(Kind::Channel(_))) {
-            return;
+    /// The address is confirmed: the welcome, if owed, and the messages to fetch (0: none, the
+    /// registration is done).
+    pub fn handle_confirmed(&mut self) -> (Option<Event>, u32) {
+        let (stored, then) = match self.stage {
+            Stage::Confirming { stored, then } => (stored, then),
+            _ => (0, Then::Stay),
+        };
+        let welcome = (!std::mem::replace(&mut self.welcomed, true)).then_some(Event::Welcome);
+        if stored == 0 {
+            self.finish(then);
+        } else {
+            self.stage = Stage::Fetching { fetch: Fetch::new(stored), then };
         }
-        self.on_ack(now, id);
-        let names: Vec<&str> = full.iter().map(chat_proto::Name::as_str).collect();
-        self.notice(format!("Not kept for {}: mailbox full.", names.join(", ")));
+        (welcome, stored)
     }
 
-    pub(crate) fn on_refused(&mut self, now: Instant, id: MsgId, reason: Refusal) {
-        match self.answered(id, self.server) {
-            Some(Kind::Register) if reason == Refusal::NameTaken => {
-                let name = self.me.clone();
-                self.exit_with(1, Some(Event::NameTaken(name)));
-            }
-            Some(Kind::Register) if reason == Refusal::NotOwner => {
-                let name = self.me.clone();
-                self.exit_with(1, Some(Event::NotOwner(name)));
-            }
-            Some(Kind::Register) => {
-                self.notice(format!("Registration refused: {reason}."));
-                self.exit_with(1, Some(Event::Notice("Exiting".into())));
-            }
-            // The server does not take this secret for the name: still online there.
-            Some(Kind::Dereg { then_exit }) if reason == Refusal::NotOwner => {
-                self.notice(format!("Not deregistered: {reason}."));
-                if then_exit {
-                    self.exit_with(0, None);
-                }
-            }
-            // The server does not know this client at this address: it is offline already.
-            Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
-            // The server does not know this client (it restarted): register, then do it again.
-            Some(kind @ (Kind::Save(_) | Kind::Channel(_))) if reason == Refusal::NotRegistered => {
-                self.redo.push(kind);
-                self.register(now);
-            }
-            Some(Kind::Save(o)) => self.emit(Event::NotSaved { to: o.to, reason }),
-            Some(Kind::Channel(_)) => self.notice(format!("Message not sent: {reason}.")),
-            // The server lost track of this registration (it restarted): register again.
-            // What was held back is shown once registered again (or at exit).
-            Some(Kind::Confirm { .. } | Kind::Fetch | Kind::FetchDone) => {
-                self.fetch = None;
-                self.register(now);
-            }
-            _ => {}
+    /// Every stored message is fetched and confirmed: the registration is done.
+    pub fn handle_fetched(&mut self) {
+        if let Stage::Fetching { then, .. } = self.stage {
+            self.finish(then);
         }
     }
 
-    fn went_offline(&mut self, then_exit: bool) {
-        self.status = Status::Offline;
-        self.fetch = None;
-        self.release_held();
-        self.table_wait = None;
-        self.emit(Event::Offline);
-        if then_exit {
-            self.exit_with(0, None);
-        }
+    fn finish(&mut self, then: Then) {
+        self.stage = match then {
+            Then::Stay => Stage::Online,
+            Then::Leave { then_exit } => Stage::Leaving { then_exit },
+        };
     }
 
-    /// A request got no answer after every retry.
-    pub(crate) fn on_gave_up(&mut self, now: Instant, kind: Kind) {
-        match kind {
-            Kind::Direct(o) => {
-                self.emit(Event::NoAck { to: o.to.clone() });
-                self.save(now, o);
-            }
-            Kind::Channel(_) => self.emit(Event::ChannelFailed),
-            Kind::Register
-            | Kind::Confirm { .. }
-            | Kind::Dereg { .. }
-            | Kind::Save(_)
-            | Kind::Fetch
-            | Kind::FetchDone => {
-                self.exit_with(1, Some(Event::ServerGone));
-            }
-        }
+    /// `dereg` (or `quit`: `then_exit`): leave once the sends in flight end.
+    pub fn handle_leave(&mut self, then_exit: bool) {
+        self.stage = Stage::Leaving { then_exit };
     }
 
-    pub(crate) fn on_probe(&mut self, id: MsgId) {
-        if self.status != Status::Offline {
-            self.send_once(self.server, &Datagram::ProbeAck { id, name: self.me.clone() });
-        }
+    /// The server would not deregister this client: it stays online.
+    pub fn handle_stay(&mut self) {
+        self.stage = Stage::Online;
+    }
+
+    /// Deregistered (or the server had this client offline already).
+    pub fn handle_offline(&mut self) {
+        self.stage = Stage::Offline;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_welcome_is_owed_once_per_registration_the_user_asked_for() {
+        let mut s = Session::default();
+        s.handle_registered(0);
+        assert_eq!(s.handle_confirmed(), (Some(Event::Welcome), 0));
+        assert!(s.online());
+        s.handle_join();
+        s.handle_registered(0);
+        assert_eq!(s.handle_confirmed(), (None, 0), "the client registered again on its own");
+        s.handle_offline();
+        s.handle_reg();
+        assert!(!s.answers_peers(), "offline until the server has it");
+        s.handle_registered(2);
+        assert_eq!(s.handle_confirmed(), (Some(Event::Welcome), 2));
+        assert!(s.fetch_mut().is_some() && s.holds());
+        s.handle_fetched();
+        assert!(s.online());
+    }
+
+    #[test]
+    fn a_leave_asked_before_a_registration_again_comes_back_after_it() {
+        let mut s = Session::default();
+        s.handle_registered(0);
+        s.handle_confirmed();
+        s.handle_leave(true);
+        s.handle_join();
+        s.handle_registered(0);
+        s.handle_confirmed();
+        assert!(matches!(s.stage(), Stage::Leaving { then_exit: true }));
     }
 }

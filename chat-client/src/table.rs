@@ -1,69 +1,146 @@
 //! The local client table: whole tables, tables in pages, deltas, the row that comes with
-//! `exists`, and what a table says about this client itself.
+//! `exists`, what a table says about this client itself, and the timing of waiting for and
+//! asking for the table after a registration.
+//!
+//! It owns the table, the pages still arriving, the version of this client's registration and
+//! the wait/pull deadlines. It returns what to do (the version to ACK, whether the table changed,
+//! whether the server lost track of this client); it sends and shows nothing itself.
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use chat_proto::{ClientRow, Datagram, Table};
-
-use crate::core::{Client, Kind, Status};
-use crate::event::Event;
+use chat_proto::{ClientRow, Name, Table};
 
 /// A table arriving in several datagrams.
 #[derive(Debug)]
-pub(crate) struct Pages {
+struct Pages {
     version: u64,
     pages: Vec<Option<Vec<ClientRow>>>,
 }
 
-impl Client {
-    fn ack_table(&mut self, version: u64) {
-        self.send_once(self.server, &Datagram::TableAck { version });
-    }
+/// What a table datagram did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// The version to ACK (`table_ack`), if any.
+    pub ack: Option<u64>,
+    /// A newer table replaced the local one.
+    pub changed: bool,
+}
 
-    /// Asks for the table (a `table_ack` of the version held) when none as new as this client's
-    /// registration has come in time: the server's pushes give up after a while, and a client
-    /// that was slow to answer them would otherwise wait for the next change.
-    pub(crate) fn pull_table(&mut self, now: Instant) {
-        let Some((at, wait)) = self.table_pull else { return };
-        let current = self.local_version().is_some_and(|v| v >= self.registered_version);
-        if current || self.status != Status::Online {
-            self.table_pull = None;
-            return;
+/// The local table and its timing.
+#[derive(Debug)]
+pub(crate) struct LocalTable {
+    table: Option<Table>,
+    pages: Option<Pages>,
+    /// The table version of this client's last registration (a new name's row comes in a
+    /// later one, once the address is confirmed).
+    registered_version: u64,
+    /// A table has shown this client online since its last registration.
+    seen_online: bool,
+    /// Until when commands wait for the first table after registering.
+    wait: Option<Instant>,
+    /// When to ask for the table if none as new as the registration has come, and how long to
+    /// wait after that.
+    pull: Option<(Instant, Duration)>,
+    ack_timeout: Duration,
+    retries: u32,
+}
+
+impl LocalTable {
+    /// No table yet; waits are counted in `ack_timeout`s.
+    pub fn new(ack_timeout: Duration, retries: u32) -> Self {
+        Self {
+            table: None,
+            pages: None,
+            registered_version: 0,
+            seen_online: false,
+            wait: None,
+            pull: None,
+            ack_timeout,
+            retries,
         }
-        if now >= at {
-            let held = self.local_version().unwrap_or(0);
-            self.ack_table(held);
-            let wait = wait * 2;
-            // Four asks (after 2, 6, 14 and 30 s by default), then it waits for the next change.
-            self.table_pull = (wait <= self.cfg.ack_timeout * 32).then_some((now + wait, wait));
-        }
     }
 
-    /// Starts waiting for the table that shows this client registered.
-    pub(crate) fn expect_table(&mut self, now: Instant) {
-        let wait = self.cfg.ack_timeout * 4;
-        self.table_pull = Some((now + wait, wait));
+    /// The table, for `list`.
+    pub fn snapshot(&self) -> Option<Table> {
+        self.table.clone()
     }
 
-    fn local_version(&self) -> Option<u64> {
+    /// The address of `name` and whether it is online.
+    pub fn row(&self, name: &Name) -> Option<(SocketAddr, bool)> {
+        let table = self.table.as_ref()?;
+        table.clients.iter().find(|r| &r.name == name).map(|r| (r.addr, r.online))
+    }
+
+    fn version(&self) -> Option<u64> {
         self.table.as_ref().map(|t| t.version)
     }
 
-    pub(crate) fn on_table(&mut self, now: Instant, table: Table) {
-        if self.status == Status::Offline {
-            return;
-        }
-        self.ack_table(table.version);
-        self.apply_table(now, table);
+    /// The server registered this client at `version`.
+    pub fn handle_registered(&mut self, version: u64) {
+        self.registered_version = version;
+        self.seen_online = false;
     }
 
-    pub(crate) fn on_table_page(&mut self, now: Instant, version: u64, page: u16, pages: u16, rows: Vec<ClientRow>) {
-        if self.status == Status::Offline || page >= pages {
-            return;
+    /// Commands wait (a bounded time) for the table that shows this client online, so that a
+    /// script's first `send` finds its peers; the table is asked for if it does not come.
+    pub fn expect(&mut self, now: Instant) {
+        self.wait = Some(now + self.ack_timeout * (self.retries + 1));
+        let wait = self.ack_timeout * 4;
+        self.pull = Some((now + wait, wait));
+    }
+
+    /// Stops waiting for the table (the client went offline).
+    pub fn stop_waiting(&mut self) {
+        self.wait = None;
+    }
+
+    /// Whether commands still wait for the table of the registration at `now`.
+    pub fn awaiting(&self, now: Instant) -> bool {
+        self.wait.is_some_and(|t| now < t) && self.version().is_none_or(|v| v < self.registered_version)
+    }
+
+    /// Ends the wait for the table if it is over, and returns the version to ACK now to ask
+    /// for the table, when none as new as this client's registration has come in time: the
+    /// server's pushes give up after a while, and a client that was slow to answer them would
+    /// otherwise wait for the next change. `online`: the client is registered (an offline one
+    /// asks for nothing).
+    pub fn handle_timeout(&mut self, now: Instant, online: bool) -> Option<u64> {
+        if self.wait.is_some_and(|t| now >= t) {
+            self.wait = None;
         }
-        if self.local_version().is_some_and(|v| v >= version) {
-            self.ack_table(version);
-            return;
+        let (at, wait) = self.pull?;
+        let current = self.version().is_some_and(|v| v >= self.registered_version);
+        if current || !online {
+            self.pull = None;
+            return None;
+        }
+        if now < at {
+            return None;
+        }
+        let wait = wait * 2;
+        // Four asks (after 2, 6, 14 and 30 s by default), then it waits for the next change.
+        self.pull = (wait <= self.ack_timeout * 32).then_some((now + wait, wait));
+        Some(self.version().unwrap_or(0))
+    }
+
+    /// When the wait or the next ask ends.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.wait.into_iter().chain(self.pull.map(|(at, _)| at)).min()
+    }
+
+    /// A whole table: ACKed, and applied if newer.
+    pub fn handle_table(&mut self, table: Table) -> Applied {
+        Applied { ack: Some(table.version), changed: self.apply(table) }
+    }
+
+    /// One page of a table: applied once every page has come, in any order.
+    pub fn handle_page(&mut self, version: u64, page: u16, pages: u16, rows: Vec<ClientRow>) -> Applied {
+        if page >= pages {
+            return Applied::default();
+        }
+        if self.version().is_some_and(|v| v >= version) {
+            return Applied { ack: Some(version), changed: false };
         }
         let fresh = || Pages { version, pages: vec![None; usize::from(pages)] };
         let p = self.pages.get_or_insert_with(fresh);
@@ -72,72 +149,52 @@ impl Client {
         }
         p.pages[usize::from(page)] = Some(rows);
         if p.pages.iter().any(Option::is_none) {
-            return; // the rest are on their way (or are retransmitted until the ACK)
+            return Applied::default(); // the rest are on their way (or are retransmitted until the ACK)
         }
         let clients = self.pages.take().into_iter().flat_map(|p| p.pages).flatten().flatten().collect();
-        self.ack_table(version);
-        self.apply_table(now, Table { version, clients });
+        Applied { ack: Some(version), changed: self.apply(Table { version, clients }) }
     }
 
-    /// A delta applies on top of a table at `base` or newer; a client without one says where it
-    /// is, and the server sends what it needs from there.
-    pub(crate) fn on_table_delta(&mut self, now: Instant, base: u64, version: u64, rows: Vec<ClientRow>) {
-        if self.status == Status::Offline {
-            return;
-        }
+    /// A delta applies on top of a table at `base` or newer; a client without one ACKs where
+    /// it is, and the server sends what it needs from there.
+    pub fn handle_delta(&mut self, base: u64, version: u64, rows: Vec<ClientRow>) -> Applied {
         let Some(table) = self.table.as_mut().filter(|t| t.version >= base) else {
-            let local = self.local_version().unwrap_or(0);
-            self.ack_table(local);
-            return;
+            return Applied { ack: Some(self.version().unwrap_or(0)), changed: false };
         };
         if table.version >= version {
-            self.ack_table(version);
-            return;
+            return Applied { ack: Some(version), changed: false };
         }
         for row in rows {
             upsert(table, row);
         }
         table.version = version;
-        self.ack_table(version);
-        self.table_changed(now);
-    }
-
-    /// Replaces the local table with a newer one.
-    pub(crate) fn apply_table(&mut self, now: Instant, table: Table) {
-        if self.local_version().is_some_and(|v| table.version <= v) {
-            return;
-        }
-        self.table = Some(table);
-        self.table_changed(now);
+        Applied { ack: Some(version), changed: true }
     }
 
     /// The row of a recipient that answered the server's probe (with `exists`).
-    pub(crate) fn apply_row(&mut self, row: ClientRow) {
+    pub fn apply_row(&mut self, row: ClientRow) {
         let table = self.table.get_or_insert_with(|| Table { version: 0, clients: Vec::new() });
         upsert(table, row);
-        self.emit(Event::TableUpdated);
     }
 
-    /// Shows the update. A table newer than this client's registration that lists it offline
-    /// means the server lost track of it (its probe answers were lost), and so does one without
-    /// its row once a table has shown it online (a new name's row comes only with the
-    /// registration's `confirm`): it registers again.
-    fn table_changed(&mut self, now: Instant) {
-        let Some(table) = &self.table else { return };
-        let row = table.clients.iter().find(|r| r.name == self.me);
+    /// Replaces the local table with a newer one; true if it did.
+    fn apply(&mut self, table: Table) -> bool {
+        if self.version().is_some_and(|v| table.version <= v) {
+            return false;
+        }
+        self.table = Some(table);
+        true
+    }
+
+    /// Whether the table (just changed) says the server lost track of `me`: a table newer than
+    /// the registration that lists it offline, or one without its row once a table has shown it
+    /// online (a new name's row comes only with the registration's `confirm`).
+    pub fn lost(&mut self, me: &Name) -> bool {
+        let Some(table) = &self.table else { return false };
+        let row = table.clients.iter().find(|r| &r.name == me);
         self.seen_online |= row.is_some_and(|r| r.online);
         let lost = row.map_or(self.seen_online, |r| !r.online);
-        let newer = table.version > self.registered_version;
-        let leaving = self.requests.values().any(|r| matches!(r.kind, Kind::Dereg { .. }));
-        if self.status == Status::Online && newer && lost && !leaving {
-            tracing::info!("the server lists this client offline: registering again");
-            self.register(now);
-        }
-        if self.holding() && self.fetch.is_none() {
-            self.held.push(Event::TableUpdated);
-        } else {
-            self.emit(Event::TableUpdated);
-        }
+        lost && table.version > self.registered_version
     }
 }
 

@@ -1,0 +1,119 @@
+//! The core's handling of messages and commands: chats and channel messages coming in, and
+//! the commands with the sends they start. Part of the core: it routes to the session, the
+//! requests, the table and the inbox, and owns no state of its own.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chat_proto::{Datagram, MsgId, Name, Text};
+
+use super::{Client, Kind};
+use crate::command::Command;
+use crate::event::Event;
+use crate::send::Outgoing;
+use crate::session::Stage;
+
+impl Client {
+    // ---- messages ----
+
+    pub(super) fn on_chat(&mut self, from: SocketAddr, id: MsgId, sender: Name, text: Text) {
+        if !self.session.answers_peers() {
+            return;
+        }
+        if self.inbox.first_chat(&sender, id) {
+            self.show_live(Event::Chat { from: sender, text });
+        }
+        self.send_once(from, &Datagram::ChatAck { id });
+    }
+
+    pub(super) fn on_channel(&mut self, id: MsgId, sender: Name, text: Text) {
+        if !self.session.answers_peers() {
+            return;
+        }
+        if self.inbox.first_channel(id) {
+            self.show_live(Event::Channel { from: sender, text });
+        }
+        self.send_once(self.server, &Datagram::ChannelAck { id });
+    }
+
+    pub(super) fn on_chat_ack(&mut self, from: SocketAddr, id: MsgId) {
+        if let Some(Kind::Direct(o)) = self.requests.answer(id, from, |k| matches!(k, Kind::Direct(_))) {
+            self.emit(Event::Delivered { to: o.to().clone() });
+        }
+    }
+
+    /// Shows a live line now, or after the welcome and the stored messages while the client is
+    /// still registering or fetching them.
+    pub(super) fn show_live(&mut self, e: Event) {
+        if let Some(e) = self.session.hold(e) {
+            self.emit(e);
+        }
+    }
+
+    // ---- commands ----
+
+    pub(super) fn run_command(&mut self, now: Instant, cmd: Command) {
+        let offline = matches!(self.session.stage(), Stage::Offline);
+        match cmd {
+            Command::List => self.emit(Event::List(self.table.snapshot())),
+            Command::Help => self.emit(Event::Help),
+            Command::Quit if offline => self.exit_with(0, None),
+            // Sends in flight end first: each keeps its one outcome line.
+            Command::Quit => self.session.handle_leave(true),
+            Command::Reg { name } if name != self.me => {
+                self.notice(format!("You can only reg as yourself ({}).", self.me));
+            }
+            Command::Reg { .. } if !offline => self.notice("You are already registered."),
+            Command::Reg { .. } => {
+                self.session.handle_reg();
+                self.register(now);
+            }
+            _ if offline => {
+                let me = &self.me;
+                self.notice(format!(
+                    "You are offline: only reg, list, help and quit work. Type reg {me} to come back."
+                ));
+            }
+            Command::Dereg { name } if name != self.me => {
+                self.notice(format!("You can only dereg yourself ({}).", self.me));
+            }
+            Command::Dereg { .. } => self.session.handle_leave(false),
+            Command::Send { to, text } => self.send(now, to, text),
+            Command::SendAll { text } => self.send_all(now, text),
+        }
+    }
+
+    pub(super) fn send(&mut self, now: Instant, to: Name, text: Text) {
+        if self.table.row(&to).is_none() {
+            self.notice(format!("No client named {to}. Type list to see the table."));
+            return;
+        }
+        let chat_id = self.fresh_id();
+        self.direct(now, Outgoing::new(to, text, chat_id));
+    }
+
+    /// Sends to the peer if the table shows it online, else straight to the server.
+    pub(super) fn direct(&mut self, now: Instant, o: Outgoing) {
+        match self.table.row(o.to()) {
+            Some((addr, true)) => {
+                let d = o.chat(&self.me);
+                self.request(now, addr, o.chat_id(), &d, Kind::Direct(o));
+            }
+            _ => self.save(now, o),
+        }
+    }
+
+    pub(super) fn save(&mut self, now: Instant, o: Outgoing) {
+        let Some(secret) = self.proof() else { return };
+        let id = self.fresh_id();
+        let d = o.save(id, &self.me, secret);
+        self.request(now, self.server, id, &d, Kind::Save(o));
+    }
+
+    pub(super) fn send_all(&mut self, now: Instant, text: Text) {
+        let Some(secret) = self.proof() else { return };
+        let id = self.fresh_id();
+        let d = Datagram::ChannelSend { id, from: self.me.clone(), secret, text: text.clone() };
+        self.request(now, self.server, id, &d, Kind::Channel(text));
+    }
+}

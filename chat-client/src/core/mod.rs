@@ -1,0 +1,372 @@
+//! The client's sans-IO core: it routes inputs to the components that own the state and turns
+//! what they decide into datagrams and lines. No socket, no clock, no randomness of its own.
+//!
+//! Inputs are [`Client::handle_bytes`] (or [`Client::handle_datagram`]), [`Client::handle_line`],
+//! [`Client::handle_command`], [`Client::handle_timeout`] and [`Client::handle_end_of_input`],
+//! each given `now`; outputs are [`Client::poll_transmit`], [`Client::poll_event`],
+//! [`Client::poll_timeout`], [`Client::poll_secret`] and [`Client::poll_exit`]. The components:
+//! [`Session`] (the standing with the server), [`Requests`] (what is in flight), [`LocalTable`],
+//! [`Inbox`] (duplicates), [`Identity`] (the name's secret) and [`Outgoing`] (a direct message's
+//! attempts).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_core::{Entropy, Transmit};
+use chat_proto::{Datagram, MsgId, Name, Secret, Text};
+
+use crate::command::{Command, parse};
+use crate::event::Event;
+use crate::identity::Identity;
+use crate::inbox::Inbox;
+use crate::requests::{Due, Requests};
+use crate::send::Outgoing;
+use crate::session::{Session, Stage};
+use crate::table::LocalTable;
+
+mod messages;
+mod server;
+
+/// How the client times its retries.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// How long to wait for each ACK.
+    pub ack_timeout: Duration,
+    /// Retransmissions after the first send before giving up.
+    pub retries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { ack_timeout: Duration::from_millis(500), retries: 5 }
+    }
+}
+
+/// What a request in flight is for: decides what its answer or its give-up means.
+#[derive(Debug)]
+enum Kind {
+    Register,
+    /// Proving the address after `registered`.
+    Confirm,
+    Dereg {
+        then_exit: bool,
+    },
+    Direct(Outgoing),
+    Save(Outgoing),
+    Channel(Text),
+    /// The stored message at `index`.
+    Fetch {
+        index: u32,
+    },
+    FetchDone,
+}
+
+impl Kind {
+    fn is_send(&self) -> bool {
+        matches!(self, Self::Direct(_) | Self::Save(_) | Self::Channel(_))
+    }
+
+    /// Part of a registration: dropped when a new one starts.
+    fn is_joining(&self) -> bool {
+        matches!(self, Self::Confirm | Self::Fetch { .. } | Self::FetchDone)
+    }
+
+    /// What the server answers with `ack`.
+    fn is_acked(&self) -> bool {
+        matches!(self, Self::Dereg { .. } | Self::Confirm | Self::Save(_) | Self::Channel(_) | Self::FetchDone)
+    }
+}
+
+/// One input line, parsed or not, waiting for its turn.
+#[derive(Debug)]
+enum Line {
+    Command(Command),
+    /// What to tell the user about a line that is no command.
+    Invalid(String),
+}
+
+/// The client's state.
+#[derive(Debug)]
+pub struct Client {
+    me: Name,
+    server: SocketAddr,
+    identity: Identity,
+    session: Session,
+    table: LocalTable,
+    requests: Requests<Kind>,
+    inbox: Inbox,
+    /// Lines wait here while the client registers, fetches, or waits for its first table.
+    queue: VecDeque<Line>,
+    /// Input has ended: exit once nothing is left to do.
+    closing: bool,
+    exit: Option<i32>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_id: u64,
+    /// Datagrams that did not decode.
+    dropped: u64,
+}
+
+impl Client {
+    /// A client named `me` that will register with `server`, showing `secret` if it has one
+    /// from an earlier run; `entropy` makes its ids differ across restarts.
+    pub fn new(cfg: Config, me: Name, server: SocketAddr, secret: Option<Secret>, mut entropy: Entropy) -> Self {
+        Self {
+            me,
+            server,
+            identity: Identity::new(secret),
+            session: Session::default(),
+            table: LocalTable::new(cfg.ack_timeout, cfg.retries),
+            requests: Requests::new(cfg.ack_timeout, cfg.retries),
+            inbox: Inbox::default(),
+            queue: VecDeque::new(),
+            closing: false,
+            exit: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: entropy.u64(),
+            dropped: 0,
+        }
+    }
+
+    /// Sends the first registration.
+    pub fn start(&mut self, now: Instant) {
+        self.register(now);
+    }
+
+    /// Handles the bytes of one datagram from `from`; one that does not decode is counted and
+    /// dropped.
+    pub fn handle_bytes(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        match chat_proto::decode(bytes) {
+            Ok(d) => self.handle_datagram(now, from, d),
+            Err(e) => {
+                self.dropped += 1;
+                tracing::debug!(%from, dropped = self.dropped, "dropped a bad datagram: {e}");
+            }
+        }
+    }
+
+    /// Handles one decoded datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
+        if from == self.server {
+            self.route_server(now, d);
+        } else {
+            self.route_peer(from, d);
+        }
+        self.settle(now);
+    }
+
+    fn route_peer(&mut self, from: SocketAddr, d: Datagram) {
+        match d {
+            Datagram::Chat { id, from: sender, to, text } if to == self.me => self.on_chat(from, id, sender, text),
+            Datagram::ChatAck { id } => self.on_chat_ack(from, id),
+            other => tracing::debug!(%from, "dropped an unexpected datagram: {other:?}"),
+        }
+    }
+
+    fn route_server(&mut self, now: Instant, d: Datagram) {
+        let server = self.server;
+        match d {
+            Datagram::Registered { id, version, stored, secret, cookie } => {
+                self.on_registered(now, id, (version, stored), secret, cookie);
+            }
+            Datagram::Refused { id, reason } => self.on_refused(now, id, reason),
+            Datagram::Ack { id } => self.on_ack(now, id),
+            Datagram::ChannelPartial { id, full } => self.on_channel_partial(now, id, &full),
+            Datagram::Exists { id, row } => self.on_exists(now, id, row),
+            Datagram::TableDelta { base, version, rows } => self.on_table(now, |t| t.handle_delta(base, version, rows)),
+            Datagram::TablePage { version, page, pages, clients } => {
+                self.on_table(now, |t| t.handle_page(version, page, pages, clients));
+            }
+            Datagram::Table(table) => self.on_table(now, |t| t.handle_table(table)),
+            Datagram::Stored { id, index, message } => self.on_stored(now, id, index, message),
+            Datagram::Probe { id } if self.session.answers_peers() => {
+                self.send_once(server, &Datagram::ProbeAck { id, name: self.me.clone() });
+            }
+            Datagram::Channel { id, from: sender, text } => self.on_channel(id, sender, text),
+            other => self.route_peer(server, other),
+        }
+    }
+
+    /// Runs one command now, or queues it while the client is still registering.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        self.queue.push_back(Line::Command(cmd));
+        self.settle(now);
+    }
+
+    /// Takes one line the user typed: a command runs (or waits its turn, as
+    /// [`Client::handle_command`]); a line that is no command is explained in its turn too, so
+    /// that answers come in the order of the lines; a blank line does nothing.
+    pub fn handle_line(&mut self, now: Instant, line: &str) {
+        match parse(line) {
+            Ok(Some(cmd)) => self.queue.push_back(Line::Command(cmd)),
+            Ok(None) => return,
+            Err(e) => self.queue.push_back(Line::Invalid(e.to_string())),
+        }
+        self.settle(now);
+    }
+
+    /// A line that is not UTF-8 text: explained in its turn, as [`Client::handle_line`] does.
+    pub fn handle_unreadable_line(&mut self, now: Instant) {
+        self.queue.push_back(Line::Invalid("That line is not UTF-8 text.".into()));
+        self.settle(now);
+    }
+
+    /// Shows `text` to the user now (a problem of the driver's, not an answer to a line).
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.emit(Event::Notice(text.into()));
+    }
+
+    /// The user interrupted (Ctrl+C) or the process is told to stop: exit 0 at once (a silent
+    /// leave), after showing what was held back.
+    pub fn handle_interrupt(&mut self) {
+        self.exit_with(0, None);
+    }
+
+    /// Input has ended: finish what is in flight, then exit 0 (a silent leave).
+    pub fn handle_end_of_input(&mut self, now: Instant) {
+        self.closing = true;
+        self.settle(now);
+    }
+
+    /// Retransmits and gives up on whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while self.exit.is_none() {
+            match self.requests.poll_due(now) {
+                Some(Due::Retransmit(t)) => self.out.push_back(t),
+                Some(Due::GaveUp(kind)) => self.on_gave_up(now, kind),
+                None => break,
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next thing to show the user.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.requests.next_timeout().into_iter().chain(self.table.next_timeout()).min()
+    }
+
+    /// A secret the server handed out that the driver has not kept yet.
+    pub fn poll_secret(&mut self) -> Option<Secret> {
+        self.identity.poll_unsaved()
+    }
+
+    /// The exit code, once the client is done.
+    pub fn poll_exit(&self) -> Option<i32> {
+        self.exit
+    }
+
+    /// How many received datagrams did not decode and were dropped.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.dropped
+    }
+
+    // ---- plumbing ----
+
+    fn emit(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
+    /// Shows what was held back while registering or fetching.
+    fn release_held(&mut self) {
+        let held = self.session.release();
+        self.events.extend(held);
+    }
+
+    /// Stops the client with `code` after `e` is shown (and whatever was held back: messages
+    /// already ACKed to their senders). Once exiting, nothing more is shown: several requests
+    /// may give up at the same wake-up.
+    fn exit_with(&mut self, code: i32, e: Option<Event>) {
+        if self.exit.is_some() {
+            return;
+        }
+        self.release_held();
+        if let Some(e) = e {
+            self.emit(e);
+        }
+        self.exit = Some(code);
+    }
+
+    /// The name's secret, which requests in its name carry. A client only makes them once
+    /// registered, when the server has handed it out; were it missing, the user is told.
+    fn proof(&mut self) -> Option<Secret> {
+        let secret = self.identity.secret().cloned();
+        if secret.is_none() {
+            self.notice("Not sent: this client has no secret for its name yet (register first).");
+        }
+        secret
+    }
+
+    fn fresh_id(&mut self) -> MsgId {
+        self.next_id = self.next_id.wrapping_add(1);
+        MsgId(self.next_id)
+    }
+
+    /// Sends `d` (whose id is `id`) to `to` and retries it until answered or given up; if it
+    /// cannot be encoded, the user is told.
+    fn request(&mut self, now: Instant, to: SocketAddr, id: MsgId, d: &Datagram, kind: Kind) {
+        match chat_proto::encode(d) {
+            Ok(bytes) => {
+                let t = self.requests.start(now, to, id, bytes, kind);
+                self.out.push_back(t);
+            }
+            Err(e) => self.notice(format!("Message too long to send: {e}.")),
+        }
+    }
+
+    /// Sends `d` once, no answer expected (ACKs).
+    fn send_once(&mut self, to: SocketAddr, d: &Datagram) {
+        match chat_proto::encode(d) {
+            Ok(bytes) => self.out.push_back(Transmit { to, bytes: bytes.into() }),
+            Err(e) => tracing::error!("cannot encode {d:?}: {e}"),
+        }
+    }
+
+    /// Whether a `send` or `send_all` is in flight, or waits for the client to register again.
+    fn sending(&self) -> bool {
+        self.requests.has_parked() || self.requests.any(Kind::is_send)
+    }
+
+    /// Whether lines can run now, rather than wait in the queue.
+    fn settled(&self, now: Instant) -> bool {
+        self.session.settled() && !self.requests.has_parked() && !self.table.awaiting(now)
+    }
+
+    /// Asks for the table if it is late, starts a `dereg` once the sends have ended, runs
+    /// queued lines once the client is settled, and exits at the end of input once nothing is
+    /// left in flight.
+    fn settle(&mut self, now: Instant) {
+        if let Some(version) = self.table.handle_timeout(now, self.session.answers_peers()) {
+            self.send_once(self.server, &Datagram::TableAck { version });
+        }
+        while self.exit.is_none() {
+            if let Stage::Leaving { then_exit } = *self.session.stage() {
+                if !self.sending() && !self.requests.any(|k| matches!(k, Kind::Dereg { .. })) {
+                    self.dereg(now, then_exit);
+                }
+            }
+            if !self.settled(now) {
+                break;
+            }
+            match self.queue.pop_front() {
+                Some(Line::Command(cmd)) => self.run_command(now, cmd),
+                Some(Line::Invalid(why)) => self.notice(why),
+                None => break,
+            }
+        }
+        if self.closing && self.queue.is_empty() && self.requests.is_empty() && self.settled(now) {
+            self.exit.get_or_insert(0);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The core's handling of the server's answers: registration, the address confirm, the fetch
+//! of stored messages, `dereg`, refusals, `exists`, give-ups and tables. Part of the core: it
+//! routes to the session, the requests, the table and the inbox, and owns no state of its own.
+
+use std::time::Instant;
+
+use chat_proto::{ClientRow, Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, StoredMessage};
+
+use super::{Client, Kind};
+use crate::event::Event;
+use crate::session::Stage;
+use crate::table::{Applied, LocalTable};
+
+impl Client {
+    // ---- registration, dereg, fetch ----
+
+    pub(super) fn register(&mut self, now: Instant) {
+        if self.requests.any(|k| matches!(k, Kind::Register)) {
+            return;
+        }
+        self.requests.cancel(Kind::is_joining);
+        self.session.handle_join();
+        let id = self.fresh_id();
+        let mut d = Datagram::Register {
+            id,
+            name: self.me.clone(),
+            secret: self.identity.secret().cloned(),
+            pad: String::new(),
+        };
+        // Padding pays for the server's answer before the server knows we receive here.
+        let len = chat_proto::encode(&d).map_or(0, |b| b.len());
+        if let Datagram::Register { pad, .. } = &mut d {
+            *pad = " ".repeat(REGISTER_PAD_TO.saturating_sub(len));
+        }
+        self.request(now, self.server, id, &d, Kind::Register);
+    }
+
+    pub(super) fn on_registered(
+        &mut self,
+        now: Instant,
+        id: MsgId,
+        (version, stored): (u64, u32),
+        secret: Secret,
+        cookie: u64,
+    ) {
+        if self.requests.answer(id, self.server, |k| matches!(k, Kind::Register)).is_none() {
+            return;
+        }
+        self.identity.handle_issued(secret);
+        // Online for datagrams now; the welcome waits for the server to confirm the address, so
+        // that it means the registration is done (what arrives meanwhile is shown after it).
+        self.session.handle_registered(stored);
+        self.table.handle_registered(version);
+        let id = self.fresh_id();
+        self.request(now, self.server, id, &Datagram::Confirm { id, cookie }, Kind::Confirm);
+    }
+
+    /// The server knows we receive at our address: welcome, the sends it had refused, then
+    /// fetch stored messages, or wait for the table.
+    pub(super) fn on_confirmed(&mut self, now: Instant) {
+        let (welcome, stored) = self.session.handle_confirmed();
+        if let Some(welcome) = welcome {
+            self.emit(welcome);
+        }
+        for kind in self.requests.unpark() {
+            match kind {
+                Kind::Save(o) => self.save(now, o),
+                Kind::Channel(text) => self.send_all(now, text),
+                _ => {}
+            }
+        }
+        if stored == 0 {
+            self.registration_done(now);
+        } else {
+            self.fetch_more(now);
+        }
+    }
+
+    pub(super) fn registration_done(&mut self, now: Instant) {
+        self.release_held();
+        self.table.expect(now);
+    }
+
+    pub(super) fn fetch_more(&mut self, now: Instant) {
+        let Some(indices) = self.session.fetch_mut().map(crate::fetch::Fetch::poll_indices) else { return };
+        for index in indices {
+            let id = self.fresh_id();
+            self.request(now, self.server, id, &Datagram::Fetch { id, index }, Kind::Fetch { index });
+        }
+    }
+
+    pub(super) fn on_stored(&mut self, now: Instant, id: MsgId, index: u32, message: StoredMessage) {
+        // The answer must be for the index asked: another would be shown in the wrong place.
+        let asked = |k: &Kind| matches!(k, Kind::Fetch { index: i } if *i == index);
+        if self.requests.answer(id, self.server, asked).is_none() {
+            tracing::debug!(%id, index, "a stored message that answers no fetch in flight");
+            return;
+        }
+        let Some(fetch) = self.session.fetch_mut() else { return };
+        let ready = fetch.handle_stored(index, message);
+        let done = if ready.is_empty() { None } else { fetch.done() };
+        for m in ready {
+            self.show_stored(m);
+        }
+        match done {
+            Some((count, last)) => {
+                let id = self.fresh_id();
+                self.request(now, self.server, id, &Datagram::FetchDone { id, count, last }, Kind::FetchDone);
+            }
+            None => self.fetch_more(now),
+        }
+    }
+
+    /// Shows a stored message unless it was shown live already (its ACK was lost, and so the
+    /// sender or the server stored it too).
+    pub(super) fn show_stored(&mut self, m: StoredMessage) {
+        if !self.inbox.first_stored(&m) {
+            tracing::debug!(from = %m.from, id = %m.id, "stored message already shown");
+            return;
+        }
+        if self.session.fetch_mut().is_some_and(crate::fetch::Fetch::announce) {
+            self.emit(Event::HaveMessages);
+        }
+        self.emit(Event::Stored(m));
+    }
+
+    pub(super) fn dereg(&mut self, now: Instant, then_exit: bool) {
+        let Some(secret) = self.proof() else {
+            self.session.handle_stay();
+            return;
+        };
+        let id = self.fresh_id();
+        let d = Datagram::Dereg { id, name: self.me.clone(), secret };
+        self.request(now, self.server, id, &d, Kind::Dereg { then_exit });
+    }
+
+    pub(super) fn went_offline(&mut self, then_exit: bool) {
+        self.session.handle_offline();
+        self.requests.cancel(Kind::is_joining);
+        self.release_held();
+        self.table.stop_waiting();
+        self.emit(Event::Offline);
+        if then_exit {
+            self.exit_with(0, None);
+        }
+    }
+
+    // ---- answers from the server ----
+
+    pub(super) fn on_ack(&mut self, now: Instant, id: MsgId) {
+        match self.requests.answer(id, self.server, Kind::is_acked) {
+            Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
+            Some(Kind::Confirm) => self.on_confirmed(now),
+            Some(Kind::Save(_)) => self.emit(Event::Saved),
+            Some(Kind::Channel(_)) => self.emit(Event::ChannelAcked),
+            Some(Kind::FetchDone) => {
+                self.session.handle_fetched();
+                self.registration_done(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// A `send_all` that reached everyone online, but whose copies for some offline members
+    /// could not be kept (their mailboxes are full).
+    pub(super) fn on_channel_partial(&mut self, now: Instant, id: MsgId, full: &[Name]) {
+        if !matches!(self.requests.get(id, self.server), Some(Kind::Channel(_))) {
+            return;
+        }
+        self.on_ack(now, id);
+        let names: Vec<&str> = full.iter().map(Name::as_str).collect();
+        self.notice(format!("Not kept for {}: mailbox full.", names.join(", ")));
+    }
+
+    pub(super) fn on_refused(&mut self, now: Instant, id: MsgId, reason: Refusal) {
+        let Some(kind) = self.requests.answer(id, self.server, |k| !matches!(k, Kind::Direct(_))) else { return };
+        match kind {
+            Kind::Register => self.registration_refused(reason),
+            // The server does not take this secret for the name: still online there.
+            Kind::Dereg { then_exit } if reason == Refusal::NotOwner => {
+                self.notice(format!("Not deregistered: {reason}."));
+                self.session.handle_stay();
+                if then_exit {
+                    self.exit_with(0, None);
+                }
+            }
+            // The server does not know this client at this address: it is offline already.
+            Kind::Dereg { then_exit } => self.went_offline(then_exit),
+            // The server does not know this client (it restarted): register, then do it again.
+            kind @ (Kind::Save(_) | Kind::Channel(_)) if reason == Refusal::NotRegistered => {
+                self.requests.park(kind);
+                self.register(now);
+            }
+            Kind::Save(o) => self.emit(Event::NotSaved { to: o.to().clone(), reason }),
+            Kind::Channel(_) => self.notice(format!("Message not sent: {reason}.")),
+            // The server lost track of this registration (it restarted): register again.
+            // What was held back is shown once registered again (or at exit).
+            Kind::Confirm | Kind::Fetch { .. } | Kind::FetchDone => self.register(now),
+            Kind::Direct(_) => {}
+        }
+    }
+
+    pub(super) fn registration_refused(&mut self, reason: Refusal) {
+        let name = self.me.clone();
+        match reason {
+            Refusal::NameTaken => self.exit_with(1, Some(Event::NameTaken(name))),
+            Refusal::NotOwner => self.exit_with(1, Some(Event::NotOwner(name))),
+            _ => {
+                self.notice(format!("Registration refused: {reason}."));
+                self.exit_with(1, Some(Event::Notice("Exiting".into())));
+            }
+        }
+    }
+
+    /// The recipient answered the server's probe: show it, take the table, try it directly
+    /// once more.
+    pub(super) fn on_exists(&mut self, now: Instant, id: MsgId, row: ClientRow) {
+        let Some(Kind::Save(mut o)) = self.requests.answer(id, self.server, |k| matches!(k, Kind::Save(_))) else {
+            return;
+        };
+        self.emit(Event::Exists { to: o.to().clone() });
+        self.table.apply_row(row);
+        self.emit(Event::TableUpdated);
+        o.handle_exists();
+        self.direct(now, o);
+    }
+
+    /// A request got no answer after every retry.
+    pub(super) fn on_gave_up(&mut self, now: Instant, kind: Kind) {
+        match kind {
+            Kind::Direct(o) => {
+                self.emit(Event::NoAck { to: o.to().clone() });
+                self.save(now, o);
+            }
+            Kind::Channel(_) => self.emit(Event::ChannelFailed),
+            _ => self.exit_with(1, Some(Event::ServerGone)),
+        }
+    }
+
+    // ---- the table ----
+
+    pub(super) fn on_table(&mut self, now: Instant, apply: impl FnOnce(&mut LocalTable) -> Applied) {
+        if !self.session.answers_peers() {
+            return;
+        }
+        let Applied { ack, changed } = apply(&mut self.table);
+        if let Some(version) = ack {
+            self.send_once(self.server, &Datagram::TableAck { version });
+        }
+        if changed {
+            self.table_changed(now);
+        }
+    }
+
+    /// Shows the update; a table that says the server lost track of this client (its probe
+    /// answers were lost) makes it register again.
+    pub(super) fn table_changed(&mut self, now: Instant) {
+        if self.table.lost(&self.me) && self.session.online() {
+            tracing::info!("the server lists this client offline: registering again");
+            self.register(now);
+        }
+        // While stored messages are shown, table updates are not held back.
+        if matches!(self.session.stage(), Stage::Fetching { .. }) {
+            self.emit(Event::TableUpdated);
+        } else {
+            self.show_live(Event::TableUpdated);
+        }
+    }
+}

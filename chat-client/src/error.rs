@@ -1,0 +1,30 @@
+//! The errors [`crate::run`] can end with. Bad datagrams and bad lines are no errors: they are
+//! counted or explained, and the client goes on.
+
+use std::path::PathBuf;
+
+/// Why the client could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The secret file exists but cannot be read.
+    #[error("cannot read the secret file {path}")]
+    ReadSecret {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secret file holds something that is not a secret.
+    #[error("the secret file {path} holds no valid secret")]
+    BadSecret {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: chat_proto::SecretError,
+    },
+    /// The OS gives no randomness for the client's ids.
+    #[error("no randomness for the client's ids")]
+    Entropy(#[from] chat_core::EntropyError),
+}

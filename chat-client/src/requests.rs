@@ -1,0 +1,178 @@
+//! The requests in flight: each datagram sent and not yet answered, with its retries and its
+//! deadline, and the requests parked until the client is registered again.
+//!
+//! It owns the encoded bytes (a retransmission is the same datagram), the retries left and the
+//! deadlines (kept in order by [`Deadlines`], so a wake-up looks only at what is due). It does
+//! not decide what an answer or a give-up means: the kind `K` says what a request is for, and
+//! the caller acts on it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_core::{Deadlines, Transmit};
+use chat_proto::MsgId;
+
+/// One datagram sent and not yet answered.
+#[derive(Debug)]
+struct Request<K> {
+    to: SocketAddr,
+    bytes: Arc<[u8]>,
+    /// Retransmissions left before giving up.
+    left: u32,
+    kind: K,
+}
+
+/// What a wake-up found due.
+#[derive(Debug)]
+pub(crate) enum Due<K> {
+    /// Send this again; the request stays in flight.
+    Retransmit(Transmit),
+    /// No answer after every retry: the request is over.
+    GaveUp(K),
+}
+
+/// The requests in flight, by id.
+#[derive(Debug)]
+pub(crate) struct Requests<K> {
+    in_flight: HashMap<MsgId, Request<K>>,
+    deadlines: Deadlines<MsgId>,
+    /// Requests the server refused because it does not know this client: made again once
+    /// registered.
+    parked: Vec<K>,
+    ack_timeout: Duration,
+    retries: u32,
+}
+
+impl<K> Requests<K> {
+    /// Requests that wait `ack_timeout` for each answer and retransmit `retries` times.
+    pub fn new(ack_timeout: Duration, retries: u32) -> Self {
+        Self { in_flight: HashMap::new(), deadlines: Deadlines::default(), parked: Vec::new(), ack_timeout, retries }
+    }
+
+    /// Puts request `id` of `kind` in flight and returns its first transmission.
+    pub fn start(&mut self, now: Instant, to: SocketAddr, id: MsgId, bytes: Vec<u8>, kind: K) -> Transmit {
+        let bytes: Arc<[u8]> = bytes.into();
+        self.in_flight.insert(id, Request { to, bytes: bytes.clone(), left: self.retries, kind });
+        self.deadlines.set(id, now + self.ack_timeout);
+        Transmit { to, bytes }
+    }
+
+    /// The kind of request `id`, if it is in flight to `from`.
+    pub fn get(&self, id: MsgId, from: SocketAddr) -> Option<&K> {
+        self.in_flight.get(&id).filter(|r| r.to == from).map(|r| &r.kind)
+    }
+
+    /// Ends request `id` if it is in flight to `from` (an answer from elsewhere is no answer)
+    /// and is of a kind `fits` takes (another kind is not answered by this answer).
+    pub fn answer(&mut self, id: MsgId, from: SocketAddr, fits: impl Fn(&K) -> bool) -> Option<K> {
+        if !self.get(id, from).is_some_and(fits) {
+            tracing::debug!(%from, %id, "answer to no request in flight");
+            return None;
+        }
+        self.deadlines.cancel(&id);
+        self.in_flight.remove(&id).map(|r| r.kind)
+    }
+
+    /// The next retransmission or give-up due at `now`, if any.
+    pub fn poll_due(&mut self, now: Instant) -> Option<Due<K>> {
+        let id = self.deadlines.pop_due(now)?;
+        let Some(r) = self.in_flight.get_mut(&id) else {
+            return self.poll_due(now);
+        };
+        if r.left == 0 {
+            return self.in_flight.remove(&id).map(|r| Due::GaveUp(r.kind));
+        }
+        r.left -= 1;
+        self.deadlines.set(id, now + self.ack_timeout);
+        Some(Due::Retransmit(Transmit { to: r.to, bytes: r.bytes.clone() }))
+    }
+
+    /// When the next retransmission or give-up is due.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.deadlines.next()
+    }
+
+    /// Whether a request in flight is of a kind `pred` accepts.
+    pub fn any(&self, pred: impl Fn(&K) -> bool) -> bool {
+        self.in_flight.values().any(|r| pred(&r.kind))
+    }
+
+    /// Drops every request in flight of a kind `pred` accepts (their answers no longer matter).
+    pub fn cancel(&mut self, pred: impl Fn(&K) -> bool) {
+        let ids: Vec<MsgId> = self.in_flight.iter().filter(|(_, r)| pred(&r.kind)).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.in_flight.remove(&id);
+            self.deadlines.cancel(&id);
+        }
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Keeps `kind` to be made again once the client is registered.
+    pub fn park(&mut self, kind: K) {
+        self.parked.push(kind);
+    }
+
+    /// Takes the parked requests, oldest first.
+    pub fn unpark(&mut self) -> Vec<K> {
+        std::mem::take(&mut self.parked)
+    }
+
+    /// Whether requests are parked.
+    pub fn has_parked(&self) -> bool {
+        !self.parked.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn retransmits_the_same_bytes_on_time_then_gives_up_once() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Requests::new(ms(500), 2);
+        let first = r.start(t0, addr(1), MsgId(7), vec![1, 2, 3], 'k');
+        assert!(r.poll_due(t0 + ms(499)).is_none());
+        let Some(Due::Retransmit(again)) = r.poll_due(t0 + ms(500)) else { panic!("retransmit") };
+        assert_eq!(again, first);
+        assert!(r.poll_due(t0 + ms(500)).is_none(), "not twice at one time");
+        assert_eq!(r.next_timeout(), Some(t0 + ms(1000)));
+        assert!(matches!(r.poll_due(t0 + ms(1000)), Some(Due::Retransmit(_))));
+        assert!(matches!(r.poll_due(t0 + ms(1500)), Some(Due::GaveUp('k'))));
+        assert!(r.is_empty() && r.next_timeout().is_none());
+    }
+
+    #[test]
+    fn only_an_answer_from_where_it_went_ends_it() {
+        let t0 = Instant::now();
+        let mut r = Requests::new(Duration::from_millis(500), 5);
+        r.start(t0, addr(1), MsgId(7), vec![0], 'k');
+        let any = |_: &char| true;
+        assert_eq!(r.answer(MsgId(7), addr(2), any), None);
+        assert_eq!(r.answer(MsgId(7), addr(1), |k| *k == 'x'), None, "another kind's answer");
+        assert_eq!(r.answer(MsgId(7), addr(1), any), Some('k'));
+        assert_eq!(r.answer(MsgId(7), addr(1), any), None, "answered once");
+        assert!(r.next_timeout().is_none());
+    }
+
+    #[test]
+    fn cancel_drops_the_kinds_asked_for() {
+        let t0 = Instant::now();
+        let mut r = Requests::new(Duration::from_millis(500), 5);
+        r.start(t0, addr(1), MsgId(1), vec![0], 'a');
+        r.start(t0, addr(1), MsgId(2), vec![0], 'b');
+        r.cancel(|k| *k == 'a');
+        assert!(!r.any(|k| *k == 'a') && r.any(|k| *k == 'b'));
+    }
+}

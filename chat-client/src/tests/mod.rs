@@ -1,0 +1,153 @@
+//! Tests of the sans-IO core with a fake clock: time is `t0 + offset`, and loss is a transmit
+//! the test never delivers. This file holds the fixture; the tests are grouped beside it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_proto::{
+    ClientRow, Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Secret, StoredMessage, Table, Text, decode,
+};
+use chrono::{TimeZone, Utc};
+
+use crate::{Client, Command, Config, Entropy};
+
+const SERVER: u16 = 4000;
+const ME: u16 = 5001;
+const BOB: u16 = 5002;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("name")
+}
+
+fn text(s: &str) -> Text {
+    Text::new(s).expect("text")
+}
+
+fn secret() -> Secret {
+    Secret::new("00112233445566778899aabbccddeeff").expect("secret")
+}
+
+fn table(version: u64, me_online: bool, bob_online: bool) -> Table {
+    let row = |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online };
+    Table { version, clients: vec![row("alice", ME, me_online), row("bob", BOB, bob_online)] }
+}
+
+struct Fixture {
+    client: Client,
+    t0: Instant,
+    now: Instant,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let t0 = Instant::now();
+        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed([1; 32]));
+        client.start(t0);
+        Self { client, t0, now: t0 }
+    }
+
+    /// A client registered at version 10 whose table shows bob as `bob_online`.
+    fn online(bob_online: bool) -> Self {
+        let mut f = Self::new();
+        let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
+        f.registered(id, 10, 0);
+        f.recv(SERVER, Datagram::Table(table(10, true, bob_online)));
+        f.sent();
+        assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> [Client table updated.]"]);
+        f
+    }
+
+    /// A client the server has registered (version 10, nothing stored), its `confirm` not yet
+    /// answered.
+    fn registering() -> Self {
+        let mut f = Self::new();
+        let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
+        f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+        f
+    }
+
+    fn chat_from_bob(&mut self, id: u64, t: &str) {
+        self.recv(BOB, Datagram::Chat { id: MsgId(id), from: name("bob"), to: name("alice"), text: text(t) });
+    }
+
+    /// Answers a `register` with `registered`, and its `confirm` with an ACK.
+    fn registered(&mut self, id: MsgId, version: u64, stored: u32) {
+        self.recv(SERVER, Datagram::Registered { id, version, stored, secret: secret(), cookie: 42 });
+        let sent = self.sent();
+        let Some(&(SERVER, Datagram::Confirm { id, cookie: 42 })) = sent.last() else { panic!("confirm: {sent:?}") };
+        self.recv(SERVER, Datagram::Ack { id });
+    }
+
+    fn recv(&mut self, port: u16, d: Datagram) {
+        self.client.handle_datagram(self.now, addr(port), d);
+    }
+
+    fn cmd(&mut self, line: &str) {
+        let cmd = crate::parse(line).expect("valid command").expect("not blank");
+        self.client.handle_command(self.now, cmd);
+    }
+
+    fn at(&mut self, ms: u64) {
+        self.now = self.t0 + Duration::from_millis(ms);
+        self.client.handle_timeout(self.now);
+    }
+
+    /// Moves the clock to `t0 + ms` in 50 ms steps, as the driver wakes for every timer.
+    fn until(&mut self, ms: u64) {
+        let from = (self.now - self.t0).as_millis() as u64;
+        for t in (from..=ms).step_by(50) {
+            self.at(t);
+        }
+        self.at(ms);
+    }
+
+    fn sent(&mut self) -> Vec<(u16, Datagram)> {
+        std::iter::from_fn(|| self.client.poll_transmit())
+            .map(|t| (t.to.port(), decode(&t.bytes).expect("client sends valid datagrams")))
+            .collect()
+    }
+
+    fn events(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.client.poll_event()).map(|e| e.to_string()).collect()
+    }
+}
+
+/// A client back with `reg` after `dereg`, the server holding `stored` messages for it: the
+/// fetches it sent, as (id, index).
+fn fetching(stored: u32) -> (Fixture, Vec<(MsgId, u32)>) {
+    let mut f = Fixture::online(true);
+    f.cmd("dereg alice");
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    f.cmd("reg alice");
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    f.registered(id, 40, stored);
+    f.events();
+    let fetches = f
+        .sent()
+        .into_iter()
+        .filter_map(|(_, d)| if let Datagram::Fetch { id, index } = d { Some((id, index)) } else { None })
+        .collect();
+    (f, fetches)
+}
+
+fn stored_text(t: &str) -> StoredMessage {
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    StoredMessage {
+        id: MsgId(t.bytes().map(u64::from).sum()),
+        from: name("bob"),
+        origin: Origin::Direct,
+        at,
+        text: text(t),
+    }
+}
+
+mod fetch;
+mod lossy;
+mod register;
+mod send;
+mod tables;

@@ -1,0 +1,206 @@
+//! Direct messages, saves, the channel, duplicates, and what comes from the wrong address.
+
+use super::*;
+
+#[test]
+fn a_direct_message_acked_is_delivered_once() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hello there");
+    let [(BOB, Datagram::Chat { id, ref from, ref to, ref text })] = f.sent()[..] else { panic!() };
+    assert_eq!(to.as_str(), "bob");
+    assert_eq!((from.as_str(), text.as_str()), ("alice", "hello there"));
+    f.recv(BOB, Datagram::ChatAck { id });
+    f.recv(BOB, Datagram::ChatAck { id });
+    assert_eq!(f.events(), [">>> [Message received by bob.]"]);
+    f.at(10_000);
+    assert!(f.sent().is_empty() && f.events().is_empty());
+}
+
+#[test]
+fn no_ack_retransmits_the_same_message_then_saves_it() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let first = f.sent();
+    let mut retransmits = Vec::new();
+    for ms in (0..3000).step_by(50) {
+        f.at(ms);
+        let sent = f.sent();
+        if !sent.is_empty() {
+            assert_eq!(sent, first, "a retransmission is the same datagram");
+            retransmits.push(ms);
+        }
+    }
+    assert_eq!(retransmits, [500, 1000, 1500, 2000, 2500], "five retransmissions, 500 ms apart");
+    assert!(f.events().is_empty());
+    f.at(3000);
+    assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
+    let [(SERVER, Datagram::Save { id, ref to, ref text, force: false, .. })] = f.sent()[..] else { panic!() };
+    assert_eq!((to.as_str(), text.as_str()), ("bob", "hi"));
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [Messages received by the server and saved]"]);
+}
+
+#[test]
+fn a_recipient_offline_in_the_table_goes_straight_to_the_server() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob hi");
+    assert!(matches!(f.sent()[..], [(SERVER, Datagram::Save { .. })]));
+}
+
+#[test]
+fn exists_shows_the_line_takes_the_table_and_retries_with_the_same_id() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob hi");
+    let [(SERVER, Datagram::Save { id: save, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Exists { id: save, row: table(10, true, true).clients[1].clone() });
+    assert_eq!(f.events(), [">>> [Client bob exists!!]", ">>> [Client table updated.]"]);
+    let [(BOB, Datagram::Chat { id: chat, .. })] = f.sent()[..] else { panic!() };
+    f.until(2999);
+    f.sent();
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
+    let sent = f.sent();
+    assert!(matches!(sent[..], [(SERVER, Datagram::Save { force: true, .. })]), "second save must store: {sent:?}");
+    assert_ne!(chat, save);
+}
+
+#[test]
+fn the_retry_after_exists_reuses_the_chat_id_so_the_peer_shows_it_once() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let [(BOB, Datagram::Chat { id: first, .. })] = f.sent()[..] else { panic!() };
+    f.until(2999);
+    f.sent();
+    f.until(3000);
+    let [(SERVER, Datagram::Save { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Exists { id, row: table(11, true, true).clients[1].clone() });
+    let [(BOB, Datagram::Chat { id: again, .. })] = f.sent()[..] else { panic!() };
+    assert_eq!(again, first);
+}
+
+#[test]
+fn a_duplicated_message_is_shown_once_and_acked_each_time() {
+    let mut f = Fixture::online(true);
+    let d = Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("hey") };
+    f.recv(BOB, d.clone());
+    f.recv(BOB, d);
+    assert_eq!(f.events(), [">>> bob: hey"]);
+    assert_eq!(f.sent(), [(BOB, Datagram::ChatAck { id: MsgId(7) }), (BOB, Datagram::ChatAck { id: MsgId(7) })]);
+    let c = Datagram::Channel { id: MsgId(9), from: name("bob"), text: text("all") };
+    f.recv(SERVER, c.clone());
+    f.recv(SERVER, c);
+    assert_eq!(f.events(), [">>> [Channel_Message bob: all]"]);
+    assert_eq!(f.sent().len(), 2);
+}
+
+#[test]
+fn send_all_is_acked_or_fails_without_exiting() {
+    let mut f = Fixture::online(true);
+    f.cmd("send_all Welcome to Channel");
+    let [(SERVER, Datagram::ChannelSend { id, ref text, .. })] = f.sent()[..] else { panic!() };
+    assert_eq!(text.as_str(), "Welcome to Channel");
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [Message received by Server.]"]);
+    f.cmd("send_all again");
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [Server not responding.]"]);
+    assert_eq!(f.client.poll_exit(), None);
+}
+
+#[test]
+fn requests_in_the_names_carry_its_secret() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob for later");
+    f.cmd("send_all hi all");
+    let sent = f.sent();
+    let secrets: Vec<&Secret> = sent
+        .iter()
+        .filter_map(|(_, d)| match d {
+            Datagram::Save { secret, .. } | Datagram::ChannelSend { secret, .. } => Some(secret),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(secrets, [&secret(), &secret()], "{sent:?}");
+    f.cmd("dereg alice");
+    for (_, d) in sent {
+        match d {
+            Datagram::Save { id, .. } | Datagram::ChannelSend { id, .. } => f.recv(SERVER, Datagram::Ack { id }),
+            _ => {}
+        }
+    }
+    let dereg = f.sent();
+    assert!(matches!(dereg[..], [(SERVER, Datagram::Dereg { secret: ref s, .. })] if *s == secret()), "{dereg:?}");
+}
+
+#[test]
+fn sending_to_yourself_goes_through_your_own_address() {
+    let mut f = Fixture::online(true);
+    f.cmd("send alice note to self");
+    let [(ME, Datagram::Chat { id, ref from, ref to, ref text })] = f.sent()[..] else { panic!() };
+    let to = to.clone();
+    let (from, text) = (from.clone(), text.clone());
+    f.recv(ME, Datagram::Chat { id, from, to, text });
+    let [(ME, Datagram::ChatAck { id: ack })] = f.sent()[..] else { panic!() };
+    f.recv(ME, Datagram::ChatAck { id: ack });
+    assert_eq!(f.events(), [">>> alice: note to self", ">>> [Message received by alice.]"]);
+}
+
+#[test]
+fn answers_from_the_wrong_address_are_ignored() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let [(BOB, Datagram::Chat { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(6666, Datagram::ChatAck { id });
+    f.recv(6666, Datagram::Table(table(99, true, false)));
+    assert!(f.events().is_empty());
+    f.recv(SERVER, Datagram::Probe { id: MsgId(3) });
+    assert_eq!(f.sent(), [(SERVER, Datagram::ProbeAck { id: MsgId(3), name: name("alice") })]);
+}
+
+#[test]
+fn a_chat_for_someone_else_at_this_address_is_not_shown_or_acked() {
+    let mut f = Fixture::online(true);
+    f.recv(BOB, Datagram::Chat { id: MsgId(9), from: name("bob"), to: name("carol"), text: text("for carol") });
+    assert!(f.events().is_empty() && f.sent().is_empty());
+}
+
+#[test]
+fn a_save_refused_by_a_server_that_forgot_this_client_is_done_again_after_registering() {
+    let mut f = Fixture::online(false);
+    f.cmd("send bob hi");
+    let [(SERVER, Datagram::Save { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotRegistered });
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("registers again") };
+    f.registered(id, 50, 0);
+    let sent = f.sent();
+    let Some((SERVER, Datagram::Save { id, ref text, .. })) = sent.last().cloned() else { panic!("{sent:?}") };
+    assert_eq!(text.as_str(), "hi");
+    f.recv(SERVER, Datagram::Ack { id });
+    let shown = f.events();
+    assert_eq!(shown.iter().filter(|l| l.contains("saved")).count(), 1, "{shown:?}");
+    assert!(shown.iter().all(|l| !l.contains("not saved")), "{shown:?}");
+}
+
+#[test]
+fn send_all_with_full_mailboxes_is_received_and_says_whose() {
+    let mut f = Fixture::online(true);
+    f.cmd("send_all hi");
+    let [(SERVER, Datagram::ChannelSend { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")] });
+    assert_eq!(f.events(), [">>> [Message received by Server.]", ">>> [Not kept for bob: mailbox full.]"]);
+    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")] });
+    assert!(f.events().is_empty(), "a duplicate answer shows nothing");
+}
+
+#[test]
+fn bytes_that_do_not_decode_are_counted_and_dropped() {
+    let mut f = Fixture::online(true);
+    f.client.handle_bytes(f.now, addr(SERVER), b"{not json");
+    f.client.handle_bytes(f.now, addr(BOB), &[0xff; 3]);
+    assert_eq!(f.client.dropped_datagrams(), 2);
+    assert!(f.sent().is_empty() && f.events().is_empty());
+    let ack = chat_proto::encode(&Datagram::Probe { id: MsgId(3) }).expect("encode");
+    f.client.handle_bytes(f.now, addr(SERVER), &ack);
+    assert_eq!(f.sent(), [(SERVER, Datagram::ProbeAck { id: MsgId(3), name: name("alice") })], "good bytes are taken");
+    assert_eq!(f.client.dropped_datagrams(), 2);
+}
