@@ -179,12 +179,15 @@ impl<S: Store> Server<S> {
     }
 
     /// Sends the held replies whose sync succeeded. Of those whose sync failed nothing is known
-    /// to be on disk: none is answered, and the requests are forgotten, so that the senders'
-    /// retransmissions do them again (a message stored twice keeps its id, and is shown once).
+    /// to be on disk. When the disk is full, each gets its clear answer (a save is refused with
+    /// `storage_unavailable`, a channel send names the members whose copies were not kept);
+    /// after another failure none is answered, and the requests are forgotten, so that the
+    /// senders' retransmissions do them again (the store keeps a message once per id).
     fn take_outcomes(&mut self) {
         while let Some(outcome) = self.storage.poll_outcome() {
             match outcome {
-                Outcome::Durable(Held { to, id, reply }) => self.answer(to, id, reply),
+                Outcome::Durable(Held { to, id, reply, .. }) => self.answer(to, id, reply),
+                Outcome::NoSpace(Held { to, id, no_space, .. }) => self.answer(to, id, no_space),
                 Outcome::Lost(Held { to, id, .. }) => self.dedup.forget(to, id),
             }
         }

@@ -18,6 +18,9 @@ pub(crate) struct Held {
     pub to: SocketAddr,
     pub id: MsgId,
     pub reply: Datagram,
+    /// The answer instead when the disk is full: what the request gets when what it stored
+    /// cannot be made durable (a save is refused with `storage_unavailable`).
+    pub no_space: Datagram,
 }
 
 /// What became of a held reply.
@@ -25,8 +28,11 @@ pub(crate) struct Held {
 pub(crate) enum Outcome {
     /// Its sync succeeded: it may leave.
     Durable(Held),
-    /// Its sync failed: nothing it acknowledges is known to be on disk.
+    /// Its sync failed: nothing it acknowledges is known to be on disk. The request is
+    /// forgotten, so that its retransmission tries again.
     Lost(Held),
+    /// Its sync failed because the disk is full: it gets its `no_space` answer.
+    NoSpace(Held),
 }
 
 /// What a `fetch_done` did to the mailbox.
@@ -91,9 +97,10 @@ impl<S: Store> Storage<S> {
         Ok(())
     }
 
-    /// `reply` to request `id` of `to` leaves once the next sync has ended well.
-    pub fn hold(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
-        self.held.push(Held { to, id, reply });
+    /// `reply` to request `id` of `to` leaves once the next sync has ended well; `no_space`
+    /// instead if that sync fails because the disk is full.
+    pub fn hold(&mut self, to: SocketAddr, id: MsgId, reply: Datagram, no_space: Datagram) {
+        self.held.push(Held { to, id, reply, no_space });
     }
 
     /// How many messages `to`'s mailbox holds (0 if it cannot be read).
@@ -213,10 +220,22 @@ impl<S: Store> Storage<S> {
         &mut self.store
     }
 
+    /// A sync failed: the replies it held are decided, and the log says how many requests it
+    /// concerned and what they get (the appends stay in the store, for the next sync).
     fn failed(&mut self, replies: Vec<Held>, e: &StoreError) {
-        tracing::error!("store sync failed, {} requests not acknowledged: {e}", replies.len());
         self.unsynced = true;
-        self.outcomes.extend(replies.into_iter().map(Outcome::Lost));
+        let (n, no_space, cause) = (replies.len(), e.is_no_space(), chat_core::report(e));
+        if n == 0 {
+            tracing::error!("store sync failed, no request waits on it (tried again with the next batch): {cause}");
+        } else if no_space {
+            tracing::error!("disk full: {n} requests answered that what they sent cannot be stored: {cause}");
+        } else {
+            tracing::error!(
+                "store sync failed: {n} requests not acknowledged (their retransmissions try again): {cause}"
+            );
+        }
+        let outcome = if no_space { Outcome::NoSpace } else { Outcome::Lost };
+        self.outcomes.extend(replies.into_iter().map(outcome));
     }
 }
 
@@ -250,10 +269,10 @@ mod tests {
         let mut s = Storage::new(MemStore::new(Limits::default()));
         assert!(s.start_sync().is_none(), "nothing held, nothing to sync");
         append(&mut s, 7);
-        s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) });
+        s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, Datagram::Ack { id: MsgId(1) });
         let job = s.start_sync().expect("a sync");
         append(&mut s, 8);
-        s.hold(TO, MsgId(2), Datagram::Ack { id: MsgId(2) });
+        s.hold(TO, MsgId(2), Datagram::Ack { id: MsgId(2) }, Datagram::Ack { id: MsgId(2) });
         assert!(s.start_sync().is_none(), "one sync at a time");
         assert!(s.poll_outcome().is_none());
         s.handle_synced(job.run());

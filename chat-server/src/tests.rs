@@ -12,6 +12,7 @@ use chrono::{TimeZone, Utc};
 use offline_store::{Limits, MemStore, Store, StoreError};
 
 use crate::{Config, Server};
+use disk::{Disk, TestStore};
 
 fn name(s: &str) -> Name {
     Name::new(s).expect("name")
@@ -26,7 +27,9 @@ const BOB: u16 = 5002;
 const CAROL: u16 = 5003;
 
 struct Fixture {
-    server: Server<MemStore>,
+    server: Server<TestStore>,
+    /// The store's disk, to make it full.
+    disk: Disk,
     t0: Instant,
     now: Instant,
     next_id: u64,
@@ -50,8 +53,9 @@ impl Fixture {
     fn with_limits(limits: Limits) -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-        let server = Server::new(Config::default(), MemStore::new(limits), t0, wall, Entropy::from_seed([7; 32]));
-        Self { server, t0, now: t0, next_id: 0, secrets: HashMap::new() }
+        let (store, disk) = TestStore::new(limits);
+        let server = Server::new(Config::default(), store, t0, wall, Entropy::from_seed([7; 32]));
+        Self { server, disk, t0, now: t0, next_id: 0, secrets: HashMap::new() }
     }
 
     fn id(&mut self) -> MsgId {
@@ -209,6 +213,7 @@ fn table_version(d: &Datagram) -> Option<u64> {
 
 mod amplification;
 mod channel;
+mod disk;
 mod register;
 mod save;
 mod tables;

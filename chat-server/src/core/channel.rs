@@ -15,10 +15,19 @@ use crate::deliveries::Delivery;
 /// What became of one channel copy for an offline member.
 enum Appended {
     Stored,
-    /// The member's mailbox is full: this copy is lost, and the sender is told.
+    /// The member's mailbox is full, or the disk is: this copy is lost, and the sender is told.
     Full,
-    /// A disk error: the request is not answered, so the sender retries.
+    /// Another disk error: the request is not answered, so the sender retries.
     Failed,
+}
+
+/// Where the copies of one channel message went.
+#[derive(Default)]
+struct FannedOut {
+    /// Offline members whose copy was appended (durable after the next sync).
+    stored: Vec<Name>,
+    /// Offline members whose copy was not kept (their mailbox or the disk is full).
+    full: Vec<Name>,
 }
 
 impl<S: Store> Server<S> {
@@ -43,26 +52,33 @@ impl<S: Store> Server<S> {
         };
         let at = self.wall(now);
         let msg = Arc::new(StoredMessage { id: cid, from: sender.clone(), origin: Origin::Channel, at, text });
-        let Some(full) = self.fan_out(now, sender, (msg, bytes)) else {
+        let Some(FannedOut { stored, mut full }) = self.fan_out(now, sender, (msg, bytes)) else {
             // Not acknowledged and forgotten: the sender retries, and the same channel id
             // makes whoever already has it show it once.
             return;
         };
-        let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
+        let partial = |full: Vec<Name>| {
+            if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } }
+        };
+        let reply = partial(full.clone());
+        // With the disk full, the copies appended are not kept either: the message went to
+        // every online member, as with full mailboxes, and the sender is told who misses it.
+        full.extend(stored);
         self.dedup.pending(from, id);
-        self.storage.hold(from, id, reply);
+        self.storage.hold(from, id, reply, partial(full));
     }
 
     /// Sends `msg` (encoded as `bytes`) to every online member but `sender`, and stores it for
-    /// the offline ones. Returns the members whose mailbox was full, or `None` after a disk error.
+    /// the offline ones. Returns where the copies went, or `None` after a disk error (other
+    /// than a full disk).
     fn fan_out(
         &mut self,
         now: Instant,
         sender: &Name,
         (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
-    ) -> Option<Vec<Name>> {
+    ) -> Option<FannedOut> {
         let table = self.clients.snapshot();
-        let (mut live, mut stored, mut failed, mut full) = (0, 0, false, Vec::new());
+        let (mut live, mut failed, mut out) = (0, false, FannedOut::default());
         for row in table.clients.into_iter().filter(|r| &r.name != sender) {
             if row.online {
                 live += 1;
@@ -71,13 +87,13 @@ impl<S: Store> Server<S> {
                 continue;
             }
             match self.append_channel(&row.name, &msg) {
-                Appended::Stored => stored += 1,
-                Appended::Full => full.push(row.name),
+                Appended::Stored => out.stored.push(row.name),
+                Appended::Full => out.full.push(row.name),
                 Appended::Failed => failed = true,
             }
         }
-        tracing::debug!(%sender, live, stored, "channel message");
-        (!failed).then_some(full)
+        tracing::debug!(%sender, live, stored = out.stored.len(), "channel message");
+        (!failed).then_some(out)
     }
 
     /// Stores the copy of a member found gone; the sender was answered long ago.
@@ -91,6 +107,10 @@ impl<S: Store> Server<S> {
             Ok(()) => Appended::Stored,
             Err(e @ StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}");
+                Appended::Full
+            }
+            Err(e) if e.is_no_space() => {
+                tracing::error!(%to, from = %msg.from, "channel message not stored: {}", chat_core::report(&e));
                 Appended::Full
             }
             Err(e) => {

@@ -52,6 +52,7 @@ impl<S: Store> Server<S> {
         }
         self.tables.changed();
         self.dedup.pending(from, id);
-        self.storage.hold(from, id, Datagram::Ack { id });
+        // The deletion is durable already: with the disk full the fetch is over all the same.
+        self.storage.hold(from, id, Datagram::Ack { id }, Datagram::Ack { id });
     }
 }

@@ -101,6 +101,7 @@ impl<S: Store> Server<S> {
         // Offline, it takes no tables: stop sending it the one in flight.
         self.tables.forget(from);
         self.dedup.pending(from, id);
-        self.storage.hold(from, id, Datagram::Ack { id });
+        // Nothing of a dereg is on disk: with the disk full it is done all the same.
+        self.storage.hold(from, id, Datagram::Ack { id }, Datagram::Ack { id });
     }
 }

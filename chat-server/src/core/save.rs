@@ -49,11 +49,16 @@ impl<S: Store> Server<S> {
         match self.storage.append(to, &msg) {
             Ok(()) => {
                 tracing::debug!(%to, from = %msg.from, "message saved");
-                self.storage.hold(from, id, Datagram::Ack { id });
+                let refused = Datagram::Refused { id, reason: Refusal::StorageUnavailable };
+                self.storage.hold(from, id, Datagram::Ack { id }, refused);
             }
             Err(StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "mailbox full, message refused");
                 self.answer(from, id, Datagram::Refused { id, reason: Refusal::MailboxFull });
+            }
+            Err(e) if e.is_no_space() => {
+                tracing::error!(%to, from = %msg.from, "disk full, message refused: {}", chat_core::report(&e));
+                self.answer(from, id, Datagram::Refused { id, reason: Refusal::StorageUnavailable });
             }
             Err(e) => {
                 // Not acknowledged and forgotten: the sender's retransmission tries again.
