@@ -18,6 +18,7 @@ mod deliveries;
 mod driver;
 mod error;
 mod ids;
+mod jobs;
 mod joining;
 mod outbox;
 mod probe;
@@ -29,6 +30,7 @@ pub use crate::clients::SavedTable;
 pub use crate::core::{Config, Server, Transmit};
 pub use driver::run;
 pub use error::ServerError;
+pub use jobs::{Job, JobDone, JobKind};
 pub use table_file::TableFile;
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use chat_proto::{Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, enc
 use offline_store::{Store, StoreError};
 
 use super::Server;
+use super::waiting::Resume;
 use crate::deliveries::Delivery;
 
 /// What became of one channel copy for an offline member.
@@ -52,9 +53,32 @@ impl<S: Store> Server<S> {
         };
         let at = self.wall(now);
         let msg = Arc::new(StoredMessage { id: cid, from: sender.clone(), origin: Origin::Channel, at, text });
+        self.relay(now, from, id, sender, (msg, bytes));
+    }
+
+    /// Relays the channel message of request `id` once the offline members' mailboxes are
+    /// known (open jobs learn them first), and holds the reply until the copies are durable.
+    pub(super) fn relay(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        id: MsgId,
+        sender: &Name,
+        (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
+    ) {
+        let table = self.clients.snapshot();
+        let offline: Vec<Name> =
+            table.clients.into_iter().filter(|r| !r.online && &r.name != sender).map(|r| r.name).collect();
+        let waiter =
+            || Resume::Channel { from, id, sender: sender.clone(), msg: Arc::clone(&msg), bytes: Arc::clone(&bytes) };
+        if self.park_unless_known(&offline, waiter) {
+            self.dedup.pending(from, id);
+            return;
+        }
         let Some(FannedOut { stored, mut full }) = self.fan_out(now, sender, (msg, bytes)) else {
             // Not acknowledged and forgotten: the sender retries, and the same channel id
             // makes whoever already has it show it once.
+            self.dedup.forget(from, id);
             return;
         };
         let partial = |full: Vec<Name>| {
@@ -96,8 +120,12 @@ impl<S: Store> Server<S> {
         (!failed).then_some(out)
     }
 
-    /// Stores the copy of a member found gone; the sender was answered long ago.
+    /// Stores the copy of a member found gone (once its mailbox is known); the sender was
+    /// answered long ago.
     pub(super) fn store_channel(&mut self, to: &Name, msg: &StoredMessage) {
+        if self.park_unless_known(std::slice::from_ref(to), || Resume::Copy { to: to.clone(), msg: msg.clone() }) {
+            return;
+        }
         let _ = self.append_channel(to, msg); // logged
     }
 
