@@ -8,7 +8,9 @@
 //! `probe`, `deliveries` (channel copies in flight), `dedup` (recent requests), `joining`,
 //! `outbox` (the send queue behind the address budgets of `budget`), `ids` (cookies, ids and
 //! secrets from the handed-in [`chat_core::Entropy`]) and `storage` (the port to
-//! [`offline_store::Store`] and its syncs).
+//! [`offline_store::Store`]: its jobs, and what waits on them). No handler touches the disk: the
+//! disk work leaves the core as a [`Job`] ([`Server::poll_job`]) and comes back as an input
+//! ([`Server::handle_job_done`]).
 
 mod budget;
 mod clients;

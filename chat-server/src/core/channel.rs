@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_core::Key;
-use chat_proto::{Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
+use chat_proto::{ClientRow, Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
 use offline_store::{Store, StoreError};
 
 use super::Server;
@@ -66,21 +66,26 @@ impl<S: Store> Server<S> {
         sender: &Name,
         (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
     ) {
-        let table = self.clients.snapshot();
-        let offline: Vec<Name> =
-            table.clients.into_iter().filter(|r| !r.online && &r.name != sender).map(|r| r.name).collect();
+        let rows: Vec<ClientRow> = self.clients.snapshot().clients.into_iter().filter(|r| &r.name != sender).collect();
+        let offline: Vec<Name> = rows.iter().filter(|r| !r.online).map(|r| r.name.clone()).collect();
         let waiter =
             || Resume::Channel { from, id, sender: sender.clone(), msg: Arc::clone(&msg), bytes: Arc::clone(&bytes) };
         if self.park_unless_known(&offline, waiter) {
             self.dedup.pending(from, id);
             return;
         }
-        let Some(FannedOut { stored, mut full }) = self.fan_out(now, sender, (msg, bytes)) else {
-            // Not acknowledged and forgotten: the sender retries, and the same channel id
-            // makes whoever already has it show it once.
-            self.dedup.forget(from, id);
-            return;
-        };
+        match self.fan_out(now, sender, rows, (msg, bytes)) {
+            Some(fanned) => self.hold_channel_reply(from, id, fanned),
+            None => {
+                // Not acknowledged and forgotten: the sender retries, and the same channel id
+                // makes whoever already has it show it once.
+                self.dedup.forget(from, id);
+            }
+        }
+    }
+
+    /// The reply to channel request `id` leaves once its copies are durable.
+    fn hold_channel_reply(&mut self, from: SocketAddr, id: MsgId, FannedOut { stored, mut full }: FannedOut) {
         let partial = |full: Vec<Name>| {
             if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } }
         };
@@ -92,18 +97,18 @@ impl<S: Store> Server<S> {
         self.storage.hold(from, id, reply, partial(full));
     }
 
-    /// Sends `msg` (encoded as `bytes`) to every online member but `sender`, and stores it for
-    /// the offline ones. Returns where the copies went, or `None` after a disk error (other
-    /// than a full disk).
+    /// Sends `msg` (encoded as `bytes`) to the members in `rows` that are online, and stores it
+    /// for the offline ones (whose mailboxes are known). Returns where the copies went, or
+    /// `None` after a disk error (other than a full disk).
     fn fan_out(
         &mut self,
         now: Instant,
         sender: &Name,
+        rows: Vec<ClientRow>,
         (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
     ) -> Option<FannedOut> {
-        let table = self.clients.snapshot();
         let (mut live, mut failed, mut out) = (0, false, FannedOut::default());
-        for row in table.clients.into_iter().filter(|r| &r.name != sender) {
+        for row in rows {
             if row.online {
                 live += 1;
                 let d = Delivery::new(now, row.name, row.addr, msg.id, (msg.clone(), bytes.clone()));
