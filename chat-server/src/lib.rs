@@ -7,10 +7,10 @@
 //! that own it and do not know the core: `clients` (the table), `tables` (its pushes),
 //! `probe`, `deliveries` (channel copies in flight), `dedup` (recent requests), `joining`,
 //! `outbox` (the send queue behind the address budgets of `budget`), `ids` (cookies, ids and
-//! secrets from the handed-in [`chat_core::Entropy`]) and `storage` (the port to
-//! [`offline_store::Store`]: its jobs, and what waits on them). No handler touches the disk: the
-//! disk work leaves the core as a [`Job`] ([`Server::poll_job`]) and comes back as an input
-//! ([`Server::handle_job_done`]).
+//! secrets from the handed-in [`chat_core::Entropy`]), `storage` (the port to
+//! [`offline_store::Store`]: its jobs) and `parked` (what waits on mailboxes being learnt). No
+//! handler touches the disk: the disk work leaves the core as a [`Job`] ([`Server::poll_job`])
+//! and comes back as an input ([`Server::handle_job_done`]).
 
 mod budget;
 mod clients;
@@ -23,6 +23,7 @@ mod ids;
 mod jobs;
 mod joining;
 mod outbox;
+mod parked;
 mod probe;
 mod storage;
 mod table_file;

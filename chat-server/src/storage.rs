@@ -11,7 +11,7 @@
 //! requires. It hands back each decision as an [`Outcome`]. It decides nothing about requests
 //! and sends nothing itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -20,6 +20,7 @@ use chat_proto::{Datagram, MsgId, Name, StoredMessage};
 use offline_store::{Store, StoreError};
 
 use crate::jobs::{Done, Job, Read, Work};
+use crate::parked::Parked;
 
 /// A reply held until the appends it acknowledges are durable.
 #[derive(Debug)]
@@ -84,14 +85,6 @@ struct Removal<W> {
     waiter: W,
 }
 
-/// A waiter parked until `left` mailboxes are known.
-#[derive(Debug)]
-struct Parked<W> {
-    left: usize,
-    failed: Vec<Name>,
-    waiter: W,
-}
-
 /// The store and the state of its jobs.
 #[derive(Debug)]
 pub(crate) struct Storage<S, W> {
@@ -107,10 +100,8 @@ pub(crate) struct Storage<S, W> {
     checkpoint: bool,
     /// Open and read jobs to hand out: they do not wait for the lane.
     ready: VecDeque<Job>,
-    /// Mailboxes being learnt, each with the parked waiters (by slot) that wait on it.
-    opening: HashMap<Name, Vec<u64>>,
-    parked: HashMap<u64, Parked<W>>,
-    next_slot: u64,
+    /// What waits for mailboxes being learnt.
+    parked: Parked<W>,
     /// Removals waiting for the lane, oldest first.
     removals: VecDeque<Removal<W>>,
     outcomes: VecDeque<Outcome<W>>,
@@ -126,9 +117,7 @@ impl<S: Store, W> Storage<S, W> {
             failed_at: None,
             checkpoint: false,
             ready: VecDeque::new(),
-            opening: HashMap::new(),
-            parked: HashMap::new(),
-            next_slot: 0,
+            parked: Parked::new(),
             removals: VecDeque::new(),
             outcomes: VecDeque::new(),
         }
@@ -151,21 +140,15 @@ impl<S: Store, W> Storage<S, W> {
             self.outcomes.push_back(Outcome::Resume { waiter, failed: Vec::new() });
             return;
         }
-        let slot = self.next_slot;
-        self.next_slot += 1;
-        self.parked.insert(slot, Parked { left: names.len(), failed: Vec::new(), waiter });
-        for name in names {
-            self.open(name).push(slot);
+        for name in self.parked.park(names, waiter) {
+            self.open(name);
         }
     }
 
-    /// The slots waiting on `name`'s open job, the job queued if none is out.
-    fn open(&mut self, name: Name) -> &mut Vec<u64> {
-        if !self.opening.contains_key(&name) {
-            let job = self.store.open_job(&name);
-            self.ready.push_back(Job { work: Work::Open(name.clone(), job) });
-        }
-        self.opening.entry(name).or_default()
+    /// Queues the open job that learns `name`'s mailbox.
+    fn open(&mut self, name: Name) {
+        let job = self.store.open_job(&name);
+        self.ready.push_back(Job { work: Work::Open(name, job) });
     }
 
     /// Starts the read of message `index` of `name`'s mailbox (which must be known) for `to`'s
@@ -197,7 +180,7 @@ impl<S: Store, W> Storage<S, W> {
 
     /// `name`'s mailbox is no longer in use: the store may forget its index.
     pub fn evict(&mut self, name: &Name) {
-        if !self.opening.contains_key(name) && !self.removals.iter().any(|r| &r.name == name) {
+        if !self.parked.is_learning(name) && !self.removals.iter().any(|r| &r.name == name) {
             self.store.evict(name);
         }
     }
@@ -286,7 +269,9 @@ impl<S: Store, W> Storage<S, W> {
         let unknown: Vec<Name> =
             self.removals.iter().take(at.unwrap_or(self.removals.len())).map(|r| r.name.clone()).collect();
         for name in unknown {
-            self.open(name);
+            if self.parked.learn(&name) {
+                self.open(name);
+            }
         }
         let Removal { name, n, last, waiter } = self.removals.remove(at?)?;
         let count = self.store.known_usage(&name).map_or(0, |u| u.count);
@@ -369,18 +354,8 @@ impl<S: Store, W> Storage<S, W> {
                 true
             }
         };
-        for slot in self.opening.remove(&name).unwrap_or_default() {
-            let Some(p) = self.parked.get_mut(&slot) else { continue };
-            p.left -= 1;
-            if failed {
-                p.failed.push(name.clone());
-            }
-            if p.left > 0 {
-                continue;
-            }
-            if let Some(Parked { waiter, failed, .. }) = self.parked.remove(&slot) {
-                self.outcomes.push_back(Outcome::Resume { waiter, failed });
-            }
+        for (waiter, failed) in self.parked.learnt(&name, failed) {
+            self.outcomes.push_back(Outcome::Resume { waiter, failed });
         }
     }
 
@@ -416,94 +391,4 @@ impl<S: Store, W> Storage<S, W> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use offline_store::{Limits, MemStore};
-
-    const TO: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
-
-    fn message(msg: u64) -> (Name, StoredMessage) {
-        let bob = Name::new("bob").expect("name");
-        let text = chat_proto::Text::new("hi").expect("text");
-        let msg = StoredMessage {
-            id: MsgId(msg),
-            from: bob.clone(),
-            origin: chat_proto::Origin::Direct,
-            at: chrono::DateTime::UNIX_EPOCH,
-            text,
-        };
-        (bob, msg)
-    }
-
-    /// Appends a message with id `msg` (a store keeps one record per id).
-    fn append<W>(s: &mut Storage<MemStore, W>, msg: u64) {
-        let (bob, msg) = message(msg);
-        s.append(&bob, &msg).expect("append");
-    }
-
-    /// Appends a copy with id `msg` that no reply waits on.
-    fn append_copy<W>(s: &mut Storage<MemStore, W>, msg: u64) {
-        let (bob, msg) = message(msg);
-        s.append_copy(&bob, &msg).expect("append");
-    }
-
-    fn failed() -> StoreError {
-        StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::other("gone") }
-    }
-
-    /// Runs the job from `poll_job`, which must be a sync, and hands it back.
-    fn sync_job(s: &mut Storage<MemStore, ()>) -> Option<Job> {
-        let job = s.poll_job(Instant::now())?;
-        assert_eq!(job.kind(), crate::JobKind::Sync);
-        Some(job)
-    }
-
-    #[test]
-    fn a_held_reply_leaves_after_its_sync_and_is_lost_if_the_sync_fails() {
-        let mut s = Storage::new(MemStore::new(Limits::default()));
-        let now = Instant::now();
-        assert!(sync_job(&mut s).is_none(), "nothing held, nothing to sync");
-        append(&mut s, 7);
-        s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, Datagram::Ack { id: MsgId(1) });
-        let job = sync_job(&mut s).expect("a sync");
-        append(&mut s, 8);
-        s.hold(TO, MsgId(2), Datagram::Ack { id: MsgId(2) }, Datagram::Ack { id: MsgId(2) });
-        assert!(s.poll_job(now).is_none(), "one sync at a time");
-        assert!(s.poll_outcome().is_none());
-        s.handle_job_done(now, job.run().done);
-        assert!(matches!(s.poll_outcome(), Some(Outcome::Durable(Held { id: MsgId(1), .. }))));
-        assert!(s.poll_outcome().is_none(), "the second waits for the next sync");
-        let job = sync_job(&mut s).expect("the next sync");
-        s.handle_job_done(now, job.fail(failed()).done);
-        assert!(matches!(s.poll_outcome(), Some(Outcome::Lost(Held { id: MsgId(2), .. }))));
-    }
-
-    #[test]
-    fn a_removal_waits_for_the_sync_in_the_lane_and_a_failed_sync_of_copies_waits_for_a_later_batch() {
-        let mut s: Storage<MemStore, u8> = Storage::new(MemStore::new(Limits::default()));
-        let (t0, later) = (Instant::now(), Instant::now() + std::time::Duration::from_millis(1));
-        append(&mut s, 7);
-        s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, Datagram::Ack { id: MsgId(1) });
-        let sync = s.poll_job(t0).expect("a sync");
-        s.remove_first(Name::new("bob").expect("name"), 1, MsgId(7), 9);
-        assert!(s.poll_job(t0).is_none(), "the removal waits for the lane");
-        s.handle_job_done(t0, sync.run().done);
-        let remove = s.poll_job(t0).expect("the removal");
-        assert_eq!(remove.kind(), crate::JobKind::Remove);
-        s.handle_job_done(t0, remove.run().done);
-        let outcomes: Vec<_> = std::iter::from_fn(|| s.poll_outcome()).collect();
-        assert!(
-            matches!(
-                outcomes[..],
-                [Outcome::Durable(_), Outcome::Removed { waiter: 9, result: Ok(Delivered::Deleted(1)) }]
-            ),
-            "{outcomes:?}"
-        );
-        append_copy(&mut s, 8);
-        let sync = s.poll_job(t0).expect("a sync for the copy");
-        s.handle_job_done(t0, sync.fail(failed()).done);
-        assert!(s.poll_job(t0).is_none() && s.unsynced, "not again in the same batch");
-        let _nothing_to_wait_for_in_memory = s.poll_job(later);
-        assert!(!s.unsynced, "again in a later one");
-    }
-}
+mod tests;
