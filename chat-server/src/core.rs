@@ -2,10 +2,12 @@
 //! no socket and no clock.
 //!
 //! Inputs are [`Server::handle_bytes`] (or [`Server::handle_datagram`]), [`Server::handle_timeout`]
-//! and [`Server::commit`], each given `now`, and [`Server::handle_synced`]; outputs are
-//! [`Server::poll_transmit`], [`Server::poll_timeout`] and the disk syncs that `commit` hands out.
-//! The async driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits
-//! to play loss. The handler of each kind of request lives in a submodule (`core/*.rs`); the
+//! and [`Server::handle_job_done`], each given `now`; outputs are [`Server::poll_transmit`],
+//! [`Server::poll_timeout`] and the disk work that [`Server::poll_job`] hands out as [`Job`]s. No
+//! handler touches the disk: what needs it (a mailbox's count at registration, a fetched message,
+//! the removal of fetched messages, a save to a mailbox not yet known) waits on a job. The async
+//! driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits to play
+//! loss. The handler of each kind of request lives in a submodule (`core/*.rs`); the
 //! state lives in the components (`clients`, `tables`, `probe`, `deliveries`, `dedup`,
 //! `joining`, `outbox`, `ids`, `storage`), none of which knows this module.
 
@@ -15,6 +17,7 @@ mod fetch;
 mod probe;
 mod register;
 mod save;
+mod waiting;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,17 +26,19 @@ use chat_core::Entropy;
 pub use chat_core::Transmit;
 use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
-use offline_store::{Store, StoreError, SyncJob};
+use offline_store::Store;
 
 use crate::clients::{Clients, SavedTable};
 use crate::dedup::{Check, Dedup};
 use crate::deliveries::Deliveries;
 use crate::ids::Ids;
+use crate::jobs::{Job, JobDone};
 use crate::joining::Joining;
 use crate::outbox::Outbox;
 use crate::probe::Probes;
 use crate::storage::{Held, Outcome, Storage};
 use crate::tables::Tables;
+use waiting::Resume;
 
 /// How the server times its retries.
 #[derive(Clone, Copy, Debug)]
@@ -56,7 +61,7 @@ impl Default for Config {
 /// The registration server: its components, and the clocks.
 #[derive(Debug)]
 pub struct Server<S> {
-    storage: Storage<S>,
+    storage: Storage<S, Resume>,
     clients: Clients,
     tables: Tables,
     probes: Probes,
@@ -155,39 +160,55 @@ impl<S: Store> Server<S> {
         self.tables.handle_timeout(now, &self.clients, &mut self.out);
     }
 
-    /// Ends a batch of input: sends the table if it changed, and starts making the batch's
-    /// appends durable. Returns the disk wait, for the driver to run (at once, or on another
-    /// thread while input goes on) and report with [`Server::handle_synced`]; the replies that
-    /// depend on it leave then. While one sync is in flight, replies wait for the next, which
-    /// the next call here starts once it is done (a driver that runs syncs elsewhere calls it
-    /// right after `handle_synced`): so each disk sync serves every request that came in
-    /// meanwhile.
-    #[must_use = "the replies wait until the returned sync is run and reported"]
-    pub fn commit(&mut self, now: Instant) -> Option<SyncJob> {
+    /// The next disk work to run, at the end of a batch of input (and after each job done):
+    /// first sends the table if it changed. Jobs run on any thread, in any order, and each is
+    /// handed back with [`Server::handle_job_done`]; the syncs, removals and checkpoints come one
+    /// at a time (the next once the one before is back). While one sync is out, replies wait
+    /// for the next: so each disk sync serves every request that came in meanwhile. `None`
+    /// when nothing is to run now (the driver calls again after its next input).
+    #[must_use = "what waits on a job goes on only once it is run and handed back"]
+    pub fn poll_job(&mut self, now: Instant) -> Option<Job> {
         self.now = now;
-        self.tables.commit(now, &self.clients, &mut self.out);
-        let job = self.storage.start_sync();
-        self.take_outcomes();
-        job
-    }
-
-    /// The job from [`Server::commit`] has run: its replies leave, or, if it failed, are
-    /// forgotten.
-    pub fn handle_synced(&mut self, result: Result<(), StoreError>) {
-        self.storage.handle_synced(result);
-        self.take_outcomes();
-    }
-
-    /// Sends the held replies whose sync succeeded. Of those whose sync failed nothing is known
-    /// to be on disk: none is answered, and the requests are forgotten, so that the senders'
-    /// retransmissions do them again (a message stored twice keeps its id, and is shown once).
-    fn take_outcomes(&mut self) {
-        while let Some(outcome) = self.storage.poll_outcome() {
-            match outcome {
-                Outcome::Durable(Held { to, id, reply }) => self.answer(to, id, reply),
-                Outcome::Lost(Held { to, id, .. }) => self.dedup.forget(to, id),
+        loop {
+            self.tables.commit(now, &self.clients, &mut self.out);
+            let job = self.storage.poll_job(now);
+            // Deciding what a job left may hold replies (or free the lane) for another.
+            if self.take_outcomes(now) == 0 || job.is_some() {
+                return job;
             }
         }
+    }
+
+    /// A job from [`Server::poll_job`] has run (or failed): what waited on it goes on. Held
+    /// replies whose sync succeeded leave; see [`Server::take_outcomes`] for those whose sync
+    /// failed.
+    pub fn handle_job_done(&mut self, now: Instant, done: JobDone) {
+        self.now = now;
+        self.storage.handle_job_done(now, done.done);
+        self.take_outcomes(now);
+    }
+
+    /// Takes every decision the storage port has made; returns how many.
+    ///
+    /// Of held replies whose sync failed nothing is known to be on disk. When the disk is full,
+    /// each gets its clear answer (a save is refused with `storage_unavailable`, a channel send
+    /// names the members whose copies were not kept); after another failure none is answered,
+    /// and the requests are forgotten, so that the senders' retransmissions do them again (the
+    /// store keeps a message once per id).
+    fn take_outcomes(&mut self, now: Instant) -> usize {
+        let mut taken = 0;
+        while let Some(outcome) = self.storage.poll_outcome() {
+            taken += 1;
+            match outcome {
+                Outcome::Durable(Held { to, id, reply, .. }) => self.answer(to, id, reply),
+                Outcome::NoSpace(Held { to, id, no_space, .. }) => self.answer(to, id, no_space),
+                Outcome::Lost(Held { to, id, .. }) => self.dedup.forget(to, id),
+                Outcome::Resume { waiter, failed } => self.resume(now, waiter, &failed),
+                Outcome::Read { read, result } => self.on_read(read, result),
+                Outcome::Removed { waiter, result } => self.on_removed(waiter, result),
+            }
+        }
+        taken
     }
 
     /// The next datagram to send.

@@ -1,4 +1,5 @@
-//! The async driver: one loop over the UDP socket, the core's next timeout and shutdown.
+//! The async driver: one loop over the UDP socket, the core's next timeout and shutdown; it runs
+//! the core's disk jobs after each batch.
 
 use std::io;
 use std::time::Instant;
@@ -15,7 +16,8 @@ use crate::{Config, Server, ServerError, TableFile};
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
 
-/// Serves on `socket` until `shutdown` is cancelled, then syncs the store. The client table is
+/// Serves on `socket` until `shutdown` is cancelled, then finishes the disk work and
+/// checkpoints the store. The client table is
 /// loaded from `table_file` at start and saved there whenever it changes.
 ///
 /// # Errors
@@ -66,12 +68,11 @@ pub async fn run<S: Store>(
         }
         let now = Instant::now();
         core.handle_timeout(now);
-        // The disk sync runs here, holding up the next batch, rather than on another thread:
-        // on this project's machine the two cross-core wake-ups of a hand-off cost more than
-        // the overlap gained (see docs/BENCHMARKS.md). The core allows either.
-        if let Some(job) = core.commit(now) {
-            core.handle_synced(job.run());
-        }
+        // The disk jobs (syncs, mailbox scans, reads, removals, checkpoints) run here, holding
+        // up the next batch, rather than on another thread: on this project's machine the two
+        // cross-core wake-ups of a hand-off cost more than the overlap gained (see
+        // docs/BENCHMARKS.md). The core allows either: no handler touches the disk.
+        run_jobs(&mut core, now);
         saved.keep(&core, &table_file);
         while let Some(t) = core.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.to).await {
@@ -80,8 +81,18 @@ pub async fn run<S: Store>(
         }
     }
     tracing::info!("server stopping");
+    // Nothing is out (jobs run inline): what is left to start is run, then the checkpoint.
+    run_jobs(&mut core, Instant::now());
     saved.keep(&core, &table_file);
     Ok(core.store_mut().checkpoint()?)
+}
+
+/// Runs the core's disk jobs, one after another, until it has none to hand out now.
+fn run_jobs<S: Store>(core: &mut Server<S>, now: Instant) {
+    while let Some(job) = core.poll_job(now) {
+        let done = job.run();
+        core.handle_job_done(now, done);
+    }
 }
 
 /// What of the client table is on disk.

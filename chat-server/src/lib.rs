@@ -7,8 +7,10 @@
 //! that own it and do not know the core: `clients` (the table), `tables` (its pushes),
 //! `probe`, `deliveries` (channel copies in flight), `dedup` (recent requests), `joining`,
 //! `outbox` (the send queue behind the address budgets of `budget`), `ids` (cookies, ids and
-//! secrets from the handed-in [`chat_core::Entropy`]) and `storage` (the port to
-//! [`offline_store::Store`] and its syncs).
+//! secrets from the handed-in [`chat_core::Entropy`]), `storage` (the port to
+//! [`offline_store::Store`]: its jobs) and `parked` (what waits on mailboxes being learnt). No
+//! handler touches the disk: the disk work leaves the core as a [`Job`] ([`Server::poll_job`])
+//! and comes back as an input ([`Server::handle_job_done`]).
 
 mod budget;
 mod clients;
@@ -18,8 +20,10 @@ mod deliveries;
 mod driver;
 mod error;
 mod ids;
+mod jobs;
 mod joining;
 mod outbox;
+mod parked;
 mod probe;
 mod storage;
 mod table_file;
@@ -29,6 +33,7 @@ pub use crate::clients::SavedTable;
 pub use crate::core::{Config, Server, Transmit};
 pub use driver::run;
 pub use error::ServerError;
+pub use jobs::{Job, JobDone, JobKind};
 pub use table_file::TableFile;
 
 #[cfg(test)]

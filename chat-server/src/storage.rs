@@ -1,16 +1,26 @@
-//! The storage port: the one component that owns the [`Store`] and the state of its syncs. Every
-//! store call of the core goes through it. It holds the replies that may leave only once what
-//! they acknowledge is durable, starts one sync at a time (the replies held meanwhile wait for
-//! the next), and hands each held reply back as an [`Outcome`] when its sync ends. It also
-//! keeps the mailboxes being fetched after `reg`. It decides nothing about requests and sends
-//! nothing itself.
+//! The storage port: the one component that owns the [`Store`], the state of its jobs, and what
+//! waits on them. Every store call of the core goes through it, and none of them touches the
+//! disk: the disk work goes out as [`Job`]s ([`Storage::poll_job`]) and comes back
+//! ([`Storage::handle_job_done`]).
+//!
+//! It holds the replies that may leave only once what they acknowledge is durable, and starts
+//! one sync at a time (the replies held meanwhile wait for the next). It learns mailboxes with
+//! open jobs, parking what waits on them (a waiter of the core's type `W`, given back as it
+//! was); reads stored messages by index, one read job each; and runs the removals of fetched
+//! messages and the checkpoints in the same lane as the syncs, one at a time, as the store
+//! requires. It hands back each decision as an [`Outcome`]. It decides nothing about requests
+//! and sends nothing itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::mem;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use chat_proto::{Datagram, MsgId, Name, StoredMessage};
-use offline_store::{Store, StoreError, SyncJob};
+use offline_store::{Store, StoreError};
+
+use crate::jobs::{Done, Job, Read, Work};
+use crate::parked::Parked;
 
 /// A reply held until the appends it acknowledges are durable.
 #[derive(Debug)]
@@ -18,18 +28,31 @@ pub(crate) struct Held {
     pub to: SocketAddr,
     pub id: MsgId,
     pub reply: Datagram,
+    /// The answer instead when the disk is full: what the request gets when what it stored
+    /// cannot be made durable (a save is refused with `storage_unavailable`).
+    pub no_space: Datagram,
 }
 
-/// What became of a held reply.
+/// What became of a held reply, a parked waiter, a read or a removal.
 #[derive(Debug)]
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<W> {
     /// Its sync succeeded: it may leave.
     Durable(Held),
-    /// Its sync failed: nothing it acknowledges is known to be on disk.
+    /// Its sync failed: nothing it acknowledges is known to be on disk. The request is
+    /// forgotten, so that its retransmission tries again.
     Lost(Held),
+    /// Its sync failed because the disk is full: it gets its `no_space` answer.
+    NoSpace(Held),
+    /// The mailboxes `waiter` waited for are known now, but those in `failed`, which could not
+    /// be read.
+    Resume { waiter: W, failed: Vec<Name> },
+    /// A stored message was read for a fetch (or could not be).
+    Read { read: Read, result: Result<StoredMessage, StoreError> },
+    /// A removal of fetched messages ended.
+    Removed { waiter: W, result: Result<Delivered, StoreError> },
 }
 
-/// What a `fetch_done` did to the mailbox.
+/// What a removal did to the mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivered {
     /// The first `n` messages were deleted.
@@ -38,41 +61,132 @@ pub(crate) enum Delivered {
     NotAtFront,
 }
 
-/// Where the syncs stand.
+/// The store's lane: one sync, removal or checkpoint at a time.
 #[derive(Debug)]
-enum Sync {
+enum Lane<W> {
     Idle,
     /// A sync is running; these replies wait on it.
-    InFlight(Vec<Held>),
+    Syncing(Vec<Held>),
+    /// A removal of the first `n` messages is running; `waiter` waits on it.
+    Removing {
+        n: usize,
+        waiter: W,
+    },
+    Checkpointing,
 }
 
-/// The store and its sync state.
+/// Fetched messages to delete once the lane is free: the first `n` of `name`'s mailbox, if the
+/// last of them is still `last`.
 #[derive(Debug)]
-pub(crate) struct Storage<S> {
+struct Removal<W> {
+    name: Name,
+    n: usize,
+    last: MsgId,
+    waiter: W,
+}
+
+/// The store and the state of its jobs.
+#[derive(Debug)]
+pub(crate) struct Storage<S, W> {
     store: S,
     /// Replies waiting for the next sync.
     held: Vec<Held>,
-    sync: Sync,
+    lane: Lane<W>,
     /// Messages were appended that no held reply waits on (channel copies): sync anyway.
     unsynced: bool,
-    outcomes: VecDeque<Outcome>,
-    /// Stored messages being fetched by a client that just registered.
-    fetches: HashMap<Name, Vec<StoredMessage>>,
+    /// When the last sync failed: copies no reply waits on are tried again at a later batch.
+    failed_at: Option<Instant>,
+    /// The store asked for a checkpoint after a sync.
+    checkpoint: bool,
+    /// Open and read jobs to hand out: they do not wait for the lane.
+    ready: VecDeque<Job>,
+    /// What waits for mailboxes being learnt.
+    parked: Parked<W>,
+    /// Removals waiting for the lane, oldest first.
+    removals: VecDeque<Removal<W>>,
+    outcomes: VecDeque<Outcome<W>>,
 }
 
-impl<S: Store> Storage<S> {
+impl<S: Store, W> Storage<S, W> {
     pub fn new(store: S) -> Self {
         Self {
             store,
             held: Vec::new(),
-            sync: Sync::Idle,
+            lane: Lane::Idle,
             unsynced: false,
+            failed_at: None,
+            checkpoint: false,
+            ready: VecDeque::new(),
+            parked: Parked::new(),
+            removals: VecDeque::new(),
             outcomes: VecDeque::new(),
-            fetches: HashMap::new(),
         }
     }
 
-    /// Appends `msg` to `to`'s mailbox; a reply that acknowledges it is [`Storage::hold`]en.
+    /// How many messages `to`'s mailbox holds, if it is known ([`Storage::when_known`] if not).
+    pub fn known_count(&self, to: &Name) -> Option<u32> {
+        self.store.known_usage(to).map(|u| u32::try_from(u.count).unwrap_or(u32::MAX))
+    }
+
+    /// Of `names`, those whose mailbox must be learnt first.
+    pub fn unknown(&self, names: impl IntoIterator<Item = Name>) -> Vec<Name> {
+        names.into_iter().filter(|n| self.store.known_usage(n).is_none()).collect()
+    }
+
+    /// Parks `waiter` until the mailboxes of `names` are known (open jobs learn them); it comes
+    /// back as [`Outcome::Resume`]. With no names it comes back at once.
+    pub fn when_known(&mut self, names: Vec<Name>, waiter: W) {
+        if names.is_empty() {
+            self.outcomes.push_back(Outcome::Resume { waiter, failed: Vec::new() });
+            return;
+        }
+        for name in self.parked.park(names, waiter) {
+            self.open(name);
+        }
+    }
+
+    /// Queues the open job that learns `name`'s mailbox.
+    fn open(&mut self, name: Name) {
+        let job = self.store.open_job(&name);
+        self.ready.push_back(Job { work: Work::Open(name, job) });
+    }
+
+    /// Starts the read of message `index` of `name`'s mailbox (which must be known) for `to`'s
+    /// fetch `id`; it comes back as [`Outcome::Read`]. Returns false past the end.
+    ///
+    /// # Errors
+    /// As [`Store::read_job`] (e.g. [`StoreError::Busy`] while the mailbox is rewritten).
+    pub fn read(&mut self, read: Read) -> Result<bool, StoreError> {
+        let index = usize::try_from(read.index).unwrap_or(usize::MAX);
+        match self.store.read_job(&read.name, index)? {
+            Some(job) => {
+                self.ready.push_back(Job { work: Work::Read(read, job) });
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The id of message `index` of `name`'s mailbox, if it is known and that long.
+    pub fn id_at(&self, name: &Name, index: usize) -> Option<MsgId> {
+        self.store.id_at(name, index)
+    }
+
+    /// Deletes the first `n` messages of `name`'s mailbox once the lane is free, if the last of
+    /// them is then still `last`; `waiter` comes back as [`Outcome::Removed`].
+    pub fn remove_first(&mut self, name: Name, n: usize, last: MsgId, waiter: W) {
+        self.removals.push_back(Removal { name, n, last, waiter });
+    }
+
+    /// `name`'s mailbox is no longer in use: the store may forget its index.
+    pub fn evict(&mut self, name: &Name) {
+        if !self.parked.is_learning(name) && !self.removals.iter().any(|r| &r.name == name) {
+            self.store.evict(name);
+        }
+    }
+
+    /// Appends `msg` to `to`'s mailbox (which should be known: the store learns it here
+    /// otherwise); a reply that acknowledges it is [`Storage::hold`]en.
     ///
     /// # Errors
     /// As [`Store::append`].
@@ -91,88 +205,50 @@ impl<S: Store> Storage<S> {
         Ok(())
     }
 
-    /// `reply` to request `id` of `to` leaves once the next sync has ended well.
-    pub fn hold(&mut self, to: SocketAddr, id: MsgId, reply: Datagram) {
-        self.held.push(Held { to, id, reply });
+    /// `reply` to request `id` of `to` leaves once the next sync has ended well; `no_space`
+    /// instead if that sync fails because the disk is full.
+    pub fn hold(&mut self, to: SocketAddr, id: MsgId, reply: Datagram, no_space: Datagram) {
+        self.held.push(Held { to, id, reply, no_space });
     }
 
-    /// How many messages `to`'s mailbox holds (0 if it cannot be read).
-    pub fn count(&mut self, to: &Name) -> u32 {
-        self.store.usage(to).map_or(0, |u| u32::try_from(u.count).unwrap_or(u32::MAX))
-    }
-
-    /// `to`'s stored messages (none, logged, if the mailbox cannot be read).
-    fn load(&mut self, to: &Name) -> Vec<StoredMessage> {
-        self.store.load(to).unwrap_or_else(|e| {
-            tracing::error!(%to, "cannot read stored messages: {e}");
-            Vec::new()
-        })
-    }
-
-    /// `to` registered: its mailbox is opened for it to fetch. Returns how many messages it
-    /// holds (with none, there is nothing to fetch).
-    pub fn open_mailbox(&mut self, to: &Name) -> u32 {
-        let stored = self.load(to);
-        let count = u32::try_from(stored.len()).unwrap_or(u32::MAX);
-        if stored.is_empty() {
-            self.fetches.remove(to);
-        } else {
-            self.fetches.insert(to.clone(), stored);
+    /// The next job to run: an open or a read, else, when the lane is free, a sync if anything
+    /// waits for one, a checkpoint if the store asked for one, or a removal.
+    pub fn poll_job(&mut self, now: Instant) -> Option<Job> {
+        if let Some(job) = self.ready.pop_front() {
+            return Some(job);
         }
-        count
-    }
-
-    /// `to` went offline: its mailbox is no longer being fetched.
-    pub fn close_mailbox(&mut self, to: &Name) {
-        self.fetches.remove(to);
-    }
-
-    /// Stored message `index` of `to`'s mailbox.
-    pub fn stored(&mut self, to: &Name, index: u32) -> Option<StoredMessage> {
-        if !self.fetches.contains_key(to) {
-            // A restart forgot what was being fetched: the mailbox still has it.
-            let msgs = self.load(to);
-            if !msgs.is_empty() {
-                self.fetches.insert(to.clone(), msgs);
+        if !matches!(self.lane, Lane::Idle) {
+            return None;
+        }
+        if let Some(job) = self.start_sync(now) {
+            return Some(job);
+        }
+        if mem::take(&mut self.checkpoint) {
+            match self.store.checkpoint_job() {
+                Ok(job) => {
+                    self.lane = Lane::Checkpointing;
+                    return Some(Job { work: Work::Checkpoint(job) });
+                }
+                Err(e) => tracing::warn!("store checkpoint not started (tried again later): {}", chat_core::report(&e)),
             }
         }
-        self.fetches.get(to).and_then(|msgs| msgs.get(usize::try_from(index).ok()?)).cloned()
+        self.start_removal()
     }
 
-    /// `to` has the first `count` stored messages, the last of them `last`: they are deleted if
-    /// they are still at the front, and the fetch is over.
-    ///
-    /// # Errors
-    /// As [`Store::remove_first`]; the fetch then goes on.
-    pub fn deliver_first(&mut self, to: &Name, count: u32, last: MsgId) -> Result<Delivered, StoreError> {
-        let msgs = match self.fetches.remove(to) {
-            Some(msgs) => msgs,
-            None => self.load(to), // a restart forgot them
-        };
-        let n = usize::try_from(count).unwrap_or(usize::MAX).min(msgs.len());
-        if n == 0 || msgs[n - 1].id != last {
-            return Ok(Delivered::NotAtFront);
-        }
-        if let Err(e) = self.store.remove_first(to, n) {
-            self.fetches.insert(to.clone(), msgs);
-            return Err(e);
-        }
-        Ok(Delivered::Deleted(n))
-    }
-
-    /// Starts making the batch's appends durable, unless a sync is in flight or nothing waits.
-    /// Returns the disk wait for the driver to run and report with [`Storage::handle_synced`];
-    /// when there is none to run, the held replies are decided at once ([`Storage::poll_outcome`]).
-    pub fn start_sync(&mut self) -> Option<SyncJob> {
-        if matches!(self.sync, Sync::InFlight(_)) || (!self.unsynced && self.held.is_empty()) {
+    /// Starts making the batch's appends durable, unless nothing waits (copies whose last
+    /// sync failed wait for a later batch). When there is nothing to run, or it cannot start,
+    /// the held replies are decided at once.
+    fn start_sync(&mut self, now: Instant) -> Option<Job> {
+        let retry = self.unsynced && self.failed_at.is_none_or(|at| now > at);
+        if !retry && self.held.is_empty() {
             return None;
         }
         let replies = mem::take(&mut self.held);
         match self.store.start_sync() {
             Ok(Some(job)) => {
                 self.unsynced = false;
-                self.sync = Sync::InFlight(replies);
-                Some(job)
+                self.lane = Lane::Syncing(replies);
+                Some(Job { work: Work::Sync(job) })
             }
             Ok(None) => {
                 self.unsynced = false;
@@ -180,31 +256,112 @@ impl<S: Store> Storage<S> {
                 None
             }
             Err(e) => {
-                self.failed(replies, &e);
+                self.failed(now, replies, &e);
                 None
             }
         }
     }
 
-    /// The sync from [`Storage::start_sync`] has run with `result`.
-    pub fn handle_synced(&mut self, result: Result<(), StoreError>) {
-        let replies = match mem::replace(&mut self.sync, Sync::Idle) {
-            Sync::InFlight(replies) => replies,
-            Sync::Idle => Vec::new(),
-        };
-        match result {
-            Ok(()) => {
-                self.outcomes.extend(replies.into_iter().map(Outcome::Durable));
-                if let Err(e) = self.store.finish_sync() {
-                    tracing::warn!("store housekeeping after a sync failed (tried again later): {e}");
-                }
+    /// The oldest removal whose mailbox is known; those of mailboxes not known are learnt
+    /// first. One whose last message is no longer the one named removes nothing.
+    fn start_removal(&mut self) -> Option<Job> {
+        let at = self.removals.iter().position(|r| self.store.known_usage(&r.name).is_some());
+        let unknown: Vec<Name> =
+            self.removals.iter().take(at.unwrap_or(self.removals.len())).map(|r| r.name.clone()).collect();
+        for name in unknown {
+            if self.parked.learn(&name) {
+                self.open(name);
             }
-            Err(e) => self.failed(replies, &e),
+        }
+        let Removal { name, n, last, waiter } = self.removals.remove(at?)?;
+        let count = self.store.known_usage(&name).map_or(0, |u| u.count);
+        let n = n.min(count);
+        if n == 0 || self.store.id_at(&name, n - 1) != Some(last) {
+            self.outcomes.push_back(Outcome::Removed { waiter, result: Ok(Delivered::NotAtFront) });
+            return self.ready.pop_front();
+        }
+        match self.store.remove_first_job(&name, n) {
+            Ok(job) => {
+                self.lane = Lane::Removing { n, waiter };
+                Some(Job { work: Work::Remove(name, job) })
+            }
+            Err(e) => {
+                self.outcomes.push_back(Outcome::Removed { waiter, result: Err(e) });
+                self.ready.pop_front()
+            }
         }
     }
 
-    /// The next held reply whose sync has ended.
-    pub fn poll_outcome(&mut self) -> Option<Outcome> {
+    /// A job from [`Storage::poll_job`] has run.
+    pub fn handle_job_done(&mut self, now: Instant, done: Done) {
+        match done {
+            Done::Synced(result) => self.synced(now, result),
+            Done::Opened(name, result) => self.opened(name, result),
+            Done::Read(read, result) => self.outcomes.push_back(Outcome::Read { read, result }),
+            Done::Removed(name, result) => {
+                let Lane::Removing { n, waiter } = mem::replace(&mut self.lane, Lane::Idle) else {
+                    tracing::error!(%name, "a removal ended that was not running");
+                    return;
+                };
+                let result = self.store.finish_remove(&name, result).map(|()| Delivered::Deleted(n));
+                self.outcomes.push_back(Outcome::Removed { waiter, result });
+            }
+            Done::Checkpointed(result) => {
+                if matches!(self.lane, Lane::Checkpointing) {
+                    self.lane = Lane::Idle;
+                }
+                if let Err(e) = self.store.finish_checkpoint(result) {
+                    tracing::warn!("store checkpoint failed (tried again later): {}", chat_core::report(&e));
+                }
+            }
+        }
+    }
+
+    fn synced(&mut self, now: Instant, result: Result<(), StoreError>) {
+        let replies = match mem::replace(&mut self.lane, Lane::Idle) {
+            Lane::Syncing(replies) => replies,
+            other => {
+                self.lane = other;
+                Vec::new()
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.failed_at = None;
+                self.outcomes.extend(replies.into_iter().map(Outcome::Durable));
+                self.store.sync_done();
+                self.checkpoint |= self.store.checkpoint_due();
+            }
+            Err(e) => self.failed(now, replies, &e),
+        }
+    }
+
+    /// An open job ended: what waited on the mailbox goes on (a scan made stale by an
+    /// eviction is done again).
+    fn opened(&mut self, name: Name, result: Result<offline_store::MailboxScan, StoreError>) {
+        let failed = match result {
+            Ok(scan) => {
+                self.store.install(&name, scan);
+                if self.store.known_usage(&name).is_none() {
+                    let job = self.store.open_job(&name);
+                    self.ready.push_back(Job { work: Work::Open(name, job) });
+                    return;
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!(%name, "cannot read the mailbox: {}", chat_core::report(&e));
+                true
+            }
+        };
+        for (waiter, failed) in self.parked.learnt(&name, failed) {
+            self.outcomes.push_back(Outcome::Resume { waiter, failed });
+        }
+    }
+
+    /// The next decision: a held reply whose sync ended, a waiter to resume, a read or a
+    /// removal that ended.
+    pub fn poll_outcome(&mut self) -> Option<Outcome<W>> {
         self.outcomes.pop_front()
     }
 
@@ -213,54 +370,25 @@ impl<S: Store> Storage<S> {
         &mut self.store
     }
 
-    fn failed(&mut self, replies: Vec<Held>, e: &StoreError) {
-        tracing::error!("store sync failed, {} requests not acknowledged: {e}", replies.len());
+    /// A sync failed: the replies it held are decided, and the log says how many requests it
+    /// concerned and what they get (the appends stay in the store, for the next sync).
+    fn failed(&mut self, now: Instant, replies: Vec<Held>, e: &StoreError) {
         self.unsynced = true;
-        self.outcomes.extend(replies.into_iter().map(Outcome::Lost));
+        self.failed_at = Some(now);
+        let (n, no_space, cause) = (replies.len(), e.is_no_space(), chat_core::report(e));
+        if n == 0 {
+            tracing::error!("store sync failed, no request waits on it (tried again with a later batch): {cause}");
+        } else if no_space {
+            tracing::error!("disk full: {n} requests answered that what they sent cannot be stored: {cause}");
+        } else {
+            tracing::error!(
+                "store sync failed: {n} requests not acknowledged (their retransmissions try again): {cause}"
+            );
+        }
+        let outcome = if no_space { Outcome::NoSpace } else { Outcome::Lost };
+        self.outcomes.extend(replies.into_iter().map(outcome));
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use offline_store::{Limits, MemStore};
-
-    const TO: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
-
-    /// Appends a message with id `msg` (a store keeps one record per id).
-    fn append(s: &mut Storage<MemStore>, msg: u64) {
-        let bob = Name::new("bob").expect("name");
-        let text = chat_proto::Text::new("hi").expect("text");
-        let msg = StoredMessage {
-            id: MsgId(msg),
-            from: bob.clone(),
-            origin: chat_proto::Origin::Direct,
-            at: chrono::DateTime::UNIX_EPOCH,
-            text,
-        };
-        s.append(&bob, &msg).expect("append");
-    }
-
-    fn failed() -> StoreError {
-        StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::other("gone") }
-    }
-
-    #[test]
-    fn a_held_reply_leaves_after_its_sync_and_is_lost_if_the_sync_fails() {
-        let mut s = Storage::new(MemStore::new(Limits::default()));
-        assert!(s.start_sync().is_none(), "nothing held, nothing to sync");
-        append(&mut s, 7);
-        s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) });
-        let job = s.start_sync().expect("a sync");
-        append(&mut s, 8);
-        s.hold(TO, MsgId(2), Datagram::Ack { id: MsgId(2) });
-        assert!(s.start_sync().is_none(), "one sync at a time");
-        assert!(s.poll_outcome().is_none());
-        s.handle_synced(job.run());
-        assert!(matches!(s.poll_outcome(), Some(Outcome::Durable(Held { id: MsgId(1), .. }))));
-        assert!(s.poll_outcome().is_none(), "the second waits for the next sync");
-        let _job = s.start_sync().expect("the next sync");
-        s.handle_synced(Err(failed()));
-        assert!(matches!(s.poll_outcome(), Some(Outcome::Lost(Held { id: MsgId(2), .. }))));
-    }
-}
+mod tests;

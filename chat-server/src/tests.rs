@@ -11,7 +11,8 @@ use chat_proto::{Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret
 use chrono::{TimeZone, Utc};
 use offline_store::{Limits, MemStore, Store, StoreError};
 
-use crate::{Config, Server};
+use crate::{Config, Job, JobKind, Server};
+use disk::{Disk, TestStore};
 
 fn name(s: &str) -> Name {
     Name::new(s).expect("name")
@@ -26,7 +27,11 @@ const BOB: u16 = 5002;
 const CAROL: u16 = 5003;
 
 struct Fixture {
-    server: Server<MemStore>,
+    server: Server<TestStore>,
+    /// The store's disk, to make it full or forget mailboxes.
+    disk: Disk,
+    /// The next job of this kind fails.
+    fail: Option<JobKind>,
     t0: Instant,
     now: Instant,
     next_id: u64,
@@ -50,8 +55,9 @@ impl Fixture {
     fn with_limits(limits: Limits) -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-        let server = Server::new(Config::default(), MemStore::new(limits), t0, wall, Entropy::from_seed([7; 32]));
-        Self { server, t0, now: t0, next_id: 0, secrets: HashMap::new() }
+        let (store, disk) = TestStore::new(limits);
+        let server = Server::new(Config::default(), store, t0, wall, Entropy::from_seed([7; 32]));
+        Self { server, disk, fail: None, t0, now: t0, next_id: 0, secrets: HashMap::new() }
     }
 
     fn id(&mut self) -> MsgId {
@@ -74,11 +80,30 @@ impl Fixture {
         self.drain()
     }
 
-    /// Ends a batch as the driver does, with a disk sync that succeeds.
+    /// Ends a batch as the driver does: runs the disk jobs until none is left, each well but
+    /// the first of the kind the test said should fail.
     fn commit(&mut self) {
-        if let Some(job) = self.server.commit(self.now) {
-            self.server.handle_synced(job.run());
+        while let Some(job) = self.server.poll_job(self.now) {
+            let done = match self.fail.take_if(|kind| *kind == job.kind()) {
+                Some(_) => {
+                    job.fail(StoreError::Io { op: "read", path: "bob".into(), source: std::io::Error::other("EIO") })
+                }
+                None => job.run(),
+            };
+            self.server.handle_job_done(self.now, done);
         }
+    }
+
+    /// Runs the jobs that do not wait for the lane (mailbox scans, reads) and returns the next
+    /// one that does (a sync, a removal, a checkpoint), for the test to end when it likes.
+    fn lane_job(&mut self) -> Option<Job> {
+        while let Some(job) = self.server.poll_job(self.now) {
+            if job.kind().in_lane() {
+                return Some(job);
+            }
+            self.server.handle_job_done(self.now, job.run());
+        }
+        None
     }
 
     fn drain(&mut self) -> Vec<(u16, Datagram)> {
@@ -182,7 +207,7 @@ impl Fixture {
     }
 
     fn stored(&mut self, who: &str) -> Vec<(String, Origin, String)> {
-        let msgs = self.server.store_mut().load(&name(who)).expect("load");
+        let msgs = self.server.store_mut().messages(&name(who));
         msgs.into_iter().map(|m| (m.from.to_string(), m.origin, m.text.to_string())).collect()
     }
 }
@@ -209,6 +234,8 @@ fn table_version(d: &Datagram) -> Option<u64> {
 
 mod amplification;
 mod channel;
+mod disk;
+mod jobs;
 mod register;
 mod save;
 mod tables;

@@ -3,8 +3,10 @@
 //! lost replies and time passing. Whatever happens, the server does not panic; everything it
 //! sends decodes, fits one datagram and goes only to an address it heard from; to an address
 //! that has not proven it receives there it never sends more than three times what it got from
-//! it; and once nobody talks to it for a minute it has no timer left (nothing is retransmitted
-//! forever).
+//! it; it hands out one sync, removal or checkpoint at a time; and once nobody talks to it for a
+//! minute it has no timer left (nothing is retransmitted forever). Its disk jobs (of every kind:
+//! the store here forgets mailboxes it evicts, and asks for a checkpoint now and then) end late,
+//! in any order, and some fail.
 //!
 //! Each property runs 256 cases by default. For a longer run:
 //! `PROPTEST_CASES=100000 cargo test -p chat-server --test fuzz --release`
@@ -20,9 +22,12 @@ use chat_proto::{
     ClientRow, Datagram, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret,
     StoredMessage, Table, Text, decode, encode,
 };
-use chat_server::{Config, Server};
+use chat_server::{Config, Job, JobKind, Server};
 use chrono::{DateTime, TimeZone, Utc};
-use offline_store::{Limits, MemStore, Store, StoreError, SyncJob};
+use offline_store::{
+    Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, MemStore, OpenJob, ReadJob, RemoveJob, Removed, Store,
+    StoreError, SyncJob, Usage,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -154,6 +159,94 @@ fn mangled() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![4 => encoded, 1 => prop::collection::vec(any::<u8>(), 0..300)]
 }
 
+// ---- a store that forgets ----
+
+/// A [`MemStore`] that forgets the mailboxes the server evicts (so that they are learnt again by
+/// open jobs), asks for a checkpoint after every third sync, and panics if the server uses a
+/// mailbox it does not know but through an open job (the store would scan it on the event loop).
+#[derive(Debug)]
+struct Forgetful {
+    inner: MemStore,
+    unknown: HashSet<Name>,
+    syncs: u64,
+}
+
+impl Forgetful {
+    fn new() -> Self {
+        Self { inner: MemStore::new(Limits::default()), unknown: HashSet::new(), syncs: 0 }
+    }
+
+    fn known(&self, to: &Name, what: &str) {
+        assert!(!self.unknown.contains(to), "{what} of {to}'s mailbox, not known: a scan on the event loop");
+    }
+}
+
+impl Store for Forgetful {
+    fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError> {
+        self.known(to, "append");
+        self.inner.append_once(to, msg)
+    }
+
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        self.inner.start_sync()
+    }
+
+    fn sync_done(&mut self) {
+        self.syncs += 1;
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.syncs % 3 == 0
+    }
+
+    fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
+        self.inner.checkpoint_job()
+    }
+
+    fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError> {
+        self.inner.finish_checkpoint(result)
+    }
+
+    fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
+        panic!("the server loaded {to}'s whole mailbox")
+    }
+
+    fn open_job(&mut self, to: &Name) -> OpenJob {
+        self.inner.open_job(to)
+    }
+
+    fn install(&mut self, to: &Name, scan: MailboxScan) {
+        self.unknown.remove(to);
+        self.inner.install(to, scan);
+    }
+
+    fn known_usage(&self, to: &Name) -> Option<Usage> {
+        if self.unknown.contains(to) { None } else { self.inner.known_usage(to) }
+    }
+
+    fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
+        if self.unknown.contains(to) { None } else { self.inner.id_at(to, index) }
+    }
+
+    fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
+        self.known(to, "read_job");
+        self.inner.read_job(to, index)
+    }
+
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
+        self.known(to, "remove_first_job");
+        self.inner.remove_first_job(to, n)
+    }
+
+    fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
+        self.inner.finish_remove(to, result)
+    }
+
+    fn evict(&mut self, to: &Name) {
+        self.unknown.insert(to.clone());
+    }
+}
+
 // ---- the script ----
 
 /// One thing that happens to the server.
@@ -170,11 +263,11 @@ enum Step {
     Answer { pick: Index, id: MsgId },
     /// A datagram the server got before arrives again (a retransmission or a duplicate).
     Replay { pick: Index },
-    /// End of a batch: commit (starting a disk sync unless one is in flight) and send; `lose`
-    /// drops everything sent.
+    /// End of a batch: the jobs the server hands out are taken (they run later) and what it
+    /// queued is sent; `lose` drops everything sent.
     Commit { lose: bool },
-    /// The disk sync in flight, if any, ends: well, or `fail`ing.
-    Synced { fail: bool },
+    /// One of the jobs out, if any, ends: well, or `fail`ing.
+    JobEnds { pick: Index, fail: bool },
     /// Time passes: timers fire, then commit and send.
     Wait { ms: u64 },
 }
@@ -186,7 +279,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (any::<Index>(), msg_id()).prop_map(|(pick, id)| Step::Answer { pick, id }),
         2 => any::<Index>().prop_map(|pick| Step::Replay { pick }),
         4 => any::<bool>().prop_map(|lose| Step::Commit { lose }),
-        3 => prop::bool::weighted(0.2).prop_map(|fail| Step::Synced { fail }),
+        4 => (any::<Index>(), prop::bool::weighted(0.2)).prop_map(|(pick, fail)| Step::JobEnds { pick, fail }),
         5 => prop_oneof![0u64..200, 0u64..=2000].prop_map(|ms| Step::Wait { ms }),
     ]
 }
@@ -217,10 +310,10 @@ struct Traffic {
 }
 
 struct Harness {
-    server: Server<MemStore>,
+    server: Server<Forgetful>,
     now: Instant,
-    /// The disk sync the server started and that has not ended yet.
-    syncing: Option<SyncJob>,
+    /// The jobs the server handed out that have not ended yet.
+    out: Vec<Job>,
     traffic: HashMap<SocketAddr, Traffic>,
     /// The names' secrets, as the server handed them out.
     secrets: HashMap<Name, Secret>,
@@ -234,11 +327,11 @@ impl Harness {
     fn new() -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-        let server = Server::new(Config::default(), MemStore::new(Limits::default()), t0, wall, entropy(SEED));
+        let server = Server::new(Config::default(), Forgetful::new(), t0, wall, entropy(SEED));
         Self {
             server,
             now: t0,
-            syncing: None,
+            out: Vec::new(),
             traffic: HashMap::new(),
             secrets: HashMap::new(),
             registering: HashMap::new(),
@@ -300,13 +393,14 @@ impl Harness {
                 self.commit()?;
                 self.drain(lose)?;
             }
-            Step::Synced { fail } => {
-                if let Some(job) = self.syncing.take() {
+            Step::JobEnds { pick, fail } => {
+                if !self.out.is_empty() {
+                    let job = self.out.swap_remove(pick.index(self.out.len()));
                     let failed = || io::Error::other("the disk is gone");
                     let path = PathBuf::from("journal");
-                    let result =
-                        if fail { Err(StoreError::Io { op: "sync", path, source: failed() }) } else { job.run() };
-                    self.server.handle_synced(result);
+                    let done =
+                        if fail { job.fail(StoreError::Io { op: "sync", path, source: failed() }) } else { job.run() };
+                    self.server.handle_job_done(self.now, done);
                     self.drain(false)?;
                 }
             }
@@ -320,21 +414,30 @@ impl Harness {
         Ok(())
     }
 
-    /// Ends a batch as the driver does: a sync starts unless one is in flight.
+    /// Ends a batch as the driver does, but the jobs handed out run later: one sync, removal
+    /// or checkpoint at a time.
     fn commit(&mut self) -> Result<(), TestCaseError> {
-        let job = self.server.commit(self.now);
-        if job.is_some() {
-            prop_assert!(self.syncing.is_none(), "a second sync started while one was in flight");
-            self.syncing = job;
+        while let Some(job) = self.server.poll_job(self.now) {
+            let in_lane = |j: &Job| j.kind().in_lane();
+            prop_assert!(
+                !in_lane(&job) || !self.out.iter().any(in_lane),
+                "a {:?} handed out while {:?} was out",
+                job.kind(),
+                self.out.iter().map(Job::kind).collect::<Vec<JobKind>>()
+            );
+            self.out.push(job);
         }
         Ok(())
     }
 
-    /// Ends the sync in flight, if any, well.
-    fn finish_sync(&mut self) {
-        if let Some(job) = self.syncing.take() {
-            self.server.handle_synced(job.run());
+    /// Ends the jobs out, and those they lead to, well.
+    fn finish_sync(&mut self) -> Result<(), TestCaseError> {
+        for _ in 0..1000 {
+            self.commit()?;
+            let Some(job) = self.out.pop() else { return Ok(()) };
+            self.server.handle_job_done(self.now, job.run());
         }
+        Err(TestCaseError::fail("jobs keep coming"))
     }
 
     /// `d` as a real client at `from` sends it.
@@ -428,9 +531,7 @@ impl Harness {
     /// does, and at the end has no timer left.
     fn fall_quiet(&mut self) -> Result<(), TestCaseError> {
         // The driver commits after every batch it reads, and its syncs end.
-        self.finish_sync();
-        self.commit()?;
-        self.finish_sync();
+        self.finish_sync()?;
         self.drain(true)?;
         let end = self.now + Duration::from_secs(60);
         for _ in 0..100_000 {
@@ -438,8 +539,7 @@ impl Harness {
                 Some(at) if at <= end => {
                     self.now = self.now.max(at);
                     self.server.handle_timeout(self.now);
-                    self.commit()?;
-                    self.finish_sync();
+                    self.finish_sync()?;
                     self.drain(true)?;
                 }
                 _ => break,
@@ -447,8 +547,7 @@ impl Harness {
         }
         self.now = end;
         self.server.handle_timeout(self.now);
-        self.commit()?;
-        self.finish_sync();
+        self.finish_sync()?;
         self.drain(true)?;
         let left = self.server.poll_timeout().map(|at| at.saturating_duration_since(self.now));
         prop_assert!(left.is_none(), "a timer is still set after a quiet minute (due in {:?})", left);
@@ -511,10 +610,10 @@ fn register(
     secret
 }
 
-/// Ends a batch as the driver does, with a disk sync that succeeds.
-fn commit(server: &mut Server<MemStore>, now: Instant) {
-    if let Some(job) = server.commit(now) {
-        server.handle_synced(job.run());
+/// Ends a batch as the driver does, running its disk jobs, which succeed.
+fn commit<S: Store>(server: &mut Server<S>, now: Instant) {
+    while let Some(job) = server.poll_job(now) {
+        server.handle_job_done(now, job.run());
     }
 }
 

@@ -137,6 +137,16 @@ impl Server {
     /// Starts a server with extra options; retries on a fresh port if the process exits before
     /// it is listening (another program took the port in between).
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_through(&[], extra)
+    }
+
+    /// Starts a server through `wrapper`: the command line is `wrapper`, then the `chatapp`
+    /// binary and its options, the last of them the data directory (see [`Proc::spawn_wrapped`]).
+    pub fn start_wrapped(wrapper: &[&str]) -> Server {
+        Self::start_through(wrapper, &[])
+    }
+
+    fn start_through(wrapper: &[&str], extra: &[&str]) -> Server {
         for attempt in 1..=3 {
             let port = free_port();
             let dir = TempDir::new().expect("create the server's data directory");
@@ -144,7 +154,7 @@ impl Server {
             let dir_arg = dir.path().to_str().expect("a UTF-8 temp path").to_owned();
             let mut args = vec!["-s", &port_arg, "--data-dir", &dir_arg];
             args.extend_from_slice(extra);
-            let proc = Proc::spawn(format!("server:{port}"), &args);
+            let proc = Proc::spawn_wrapped(format!("server:{port}"), wrapper, &args);
             let deadline = Instant::now() + WAIT;
             while Instant::now() < deadline {
                 let listening =

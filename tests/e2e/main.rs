@@ -9,6 +9,7 @@ mod harness;
 mod args;
 mod channel;
 mod direct;
+mod disk;
 mod faults;
 mod offline;
 mod order;

@@ -6,19 +6,29 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_core::Key;
-use chat_proto::{Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
+use chat_proto::{ClientRow, Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
 use offline_store::{Store, StoreError};
 
 use super::Server;
+use super::waiting::Resume;
 use crate::deliveries::Delivery;
 
 /// What became of one channel copy for an offline member.
 enum Appended {
     Stored,
-    /// The member's mailbox is full: this copy is lost, and the sender is told.
+    /// The member's mailbox is full, or the disk is: this copy is lost, and the sender is told.
     Full,
-    /// A disk error: the request is not answered, so the sender retries.
+    /// Another disk error: the request is not answered, so the sender retries.
     Failed,
+}
+
+/// Where the copies of one channel message went.
+#[derive(Default)]
+struct FannedOut {
+    /// Offline members whose copy was appended (durable after the next sync).
+    stored: Vec<Name>,
+    /// Offline members whose copy was not kept (their mailbox or the disk is full).
+    full: Vec<Name>,
 }
 
 impl<S: Store> Server<S> {
@@ -43,27 +53,62 @@ impl<S: Store> Server<S> {
         };
         let at = self.wall(now);
         let msg = Arc::new(StoredMessage { id: cid, from: sender.clone(), origin: Origin::Channel, at, text });
-        let Some(full) = self.fan_out(now, sender, (msg, bytes)) else {
-            // Not acknowledged and forgotten: the sender retries, and the same channel id
-            // makes whoever already has it show it once.
-            return;
-        };
-        let reply = if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } };
-        self.dedup.pending(from, id);
-        self.storage.hold(from, id, reply);
+        self.relay(now, from, id, sender, (msg, bytes));
     }
 
-    /// Sends `msg` (encoded as `bytes`) to every online member but `sender`, and stores it for
-    /// the offline ones. Returns the members whose mailbox was full, or `None` after a disk error.
+    /// Relays the channel message of request `id` once the offline members' mailboxes are
+    /// known (open jobs learn them first), and holds the reply until the copies are durable.
+    pub(super) fn relay(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        id: MsgId,
+        sender: &Name,
+        (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
+    ) {
+        let rows: Vec<ClientRow> = self.clients.snapshot().clients.into_iter().filter(|r| &r.name != sender).collect();
+        let offline: Vec<Name> = rows.iter().filter(|r| !r.online).map(|r| r.name.clone()).collect();
+        let waiter =
+            || Resume::Channel { from, id, sender: sender.clone(), msg: Arc::clone(&msg), bytes: Arc::clone(&bytes) };
+        if self.park_unless_known(&offline, waiter) {
+            self.dedup.pending(from, id);
+            return;
+        }
+        match self.fan_out(now, sender, rows, (msg, bytes)) {
+            Some(fanned) => self.hold_channel_reply(from, id, fanned),
+            None => {
+                // Not acknowledged and forgotten: the sender retries, and the same channel id
+                // makes whoever already has it show it once.
+                self.dedup.forget(from, id);
+            }
+        }
+    }
+
+    /// The reply to channel request `id` leaves once its copies are durable.
+    fn hold_channel_reply(&mut self, from: SocketAddr, id: MsgId, FannedOut { stored, mut full }: FannedOut) {
+        let partial = |full: Vec<Name>| {
+            if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } }
+        };
+        let reply = partial(full.clone());
+        // With the disk full, the copies appended are not kept either: the message went to
+        // every online member, as with full mailboxes, and the sender is told who misses it.
+        full.extend(stored);
+        self.dedup.pending(from, id);
+        self.storage.hold(from, id, reply, partial(full));
+    }
+
+    /// Sends `msg` (encoded as `bytes`) to the members in `rows` that are online, and stores it
+    /// for the offline ones (whose mailboxes are known). Returns where the copies went, or
+    /// `None` after a disk error (other than a full disk).
     fn fan_out(
         &mut self,
         now: Instant,
         sender: &Name,
+        rows: Vec<ClientRow>,
         (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
-    ) -> Option<Vec<Name>> {
-        let table = self.clients.snapshot();
-        let (mut live, mut stored, mut failed, mut full) = (0, 0, false, Vec::new());
-        for row in table.clients.into_iter().filter(|r| &r.name != sender) {
+    ) -> Option<FannedOut> {
+        let (mut live, mut failed, mut out) = (0, false, FannedOut::default());
+        for row in rows {
             if row.online {
                 live += 1;
                 let d = Delivery::new(now, row.name, row.addr, msg.id, (msg.clone(), bytes.clone()));
@@ -71,17 +116,21 @@ impl<S: Store> Server<S> {
                 continue;
             }
             match self.append_channel(&row.name, &msg) {
-                Appended::Stored => stored += 1,
-                Appended::Full => full.push(row.name),
+                Appended::Stored => out.stored.push(row.name),
+                Appended::Full => out.full.push(row.name),
                 Appended::Failed => failed = true,
             }
         }
-        tracing::debug!(%sender, live, stored, "channel message");
-        (!failed).then_some(full)
+        tracing::debug!(%sender, live, stored = out.stored.len(), "channel message");
+        (!failed).then_some(out)
     }
 
-    /// Stores the copy of a member found gone; the sender was answered long ago.
+    /// Stores the copy of a member found gone (once its mailbox is known); the sender was
+    /// answered long ago.
     pub(super) fn store_channel(&mut self, to: &Name, msg: &StoredMessage) {
+        if self.park_unless_known(std::slice::from_ref(to), || Resume::Copy { to: to.clone(), msg: msg.clone() }) {
+            return;
+        }
         let _ = self.append_channel(to, msg); // logged
     }
 
@@ -91,6 +140,10 @@ impl<S: Store> Server<S> {
             Ok(()) => Appended::Stored,
             Err(e @ StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}");
+                Appended::Full
+            }
+            Err(e) if e.is_no_space() => {
+                tracing::error!(%to, from = %msg.from, "channel message not stored: {}", chat_core::report(&e));
                 Appended::Full
             }
             Err(e) => {

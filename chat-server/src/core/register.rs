@@ -7,6 +7,7 @@ use chat_proto::{Datagram, MsgId, Name, Refusal, Secret};
 use offline_store::Store;
 
 use super::Server;
+use super::waiting::Resume;
 use crate::probe::Waiter;
 
 impl<S: Store> Server<S> {
@@ -41,11 +42,11 @@ impl<S: Store> Server<S> {
         }
     }
 
-    /// Puts `name` online at `from` and answers with the number of stored messages. With none
-    /// the table goes out at once; with some, after the client confirms it has them all. A new
-    /// name gets its row only when `confirm` proves the address for it (the cookie is for the
-    /// address and the name). A name the server has no secret for (it lost its row) takes the
-    /// one the client `shown`.
+    /// Puts `name` online at `from` and answers with the number of stored messages (once its
+    /// mailbox is known: an open job learns it first). With none the table goes out at once;
+    /// with some, after the client confirms it has them all. A new name gets its row only when
+    /// `confirm` proves the address for it (the cookie is for the address and the name). A
+    /// name the server has no secret for (it lost its row) takes the one the client `shown`.
     pub(super) fn register(&mut self, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>) {
         if self.clients.get(name).is_none() {
             self.join(from, id, name, shown);
@@ -56,8 +57,6 @@ impl<S: Store> Server<S> {
         // confirms this registration, not one that joined from here before.
         self.tables.forget(from);
         self.joining.take(from);
-        let count = self.start_fetch(name);
-        tracing::info!(%name, %from, stored = count, "registered");
         let secret = match self.clients.secret(name) {
             Some(s) => s.clone(),
             None => {
@@ -66,8 +65,22 @@ impl<S: Store> Server<S> {
                 s
             }
         };
-        let (version, cookie) = (self.clients.version(), self.ids.cookie(from));
-        self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });
+        let cookie = self.ids.cookie(from);
+        self.answer_registration(from, id, name, (secret, cookie), false);
+    }
+
+    /// Answers the registration with the count of `name`'s mailbox, now if it is known, else
+    /// once an open job has learnt it.
+    fn answer_registration(&mut self, from: SocketAddr, id: MsgId, name: &Name, keys: (Secret, u64), joining: bool) {
+        match self.storage.known_count(name) {
+            Some(count) => self.registered(from, id, name, keys, count, joining),
+            None => {
+                self.dedup.pending(from, id);
+                let (secret, cookie) = keys;
+                let waiter = Resume::Register { from, id, name: name.clone(), secret, cookie, joining };
+                self.storage.when_known(vec![name.clone()], waiter);
+            }
+        }
     }
 
     /// A new name: answered, but its row waits for the address to be confirmed.
@@ -75,10 +88,8 @@ impl<S: Store> Server<S> {
         let secret = self.joining.secret(from, name).cloned().or(shown).unwrap_or_else(|| self.ids.fresh_secret());
         self.joining.insert(from, name.clone(), secret.clone());
         // A mailbox kept from before the server lost the name's row.
-        let stored = self.storage.count(name);
-        tracing::info!(%name, %from, stored, "new name: its row waits for the address to be confirmed");
-        let (version, cookie) = (self.clients.version(), self.ids.joining_cookie(from, name));
-        self.answer(from, id, Datagram::Registered { id, version, stored, secret, cookie });
+        let cookie = self.ids.joining_cookie(from, name);
+        self.answer_registration(from, id, name, (secret, cookie), true);
     }
 
     pub(super) fn on_dereg(&mut self, from: SocketAddr, id: MsgId, name: &Name, secret: &Secret) {
@@ -97,10 +108,11 @@ impl<S: Store> Server<S> {
             tracing::info!(%name, %from, "deregistered");
             self.tables.changed();
         }
-        self.storage.close_mailbox(name);
+        self.storage.evict(name);
         // Offline, it takes no tables: stop sending it the one in flight.
         self.tables.forget(from);
         self.dedup.pending(from, id);
-        self.storage.hold(from, id, Datagram::Ack { id });
+        // Nothing of a dereg is on disk: with the disk full it is done all the same.
+        self.storage.hold(from, id, Datagram::Ack { id }, Datagram::Ack { id });
     }
 }

@@ -7,6 +7,7 @@ use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, Secret, StoredMessage, 
 use offline_store::{Store, StoreError};
 
 use super::Server;
+use super::waiting::Resume;
 use crate::probe::Waiter;
 
 /// One save-message request, as it came in.
@@ -44,16 +45,25 @@ impl<S: Store> Server<S> {
         self.store_for(from, id, &to, msg);
     }
 
-    /// Appends `msg` to `to`'s mailbox; the ACK leaves after the next sync.
+    /// Appends `msg` to `to`'s mailbox (once it is known); the ACK leaves after the next sync.
     pub(super) fn store_for(&mut self, from: SocketAddr, id: MsgId, to: &Name, msg: StoredMessage) {
+        if !self.storage.unknown([to.clone()]).is_empty() {
+            self.storage.when_known(vec![to.clone()], Resume::Save { from, id, to: to.clone(), msg });
+            return;
+        }
         match self.storage.append(to, &msg) {
             Ok(()) => {
                 tracing::debug!(%to, from = %msg.from, "message saved");
-                self.storage.hold(from, id, Datagram::Ack { id });
+                let refused = Datagram::Refused { id, reason: Refusal::StorageUnavailable };
+                self.storage.hold(from, id, Datagram::Ack { id }, refused);
             }
             Err(StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "mailbox full, message refused");
                 self.answer(from, id, Datagram::Refused { id, reason: Refusal::MailboxFull });
+            }
+            Err(e) if e.is_no_space() => {
+                tracing::error!(%to, from = %msg.from, "disk full, message refused: {}", chat_core::report(&e));
+                self.answer(from, id, Datagram::Refused { id, reason: Refusal::StorageUnavailable });
             }
             Err(e) => {
                 // Not acknowledged and forgotten: the sender's retransmission tries again.

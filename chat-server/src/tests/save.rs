@@ -22,18 +22,18 @@ fn saves_are_acked_when_their_sync_ends_and_those_that_come_meanwhile_share_the_
     };
     let request = f.save_request(MsgId(500), "alice", "bob", "one");
     f.server.handle_datagram(f.now, addr(ALICE), request);
-    let first = f.server.commit(f.now).expect("a sync starts");
+    let first = f.lane_job().expect("a sync starts");
     assert_eq!(ack_to(f.drain(), ALICE), 0, "not acked before its sync ends");
     for (id, text) in [(501, "two"), (502, "three")] {
         let request = f.save_request(MsgId(id), "carol", "bob", text);
         f.server.handle_datagram(f.now, addr(CAROL), request);
-        assert!(f.server.commit(f.now).is_none(), "one sync at a time");
+        assert!(f.lane_job().is_none(), "one sync at a time");
     }
     assert_eq!(ack_to(f.drain(), CAROL), 0);
-    f.server.handle_synced(first.run());
+    f.server.handle_job_done(f.now, first.run());
     assert_eq!(f.drain(), vec![(ALICE, Datagram::Ack { id: MsgId(500) })], "only what the first sync covered");
-    let second = f.server.commit(f.now).expect("the next sync serves both waiting saves");
-    f.server.handle_synced(second.run());
+    let second = f.lane_job().expect("the next sync serves both waiting saves");
+    f.server.handle_job_done(f.now, second.run());
     assert_eq!(ack_to(f.drain(), CAROL), 2);
     assert_eq!(f.stored("bob").len(), 3);
 }
@@ -44,10 +44,9 @@ fn a_failed_sync_acks_nothing_and_the_retransmission_is_done_again() {
     f.dereg("bob", BOB);
     let request = f.save_request(MsgId(500), "alice", "bob", "hi");
     f.server.handle_datagram(f.now, addr(ALICE), request.clone());
-    let job = f.server.commit(f.now).expect("a sync starts");
-    drop(job);
+    let job = f.lane_job().expect("a sync starts");
     let gone = std::io::Error::other("the disk is gone");
-    f.server.handle_synced(Err(StoreError::Io { op: "sync", path: "journal".into(), source: gone }));
+    f.server.handle_job_done(f.now, job.fail(StoreError::Io { op: "sync", path: "journal".into(), source: gone }));
     assert_eq!(f.drain(), vec![], "nothing acked that may not be on disk");
     assert_eq!(f.recv(ALICE, request), vec![(ALICE, Datagram::Ack { id: MsgId(500) })], "done again, not replayed");
 }
@@ -111,7 +110,7 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
     f.ack_tables(&out);
     assert_eq!(f.stored("bob").len(), 2, "nothing deleted: message 1 is not the one named");
     let id = f.id();
-    let Some(last) = f.server.store_mut().load(&name("bob")).expect("load").get(1).map(|m| m.id) else { panic!() };
+    let Some(last) = f.server.store_mut().messages(&name("bob")).get(1).map(|m| m.id) else { panic!() };
     let out = f.recv(BOB, Datagram::FetchDone { id, count: 2, last });
     assert_eq!(out.last(), Some(&(BOB, Datagram::Ack { id })));
     assert!(f.stored("bob").is_empty());

@@ -110,7 +110,26 @@ impl Proc {
 
     /// Starts `chatapp` with `args` and its `TZ` set to `tz`, whatever the zone of the test run.
     pub fn spawn_in(label: impl Into<String>, args: &[&str], tz: &str) -> Proc {
-        let mut child = Command::new(bin())
+        Self::spawn_through(label, &[], args, tz)
+    }
+
+    /// Starts `wrapper` (a command and its arguments, e.g. one that sets up a mount and then
+    /// execs what follows it) with the `chatapp` binary and `args` after it, in UTC. An empty
+    /// `wrapper` starts `chatapp` itself.
+    pub fn spawn_wrapped(label: impl Into<String>, wrapper: &[&str], args: &[&str]) -> Proc {
+        Self::spawn_through(label, wrapper, args, UTC_TZ)
+    }
+
+    fn spawn_through(label: impl Into<String>, wrapper: &[&str], args: &[&str], tz: &str) -> Proc {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .args(args)
             .env("TZ", tz)
             .env("NO_COLOR", "1")
@@ -126,7 +145,7 @@ impl Proc {
         drain(child.stderr.take().expect("piped stderr"), Arc::clone(&shared), Stream::Err);
         let stdin = child.stdin.take();
         Proc {
-            label: format!("{} (pid {}, args {args:?})", label.into(), child.id()),
+            label: format!("{} (pid {}, args {wrapper:?} {args:?})", label.into(), child.id()),
             child: RefCell::new(child),
             stdin,
             shared,

@@ -1,0 +1,91 @@
+//! The storage port's lane and held replies, over a store in memory.
+
+use super::*;
+use offline_store::{Limits, MemStore};
+
+const TO: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
+
+fn message(msg: u64) -> (Name, StoredMessage) {
+    let bob = Name::new("bob").expect("name");
+    let text = chat_proto::Text::new("hi").expect("text");
+    let msg = StoredMessage {
+        id: MsgId(msg),
+        from: bob.clone(),
+        origin: chat_proto::Origin::Direct,
+        at: chrono::DateTime::UNIX_EPOCH,
+        text,
+    };
+    (bob, msg)
+}
+
+/// Appends a message with id `msg` (a store keeps one record per id).
+fn append<W>(s: &mut Storage<MemStore, W>, msg: u64) {
+    let (bob, msg) = message(msg);
+    s.append(&bob, &msg).expect("append");
+}
+
+/// Appends a copy with id `msg` that no reply waits on.
+fn append_copy<W>(s: &mut Storage<MemStore, W>, msg: u64) {
+    let (bob, msg) = message(msg);
+    s.append_copy(&bob, &msg).expect("append");
+}
+
+fn failed() -> StoreError {
+    StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::other("gone") }
+}
+
+/// Runs the job from `poll_job`, which must be a sync, and hands it back.
+fn sync_job(s: &mut Storage<MemStore, ()>) -> Option<Job> {
+    let job = s.poll_job(Instant::now())?;
+    assert_eq!(job.kind(), crate::JobKind::Sync);
+    Some(job)
+}
+
+#[test]
+fn a_held_reply_leaves_after_its_sync_and_is_lost_if_the_sync_fails() {
+    let mut s = Storage::new(MemStore::new(Limits::default()));
+    let now = Instant::now();
+    assert!(sync_job(&mut s).is_none(), "nothing held, nothing to sync");
+    append(&mut s, 7);
+    s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, Datagram::Ack { id: MsgId(1) });
+    let job = sync_job(&mut s).expect("a sync");
+    append(&mut s, 8);
+    s.hold(TO, MsgId(2), Datagram::Ack { id: MsgId(2) }, Datagram::Ack { id: MsgId(2) });
+    assert!(s.poll_job(now).is_none(), "one sync at a time");
+    assert!(s.poll_outcome().is_none());
+    s.handle_job_done(now, job.run().done);
+    assert!(matches!(s.poll_outcome(), Some(Outcome::Durable(Held { id: MsgId(1), .. }))));
+    assert!(s.poll_outcome().is_none(), "the second waits for the next sync");
+    let job = sync_job(&mut s).expect("the next sync");
+    s.handle_job_done(now, job.fail(failed()).done);
+    assert!(matches!(s.poll_outcome(), Some(Outcome::Lost(Held { id: MsgId(2), .. }))));
+}
+
+#[test]
+fn a_removal_waits_for_the_sync_in_the_lane_and_a_failed_sync_of_copies_waits_for_a_later_batch() {
+    let mut s: Storage<MemStore, u8> = Storage::new(MemStore::new(Limits::default()));
+    let (t0, later) = (Instant::now(), Instant::now() + std::time::Duration::from_millis(1));
+    append(&mut s, 7);
+    s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, Datagram::Ack { id: MsgId(1) });
+    let sync = s.poll_job(t0).expect("a sync");
+    s.remove_first(Name::new("bob").expect("name"), 1, MsgId(7), 9);
+    assert!(s.poll_job(t0).is_none(), "the removal waits for the lane");
+    s.handle_job_done(t0, sync.run().done);
+    let remove = s.poll_job(t0).expect("the removal");
+    assert_eq!(remove.kind(), crate::JobKind::Remove);
+    s.handle_job_done(t0, remove.run().done);
+    let outcomes: Vec<_> = std::iter::from_fn(|| s.poll_outcome()).collect();
+    assert!(
+        matches!(
+            outcomes[..],
+            [Outcome::Durable(_), Outcome::Removed { waiter: 9, result: Ok(Delivered::Deleted(1)) }]
+        ),
+        "{outcomes:?}"
+    );
+    append_copy(&mut s, 8);
+    let sync = s.poll_job(t0).expect("a sync for the copy");
+    s.handle_job_done(t0, sync.fail(failed()).done);
+    assert!(s.poll_job(t0).is_none() && s.unsynced, "not again in the same batch");
+    let _nothing_to_wait_for_in_memory = s.poll_job(later);
+    assert!(!s.unsynced, "again in a later one");
+}

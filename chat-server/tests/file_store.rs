@@ -1,0 +1,126 @@
+//! The core over a real [`FileStore`], its disk jobs run on another thread: messages saved
+//! before a restart are counted at registration by an open job, fetched one by one by read
+//! jobs, and deleted by a removal job.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::Instant;
+
+use chat_core::Entropy;
+use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Secret, Text, decode};
+use chat_server::{Config, Job, JobDone, JobKind, Server};
+use chrono::{TimeZone, Utc};
+use offline_store::{FileStore, Limits, Store};
+
+fn name(s: &str) -> Name {
+    Name::new(s).expect("valid name")
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+const ALICE: u16 = 5001;
+const BOB: u16 = 5002;
+
+/// A server over the store in `dir`, started at `t0`.
+fn server(dir: &std::path::Path, t0: Instant) -> Server<FileStore> {
+    let store = FileStore::open(dir, Limits::default()).expect("open the store");
+    let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    Server::new(Config::default(), store, t0, wall, Entropy::from_seed([3; 32]))
+}
+
+/// Runs `job` on a thread of its own, as a driver that keeps the disk off its loop would.
+fn on_a_thread(job: Job) -> JobDone {
+    thread::spawn(move || job.run()).join().expect("the job's thread")
+}
+
+/// Delivers `d` from `port`, runs every job the server hands out (on other threads), and
+/// returns what it sent, with the kinds of jobs it ran.
+fn exchange(s: &mut Server<FileStore>, now: Instant, port: u16, d: Datagram) -> (Vec<(u16, Datagram)>, Vec<JobKind>) {
+    s.handle_datagram(now, addr(port), d);
+    let mut kinds = Vec::new();
+    while let Some(job) = s.poll_job(now) {
+        kinds.push(job.kind());
+        s.handle_job_done(now, on_a_thread(job));
+    }
+    let out = std::iter::from_fn(|| s.poll_transmit())
+        .map(|t| (t.to.port(), decode(&t.bytes).expect("valid datagram")))
+        .collect();
+    (out, kinds)
+}
+
+/// `who` registers at `port` (with `secret` if it has one) and confirms; returns its secret.
+fn register(s: &mut Server<FileStore>, now: Instant, port: u16, who: &str, secret: Option<Secret>) -> (Secret, u32) {
+    let reg = Datagram::Register { id: MsgId(1), name: name(who), secret, pad: " ".repeat(REGISTER_PAD_TO) };
+    let (out, _) = exchange(s, now, port, reg);
+    let Some((secret, cookie, stored)) = out.into_iter().find_map(|(_, d)| match d {
+        Datagram::Registered { secret, cookie, stored, .. } => Some((secret, cookie, stored)),
+        _ => None,
+    }) else {
+        panic!("{who} not registered")
+    };
+    exchange(s, now, port, Datagram::Confirm { id: MsgId(2), cookie });
+    (secret, stored)
+}
+
+#[test]
+fn messages_saved_before_a_restart_are_counted_read_and_deleted_by_jobs() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let t0 = Instant::now();
+    let mut s = server(dir.path(), t0);
+    let (bob_secret, _) = register(&mut s, t0, BOB, "bob", None);
+    exchange(&mut s, t0, BOB, Datagram::Dereg { id: MsgId(3), name: name("bob"), secret: bob_secret.clone() });
+    let (alice_secret, _) = register(&mut s, t0, ALICE, "alice", None);
+    for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+        let id = MsgId(10 + i as u64);
+        let text = Text::new(text).expect("text");
+        let save = Datagram::Save {
+            id,
+            msg: MsgId(100 + i as u64),
+            from: name("alice"),
+            secret: alice_secret.clone(),
+            to: name("bob"),
+            text,
+            force: false,
+        };
+        let (out, _) = exchange(&mut s, t0, ALICE, save);
+        assert!(out.contains(&(ALICE, Datagram::Ack { id })), "{out:?}");
+    }
+    let table = s.saved_table();
+    drop(s);
+
+    // A restart: the new store knows no mailbox.
+    let mut s = server(dir.path(), t0);
+    s.restore_table(table);
+    let reg = Datagram::Register {
+        id: MsgId(20),
+        name: name("bob"),
+        secret: Some(bob_secret),
+        pad: " ".repeat(REGISTER_PAD_TO),
+    };
+    let (out, kinds) = exchange(&mut s, t0, BOB, reg);
+    assert_eq!(kinds, [JobKind::Open]);
+    assert!(matches!(out[..], [(BOB, Datagram::Registered { stored: 3, .. })]), "{out:?}");
+    let mut last = MsgId(0);
+    for index in [2, 0, 1] {
+        let (out, kinds) = exchange(&mut s, t0, BOB, Datagram::Fetch { id: MsgId(30 + u64::from(index)), index });
+        assert_eq!(kinds, [JobKind::Read]);
+        let [(BOB, Datagram::Stored { index: got, ref message, .. })] = out[..] else { panic!("{out:?}") };
+        assert_eq!((got, message.text.as_str()), (index, ["one", "two", "three"][index as usize]));
+        if index == 2 {
+            last = message.id;
+        }
+    }
+    let (out, kinds) = exchange(&mut s, t0, BOB, Datagram::FetchDone { id: MsgId(40), count: 3, last });
+    assert_eq!(kinds, [JobKind::Remove], "the ACK needs no sync of its own");
+    assert_eq!(out.last(), Some(&(BOB, Datagram::Ack { id: MsgId(40) })), "{out:?}");
+    assert!(s.store_mut().load(&name("bob")).expect("the mailbox").is_empty());
+}
+
+#[test]
+fn jobs_and_their_results_can_go_to_another_thread() {
+    fn sendable<T: Send + 'static>() {}
+    sendable::<Job>();
+    sendable::<JobDone>();
+}
