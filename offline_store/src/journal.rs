@@ -5,7 +5,8 @@
 //! into the mailbox. The mailbox files themselves are synced only at a checkpoint, after which
 //! the journal is emptied. Opening the store replays a non-empty journal: a record missing from
 //! its mailbox (a crash of the machine lost it from the page cache) is appended again; one
-//! already there is left alone. This module owns the journal file and the replay; it must not
+//! already there is left alone. After a failed write the file is cut back to its length before
+//! it, so that a partial line never merges with the next into one the replay skips. This module owns the journal file and the replay; it must not
 //! keep mailbox contents in memory beyond the one mailbox being replayed.
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +27,10 @@ pub(crate) struct Journal {
     file: File,
     pending: Vec<u8>,
     len: u64,
+    /// Set when a write failed: the file's length before it. The file may end in part of a
+    /// line, cut off before the next write, so that it does not merge with the next line into
+    /// one that the replay skips.
+    torn_at: Option<u64>,
     /// Written since the last sync that is known to have succeeded.
     unsynced: bool,
 }
@@ -40,7 +45,7 @@ impl Journal {
             .read(true)
             .open(&path)
             .map_err(StoreError::io("open", &path))?;
-        let mut journal = Self { path, file, pending: Vec::new(), len: 0, unsynced: false };
+        let mut journal = Self { path, file, pending: Vec::new(), len: 0, torn_at: None, unsynced: false };
         if journal.file.metadata().map_err(StoreError::io("stat", &journal.path))?.len() > 0 {
             journal.replay(dir)?;
         }
@@ -59,7 +64,15 @@ impl Journal {
     /// was written since the last sync that succeeded (see [`Journal::synced`]).
     pub(crate) fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         if !self.pending.is_empty() {
-            self.file.write_all(&self.pending).map_err(StoreError::io("write", &self.path))?;
+            let mut before = self.file.metadata().map_err(StoreError::io("stat", &self.path))?.len();
+            if let Some(end) = self.torn_at.take().filter(|end| *end < before) {
+                self.file.set_len(end).map_err(StoreError::io("truncate", &self.path))?;
+                before = end;
+            }
+            if let Err(e) = self.file.write_all(&self.pending) {
+                self.torn_at = Some(before);
+                return Err(StoreError::io("write", &self.path)(e));
+            }
             self.len += self.pending.len() as u64;
             self.pending.clear();
             self.unsynced = true;
