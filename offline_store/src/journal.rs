@@ -178,3 +178,47 @@ fn restore(path: &Path, lines: &[Vec<u8>]) -> Result<usize, StoreError> {
     file.sync_data().map_err(StoreError::io("sync", path))?;
     Ok(missing.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, OpenOptions};
+    use std::io::Write as _;
+
+    use chat_proto::{MsgId, Name, Origin, StoredMessage, Text};
+
+    use super::Journal;
+    use crate::mailbox;
+    use crate::record;
+
+    fn line(i: u64) -> Vec<u8> {
+        let msg = StoredMessage {
+            id: MsgId(i),
+            from: Name::new("alice").expect("name"),
+            origin: Origin::Direct,
+            at: chrono::DateTime::UNIX_EPOCH,
+            text: Text::new(format!("number {i}")).expect("text"),
+        };
+        record::encode(&msg).expect("encodes")
+    }
+
+    #[test]
+    fn after_a_failed_write_the_next_write_starts_on_a_line_of_its_own() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::open(tmp.path()).expect("open");
+        journal.note("bob", &line(0));
+        let _job = journal.write().expect("write");
+        // A write cut short (ENOSPC): part of a line reached the file, and the write failed.
+        let good = fs::metadata(tmp.path().join("journal")).expect("meta").len();
+        let mut file = OpenOptions::new().append(true).open(tmp.path().join("journal")).expect("open");
+        file.write_all(&b"bob "[..]).and_then(|()| file.write_all(&line(1)[..10])).expect("partial");
+        journal.torn_at = Some(good);
+        journal.note("bob", &line(2));
+        let _job = journal.write().expect("write");
+        drop(journal);
+        // The replay (the mailbox was lost) brings back every line the journal holds whole.
+        drop(Journal::open(tmp.path()).expect("replay"));
+        let mbox = mailbox::scan(&tmp.path().join("bob.mbox"), |_| {}).expect("scan");
+        let ids: Vec<u64> = mbox.records.iter().map(|r| r.id.0).collect();
+        assert_eq!(ids, vec![0, 2], "the line after the failed write is not merged into a corrupt one");
+    }
+}
