@@ -71,10 +71,9 @@ impl Mailbox {
     /// Whether a record of `msg` (same sender, same id) is stored, written out or not, where a
     /// duplicate of it may rest: it is durable, or the next sync covers it.
     pub(crate) fn holds(&self, msg: &StoredMessage) -> bool {
-        let key = record_key(msg);
-        let len = self.records.len();
-        let found = self.records.iter().rposition(|r| r.key == key && r.id == msg.id);
-        found.is_some_and(|index| self.durability.settles(index, len))
+        let (key, len) = (record_key(msg), self.records.len());
+        let copy = |(index, r): (usize, &Record)| r.key == key && r.id == msg.id && self.durability.settles(index, len);
+        self.records.iter().enumerate().any(copy)
     }
 
     /// Notes a record of `len` bytes for `msg`, `pending` bytes after the written end.

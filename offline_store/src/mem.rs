@@ -42,8 +42,11 @@ impl MemBox {
     /// Whether a message from the same sender with the same id is stored where a duplicate may
     /// rest on it.
     fn holds(&self, msg: &StoredMessage) -> bool {
-        let found = self.msgs.iter().rposition(|(m, _)| m.id == msg.id && m.from == msg.from);
-        found.is_some_and(|index| self.durability.settles(index, self.msgs.len()))
+        let len = self.msgs.len();
+        let copy = |(index, (m, _)): (usize, &(StoredMessage, u64))| {
+            m.id == msg.id && m.from == msg.from && self.durability.settles(index, len)
+        };
+        self.msgs.iter().enumerate().any(copy)
     }
 }
 
