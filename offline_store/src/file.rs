@@ -3,9 +3,9 @@
 //! of mailboxes written; the mailboxes are synced at checkpoints.
 //!
 //! This module owns the files: opening, appending, syncing, rewriting and removing them, and
-//! the in-memory index of each mailbox (usage, and each record's message id and offset: 16 bytes
-//! a message). It must not hold whole mailboxes in memory, nor keep more than [`OPEN_HANDLES`]
-//! file handles open.
+//! the in-memory index of each mailbox (usage, each record's message id, sender-and-id key and
+//! offset: 24 bytes a message, and how much of it is known durable, see `durable.rs`). It must
+//! not hold whole mailboxes in memory, nor keep more than [`OPEN_HANDLES`] file handles open.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -17,7 +17,7 @@ use chat_proto::{MsgId, Name, StoredMessage};
 
 use crate::jobs::{CheckpointPlan, RemovePlan};
 use crate::journal::Journal;
-use crate::mailbox::{self, Mailbox};
+use crate::mailbox::{self, Mailbox, Record};
 use crate::record;
 use crate::{
     Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
@@ -42,6 +42,13 @@ pub struct FileStore {
     unwritten: HashMap<Name, Vec<u8>>,
     /// Mailboxes written since the last checkpoint: synced at the next one.
     unsynced: HashSet<Name>,
+    /// Mailboxes appended to since the journal was last written: their new records are handed
+    /// to the next sync.
+    unhanded: HashSet<Name>,
+    /// What the sync handed out by [`Store::start_sync`] covers, until it is known to have
+    /// succeeded ([`Store::sync_done`]): for each mailbox, its first records. A sync started
+    /// while one is still here means that one failed.
+    sync_out: Option<Covers>,
     /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
     dir_dirty: bool,
     journal: Journal,
@@ -50,6 +57,9 @@ pub struct FileStore {
     /// How many mailboxes [`Store::evict`] has dropped: a scan begun before one may be stale.
     evictions: u64,
 }
+
+/// What a sync covers: for each mailbox, how many of its first records.
+type Covers = Vec<(Name, usize)>;
 
 /// A [`CheckpointJob`] or [`RemoveJob`] handed out and not finished yet.
 #[derive(Debug)]
@@ -71,8 +81,20 @@ impl FileStore {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
         let journal = Journal::open(&dir)?;
-        let (boxes, dirty, unwritten, unsynced) = (HashMap::new(), HashMap::new(), HashMap::new(), HashSet::new());
-        Ok(Self { dir, limits, boxes, dirty, unwritten, unsynced, dir_dirty: false, journal, out: None, evictions: 0 })
+        Ok(Self {
+            dir,
+            limits,
+            boxes: HashMap::new(),
+            dirty: HashMap::new(),
+            unwritten: HashMap::new(),
+            unsynced: HashSet::new(),
+            unhanded: HashSet::new(),
+            sync_out: None,
+            dir_dirty: false,
+            journal,
+            out: None,
+            evictions: 0,
+        })
     }
 
     /// The directory holding the mailboxes.
@@ -83,6 +105,12 @@ impl FileStore {
     /// The path of `name`'s mailbox file (which may not exist): always directly in [`Self::dir`].
     pub fn mailbox_path(&self, name: &Name) -> PathBuf {
         self.dir.join(format!("{}.mbox", file_name(name)))
+    }
+
+    /// How many of `name`'s first records are known durable (`None` if the mailbox is not known).
+    #[cfg(test)]
+    pub(crate) fn durable_count(&self, name: &Name) -> Option<usize> {
+        self.boxes.get(name).map(|mb| mb.durability.durable())
     }
 
     /// How many file handles are open (those of files appended to since the last sync).
@@ -155,6 +183,19 @@ impl FileStore {
         Ok(())
     }
 
+    /// Writes the journal (after every mailbox's appends), and notes that the records appended so
+    /// far are handed to the sync it returns. Returns that sync with what it covers.
+    fn write_journal(&mut self) -> Result<(Option<SyncJob>, Covers), StoreError> {
+        let job = self.journal.write()?;
+        let mut covers = Vec::with_capacity(self.unhanded.len());
+        for name in self.unhanded.drain() {
+            if let Some(mb) = self.boxes.get_mut(&name) {
+                covers.push((name, mb.durability.handed(mb.records.len())));
+            }
+        }
+        Ok((job, covers))
+    }
+
     /// The messages of `to` not written out yet, oldest first.
     fn pending(&self, to: &Name) -> Vec<StoredMessage> {
         let bytes = self.unwritten.get(to).map_or(&[][..], Vec::as_slice);
@@ -166,8 +207,10 @@ impl FileStore {
     fn replace(&mut self, name: &Name, mut kept: Mailbox) {
         if let Some(old) = self.boxes.get(name) {
             let pending = self.unwritten.get(name).map_or(0, |b| b.len() as u64);
-            let tail = old.records.iter().filter(|(_, offset)| *offset >= old.written);
-            let tail: Vec<(MsgId, u64)> = tail.map(|(id, offset)| (*id, offset - old.written + kept.written)).collect();
+            let tail = old.records.iter().filter(|r| r.at >= old.written);
+            let tail: Vec<Record> = tail.map(|r| Record { at: r.at - old.written + kept.written, ..*r }).collect();
+            // Appended while the file was rewritten: none of them was handed to a sync yet.
+            kept.durability.then_unhanded(tail.len());
             kept.usage.count += tail.len();
             kept.usage.bytes += pending;
             kept.records.extend(tail);
@@ -178,6 +221,10 @@ impl FileStore {
     /// What the store knows once the checkpoint of a finished job has run.
     fn checkpointed(&mut self, synced: Vec<Name>) {
         for name in synced {
+            if let Some(mb) = self.boxes.get_mut(&name) {
+                let written = mb.written_count();
+                mb.durability.file_synced(written);
+            }
             if !self.unwritten.contains_key(&name) {
                 self.unsynced.remove(&name);
             }
@@ -201,12 +248,13 @@ impl Store for FileStore {
         let path = self.mailbox_path(to);
         let pending = self.unwritten.get(to).map_or(0, |bytes| bytes.len() as u64);
         let mb = mailbox::cached(&mut self.boxes, to, &path)?;
-        if mb.holds(msg.id) {
+        if mb.holds(msg) {
             return Ok(Appended::Duplicate);
         }
         self.limits.check(to, mb.usage, line.len() as u64)?;
-        mb.push(msg.id, line.len() as u64, pending);
+        mb.push(msg, line.len() as u64, pending);
         self.journal.note(&file_name(to), &line);
+        self.unhanded.insert(to.clone());
         match self.unwritten.get_mut(to) {
             Some(bytes) => bytes.extend_from_slice(&line),
             None => {
@@ -219,13 +267,31 @@ impl Store for FileStore {
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.not_busy()?;
+        if let Some(lost) = self.sync_out.take() {
+            // Never known to have succeeded: what it covered is durable only once the mailbox
+            // file is synced (a later sync of the journal may succeed without it).
+            for (name, _) in lost {
+                if let Some(mb) = self.boxes.get_mut(&name) {
+                    mb.durability.failed();
+                }
+            }
+        }
         // The mailbox writes go to the page cache; the journal makes them durable.
         self.write_all_out()?;
-        self.journal.write()
+        let (job, covers) = self.write_journal()?;
+        if job.is_some() {
+            self.sync_out = Some(covers);
+        }
+        Ok(job)
     }
 
     fn sync_done(&mut self) {
         self.journal.synced();
+        for (name, n) in self.sync_out.take().unwrap_or_default() {
+            if let Some(mb) = self.boxes.get_mut(&name) {
+                mb.durability.covered(n);
+            }
+        }
     }
 
     fn checkpoint_due(&self) -> bool {
@@ -256,7 +322,7 @@ impl Store for FileStore {
         let scanned = mailbox::scan(&path, |msg| out.push(msg))?;
         if let Some(mb) = self.boxes.get(to) {
             // Past `written` the file may end in records whose write failed: they are pending.
-            out.truncate(mb.records.iter().filter(|(_, offset)| *offset < mb.written).count());
+            out.truncate(mb.written_count());
             out.extend(self.pending(to));
         } else {
             self.boxes.insert(to.clone(), scanned);
@@ -281,14 +347,14 @@ impl Store for FileStore {
     }
 
     fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
-        self.boxes.get(to)?.records.get(index).map(|(id, _)| *id)
+        self.boxes.get(to)?.records.get(index).map(|r| r.id)
     }
 
     fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
         let path = self.mailbox_path(to);
         let removing = self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to));
         let mb = mailbox::cached(&mut self.boxes, to, &path)?;
-        let Some(&(id, offset)) = mb.records.get(index) else { return Ok(None) };
+        let Some(&Record { id, at: offset, .. }) = mb.records.get(index) else { return Ok(None) };
         if offset < mb.written {
             if removing {
                 // The file is being replaced: where the record will be is known once it is.
@@ -314,7 +380,8 @@ impl Store for FileStore {
         }
         self.write_all_out()?;
         // Everything journalled so far goes to the file, for the job's checkpoint to empty it.
-        let _covered_by_the_checkpoint = self.journal.write()?;
+        // (The records are durable once the job's checkpoint has synced their mailboxes.)
+        let _covered_by_the_checkpoint = self.write_journal()?;
         let (synced, checkpoint) = self.checkpoint_plan()?;
         // The file is replaced: later appends open the new one.
         self.dirty.remove(to);
@@ -328,6 +395,11 @@ impl Store for FileStore {
         let Some(out) = self.out.take_if(|out| out.removing.as_ref() == Some(to)) else {
             return result.map(|_| ());
         };
+        // The mailbox's records moved: what a sync out covers of it is no longer counted so
+        // (the rewrite, or the scan after a failure, synced the file).
+        if let Some(covers) = &mut self.sync_out {
+            covers.retain(|(name, _)| name != to);
+        }
         match result {
             Ok(Removed { kept: Some(kept), .. }) => {
                 self.checkpointed(out.synced);

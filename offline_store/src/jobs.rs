@@ -33,8 +33,10 @@ pub struct OpenJob {
 }
 
 impl OpenJob {
-    /// Reads the whole mailbox file, one line at a time, and returns what the store keeps of it
-    /// (usage, and each record's id and offset). A missing file is an empty mailbox.
+    /// Reads the whole mailbox file, one line at a time, then syncs it (`fdatasync`: a record
+    /// written by a run killed before its sync is made durable before it counts), and returns
+    /// what the store keeps of it (usage, each record's id, sender-and-id key and offset, and
+    /// which are durable). A missing file is an empty mailbox.
     ///
     /// # Errors
     /// [`StoreError::Io`] when the file exists but cannot be read.

@@ -5,7 +5,8 @@
 //! into the mailbox. The mailbox files themselves are synced only at a checkpoint, after which
 //! the journal is emptied. Opening the store replays a non-empty journal: a record missing from
 //! its mailbox (a crash of the machine lost it from the page cache) is appended again; one
-//! already there is left alone. This module owns the journal file and the replay; it must not
+//! already there is left alone. After a failed write the file is cut back to its length before
+//! it, so that a partial line never merges with the next into one the replay skips. This module owns the journal file and the replay; it must not
 //! keep mailbox contents in memory beyond the one mailbox being replayed.
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +27,10 @@ pub(crate) struct Journal {
     file: File,
     pending: Vec<u8>,
     len: u64,
+    /// Set when a write failed: the file's length before it. The file may end in part of a
+    /// line, cut off before the next write, so that it does not merge with the next line into
+    /// one that the replay skips.
+    torn_at: Option<u64>,
     /// Written since the last sync that is known to have succeeded.
     unsynced: bool,
 }
@@ -40,7 +45,7 @@ impl Journal {
             .read(true)
             .open(&path)
             .map_err(StoreError::io("open", &path))?;
-        let mut journal = Self { path, file, pending: Vec::new(), len: 0, unsynced: false };
+        let mut journal = Self { path, file, pending: Vec::new(), len: 0, torn_at: None, unsynced: false };
         if journal.file.metadata().map_err(StoreError::io("stat", &journal.path))?.len() > 0 {
             journal.replay(dir)?;
         }
@@ -59,7 +64,15 @@ impl Journal {
     /// was written since the last sync that succeeded (see [`Journal::synced`]).
     pub(crate) fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
         if !self.pending.is_empty() {
-            self.file.write_all(&self.pending).map_err(StoreError::io("write", &self.path))?;
+            let mut before = self.file.metadata().map_err(StoreError::io("stat", &self.path))?.len();
+            if let Some(end) = self.torn_at.take().filter(|end| *end < before) {
+                self.file.set_len(end).map_err(StoreError::io("truncate", &self.path))?;
+                before = end;
+            }
+            if let Err(e) = self.file.write_all(&self.pending) {
+                self.torn_at = Some(before);
+                return Err(StoreError::io("write", &self.path)(e));
+            }
             self.len += self.pending.len() as u64;
             self.pending.clear();
             self.unsynced = true;
@@ -164,4 +177,48 @@ fn restore(path: &Path, lines: &[Vec<u8>]) -> Result<usize, StoreError> {
     }
     file.sync_data().map_err(StoreError::io("sync", path))?;
     Ok(missing.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, OpenOptions};
+    use std::io::Write as _;
+
+    use chat_proto::{MsgId, Name, Origin, StoredMessage, Text};
+
+    use super::Journal;
+    use crate::mailbox;
+    use crate::record;
+
+    fn line(i: u64) -> Vec<u8> {
+        let msg = StoredMessage {
+            id: MsgId(i),
+            from: Name::new("alice").expect("name"),
+            origin: Origin::Direct,
+            at: chrono::DateTime::UNIX_EPOCH,
+            text: Text::new(format!("number {i}")).expect("text"),
+        };
+        record::encode(&msg).expect("encodes")
+    }
+
+    #[test]
+    fn after_a_failed_write_the_next_write_starts_on_a_line_of_its_own() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut journal = Journal::open(tmp.path()).expect("open");
+        journal.note("bob", &line(0));
+        let _job = journal.write().expect("write");
+        // A write cut short (ENOSPC): part of a line reached the file, and the write failed.
+        let good = fs::metadata(tmp.path().join("journal")).expect("meta").len();
+        let mut file = OpenOptions::new().append(true).open(tmp.path().join("journal")).expect("open");
+        file.write_all(&b"bob "[..]).and_then(|()| file.write_all(&line(1)[..10])).expect("partial");
+        journal.torn_at = Some(good);
+        journal.note("bob", &line(2));
+        let _job = journal.write().expect("write");
+        drop(journal);
+        // The replay (the mailbox was lost) brings back every line the journal holds whole.
+        drop(Journal::open(tmp.path()).expect("replay"));
+        let mbox = mailbox::scan(&tmp.path().join("bob.mbox"), |_| {}).expect("scan");
+        let ids: Vec<u64> = mbox.records.iter().map(|r| r.id.0).collect();
+        assert_eq!(ids, vec![0, 2], "the line after the failed write is not merged into a corrupt one");
+    }
 }

@@ -20,7 +20,9 @@
 //! fetched index, [`Store::id_at`] to check a fetch's last id, [`Store::remove_first_job`] when
 //! the fetch is done, [`Store::sync_done`] after each sync and [`Store::checkpoint_job`] when
 //! [`Store::checkpoint_due`], and [`Store::evict`] for a mailbox no longer in use. Saves go
-//! through [`Store::append_once`], which stores each message id once per mailbox.
+//! through [`Store::append_once`], which stores each message (sender and id) once per mailbox,
+//! unless the copy stored is not known durable: then it stores another rather than let an ACK
+//! rest on nothing.
 //!
 //! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
 //! crates' unit tests.
@@ -30,6 +32,7 @@ use std::path::PathBuf;
 
 use chat_proto::{MsgId, Name, StoredMessage};
 
+mod durable;
 mod file;
 mod jobs;
 mod journal;
@@ -149,7 +152,8 @@ impl StoreError {
 pub enum Appended {
     /// The message was stored.
     Stored,
-    /// The mailbox already holds a message with this id: nothing was stored.
+    /// The mailbox already holds this message (same sender, same id), durable or covered by
+    /// the next sync: nothing was stored.
     Duplicate,
 }
 
@@ -188,7 +192,7 @@ impl SyncJob {
 /// Appends are readable at once but durable only after a sync, so a caller can append many
 /// messages and pay for one sync (group commit) before acknowledging them.
 pub trait Store {
-    /// Appends one message to `to`'s mailbox, unless one with the same id is already there:
+    /// Appends one message to `to`'s mailbox, unless the same message (sender and id) is there:
     /// [`Store::append_once`], for callers that need not know which.
     ///
     /// # Errors
@@ -197,11 +201,21 @@ pub trait Store {
         self.append_once(to, msg).map(|_| ())
     }
 
-    /// Appends one message to `to`'s mailbox, once per message id: a message whose id the
-    /// mailbox already holds (written out or not, synced or not) stores nothing, does not count
-    /// against the limits, and returns [`Appended::Duplicate`]. So a save retransmitted after a
-    /// restart (when the server's request dedup is empty) is stored once. A duplicate is durable
-    /// once the next sync has run, like the first copy.
+    /// Appends one message to `to`'s mailbox, once per message: ids are unique per sender only,
+    /// so a message is its sender and its id (another sender's message with the same id is
+    /// another message, stored). A message the mailbox already holds stores nothing, does not
+    /// count against the limits, and returns [`Appended::Duplicate`], if the copy held is known
+    /// durable or is not yet handed to a sync (the next sync covers it). So a save
+    /// retransmitted after a restart (when the server's request dedup is empty) is stored once,
+    /// and a duplicate is durable once the next sync has run, like the first copy.
+    ///
+    /// A copy handed to a sync not known to have succeeded (still running, or one that failed:
+    /// [`Store::start_sync`] again without [`Store::sync_done`] in between) is no ground for an
+    /// ACK: the message is stored again (a second copy; a client shows a message once per id).
+    /// A later sync of the journal does not make such a copy durable (after a failed
+    /// `fdatasync` the next may succeed without it); a checkpoint that syncs its mailbox does.
+    /// Records found in a mailbox file by a scan ([`OpenJob`], or a first use) are durable: the
+    /// scan syncs the file before counting them.
     ///
     /// The record is readable at once, and durable only after [`Store::sync`] (a file store
     /// writes a batch's records out when the sync starts, one `write` per mailbox).
@@ -250,7 +264,10 @@ pub trait Store {
         if self.checkpoint_due() { self.checkpoint() } else { Ok(()) }
     }
 
-    /// Notes that the job from [`Store::start_sync`] has run successfully (memory only).
+    /// Notes that the job from [`Store::start_sync`] has run successfully (memory only): the
+    /// records it covered are durable, and a duplicate of one is [`Appended::Duplicate`]. A
+    /// job that failed is simply not reported: the next [`Store::start_sync`] takes it as
+    /// failed.
     fn sync_done(&mut self) {}
 
     /// Whether a checkpoint is due (a file store's journal has grown past 8 MiB).
@@ -305,7 +322,8 @@ pub trait Store {
     }
 
     /// The scan that teaches the store `to`'s mailbox (usage, ids, where each record is), to
-    /// run on any thread; [`Store::install`] takes its result. Once installed, `usage`,
+    /// run on any thread; [`Store::install`] takes its result. The scan syncs the file, so the
+    /// records it finds count as durable. Once installed, `usage`,
     /// `append_once` and `read_job` for `to` are answered from memory. A job for a mailbox the
     /// store knows already does nothing.
     fn open_job(&mut self, to: &Name) -> OpenJob;
@@ -355,7 +373,7 @@ pub trait Store {
     /// The job's error, given back.
     fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError>;
 
-    /// Forgets what memory holds about `to`'s mailbox (its index: 16 bytes a message), unless
+    /// Forgets what memory holds about `to`'s mailbox (its index: 24 bytes a message), unless
     /// it has appends not yet written out or a removal out; the next use learns it again.
     /// For a server to bound the store's memory to the mailboxes in use.
     fn evict(&mut self, to: &Name);

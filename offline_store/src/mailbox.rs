@@ -1,6 +1,6 @@
-//! One mailbox file as the store knows it: [`Mailbox`], its index (usage, each record's message
-//! id and offset), built by [`scan`] and kept exact by the store's writes, and [`write_rest`],
-//! the rewrite that drops a mailbox's first records.
+//! One mailbox file as the store knows it: [`Mailbox`], its index (usage, each record's sender
+//! and id and offset, how much of it is durable), built by [`scan`] and kept exact by the store's
+//! writes, and [`write_rest`], the rewrite that drops a mailbox's first records.
 //!
 //! This module reads and writes the files it is handed; it must not decide when (that is the
 //! store's), nor hold more than one record's line in memory.
@@ -11,15 +11,44 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, ErrorKind, Write as _};
 use std::path::Path;
 
+use chat_core::Key;
 use chat_proto::{MsgId, Name, StoredMessage};
 
+use crate::durable::Durability;
 use crate::record::{Line, Lines};
 use crate::{StoreError, Usage};
 
+/// The key of the record keys: a domain separator, not a secret.
+const RECORD_KEY: Key = Key::fixed(*b"offline_store record key v1....\0");
+
+/// What tells two stored messages apart: message ids are unique per sender only, so a record is
+/// known by a hash of its sender and its id (8 bytes, where the sender's name takes up to 40).
+pub(crate) fn record_key(msg: &StoredMessage) -> u64 {
+    RECORD_KEY.hash64(&[msg.from.as_str().as_bytes(), &msg.id.0.to_le_bytes()])
+}
+
+/// One record of the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Its message's id, for [`crate::Store::id_at`] and to check a read.
+    pub(crate) id: MsgId,
+    /// Its [`record_key`].
+    pub(crate) key: u64,
+    /// The offset of its line in the file (see [`Mailbox::records`]).
+    pub(crate) at: u64,
+}
+
+impl Record {
+    fn of(msg: &StoredMessage, at: u64) -> Self {
+        Self { id: msg.id, key: record_key(msg), at }
+    }
+}
+
 /// What the store knows about one mailbox file, from its last full scan and the writes since.
 ///
-/// It costs 16 bytes per stored message (its id and where its line starts), so that an append
-/// can refuse an id already stored and a read can go straight to one record.
+/// It costs 24 bytes per stored message (its id, its sender-and-id key and where its line
+/// starts), so that an append can refuse a message already stored and a read can go straight
+/// to one record.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Mailbox {
     /// Readable records and their bytes.
@@ -31,38 +60,51 @@ pub(crate) struct Mailbox {
     pub(crate) torn_at: Option<u64>,
     /// Where the next record written out will start: the file's length, a torn tail cut off.
     pub(crate) written: u64,
-    /// Each readable record, oldest first: its message's id and the offset of its line. An
-    /// offset at or past `written` is a record not written out yet, at `offset - written` in
-    /// the store's unwritten bytes for this mailbox.
-    pub(crate) records: Vec<(MsgId, u64)>,
+    /// Each readable record, oldest first. An offset at or past `written` is a record not
+    /// written out yet, at `offset - written` in the store's unwritten bytes for this mailbox.
+    pub(crate) records: Vec<Record>,
+    /// Which records are known durable.
+    pub(crate) durability: Durability,
 }
 
 impl Mailbox {
-    /// Whether a record of message `id` is stored (written out or not).
-    pub(crate) fn holds(&self, id: MsgId) -> bool {
-        self.records.iter().any(|(stored, _)| *stored == id)
+    /// Whether a record of `msg` (same sender, same id) is stored, written out or not, where a
+    /// duplicate of it may rest: it is durable, or the next sync covers it.
+    pub(crate) fn holds(&self, msg: &StoredMessage) -> bool {
+        let (key, len) = (record_key(msg), self.records.len());
+        let copy = |(index, r): (usize, &Record)| r.key == key && r.id == msg.id && self.durability.settles(index, len);
+        self.records.iter().enumerate().any(copy)
     }
 
-    /// Notes a record of `len` bytes for `id`, `pending` bytes after the written end.
-    pub(crate) fn push(&mut self, id: MsgId, len: u64, pending: u64) {
+    /// Notes a record of `len` bytes for `msg`, `pending` bytes after the written end.
+    pub(crate) fn push(&mut self, msg: &StoredMessage, len: u64, pending: u64) {
         self.usage.count += 1;
         self.usage.bytes += len;
-        self.records.push((id, self.written + pending));
+        self.records.push(Record::of(msg, self.written + pending));
+        self.durability.pushed();
     }
 
     /// The records not written out were written at `at` (where they were planned at
     /// `self.written`), `len` bytes in all.
     pub(crate) fn written_at(&mut self, at: u64, len: u64) {
         let planned = self.written;
-        for (_, offset) in self.records.iter_mut().rev().take_while(|(_, offset)| *offset >= planned) {
-            *offset = *offset - planned + at;
+        for r in self.records.iter_mut().rev().take_while(|r| r.at >= planned) {
+            r.at = r.at - planned + at;
         }
         self.written = at + len;
     }
+
+    /// How many of the records are written out (to the page cache at least).
+    pub(crate) fn written_count(&self) -> usize {
+        self.records.partition_point(|r| r.at < self.written)
+    }
 }
 
-/// Reads the mailbox at `path`, passing each readable record to `each`, and returns its state.
-/// Skipped lines are logged.
+/// Reads the mailbox at `path`, passing each readable record to `each`, then syncs the file
+/// (`fdatasync`), and returns its state. So every record found is durable: one written by an
+/// earlier run that was killed before its sync is made durable here, before a duplicate may
+/// rest on it. If the sync fails, the records are not counted durable (a duplicate of one is
+/// stored again). Skipped lines are logged.
 pub(crate) fn scan(path: &Path, mut each: impl FnMut(StoredMessage)) -> Result<Mailbox, StoreError> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -77,7 +119,7 @@ pub(crate) fn scan(path: &Path, mut each: impl FnMut(StoredMessage)) -> Result<M
                 let len = lines.raw().len() as u64;
                 mb.usage.count += 1;
                 mb.usage.bytes += len;
-                mb.records.push((msg.id, lines.end - len));
+                mb.records.push(Record::of(&msg, lines.end - len));
                 each(msg);
             }
             Line::Corrupt(why) => {
@@ -90,6 +132,10 @@ pub(crate) fn scan(path: &Path, mut each: impl FnMut(StoredMessage)) -> Result<M
         }
     }
     mb.written = lines.end;
+    match lines.into_inner().get_ref().sync_data() {
+        Ok(()) => mb.durability = Durability::synced(mb.records.len()),
+        Err(e) => tracing::warn!(path = %path.display(), "mailbox sync after a scan failed: {e}"),
+    }
     Ok(mb)
 }
 
@@ -118,12 +164,13 @@ pub(crate) fn write_rest(path: &Path, n: usize, tmp: &Path) -> Result<Mailbox, S
             seen += 1;
             if seen > n {
                 out.write_all(lines.raw()).map_err(StoreError::io("write", tmp))?;
-                kept.push(msg.id, lines.raw().len() as u64, 0);
+                kept.push(&msg, lines.raw().len() as u64, 0);
                 kept.written += lines.raw().len() as u64;
             }
         }
     }
     let out = out.into_inner().map_err(|e| StoreError::io("write", tmp)(e.into_error()))?;
     out.sync_data().map_err(StoreError::io("sync", tmp))?;
+    kept.durability = Durability::synced(kept.records.len());
     Ok(kept)
 }

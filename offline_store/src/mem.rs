@@ -2,61 +2,114 @@
 //!
 //! This module must not touch the file system.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 
 use chat_proto::{MsgId, Name, StoredMessage};
 
 use crate::{
     Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
-    StoreError, SyncJob, Usage, file_name, record,
+    StoreError, SyncJob, Usage, durable::Durability, file_name, record,
 };
 
 /// Mailboxes held in memory; a sync has nothing to wait for (but after appends its job is still
 /// handed out, so that callers go through the same steps as with files). Usage bytes are those the records
-/// would take in a [`crate::FileStore`].
+/// would take in a [`crate::FileStore`]. Like a file store, it stores a message again rather
+/// than call it a duplicate of a copy handed to a sync not known to have succeeded (a sync is
+/// known to have succeeded once [`Store::sync_done`] is called).
 #[derive(Debug, Default)]
 pub struct MemStore {
     limits: Limits,
     /// Each mailbox's messages with the length of their record line.
-    boxes: HashMap<Name, VecDeque<(StoredMessage, u64)>>,
+    boxes: HashMap<Name, MemBox>,
+    /// Mailboxes appended to since the last sync started.
+    unhanded: HashSet<Name>,
+    /// What the sync handed out covers (the first records of each mailbox), until it is known
+    /// to have succeeded.
+    sync_out: Option<Vec<(Name, usize)>>,
     /// Appended to since the last sync started.
     appended: bool,
+}
+
+/// One mailbox in memory.
+#[derive(Debug, Default)]
+struct MemBox {
+    msgs: VecDeque<(StoredMessage, u64)>,
+    durability: Durability,
+}
+
+impl MemBox {
+    /// Whether a message from the same sender with the same id is stored where a duplicate may
+    /// rest on it.
+    fn holds(&self, msg: &StoredMessage) -> bool {
+        let len = self.msgs.len();
+        let copy = |(index, (m, _)): (usize, &(StoredMessage, u64))| {
+            m.id == msg.id && m.from == msg.from && self.durability.settles(index, len)
+        };
+        self.msgs.iter().enumerate().any(copy)
+    }
 }
 
 impl MemStore {
     /// An empty store with these limits.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, boxes: HashMap::new(), appended: false }
+        Self { limits, ..Self::default() }
     }
 
     fn usage_of(&self, to: &Name) -> Usage {
-        self.boxes
-            .get(to)
-            .map_or_else(Usage::default, |b| Usage { count: b.len(), bytes: b.iter().map(|(_, len)| len).sum() })
+        self.boxes.get(to).map_or_else(Usage::default, |b| Usage {
+            count: b.msgs.len(),
+            bytes: b.msgs.iter().map(|(_, len)| len).sum(),
+        })
     }
 }
 
 impl Store for MemStore {
     fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError> {
-        if self.boxes.get(to).is_some_and(|b| b.iter().any(|(m, _)| m.id == msg.id)) {
+        if self.boxes.get(to).is_some_and(|b| b.holds(msg)) {
             return Ok(Appended::Duplicate);
         }
         let len = record::encode(msg)
             .map_err(|e| StoreError::io("encode", PathBuf::from(file_name(to)))(e.into()))?
             .len() as u64;
         self.limits.check(to, self.usage_of(to), len)?;
-        self.boxes.entry(to.clone()).or_default().push_back((msg.clone(), len));
+        let b = self.boxes.entry(to.clone()).or_default();
+        b.msgs.push_back((msg.clone(), len));
+        b.durability.pushed();
+        self.unhanded.insert(to.clone());
         self.appended = true;
         Ok(Appended::Stored)
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        Ok(std::mem::take(&mut self.appended).then(SyncJob::done))
+        for (name, _) in self.sync_out.take().unwrap_or_default() {
+            if let Some(b) = self.boxes.get_mut(&name) {
+                b.durability.failed();
+            }
+        }
+        if !std::mem::take(&mut self.appended) {
+            return Ok(None);
+        }
+        let mut covers = Vec::new();
+        for name in self.unhanded.drain() {
+            if let Some(b) = self.boxes.get_mut(&name) {
+                covers.push((name, b.durability.handed(b.msgs.len())));
+            }
+        }
+        self.sync_out = Some(covers);
+        Ok(Some(SyncJob::done()))
+    }
+
+    fn sync_done(&mut self) {
+        for (name, n) in self.sync_out.take().unwrap_or_default() {
+            if let Some(b) = self.boxes.get_mut(&name) {
+                b.durability.covered(n);
+            }
+        }
     }
 
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(self.boxes.get(to).map(|b| b.iter().map(|(m, _)| m.clone()).collect()).unwrap_or_default())
+        Ok(self.boxes.get(to).map(|b| b.msgs.iter().map(|(m, _)| m.clone()).collect()).unwrap_or_default())
     }
 
     fn open_job(&mut self, _to: &Name) -> OpenJob {
@@ -70,11 +123,11 @@ impl Store for MemStore {
     }
 
     fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
-        self.boxes.get(to)?.get(index).map(|(m, _)| m.id)
+        self.boxes.get(to)?.msgs.get(index).map(|(m, _)| m.id)
     }
 
     fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
-        Ok(self.boxes.get(to).and_then(|b| b.get(index)).map(|(m, _)| ReadJob::ready(m.clone())))
+        Ok(self.boxes.get(to).and_then(|b| b.msgs.get(index)).map(|(m, _)| ReadJob::ready(m.clone())))
     }
 
     fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
@@ -85,8 +138,13 @@ impl Store for MemStore {
     fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
         let n = result?.n;
         if let Some(b) = self.boxes.get_mut(to) {
-            b.drain(..n.min(b.len()));
-            if b.is_empty() {
+            let n = n.min(b.msgs.len());
+            b.msgs.drain(..n);
+            b.durability.removed_front(n);
+            for (_, covers) in self.sync_out.iter_mut().flatten().filter(|(name, _)| name == to) {
+                *covers = covers.saturating_sub(n);
+            }
+            if b.msgs.is_empty() {
                 self.boxes.remove(to);
             }
         }

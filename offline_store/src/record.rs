@@ -68,6 +68,11 @@ impl<R: BufRead> Lines<R> {
         Self { reader, buf: Vec::new(), number: 0, end: 0 }
     }
 
+    /// The reader, to do more with the file once its lines are read.
+    pub(crate) fn into_inner(self) -> R {
+        self.reader
+    }
+
     /// The bytes of the line last returned (complete lines end with `\n`).
     pub(crate) fn raw(&self) -> &[u8] {
         &self.buf

@@ -743,3 +743,161 @@ fn a_big_journal_makes_a_checkpoint_due() {
     drop(store);
     assert_eq!(open(tmp.path()).usage(&name("n0")).expect("usage").count, i.div_ceil(7) as usize);
 }
+
+#[test]
+fn review_a_retransmission_after_a_failed_sync_is_written_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..1);
+    store.sync().expect("sync");
+    let journal = tmp.path().join("journal");
+    let mbox = store.mailbox_path(&bob);
+    let (j0, m0) = (fs::metadata(&journal).expect("j").len(), fs::metadata(&mbox).expect("m").len());
+    store.append(&bob, &msg(1)).expect("append");
+    let lost = store.start_sync().expect("start").expect("a job");
+    drop(lost); // its fdatasync failed: the server answers nothing and forgets the request
+    // What the failed sync wrote never reached the disk.
+    fs::OpenOptions::new().write(true).open(&journal).expect("j").set_len(j0).expect("cut");
+    fs::OpenOptions::new().write(true).open(&mbox).expect("m").set_len(m0).expect("cut");
+    store.append_once(&bob, &again(1)).expect("append"); // the retransmission
+    store.sync().expect("sync"); // succeeds: the server ACKs now
+    drop(store);
+    assert_eq!(open(tmp.path()).load(&bob).expect("load").len(), 2, "the ACKed message survives");
+}
+
+#[test]
+fn review_a_duplicate_of_a_record_never_synced_is_not_acked_without_a_sync() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    store.append(&bob, &msg(0)).expect("append");
+    let never_run = store.start_sync().expect("start").expect("a job");
+    drop(never_run);
+    drop(store);
+    fs::write(tmp.path().join("journal"), b"").expect("empty journal"); // killed before the journal write
+    let mut store = open(tmp.path());
+    // The scan that finds the record syncs the mailbox file before counting it: the duplicate
+    // rests on a synced copy, so it may be ACKed without another sync.
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate);
+    assert_eq!(store.durable_count(&bob), Some(1), "the open scan synced the record it found");
+    assert!(store.start_sync().expect("start").is_none());
+    // Through an open job too (the scan a server runs off its event loop).
+    drop(store);
+    let mut store = open(tmp.path());
+    let scan = store.open_job(&bob).run().expect("scan");
+    store.install(&bob, scan);
+    assert_eq!(store.durable_count(&bob), Some(1), "the open job synced the record it found");
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate);
+}
+
+#[test]
+fn a_duplicate_of_a_record_whose_sync_is_still_running_is_stored_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    store.append(&bob, &msg(0)).expect("append");
+    let running = store.start_sync().expect("start").expect("a job");
+    assert_eq!(store.durable_count(&bob), Some(0));
+    // Its sync may yet fail: the retransmission's ACK must not rest on it.
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Stored);
+    running.run().expect("synced");
+    store.finish_sync().expect("finish");
+    assert_eq!(store.durable_count(&bob), Some(1), "covered by the sync that ran");
+    store.sync().expect("sync");
+    assert_eq!(store.durable_count(&bob), Some(2));
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate, "durable now");
+}
+
+#[test]
+fn after_a_failed_sync_its_records_are_durable_only_once_a_checkpoint_synced_their_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..2);
+    let lost = store.start_sync().expect("start").expect("a job");
+    drop(lost);
+    store.append(&bob, &msg(2)).expect("append");
+    store.sync().expect("a later sync succeeds");
+    assert_eq!(store.durable_count(&bob), Some(0), "the later sync does not vouch for the failed one's");
+    assert_eq!(store.append_once(&bob, &again(2)).expect("append"), Appended::Stored, "nor for its own");
+    store.checkpoint().expect("checkpoint");
+    assert_eq!(store.durable_count(&bob), Some(4), "the mailbox file itself was synced");
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate);
+    assert_eq!(store.load(&bob).expect("load").len(), 4);
+}
+
+#[test]
+fn a_removal_keeps_what_is_known_durable_right() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..4);
+    let job = store.start_sync().expect("start").expect("a job");
+    job.run().expect("synced");
+    // A removal before the sync is reported, with an append made while the removal is out.
+    let removal = store.remove_first_job(&bob, 2).expect("job");
+    store.append(&bob, &msg(4)).expect("append");
+    let done = removal.run();
+    store.finish_remove(&bob, done).expect("removed");
+    store.sync_done();
+    assert_eq!(store.durable_count(&bob), Some(2), "the rewritten file is synced, the append is not");
+    assert_eq!(store.append_once(&bob, &again(4)).expect("append"), Appended::Duplicate, "the next sync covers it");
+    let covering = store.start_sync().expect("start").expect("a job");
+    assert_eq!(store.append_once(&bob, &again(4)).expect("append"), Appended::Stored, "its sync is out");
+    covering.run().expect("synced");
+    store.finish_sync().expect("finish");
+    assert_eq!(store.durable_count(&bob), Some(3));
+}
+
+/// A sync dropped unreported (failed) leaves its records unfit for a duplicate to rest on;
+/// records appended since, not handed to a sync, are fit.
+fn a_failed_sync_is_not_trusted(store: &mut impl Store) {
+    let bob = name("bob");
+    store.append(&bob, &msg(0)).expect("append");
+    store.sync().expect("sync");
+    store.append(&bob, &msg(1)).expect("append");
+    drop(store.start_sync().expect("start").expect("a job"));
+    assert_eq!(store.append_once(&bob, &again(0)).expect("append"), Appended::Duplicate, "synced");
+    assert_eq!(store.append_once(&bob, &again(1)).expect("append"), Appended::Stored, "its sync failed");
+    assert_eq!(store.append_once(&bob, &msg(1)).expect("append"), Appended::Duplicate, "the next sync covers it");
+    store.sync().expect("sync");
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(1), again(1)]);
+}
+
+#[test]
+fn a_failed_sync_is_not_trusted_by_either_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    a_failed_sync_is_not_trusted(&mut open(tmp.path()));
+    a_failed_sync_is_not_trusted(&mut MemStore::new(Limits::default()));
+}
+
+/// `msg(i)` from another sender: the same id, another message.
+fn from_carol(i: u32) -> StoredMessage {
+    StoredMessage { from: name("carol"), ..msg(i) }
+}
+
+fn an_id_used_by_another_sender_is_no_duplicate(store: &mut impl Store) {
+    let bob = name("bob");
+    assert_eq!(store.append_once(&bob, &msg(1)).expect("append"), Appended::Stored);
+    assert_eq!(store.append_once(&bob, &from_carol(1)).expect("append"), Appended::Stored, "another sender");
+    assert_eq!(store.append_once(&bob, &again(1)).expect("append"), Appended::Duplicate, "the same sender");
+    store.sync().expect("sync");
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(1), from_carol(1)]);
+}
+
+#[test]
+fn review_an_id_used_by_another_sender_is_no_duplicate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    an_id_used_by_another_sender_is_no_duplicate(&mut open(tmp.path()));
+    an_id_used_by_another_sender_is_no_duplicate(&mut MemStore::new(Limits::default()));
+    // And after a restart, when the store learns the mailbox from its file.
+    let bob = name("bob");
+    drop(open(tmp.path()));
+    let mut store = open(tmp.path());
+    assert_eq!(store.append_once(&bob, &again(1)).expect("append"), Appended::Duplicate);
+    let squat = StoredMessage { id: chat_proto::MsgId(7), ..from_carol(1) };
+    assert_eq!(store.append_once(&bob, &squat).expect("append"), Appended::Stored);
+    let alice = StoredMessage { id: chat_proto::MsgId(7), ..msg(1) };
+    assert_eq!(store.append_once(&bob, &alice).expect("append"), Appended::Stored, "alice's id 7 is hers");
+}
