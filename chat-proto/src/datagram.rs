@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 
 use crate::{Name, Text};
 
@@ -23,8 +24,10 @@ impl fmt::Display for MsgId {
 }
 
 /// The proof that a client owns its name: handed out by the server at the name's first
-/// registration, kept by the client, shown again at every later registration.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// registration, kept by the client, shown again at every later registration. Two secrets are
+/// compared in constant time (`subtle`), so the time of a refusal tells nothing of how much of a
+/// guess was right.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Secret(String);
 
@@ -49,6 +52,14 @@ impl Secret {
         &self.0
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl TryFrom<String> for Secret {
     type Error = SecretError;

@@ -202,3 +202,14 @@ fn refusal_all_names_every_reason_once() {
     };
     assert_eq!(Refusal::ALL.map(number), [0, 1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn secrets_are_equal_only_when_every_byte_is() {
+    let a = Secret::new("0123456789abcdef0123456789abcdef").expect("secret");
+    let same = Secret::new("0123456789abcdef0123456789abcdef").expect("secret");
+    let last_differs = Secret::new("0123456789abcdef0123456789abcdeg").expect("secret");
+    let shorter = Secret::new("0123456789abcdef").expect("secret");
+    assert_eq!(a, same);
+    assert_ne!(a, last_differs);
+    assert_ne!(a, shorter, "a prefix is not the secret");
+}

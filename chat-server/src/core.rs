@@ -79,6 +79,10 @@ pub struct Server<S> {
     now: Instant,
 }
 
+/// How long an answer is kept at least: a client with the default timings (500 ms, 5 retries)
+/// retransmits for 2.5 s, plus one ACK timeout and the network's delay.
+const MIN_KEEP: Duration = Duration::from_millis(3500);
+
 impl<S: Store> Server<S> {
     /// A server with an empty table. `start` and `start_wall` are the same moment on the
     /// monotonic and the wall clock. Cookie keys, ids and secrets come from `entropy`.
@@ -87,8 +91,9 @@ impl<S: Store> Server<S> {
         // ones its clients hold.
         let version_base = u64::try_from(start_wall.timestamp_micros()).unwrap_or(0);
         // A retransmission can come up to `retries` ACK timeouts after the request; one more
-        // covers the network's delay.
-        let keep = cfg.ack_timeout * (cfg.retries + 2);
+        // covers the network's delay. Clients keep their own timings, so never less than what
+        // a client with the default ones needs.
+        let keep = cfg.ack_timeout.saturating_mul(cfg.retries.saturating_add(2)).max(MIN_KEEP);
         Self {
             storage: Storage::new(store),
             clients: Clients::new(version_base),

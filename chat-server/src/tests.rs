@@ -53,10 +53,14 @@ impl Fixture {
     }
 
     fn with_limits(limits: Limits) -> Self {
+        Self::with(Config::default(), limits)
+    }
+
+    fn with(cfg: Config, limits: Limits) -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let (store, disk) = TestStore::new(limits);
-        let server = Server::new(Config::default(), store, t0, wall, Entropy::from_seed([7; 32]));
+        let server = Server::new(cfg, store, t0, wall, Entropy::from_seed([7; 32]));
         Self { server, disk, fail: None, t0, now: t0, next_id: 0, secrets: HashMap::new() }
     }
 

@@ -197,3 +197,19 @@ fn an_answer_is_kept_only_while_a_retransmission_can_come() {
     assert!(f.at(3500).is_empty());
     assert_eq!(f.server.poll_timeout(), None, "nothing left to remember, no timer");
 }
+
+#[test]
+fn a_server_with_short_timings_keeps_answers_as_long_as_a_default_client_retransmits() {
+    let cfg = Config { ack_timeout: Duration::from_millis(100), retries: 1, ..Config::default() };
+    let mut f = Fixture::with(cfg, Limits::default());
+    let dereg = Datagram::Dereg { id: MsgId(1), name: name("bob"), secret: f.secret_of("bob") };
+    let refused = vec![(BOB, Datagram::Refused { id: MsgId(1), reason: Refusal::NotRegistered })];
+    assert_eq!(f.recv(BOB, dereg.clone()), refused);
+    // Its own timings would forget the answer after 300 ms; a client with the default ones
+    // sends its last copy at 2.5 s.
+    assert_eq!(f.server.poll_timeout(), Some(f.t0 + Duration::from_millis(3500)), "kept 3.5 s");
+    f.at(3000);
+    assert_eq!(f.recv(BOB, dereg), refused);
+    // Replayed from what was kept: handled anew, it would be kept until 3.3 s.
+    assert_eq!(f.server.poll_timeout(), Some(f.t0 + Duration::from_millis(3500)));
+}
