@@ -301,12 +301,16 @@ pub enum Datagram {
         id: MsgId,
     },
     /// The answer to a `channel_send` when the copies for some offline members could not be
-    /// kept because their mailboxes are full: the message went to everyone else.
+    /// kept: the message went to everyone else.
     ChannelPartial {
         /// The request's id.
         id: MsgId,
-        /// The members whose copy was not kept.
+        /// The members whose copy was not kept because their mailboxes are full.
         full: Vec<Name>,
+        /// The members whose copy was not kept because the server's disk could not take it
+        /// (absent on the wire when empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unstored: Vec<Name>,
     },
     /// A save was refused because the recipient answered a probe; here is its current row.
     Exists {

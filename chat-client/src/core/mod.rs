@@ -173,7 +173,7 @@ impl Client {
             }
             Datagram::Refused { id, reason } => self.on_refused(now, id, reason),
             Datagram::Ack { id } => self.on_ack(now, id),
-            Datagram::ChannelPartial { id, full } => self.on_channel_partial(now, id, &full),
+            Datagram::ChannelPartial { id, full, unstored } => self.on_channel_partial(now, id, &full, &unstored),
             Datagram::Exists { id, row } => self.on_exists(now, id, row),
             Datagram::TableDelta { base, version, rows } => self.on_table(now, |t| t.handle_delta(base, version, rows)),
             Datagram::TablePage { version, page, pages, clients } => {

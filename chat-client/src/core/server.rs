@@ -162,14 +162,20 @@ impl Client {
     }
 
     /// A `send_all` that reached everyone online, but whose copies for some offline members
-    /// could not be kept (their mailboxes are full).
-    pub(super) fn on_channel_partial(&mut self, now: Instant, id: MsgId, full: &[Name]) {
+    /// could not be kept: their mailboxes are `full`, or the server's disk could not take them
+    /// (`unstored`).
+    pub(super) fn on_channel_partial(&mut self, now: Instant, id: MsgId, full: &[Name], unstored: &[Name]) {
         if !matches!(self.requests.get(id, self.server), Some(Kind::Channel(_))) {
             return;
         }
         self.on_ack(now, id);
-        let names: Vec<&str> = full.iter().map(Name::as_str).collect();
-        self.notice(format!("Not kept for {}: mailbox full.", names.join(", ")));
+        let list = |names: &[Name]| names.iter().map(Name::as_str).collect::<Vec<_>>().join(", ");
+        if !full.is_empty() {
+            self.notice(format!("Not kept for {}: mailbox full.", list(full)));
+        }
+        if !unstored.is_empty() {
+            self.notice(format!("Not kept for {}: {}.", list(unstored), Refusal::StorageUnavailable));
+        }
     }
 
     pub(super) fn on_refused(&mut self, now: Instant, id: MsgId, reason: Refusal) {

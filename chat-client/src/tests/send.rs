@@ -186,9 +186,9 @@ fn send_all_with_full_mailboxes_is_received_and_says_whose() {
     let mut f = Fixture::online(true);
     f.cmd("send_all hi");
     let [(SERVER, Datagram::ChannelSend { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")] });
+    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")], unstored: vec![] });
     assert_eq!(f.events(), [">>> [Message received by Server.]", ">>> [Not kept for bob: mailbox full.]"]);
-    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")] });
+    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")], unstored: vec![] });
     assert!(f.events().is_empty(), "a duplicate answer shows nothing");
 }
 
@@ -203,4 +203,20 @@ fn bytes_that_do_not_decode_are_counted_and_dropped() {
     f.client.handle_bytes(f.now, addr(SERVER), &ack);
     assert_eq!(f.sent(), [(SERVER, Datagram::ProbeAck { id: MsgId(3), name: name("alice") })], "good bytes are taken");
     assert_eq!(f.client.dropped_datagrams(), 2);
+}
+
+#[test]
+fn send_all_whose_copies_the_server_disk_could_not_take_says_whose_and_why() {
+    let mut f = Fixture::online(true);
+    f.cmd("send_all hi");
+    let [(SERVER, Datagram::ChannelSend { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::ChannelPartial { id, full: vec![name("bob")], unstored: vec![name("carol")] });
+    assert_eq!(
+        f.events(),
+        [
+            ">>> [Message received by Server.]",
+            ">>> [Not kept for bob: mailbox full.]",
+            ">>> [Not kept for carol: the server cannot store messages now.]"
+        ]
+    );
 }

@@ -16,8 +16,10 @@ use crate::deliveries::Delivery;
 /// What became of one channel copy for an offline member.
 enum Appended {
     Stored,
-    /// The member's mailbox is full, or the disk is: this copy is lost, and the sender is told.
+    /// The member's mailbox is full: this copy is lost, and the sender is told.
     Full,
+    /// The disk is full: this copy is lost, and the sender is told.
+    NoSpace,
     /// Another disk error: the request is not answered, so the sender retries.
     Failed,
 }
@@ -27,8 +29,10 @@ enum Appended {
 struct FannedOut {
     /// Offline members whose copy was appended (durable after the next sync).
     stored: Vec<Name>,
-    /// Offline members whose copy was not kept (their mailbox or the disk is full).
+    /// Offline members whose copy was not kept: their mailbox is full.
     full: Vec<Name>,
+    /// Offline members whose copy was not kept: the disk is full.
+    unstored: Vec<Name>,
 }
 
 impl<S: Store> Server<S> {
@@ -85,16 +89,21 @@ impl<S: Store> Server<S> {
     }
 
     /// The reply to channel request `id` leaves once its copies are durable.
-    fn hold_channel_reply(&mut self, from: SocketAddr, id: MsgId, FannedOut { stored, mut full }: FannedOut) {
-        let partial = |full: Vec<Name>| {
-            if full.is_empty() { Datagram::Ack { id } } else { Datagram::ChannelPartial { id, full } }
+    fn hold_channel_reply(&mut self, from: SocketAddr, id: MsgId, out: FannedOut) {
+        let FannedOut { stored, full, mut unstored } = out;
+        let partial = |full: Vec<Name>, unstored: Vec<Name>| {
+            if full.is_empty() && unstored.is_empty() {
+                Datagram::Ack { id }
+            } else {
+                Datagram::ChannelPartial { id, full, unstored }
+            }
         };
-        let reply = partial(full.clone());
+        let reply = partial(full.clone(), unstored.clone());
         // With the disk full, the copies appended are not kept either: the message went to
         // every online member, as with full mailboxes, and the sender is told who misses it.
-        full.extend(stored);
+        unstored.extend(stored);
         self.dedup.pending(from, id);
-        self.storage.hold(from, id, reply, partial(full));
+        self.storage.hold(from, id, reply, partial(full, unstored));
     }
 
     /// Sends `msg` (encoded as `bytes`) to the members in `rows` that are online, and stores it
@@ -118,6 +127,7 @@ impl<S: Store> Server<S> {
             match self.append_channel(&row.name, &msg) {
                 Appended::Stored => out.stored.push(row.name),
                 Appended::Full => out.full.push(row.name),
+                Appended::NoSpace => out.unstored.push(row.name),
                 Appended::Failed => failed = true,
             }
         }
@@ -144,7 +154,7 @@ impl<S: Store> Server<S> {
             }
             Err(e) if e.is_no_space() => {
                 tracing::error!(%to, from = %msg.from, "channel message not stored: {}", chat_core::report(&e));
-                Appended::Full
+                Appended::NoSpace
             }
             Err(e) => {
                 tracing::error!(%to, from = %msg.from, "channel message not stored: {e}");
