@@ -311,6 +311,10 @@ pub(crate) fn memory(scale: &Scale) -> Vec<Line> {
     });
     std::thread::sleep(Duration::from_millis(500));
     let full = rss_kib(server.id());
+    // The server keeps each answer while its client may still retransmit (3.5 s): past that,
+    // only the table is left.
+    std::thread::sleep(Duration::from_millis(4000));
+    let settled = rss_kib(server.id());
     let mut client = Command::new(bin)
         .args(["-c", "idle", "127.0.0.1", &port.to_string(), &free_port().to_string(), "--data-dir", dir_arg])
         .stdin(Stdio::piped())
@@ -332,11 +336,18 @@ pub(crate) fn memory(scale: &Scale) -> Vec<Line> {
     }
     vec![
         Line {
-            what: format!("6. server memory, {n} clients registered"),
+            what: format!("6. server memory, {n} clients registered, 0.5 s after"),
             ours: format!("{:.1} MiB RSS", full as f64 / 1024.0),
             baseline: format!("{:.1} MiB with none", empty as f64 / 1024.0),
             ratio: format!("{:.2} KiB/client", (full.saturating_sub(empty)) as f64 / n as f64),
-            target: "",
+            target: "< 20 MiB",
+        },
+        Line {
+            what: format!("6. server memory, {n} clients registered, 4.5 s after"),
+            ours: format!("{:.1} MiB RSS", settled as f64 / 1024.0),
+            baseline: format!("{:.1} MiB with none", empty as f64 / 1024.0),
+            ratio: format!("{:.2} KiB/client", (settled.saturating_sub(empty)) as f64 / n as f64),
+            target: "< 20 MiB",
         },
         Line {
             what: "6. idle client memory".into(),

@@ -3,6 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+/// Below this room a map does not shrink: small maps are not worth reallocating.
+const SHRINK_ABOVE: usize = 1024;
+
 /// A map that holds at most `capacity` entries, forgetting the oldest insertion first.
 ///
 /// Updating an entry keeps its place; removing one removes it from the eviction order too,
@@ -76,11 +79,26 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         }
     }
 
-    /// Forgets `key`, and returns its value.
+    /// Forgets `key`, and returns its value. A map left mostly empty gives its room back, so
+    /// that a burst of entries does not hold memory after they are gone.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let (value, n) = self.entries.remove(key)?;
         self.order.remove(&n);
+        if self.entries.capacity() > SHRINK_ABOVE && self.entries.len() * 4 < self.entries.capacity() {
+            self.entries.shrink_to(self.entries.len() * 2);
+        }
         Some(value)
+    }
+
+    /// How many entries it has room for without growing (for tests of its memory).
+    pub fn room(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// The entry inserted longest ago.
+    pub fn oldest(&self) -> Option<(&K, &V)> {
+        let (_, key) = self.order.first_key_value()?;
+        self.entries.get(key).map(|(v, _)| (key, v))
     }
 
     /// The entries, in no particular order.
@@ -125,9 +143,24 @@ mod tests {
         m.insert(3, 'd');
         // Had the first 1 stayed in the order, its eviction would have taken the new 1.
         assert_eq!(m.get(&2), None, "2 is the oldest now");
+        assert_eq!(m.oldest(), Some((&1, &'c')));
         assert_eq!(m.get(&1), Some(&'c'));
         assert_eq!(m.get(&3), Some(&'d'));
         assert_eq!(m.order.len(), 2, "no stale entry in the order");
+    }
+
+    #[test]
+    fn a_map_emptied_after_a_burst_gives_its_room_back() {
+        let mut m = BoundedMap::new(100_000);
+        for i in 0..50_000 {
+            m.insert(i, i);
+        }
+        let burst = m.room();
+        for i in 0..49_990 {
+            m.remove(&i);
+        }
+        assert!(m.room() * 16 < burst, "room {} after a burst of {burst}", m.room());
+        assert_eq!(m.get(&49_995), Some(&49_995));
     }
 
     #[test]

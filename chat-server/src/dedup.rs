@@ -4,11 +4,12 @@
 //!
 //! A reply is kept compact (an `ack` or a refusal is a tag; anything else its encoded bytes),
 //! and only as long as the client may still retransmit: past `keep` after the answer it is
-//! forgotten, and at most `capacity` requests are remembered in any case. Since `keep` is the
-//! same for every answer and time only grows, answers expire in the order they were given: the
-//! deadlines are a queue, oldest first, not a sorted set.
+//! forgotten, and at most `capacity` requests are remembered in any case. Expiry goes through
+//! the requests oldest first (the map's own order), so no second queue of deadlines is kept: an
+//! answer given quickly may wait behind an older one a little past its deadline, and a request
+//! still being worked on holds back the ones after it until it is answered or forgotten (a probe
+//! window or a disk sync).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,16 +52,13 @@ pub(crate) enum Check {
 #[derive(Debug)]
 pub(crate) struct Dedup {
     seen: BoundedMap<Key, Seen>,
-    /// When each answer is forgotten, in time order. An entry whose request was since forgotten,
-    /// evicted or answered again no longer matches its deadline, and is skipped.
-    expiry: VecDeque<(Instant, Key)>,
     keep: Duration,
 }
 
 impl Dedup {
     /// Remembers at most `capacity` requests, each answered one for `keep`.
     pub fn new(capacity: usize, keep: Duration) -> Self {
-        Self { seen: BoundedMap::new(capacity), expiry: VecDeque::new(), keep }
+        Self { seen: BoundedMap::new(capacity), keep }
     }
 
     /// What to do with request `id` from `from`.
@@ -91,9 +89,7 @@ impl Dedup {
             Datagram::Refused { id: refused, reason } if *refused == id => Reply::Refused(*reason),
             _ => Reply::Encoded(bytes.clone()),
         };
-        let at = now + self.keep;
-        self.seen.insert((from, id), Seen::Answered(reply, at));
-        self.expiry.push_back((at, (from, id)));
+        self.seen.insert((from, id), Seen::Answered(reply, now + self.keep));
     }
 
     /// Forgets `id`, so that a retransmission is handled as new (after a failure).
@@ -103,20 +99,21 @@ impl Dedup {
 
     /// Forgets the answers no retransmission can come for any more.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((at, key)) = self.expiry.front().copied() {
-            if at > now {
+        while let Some((&key, Seen::Answered(_, due))) = self.seen.oldest() {
+            if *due > now {
                 break;
             }
-            self.expiry.pop_front();
-            if matches!(self.seen.get(&key), Some(Seen::Answered(_, due)) if *due == at) {
-                self.seen.remove(&key);
-            }
+            self.seen.remove(&key);
         }
     }
 
-    /// When the next answer is forgotten.
+    /// When the oldest answer is forgotten (none while the oldest request is being worked on:
+    /// its answer sets the next deadline).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry.front().map(|(at, _)| *at)
+        match self.seen.oldest() {
+            Some((_, Seen::Answered(_, due))) => Some(*due),
+            _ => None,
+        }
     }
 
     /// How many requests are remembered.
@@ -192,6 +189,23 @@ mod tests {
         ack(&mut d, t0 + Duration::from_secs(60), 5);
         d.handle_timeout(t0 + Duration::from_secs(61));
         assert_eq!(d.len(), 1, "answered at 60 s, kept until 63.5 s");
+    }
+
+    #[test]
+    fn answers_behind_a_request_being_worked_on_expire_once_it_is_answered() {
+        let t0 = Instant::now();
+        let keep = Duration::from_millis(3500);
+        let mut d = Dedup::new(8, keep);
+        d.pending(FROM, MsgId(1)); // a save waiting for its sync
+        ack(&mut d, t0, 2);
+        assert_eq!(d.poll_timeout(), None, "the oldest has no deadline yet");
+        d.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(d.len(), 2, "nothing is forgotten past a request still being worked on");
+        ack(&mut d, t0 + Duration::from_secs(10), 1);
+        assert_eq!(d.poll_timeout(), Some(t0 + Duration::from_secs(10) + keep));
+        d.handle_timeout(t0 + Duration::from_secs(10) + keep);
+        assert_eq!(d.len(), 0, "both are past their deadlines");
+        assert_eq!(d.poll_timeout(), None);
     }
 
     #[test]
