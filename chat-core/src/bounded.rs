@@ -1,6 +1,10 @@
 //! A map with a capacity: past it, the entry inserted longest ago is forgotten.
+//!
+//! The eviction order is one queue of (insertion number, key), kept in a single allocation: a
+//! removed key's place is left in the queue and skipped (its number no longer matches), and the
+//! queue is compacted when such places outnumber the entries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
 /// Below this room a map does not shrink: small maps are not worth reallocating.
@@ -13,8 +17,9 @@ const SHRINK_ABOVE: usize = 1024;
 #[derive(Debug)]
 pub struct BoundedMap<K, V> {
     entries: HashMap<K, (V, u64)>,
-    /// Insertion number → key, oldest first.
-    order: BTreeMap<u64, K>,
+    /// (insertion number, key), oldest first; a place whose number is not its key's current one
+    /// is stale.
+    order: VecDeque<(u64, K)>,
     next: u64,
     capacity: usize,
 }
@@ -22,7 +27,7 @@ pub struct BoundedMap<K, V> {
 impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     /// An empty map that holds at most `capacity` entries (at least one).
     pub fn new(capacity: usize) -> Self {
-        Self { entries: HashMap::new(), order: BTreeMap::new(), next: 0, capacity: capacity.max(1) }
+        Self { entries: HashMap::new(), order: VecDeque::new(), next: 0, capacity: capacity.max(1) }
     }
 
     /// How many entries it holds.
@@ -59,12 +64,15 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         }
         let n = self.next;
         self.next += 1;
-        self.order.insert(n, key.clone());
+        self.order.push_back((n, key.clone()));
         self.entries.insert(key, (value, n));
         while self.entries.len() > self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
-            self.entries.remove(&oldest);
+            let Some((n, oldest)) = self.order.pop_front() else { break };
+            if self.is_current(n, &oldest) {
+                self.entries.remove(&oldest);
+            }
         }
+        self.skip_stale();
         None
     }
 
@@ -82,10 +90,16 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     /// Forgets `key`, and returns its value. A map left mostly empty gives its room back, so
     /// that a burst of entries does not hold memory after they are gone.
     pub fn remove(&mut self, key: &K) -> Option<V> {
-        let (value, n) = self.entries.remove(key)?;
-        self.order.remove(&n);
+        let (value, _) = self.entries.remove(key)?;
+        self.skip_stale();
+        if self.order.len() > 2 * self.entries.len() + SHRINK_ABOVE {
+            // More stale places than entries: keep only the live ones.
+            let entries = &self.entries;
+            self.order.retain(|(n, k)| entries.get(k).is_some_and(|(_, m)| m == n));
+        }
         if self.entries.capacity() > SHRINK_ABOVE && self.entries.len() * 4 < self.entries.capacity() {
             self.entries.shrink_to(self.entries.len() * 2);
+            self.order.shrink_to(self.entries.len() * 2);
         }
         Some(value)
     }
@@ -97,13 +111,28 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
 
     /// The entry inserted longest ago.
     pub fn oldest(&self) -> Option<(&K, &V)> {
-        let (_, key) = self.order.first_key_value()?;
+        let (_, key) = self.order.front()?;
         self.entries.get(key).map(|(v, _)| (key, v))
     }
 
     /// The entries, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, (v, _))| (k, v))
+    }
+
+    /// Whether the place numbered `n` is `key`'s current one.
+    fn is_current(&self, n: u64, key: &K) -> bool {
+        self.entries.get(key).is_some_and(|(_, m)| *m == n)
+    }
+
+    /// Drops stale places from the front, so that the front is the oldest entry.
+    fn skip_stale(&mut self) {
+        while let Some((n, key)) = self.order.front() {
+            if self.is_current(*n, key) {
+                break;
+            }
+            self.order.pop_front();
+        }
     }
 }
 
@@ -143,10 +172,9 @@ mod tests {
         m.insert(3, 'd');
         // Had the first 1 stayed in the order, its eviction would have taken the new 1.
         assert_eq!(m.get(&2), None, "2 is the oldest now");
-        assert_eq!(m.oldest(), Some((&1, &'c')));
         assert_eq!(m.get(&1), Some(&'c'));
         assert_eq!(m.get(&3), Some(&'d'));
-        assert_eq!(m.order.len(), 2, "no stale entry in the order");
+        assert_eq!(m.oldest(), Some((&1, &'c')), "no stale place at the front");
     }
 
     #[test]
@@ -161,6 +189,18 @@ mod tests {
         }
         assert!(m.room() * 16 < burst, "room {} after a burst of {burst}", m.room());
         assert_eq!(m.get(&49_995), Some(&49_995));
+    }
+
+    #[test]
+    fn stale_places_do_not_pile_up() {
+        let mut m = BoundedMap::new(10);
+        m.insert(1_000_000, 0); // stays at the front, so stale places pile up behind it
+        for i in 0..100_000u32 {
+            m.insert(i % 7, i);
+            m.remove(&(i % 7));
+        }
+        assert!(m.order.len() <= 2 * m.len() + SHRINK_ABOVE, "{} places for {} entries", m.order.len(), m.len());
+        assert_eq!(m.oldest(), Some((&1_000_000, &0)));
     }
 
     #[test]
