@@ -190,7 +190,7 @@ impl FileStore {
         let mut covers = Vec::with_capacity(self.unhanded.len());
         for name in self.unhanded.drain() {
             if let Some(mb) = self.boxes.get_mut(&name) {
-                covers.push((name, mb.durability.handed(mb.records.len())));
+                covers.push((name, mb.durability.handed(mb.records().len())));
             }
         }
         Ok((job, covers))
@@ -207,13 +207,15 @@ impl FileStore {
     fn replace(&mut self, name: &Name, mut kept: Mailbox) {
         if let Some(old) = self.boxes.get(name) {
             let pending = self.unwritten.get(name).map_or(0, |b| b.len() as u64);
-            let tail = old.records.iter().filter(|r| r.at >= old.written);
+            let tail = old.records().iter().filter(|r| r.at >= old.written);
             let tail: Vec<Record> = tail.map(|r| Record { at: r.at - old.written + kept.written, ..*r }).collect();
             // Appended while the file was rewritten: none of them was handed to a sync yet.
             kept.durability.then_unhanded(tail.len());
             kept.usage.count += tail.len();
             kept.usage.bytes += pending;
-            kept.records.extend(tail);
+            for r in tail {
+                kept.note(r);
+            }
         }
         self.boxes.insert(name.clone(), kept);
     }
@@ -347,14 +349,14 @@ impl Store for FileStore {
     }
 
     fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
-        self.boxes.get(to)?.records.get(index).map(|r| r.id)
+        self.boxes.get(to)?.records().get(index).map(|r| r.id)
     }
 
     fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
         let path = self.mailbox_path(to);
         let removing = self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to));
         let mb = mailbox::cached(&mut self.boxes, to, &path)?;
-        let Some(&Record { id, at: offset, .. }) = mb.records.get(index) else { return Ok(None) };
+        let Some(&Record { id, at: offset, .. }) = mb.records().get(index) else { return Ok(None) };
         if offset < mb.written {
             if removing {
                 // The file is being replaced: where the record will be is known once it is.

@@ -189,7 +189,7 @@ impl RemoveJob {
     pub fn run(self) -> Result<Removed, StoreError> {
         let Some(plan) = self.plan else { return Ok(Removed { n: self.n, kept: None }) };
         plan.checkpoint.run()?;
-        let kept = if plan.all {
+        let mut kept = if plan.all {
             Mailbox::default()
         } else {
             let kept = mailbox::write_rest(&plan.path, self.n, &plan.tmp).and_then(|kept| {
@@ -207,7 +207,8 @@ impl RemoveJob {
             }
         }
         sync_dir(&plan.checkpoint.dir)?;
-        Ok(Removed { n: self.n, kept: Some(Mailbox { exists: kept.usage.count > 0, ..kept }) })
+        kept.exists = kept.usage.count > 0;
+        Ok(Removed { n: self.n, kept: Some(kept) })
     }
 }
 

@@ -218,7 +218,7 @@ mod tests {
         // The replay (the mailbox was lost) brings back every line the journal holds whole.
         drop(Journal::open(tmp.path()).expect("replay"));
         let mbox = mailbox::scan(&tmp.path().join("bob.mbox"), |_| {}).expect("scan");
-        let ids: Vec<u64> = mbox.records.iter().map(|r| r.id.0).collect();
+        let ids: Vec<u64> = mbox.records().iter().map(|r| r.id.0).collect();
         assert_eq!(ids, vec![0, 2], "the line after the failed write is not merged into a corrupt one");
     }
 }

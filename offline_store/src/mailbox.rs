@@ -46,9 +46,9 @@ impl Record {
 
 /// What the store knows about one mailbox file, from its last full scan and the writes since.
 ///
-/// It costs 24 bytes per stored message (its id, its sender-and-id key and where its line
-/// starts), so that an append can refuse a message already stored and a read can go straight
-/// to one record.
+/// It costs about 48 bytes per stored message (its id, its sender-and-id key and where its line
+/// starts, and the key's place in a hash index), so that an append can refuse a message already
+/// stored without a scan, and a read can go straight to one record.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Mailbox {
     /// Readable records and their bytes.
@@ -62,7 +62,9 @@ pub(crate) struct Mailbox {
     pub(crate) written: u64,
     /// Each readable record, oldest first. An offset at or past `written` is a record not
     /// written out yet, at `offset - written` in the store's unwritten bytes for this mailbox.
-    pub(crate) records: Vec<Record>,
+    records: Vec<Record>,
+    /// The place in `records` of the first record with each key.
+    first: HashMap<u64, usize>,
     /// Which records are known durable.
     pub(crate) durability: Durability,
 }
@@ -72,15 +74,29 @@ impl Mailbox {
     /// duplicate of it may rest: it is durable, or the next sync covers it.
     pub(crate) fn holds(&self, msg: &StoredMessage) -> bool {
         let (key, len) = (record_key(msg), self.records.len());
-        let copy = |(index, r): (usize, &Record)| r.key == key && r.id == msg.id && self.durability.settles(index, len);
-        self.records.iter().enumerate().any(copy)
+        let Some(&first) = self.first.get(&key) else { return false };
+        // Usually the first copy is the only one, and it settles; later copies exist only where
+        // an earlier one's sync was not known to succeed.
+        let copy = |(k, r): (usize, &Record)| r.key == key && r.id == msg.id && self.durability.settles(first + k, len);
+        self.records.get(first..).is_some_and(|rest| rest.iter().enumerate().any(copy))
+    }
+
+    /// The records, oldest first.
+    pub(crate) fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Adds `r` at the end of the index.
+    pub(crate) fn note(&mut self, r: Record) {
+        self.first.entry(r.key).or_insert(self.records.len());
+        self.records.push(r);
     }
 
     /// Notes a record of `len` bytes for `msg`, `pending` bytes after the written end.
     pub(crate) fn push(&mut self, msg: &StoredMessage, len: u64, pending: u64) {
         self.usage.count += 1;
         self.usage.bytes += len;
-        self.records.push(Record::of(msg, self.written + pending));
+        self.note(Record::of(msg, self.written + pending));
         self.durability.pushed();
     }
 
@@ -119,7 +135,7 @@ pub(crate) fn scan(path: &Path, mut each: impl FnMut(StoredMessage)) -> Result<M
                 let len = lines.raw().len() as u64;
                 mb.usage.count += 1;
                 mb.usage.bytes += len;
-                mb.records.push(Record::of(&msg, lines.end - len));
+                mb.note(Record::of(&msg, lines.end - len));
                 each(msg);
             }
             Line::Corrupt(why) => {
