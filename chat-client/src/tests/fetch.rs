@@ -92,11 +92,7 @@ fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
 #[test]
 fn live_messages_during_a_fetch_come_after_the_stored_ones() {
     let mut f = Fixture::online(true);
-    f.cmd("dereg alice");
-    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Ack { id });
-    f.cmd("reg alice");
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    let id = f.dereg_and_reg();
     f.registered(id, 40, 1);
     f.events();
     let [(SERVER, Datagram::Fetch { id: fetch, .. })] = f.sent()[..] else { panic!() };

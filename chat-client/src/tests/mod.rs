@@ -43,6 +43,16 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Goes offline (`dereg`, ACKed) and registers again; returns the new register's id.
+    fn dereg_and_reg(&mut self) -> MsgId {
+        self.cmd("dereg alice");
+        let [(SERVER, Datagram::Dereg { id, .. })] = self.sent()[..] else { panic!() };
+        self.recv(SERVER, Datagram::Ack { id });
+        self.cmd("reg alice");
+        let [(SERVER, Datagram::Register { id, .. })] = self.sent()[..] else { panic!() };
+        id
+    }
+
     fn new() -> Self {
         let t0 = Instant::now();
         let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed([1; 32]));
@@ -120,11 +130,7 @@ impl Fixture {
 /// fetches it sent, as (id, index).
 fn fetching(stored: u32) -> (Fixture, Vec<(MsgId, u32)>) {
     let mut f = Fixture::online(true);
-    f.cmd("dereg alice");
-    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(SERVER, Datagram::Ack { id });
-    f.cmd("reg alice");
-    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    let id = f.dereg_and_reg();
     f.registered(id, 40, stored);
     f.events();
     let fetches = f
