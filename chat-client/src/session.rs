@@ -85,10 +85,12 @@ impl Session {
         matches!(self.stage, Stage::Online)
     }
 
-    /// Whether a live line waits: the address is not confirmed yet (no welcome yet), stored
-    /// messages are being fetched, or earlier lines are still held.
+    /// Whether a live line waits: the registration is not answered or its address not
+    /// confirmed yet (no welcome yet), stored messages are being fetched, or earlier lines are
+    /// still held.
     pub fn holds(&self) -> bool {
-        matches!(self.stage, Stage::Confirming { .. } | Stage::Fetching { .. }) || !self.held.is_empty()
+        matches!(self.stage, Stage::Joining { .. } | Stage::Confirming { .. } | Stage::Fetching { .. })
+            || !self.held.is_empty()
     }
 
     /// Holds `e` until the registration is done, or returns it to show now.

@@ -75,6 +75,14 @@ enum Lane<W> {
     Checkpointing,
 }
 
+/// An open or a read waiting to be handed out.
+#[derive(Debug)]
+enum Ready {
+    /// The mailbox to learn; its job is made when it is handed out.
+    Open(Name),
+    Read(Job),
+}
+
 /// Fetched messages to delete once the lane is free: the first `n` of `name`'s mailbox, if the
 /// last of them is still `last`.
 #[derive(Debug)]
@@ -98,8 +106,10 @@ pub(crate) struct Storage<S, W> {
     failed_at: Option<Instant>,
     /// The store asked for a checkpoint after a sync.
     checkpoint: bool,
-    /// Open and read jobs to hand out: they do not wait for the lane.
-    ready: VecDeque<Job>,
+    /// Opens and reads to hand out: they do not wait for the lane. An open's job is made only
+    /// when it is handed out, so that evictions while it waits in this queue cannot make it
+    /// stale.
+    ready: VecDeque<Ready>,
     /// What waits for mailboxes being learnt.
     parked: Parked<W>,
     /// Removals waiting for the lane, oldest first.
@@ -147,8 +157,18 @@ impl<S: Store, W> Storage<S, W> {
 
     /// Queues the open job that learns `name`'s mailbox.
     fn open(&mut self, name: Name) {
-        let job = self.store.open_job(&name);
-        self.ready.push_back(Job { work: Work::Open(name, job) });
+        self.ready.push_back(Ready::Open(name));
+    }
+
+    /// The next open or read to hand out.
+    fn next_ready(&mut self) -> Option<Job> {
+        Some(match self.ready.pop_front()? {
+            Ready::Open(name) => {
+                let job = self.store.open_job(&name);
+                Job { work: Work::Open(name, job) }
+            }
+            Ready::Read(job) => job,
+        })
     }
 
     /// Starts the read of message `index` of `name`'s mailbox (which must be known) for `to`'s
@@ -160,7 +180,7 @@ impl<S: Store, W> Storage<S, W> {
         let index = usize::try_from(read.index).unwrap_or(usize::MAX);
         match self.store.read_job(&read.name, index)? {
             Some(job) => {
-                self.ready.push_back(Job { work: Work::Read(read, job) });
+                self.ready.push_back(Ready::Read(Job { work: Work::Read(read, job) }));
                 Ok(true)
             }
             None => Ok(false),
@@ -214,7 +234,7 @@ impl<S: Store, W> Storage<S, W> {
     /// The next job to run: an open or a read, else, when the lane is free, a sync if anything
     /// waits for one, a checkpoint if the store asked for one, or a removal.
     pub fn poll_job(&mut self, now: Instant) -> Option<Job> {
-        if let Some(job) = self.ready.pop_front() {
+        if let Some(job) = self.next_ready() {
             return Some(job);
         }
         if !matches!(self.lane, Lane::Idle) {
@@ -278,7 +298,7 @@ impl<S: Store, W> Storage<S, W> {
         let n = n.min(count);
         if n == 0 || self.store.id_at(&name, n - 1) != Some(last) {
             self.outcomes.push_back(Outcome::Removed { waiter, result: Ok(Delivered::NotAtFront) });
-            return self.ready.pop_front();
+            return self.next_ready();
         }
         match self.store.remove_first_job(&name, n) {
             Ok(job) => {
@@ -287,7 +307,7 @@ impl<S: Store, W> Storage<S, W> {
             }
             Err(e) => {
                 self.outcomes.push_back(Outcome::Removed { waiter, result: Err(e) });
-                self.ready.pop_front()
+                self.next_ready()
             }
         }
     }
@@ -343,8 +363,7 @@ impl<S: Store, W> Storage<S, W> {
             Ok(scan) => {
                 self.store.install(&name, scan);
                 if self.store.known_usage(&name).is_none() {
-                    let job = self.store.open_job(&name);
-                    self.ready.push_back(Job { work: Work::Open(name, job) });
+                    self.open(name);
                     return;
                 }
                 false

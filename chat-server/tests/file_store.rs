@@ -124,3 +124,62 @@ fn jobs_and_their_results_can_go_to_another_thread() {
     sendable::<Job>();
     sendable::<JobDone>();
 }
+
+#[test]
+fn a_registration_burst_after_a_restart_scans_each_mailbox_once() {
+    const N: u16 = 40;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let t0 = Instant::now();
+    let mut s = server(dir.path(), t0);
+    let mut secrets = Vec::new();
+    for i in 0..N {
+        let (secret, _) = register(&mut s, t0, 7000 + i, &format!("user{i}"), None);
+        secrets.push(secret);
+    }
+    let table = s.saved_table();
+    drop(s);
+
+    // A restart: every client registers again, all in one batch (one receive burst).
+    let mut s = server(dir.path(), t0);
+    s.restore_table(table);
+    for (i, secret) in (0..N).zip(secrets) {
+        let reg = Datagram::Register {
+            id: MsgId(50),
+            name: name(&format!("user{i}")),
+            secret: Some(secret),
+            pad: " ".repeat(REGISTER_PAD_TO),
+        };
+        s.handle_datagram(t0, addr(7000 + i), reg);
+    }
+    let mut opens = 0;
+    while let Some(job) = s.poll_job(t0) {
+        opens += usize::from(job.kind() == JobKind::Open);
+        s.handle_job_done(t0, job.run());
+    }
+    let registered = std::iter::from_fn(|| s.poll_transmit())
+        .filter(|t| matches!(decode(&t.bytes), Ok(Datagram::Registered { .. })))
+        .count();
+    assert_eq!(registered, usize::from(N));
+    // Each answer evicts its (empty) mailbox; had that made every scan still queued stale, the
+    // scans would grow with the square of the burst.
+    assert_eq!(opens, usize::from(N), "{opens} mailbox scans for {N} registrations");
+}
+
+#[test]
+fn registrations_of_names_that_never_join_leave_no_mailbox_in_memory() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let t0 = Instant::now();
+    let mut s = server(dir.path(), t0);
+    let names: Vec<String> = (0..500).map(|i| format!("ghost{i}")).collect();
+    for (i, who) in names.iter().enumerate() {
+        let port = 20_000 + u16::try_from(i).expect("port");
+        let reg = Datagram::Register { id: MsgId(1), name: name(who), secret: None, pad: " ".repeat(REGISTER_PAD_TO) };
+        let (out, kinds) = exchange(&mut s, t0, port, reg);
+        assert_eq!(kinds, [JobKind::Open], "a scan for a name no one has");
+        assert!(matches!(out[..], [(_, Datagram::Registered { stored: 0, .. })]), "{out:?}");
+    }
+    // None of them ever confirms (forged source addresses): the store must not keep their
+    // (empty) mailboxes, or any peer could grow the server's memory one padded datagram at a time.
+    let kept = names.iter().filter(|who| s.store_mut().known_usage(&name(who)).is_some()).count();
+    assert_eq!(kept, 0, "{kept} mailboxes of names that never joined are held in memory");
+}

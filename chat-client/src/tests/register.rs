@@ -264,3 +264,47 @@ fn ids_come_from_the_entropy_handed_in() {
     assert_eq!(first_id([1; 32]), first_id([1; 32]), "pinned by the seed");
     assert_ne!(first_id([1; 32]), first_id([2; 32]));
 }
+
+#[test]
+fn a_chat_that_comes_before_the_registration_is_answered_is_shown_after_the_welcome() {
+    // A restarted client at the same address: bob's table still lists it, so bob's chat can
+    // arrive before the server's `registered`.
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
+    f.chat_from_bob(7, "early");
+    f.registered(id, 10, 0);
+    let events = f.events();
+    assert_eq!(events.first().map(String::as_str), Some(">>> [Welcome, You are registered.]"), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("early")), "{events:?}");
+}
+
+#[test]
+fn a_chat_during_a_registration_again_is_shown_after_the_stored_messages() {
+    let mut f = Fixture::online(true);
+    // A table newer than the registration lists this client offline: it registers again.
+    f.recv(SERVER, Datagram::Table(table(11, false, true)));
+    let sent = f.sent();
+    let Some(&(SERVER, Datagram::Register { id, .. })) =
+        sent.iter().find(|(_, d)| matches!(d, Datagram::Register { .. }))
+    else {
+        panic!("{sent:?}")
+    };
+    f.events();
+    f.chat_from_bob(7, "live, sent after the stored one");
+    f.registered(id, 12, 1);
+    let fetch = f
+        .sent()
+        .into_iter()
+        .find_map(|(_, d)| if let Datagram::Fetch { id, index } = d { Some((id, index)) } else { None });
+    let Some((fid, 0)) = fetch else { panic!("fetch") };
+    f.recv(SERVER, Datagram::Stored { id: fid, index: 0, message: stored_text("stored earlier") });
+    let done =
+        f.sent().into_iter().find_map(|(_, d)| if let Datagram::FetchDone { id, .. } = d { Some(id) } else { None });
+    let Some(done) = done else { panic!("fetch_done") };
+    f.recv(SERVER, Datagram::Ack { id: done });
+    let events = f.events();
+    let live = events.iter().position(|e| e.contains("live, sent after"));
+    let stored = events.iter().position(|e| e.contains("stored earlier"));
+    let (Some(live), Some(stored)) = (live, stored) else { panic!("both shown: {events:?}") };
+    assert!(stored < live, "stored messages come before live ones: {events:?}");
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Secret, StoredMessage};
+use chat_proto::{Datagram, MsgId, Name, Refusal, Secret, StoredMessage};
 use offline_store::Store;
 
 use super::Server;
@@ -65,9 +65,15 @@ impl<S: Store> Server<S> {
             Resume::Copy { to, msg } if ok => self.store_channel(&to, &msg),
             Resume::Copy { to, msg } => tracing::error!(%to, from = %msg.from, "channel message not stored"),
             Resume::Channel { from, id, sender, msg, bytes } if ok => self.relay(now, from, id, &sender, (msg, bytes)),
+            // The recipient's mailbox cannot be read: the sender is told, as for a full disk,
+            // rather than left to retransmit into the same failure.
+            Resume::Save { from, id, to, .. } => {
+                tracing::error!(%to, "save refused: the recipient's mailbox cannot be read");
+                self.answer(from, id, Datagram::Refused { id, reason: Refusal::StorageUnavailable });
+            }
             // Not answered and forgotten: the retransmission tries again (a fetch is simply asked again).
             Resume::Fetch { .. } => {}
-            Resume::FetchDone { from, id, .. } | Resume::Save { from, id, .. } | Resume::Channel { from, id, .. } => {
+            Resume::FetchDone { from, id, .. } | Resume::Channel { from, id, .. } => {
                 self.dedup.forget(from, id);
             }
         }
@@ -90,8 +96,12 @@ impl<S: Store> Server<S> {
             tracing::info!(%name, %from, stored = count, "registered");
             if count == 0 {
                 self.tables.changed();
-                self.storage.evict(name);
             }
+        }
+        // An empty mailbox is not kept in memory, also for a name that may never confirm (a
+        // registration from a forged address): `confirm` learns it again.
+        if count == 0 {
+            self.storage.evict(name);
         }
         let version = self.clients.version();
         self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });

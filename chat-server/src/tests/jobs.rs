@@ -151,3 +151,14 @@ fn the_test_store_catches_a_blocking_call() {
     let mut f = Fixture::new();
     let _ = f.server.store_mut().load(&name("bob"));
 }
+
+#[test]
+fn a_save_for_a_mailbox_that_cannot_be_read_is_refused_not_left_to_retransmit() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    f.dereg("bob", BOB);
+    f.disk.forget("bob");
+    f.fail = Some(JobKind::Open);
+    let (id, out) = f.save(("alice", ALICE), "bob", "for an unreadable mailbox");
+    assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::StorageUnavailable })]);
+    assert!(f.stored("bob").is_empty());
+}
