@@ -78,7 +78,7 @@ async fn chat(
         history: opts.data_dir.join(format!("{stem}.history")),
         secret: opts.data_dir.join(format!("{stem}.secret")),
     };
-    let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries };
+    let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
     let code = chat_client::run(socket, cfg, name.clone(), server, files, shutdown).await?;
     Ok(u8::try_from(code).unwrap_or(1))
 }

@@ -4,6 +4,7 @@
 //! [`Client`] is the sans-IO core (no socket, no clock, no terminal); [`run`] drives it over a
 //! bound UDP socket, reading commands from a terminal (with line editing) or a script.
 
+mod answers;
 mod command;
 mod core;
 mod driver;

@@ -94,6 +94,11 @@ impl<K> Requests<K> {
         self.deadlines.next()
     }
 
+    /// The kinds of the requests in flight and parked.
+    pub fn kinds(&self) -> impl Iterator<Item = &K> {
+        self.in_flight.values().map(|r| &r.kind).chain(&self.parked)
+    }
+
     /// Whether a request in flight is of a kind `pred` accepts.
     pub fn any(&self, pred: impl Fn(&K) -> bool) -> bool {
         self.in_flight.values().any(|r| pred(&r.kind))

@@ -13,12 +13,19 @@ pub(crate) struct Outgoing {
     chat_id: MsgId,
     /// The server already refused a save with `exists` once: next time it must store.
     retried: bool,
+    /// The command it answers (see `answers.rs`).
+    turn: Option<u64>,
 }
 
 impl Outgoing {
-    /// `text` for `to`, with the id it keeps on every attempt.
-    pub fn new(to: Name, text: Text, chat_id: MsgId) -> Self {
-        Self { to, text, chat_id, retried: false }
+    /// `text` for `to`, with the id it keeps on every attempt, for command `turn`.
+    pub fn new(to: Name, text: Text, chat_id: MsgId, turn: Option<u64>) -> Self {
+        Self { to, text, chat_id, retried: false, turn }
+    }
+
+    /// The command it answers.
+    pub fn turn(&self) -> Option<u64> {
+        self.turn
     }
 
     /// The recipient.

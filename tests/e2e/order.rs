@@ -1,7 +1,10 @@
 //! Answers come in the order of the commands (SPEC 4), also for a script piped in before the
 //! registration has finished.
 
-use crate::harness::{Client, Row, Server, TABLE, WAIT, WELCOME, free_port, new_dir, parse_row};
+use crate::harness::{
+    CHANNEL_ACKED, Client, Row, SAVED, Server, TABLE, WAIT, WELCOME, free_port, new_dir, no_ack_from, parse_row,
+    start_clients,
+};
 
 /// The lines `help` prints, in order.
 const HELP: [&str; 7] = [
@@ -46,5 +49,23 @@ fn a_piped_script_is_answered_in_the_order_of_its_commands() {
     }
     if status.code() != Some(0) {
         erin.fail(&format!("end of input should exit 0, got {status}"));
+    }
+}
+
+/// A script's `send` to a peer that does not answer ends some three seconds later, with the
+/// fallback to the server; the `send_all` typed after it is answered after it, not before.
+#[test]
+fn a_send_all_after_a_slow_send_is_answered_after_it() {
+    let server = Server::start();
+    let [mut alice, mut bob] = start_clients(&server, ["alice", "bob"]);
+    bob.kill();
+    alice.send_line("send bob hi");
+    alice.send_line("send_all hello");
+    alice.expect_line(CHANNEL_ACKED, WAIT);
+    let answers: Vec<String> = alice.stdout_lines().into_iter().filter(|l| l != TABLE).collect();
+    let at = |line: &str| answers.iter().position(|l| l == line);
+    let (no_ack, saved, acked) = (at(&no_ack_from("bob")), at(SAVED), at(CHANNEL_ACKED));
+    if !(no_ack.is_some() && no_ack < saved && saved < acked) {
+        alice.fail(&format!("the send's two lines should come before the send_all's answer: {answers:#?}"));
     }
 }

@@ -38,7 +38,7 @@ impl Client {
 
     pub(super) fn on_chat_ack(&mut self, from: SocketAddr, id: MsgId) {
         if let Some(Kind::Direct(o)) = self.requests.answer(id, from, |k| matches!(k, Kind::Direct(_))) {
-            self.emit(Event::Delivered { to: o.to().clone() });
+            self.in_turn(o.turn(), |c| c.emit(Event::Delivered { to: o.to().clone() }));
         }
     }
 
@@ -89,7 +89,7 @@ impl Client {
             return;
         }
         let chat_id = self.fresh_id();
-        self.direct(now, Outgoing::new(to, text, chat_id));
+        self.direct(now, Outgoing::new(to, text, chat_id, self.turn));
     }
 
     /// Sends to the peer if the table shows it online, else straight to the server.
@@ -114,6 +114,6 @@ impl Client {
         let Some(secret) = self.proof() else { return };
         let id = self.fresh_id();
         let d = Datagram::ChannelSend { id, from: self.me.clone(), secret, text: text.clone() };
-        self.request(now, self.server, id, &d, Kind::Channel(text));
+        self.request(now, self.server, id, &d, Kind::Channel(text, self.turn));
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use chat_core::{Entropy, Transmit};
 use chat_proto::{Datagram, MsgId, Name, Secret, Text};
 
+use crate::answers::Answers;
 use crate::command::{Command, parse};
 use crate::event::Event;
 use crate::identity::Identity;
@@ -35,11 +36,16 @@ pub struct Config {
     pub ack_timeout: Duration,
     /// Retransmissions after the first send before giving up.
     pub retries: u32,
+    /// Show the lines each command causes in the order of the commands, holding a later
+    /// command's lines while an earlier `send` still waits for its answer: what a script
+    /// reading the output line by line needs. At a terminal lines show as they come. Sends
+    /// overlap either way.
+    pub answers_in_order: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { ack_timeout: Duration::from_millis(500), retries: 5 }
+        Self { ack_timeout: Duration::from_millis(500), retries: 5, answers_in_order: false }
     }
 }
 
@@ -54,7 +60,8 @@ enum Kind {
     },
     Direct(Outgoing),
     Save(Outgoing),
-    Channel(Text),
+    /// A `send_all`, with the command's turn.
+    Channel(Text, Option<u64>),
     /// The stored message at `index`.
     Fetch {
         index: u32,
@@ -64,7 +71,16 @@ enum Kind {
 
 impl Kind {
     fn is_send(&self) -> bool {
-        matches!(self, Self::Direct(_) | Self::Save(_) | Self::Channel(_))
+        matches!(self, Self::Direct(_) | Self::Save(_) | Self::Channel(..))
+    }
+
+    /// The command whose answer this request is.
+    fn turn(&self) -> Option<u64> {
+        match self {
+            Self::Direct(o) | Self::Save(o) => o.turn(),
+            Self::Channel(_, turn) => *turn,
+            _ => None,
+        }
     }
 
     /// Part of a registration: dropped when a new one starts.
@@ -74,7 +90,7 @@ impl Kind {
 
     /// What the server answers with `ack`.
     fn is_acked(&self) -> bool {
-        matches!(self, Self::Dereg { .. } | Self::Confirm | Self::Save(_) | Self::Channel(_) | Self::FetchDone)
+        matches!(self, Self::Dereg { .. } | Self::Confirm | Self::Save(_) | Self::Channel(..) | Self::FetchDone)
     }
 }
 
@@ -98,6 +114,10 @@ pub struct Client {
     inbox: Inbox,
     /// Lines wait here while the client registers, fetches, or waits for its first table.
     queue: VecDeque<Line>,
+    /// What each command has shown, in the order of the commands.
+    answers: Answers,
+    /// The command whose lines are being emitted, if any.
+    turn: Option<u64>,
     /// Input has ended: exit once nothing is left to do.
     closing: bool,
     exit: Option<i32>,
@@ -121,6 +141,8 @@ impl Client {
             requests: Requests::new(cfg.ack_timeout, cfg.retries),
             inbox: Inbox::default(),
             queue: VecDeque::new(),
+            answers: Answers::new(cfg.answers_in_order),
+            turn: None,
             closing: false,
             exit: None,
             out: VecDeque::new(),
@@ -275,7 +297,30 @@ impl Client {
     // ---- plumbing ----
 
     fn emit(&mut self, e: Event) {
-        self.events.push_back(e);
+        let e = match self.turn {
+            Some(turn) => self.answers.say(turn, e),
+            None => Some(e),
+        };
+        self.events.extend(e);
+    }
+
+    /// Emits what `f` emits as lines of command `turn` (none: not caused by a command).
+    fn in_turn(&mut self, turn: Option<u64>, f: impl FnOnce(&mut Self)) {
+        let outer = std::mem::replace(&mut self.turn, turn);
+        f(self);
+        self.turn = outer;
+    }
+
+    /// Finishes the turns of commands that have nothing more in flight, showing what waited
+    /// on them.
+    fn finish_turns(&mut self) {
+        let live: std::collections::HashSet<u64> = self.requests.kinds().filter_map(Kind::turn).collect();
+        for turn in self.answers.open() {
+            if !live.contains(&turn) {
+                let show = self.answers.finish(turn);
+                self.events.extend(show);
+            }
+        }
     }
 
     /// Shows what was held back while registering or fetching.
@@ -292,9 +337,9 @@ impl Client {
             return;
         }
         self.release_held();
-        if let Some(e) = e {
-            self.emit(e);
-        }
+        let held = self.answers.drain();
+        self.events.extend(held);
+        self.events.extend(e);
         self.exit = Some(code);
     }
 
@@ -359,12 +404,14 @@ impl Client {
             if !self.settled(now) {
                 break;
             }
-            match self.queue.pop_front() {
-                Some(Line::Command(cmd)) => self.run_command(now, cmd),
-                Some(Line::Invalid(why)) => self.notice(why),
-                None => break,
-            }
+            let Some(line) = self.queue.pop_front() else { break };
+            let turn = self.answers.begin();
+            self.in_turn(Some(turn), |c| match line {
+                Line::Command(cmd) => c.run_command(now, cmd),
+                Line::Invalid(why) => c.notice(why),
+            });
         }
+        self.finish_turns();
         if self.closing && self.queue.is_empty() && self.requests.is_empty() && self.settled(now) {
             self.exit.get_or_insert(0);
         }

@@ -65,7 +65,7 @@ impl Client {
         for kind in self.requests.unpark() {
             match kind {
                 Kind::Save(o) => self.save(now, o),
-                Kind::Channel(text) => self.send_all(now, text),
+                Kind::Channel(text, turn) => self.in_turn(turn, |c| c.send_all(now, text)),
                 _ => {}
             }
         }
@@ -151,8 +151,8 @@ impl Client {
         match self.requests.answer(id, self.server, Kind::is_acked) {
             Some(Kind::Dereg { then_exit }) => self.went_offline(then_exit),
             Some(Kind::Confirm) => self.on_confirmed(now),
-            Some(Kind::Save(_)) => self.emit(Event::Saved),
-            Some(Kind::Channel(_)) => self.emit(Event::ChannelAcked),
+            Some(Kind::Save(o)) => self.in_turn(o.turn(), |c| c.emit(Event::Saved)),
+            Some(Kind::Channel(_, turn)) => self.in_turn(turn, |c| c.emit(Event::ChannelAcked)),
             Some(Kind::FetchDone) => {
                 self.session.handle_fetched();
                 self.registration_done(now);
@@ -165,21 +165,25 @@ impl Client {
     /// could not be kept: their mailboxes are `full`, or the server's disk could not take them
     /// (`unstored`).
     pub(super) fn on_channel_partial(&mut self, now: Instant, id: MsgId, full: &[Name], unstored: &[Name]) {
-        if !matches!(self.requests.get(id, self.server), Some(Kind::Channel(_))) {
-            return;
-        }
+        let Some(&Kind::Channel(_, turn)) = self.requests.get(id, self.server) else { return };
         self.on_ack(now, id);
         let list = |names: &[Name]| names.iter().map(Name::as_str).collect::<Vec<_>>().join(", ");
-        if !full.is_empty() {
-            self.notice(format!("Not kept for {}: mailbox full.", list(full)));
-        }
-        if !unstored.is_empty() {
-            self.notice(format!("Not kept for {}: {}.", list(unstored), Refusal::StorageUnavailable));
-        }
+        self.in_turn(turn, |c| {
+            if !full.is_empty() {
+                c.notice(format!("Not kept for {}: mailbox full.", list(full)));
+            }
+            if !unstored.is_empty() {
+                c.notice(format!("Not kept for {}: {}.", list(unstored), Refusal::StorageUnavailable));
+            }
+        });
     }
 
     pub(super) fn on_refused(&mut self, now: Instant, id: MsgId, reason: Refusal) {
         let Some(kind) = self.requests.answer(id, self.server, |k| !matches!(k, Kind::Direct(_))) else { return };
+        self.in_turn(kind.turn(), |c| c.refused(now, kind, reason));
+    }
+
+    fn refused(&mut self, now: Instant, kind: Kind, reason: Refusal) {
         match kind {
             Kind::Register => self.registration_refused(reason),
             // The server does not take this secret for the name: still online there.
@@ -193,12 +197,12 @@ impl Client {
             // The server does not know this client at this address: it is offline already.
             Kind::Dereg { then_exit } => self.went_offline(then_exit),
             // The server does not know this client (it restarted): register, then do it again.
-            kind @ (Kind::Save(_) | Kind::Channel(_)) if reason == Refusal::NotRegistered => {
+            kind @ (Kind::Save(_) | Kind::Channel(..)) if reason == Refusal::NotRegistered => {
                 self.requests.park(kind);
                 self.register(now);
             }
             Kind::Save(o) => self.emit(Event::NotSaved { to: o.to().clone(), reason }),
-            Kind::Channel(_) => self.notice(format!("Message not sent: {reason}.")),
+            Kind::Channel(..) => self.notice(format!("Message not sent: {reason}.")),
             // The server lost track of this registration (it restarted): register again.
             // What was held back is shown once registered again (or at exit).
             Kind::Confirm | Kind::Fetch { .. } | Kind::FetchDone => self.register(now),
@@ -224,21 +228,27 @@ impl Client {
         let Some(Kind::Save(mut o)) = self.requests.answer(id, self.server, |k| matches!(k, Kind::Save(_))) else {
             return;
         };
-        self.emit(Event::Exists { to: o.to().clone() });
-        self.table.apply_row(row);
-        self.emit(Event::TableUpdated);
-        o.handle_exists();
-        self.direct(now, o);
+        self.in_turn(o.turn(), |c| {
+            c.emit(Event::Exists { to: o.to().clone() });
+            c.table.apply_row(row);
+            c.emit(Event::TableUpdated);
+            o.handle_exists();
+            c.direct(now, o);
+        });
     }
 
     /// A request got no answer after every retry.
     pub(super) fn on_gave_up(&mut self, now: Instant, kind: Kind) {
+        self.in_turn(kind.turn(), |c| c.gave_up(now, kind));
+    }
+
+    fn gave_up(&mut self, now: Instant, kind: Kind) {
         match kind {
             Kind::Direct(o) => {
                 self.emit(Event::NoAck { to: o.to().clone() });
                 self.save(now, o);
             }
-            Kind::Channel(_) => self.emit(Event::ChannelFailed),
+            Kind::Channel(..) => self.emit(Event::ChannelFailed),
             _ => self.exit_with(1, Some(Event::ServerGone)),
         }
     }

@@ -109,7 +109,9 @@ impl Sim {
         let dies_at = (rng.u64() % 3 == 0).then(|| t0 + Duration::from_millis(rng.u64() % 40_000));
         let loss_pct = 10 + rng.u64() % 40;
         let server = FakeServer { version: 10, online: false, stored: (rng.u64() % 12) as u32, dies_at };
-        let client = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed(rng.bytes()));
+        // Half the runs as a script (answers held in the order of the commands), half at a terminal.
+        let cfg = Config { answers_in_order: seed % 2 == 0, ..Config::default() };
+        let client = Client::new(cfg, name("alice"), addr(SERVER), None, Entropy::from_seed(rng.bytes()));
         Self { rng, client, server, t0, now: t0, wire: BTreeMap::new(), seq: 0, loss_pct, shown: Vec::new() }
     }
 

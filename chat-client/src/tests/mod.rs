@@ -54,15 +54,24 @@ impl Fixture {
     }
 
     fn new() -> Self {
+        Self::with(Config::default())
+    }
+
+    fn with(cfg: Config) -> Self {
         let t0 = Instant::now();
-        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed([1; 32]));
+        let mut client = Client::new(cfg, name("alice"), addr(SERVER), None, Entropy::from_seed([1; 32]));
         client.start(t0);
         Self { client, t0, now: t0 }
     }
 
     /// A client registered at version 10 whose table shows bob as `bob_online`.
     fn online(bob_online: bool) -> Self {
-        let mut f = Self::new();
+        Self::online_with(Config::default(), bob_online)
+    }
+
+    /// The same, with `cfg`.
+    fn online_with(cfg: Config, bob_online: bool) -> Self {
+        let mut f = Self::with(cfg);
         let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
         f.registered(id, 10, 0);
         f.recv(SERVER, Datagram::Table(table(10, true, bob_online)));

@@ -220,3 +220,38 @@ fn send_all_whose_copies_the_server_disk_could_not_take_says_whose_and_why() {
         ]
     );
 }
+
+#[test]
+fn in_a_script_answers_come_in_the_order_of_the_commands() {
+    let cfg = Config { answers_in_order: true, ..Config::default() };
+    let mut f = Fixture::online_with(cfg, true);
+    for line in ["send bob hi", "send_all hello", "list", "bogus"] {
+        f.client.handle_line(f.now, line);
+    }
+    let sent = f.sent();
+    let [(BOB, Datagram::Chat { id: chat, .. }), (SERVER, Datagram::ChannelSend { id: all, .. })] = sent[..] else {
+        panic!("both go out at once: {sent:?}")
+    };
+    f.recv(SERVER, Datagram::Ack { id: all });
+    assert!(f.events().is_empty(), "the send_all's answer waits for the send's");
+    f.at(600); // bob's ACK comes after a retransmission
+    f.recv(BOB, Datagram::ChatAck { id: chat });
+    let events = f.events();
+    assert_eq!(events[..2], [">>> [Message received by bob.]", ">>> [Message received by Server.]"]);
+    assert!(events[2].contains("bob") || events[2].contains("alice"), "then the list: {events:?}");
+    assert_eq!(events.last().map(String::as_str), Some(">>> [Unknown command 'bogus'. Type help for the commands.]"));
+}
+
+#[test]
+fn at_a_terminal_answers_show_as_they_come() {
+    let mut f = Fixture::online(true);
+    for line in ["send bob hi", "send_all hello"] {
+        f.client.handle_line(f.now, line);
+    }
+    let sent = f.sent();
+    let [(BOB, Datagram::Chat { .. }), (SERVER, Datagram::ChannelSend { id, .. })] = sent[..] else {
+        panic!("{sent:?}")
+    };
+    f.recv(SERVER, Datagram::Ack { id });
+    assert_eq!(f.events(), [">>> [Message received by Server.]"]);
+}
