@@ -8,16 +8,18 @@
 //! open jobs, parking what waits on them (a waiter of the core's type `W`, given back as it
 //! was); reads stored messages by index, one read job each; and runs the removals of fetched
 //! messages and the checkpoints in the same lane as the syncs, one at a time, as the store
-//! requires. It hands back each decision as an [`Outcome`]. It decides nothing about requests
-//! and sends nothing itself.
+//! requires. When a sync fails for lack of space it has the store drop that sync's batch
+//! ([`Store::discard_failed_batch`]) before the refusals go out, so that a refused message is
+//! never delivered later. It hands back each decision as an [`Outcome`]. It decides nothing
+//! about requests and sends nothing itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use chat_proto::{Datagram, MsgId, Name, StoredMessage};
-use offline_store::{Store, StoreError};
+use offline_store::{Appended, Discarded, Store, StoreError};
 
 use crate::jobs::{Done, Job, Read, Work};
 use crate::parked::Parked;
@@ -65,8 +67,9 @@ pub(crate) enum Delivered {
 #[derive(Debug)]
 enum Lane<W> {
     Idle,
-    /// A sync is running; these replies wait on it.
-    Syncing(Vec<Held>),
+    /// A sync is running; these replies wait on it, and these copies of members found gone
+    /// are in its batch.
+    Syncing(Vec<Held>, Vec<(Name, StoredMessage)>),
     /// A removal of the first `n` messages is running; `waiter` waits on it.
     Removing {
         n: usize,
@@ -102,6 +105,15 @@ pub(crate) struct Storage<S, W> {
     lane: Lane<W>,
     /// Messages were appended that no held reply waits on (channel copies): sync anyway.
     unsynced: bool,
+    /// Channel copies for members found gone (their senders were answered long ago) appended
+    /// since the last sync started: if that sync's batch is discarded for lack of space, they
+    /// are appended again, for a later batch.
+    kept: Vec<(Name, StoredMessage)>,
+    /// Mailboxes that lost records to a discarded batch, so that a count of their messages
+    /// given out before may be too high: a fetch past their end is refused (the client
+    /// registers again). A name leaves when such a fetch is refused or the name is answered a
+    /// registration (its count is true again); at most one per mailbox.
+    shrunk: HashSet<Name>,
     /// When the last sync failed: copies no reply waits on are tried again at a later batch.
     failed_at: Option<Instant>,
     /// The store asked for a checkpoint after a sync.
@@ -124,6 +136,8 @@ impl<S: Store, W> Storage<S, W> {
             held: Vec::new(),
             lane: Lane::Idle,
             unsynced: false,
+            kept: Vec::new(),
+            shrunk: HashSet::new(),
             failed_at: None,
             checkpoint: false,
             ready: VecDeque::new(),
@@ -187,6 +201,12 @@ impl<S: Store, W> Storage<S, W> {
         }
     }
 
+    /// Whether `name`'s mailbox lost records to a discarded batch since the last call that
+    /// said so: a fetch past its end then comes from a count that is no longer true.
+    pub fn take_shrunk(&mut self, name: &Name) -> bool {
+        self.shrunk.remove(name)
+    }
+
     /// The id of message `index` of `name`'s mailbox, if it is known and that long.
     pub fn id_at(&self, name: &Name, index: usize) -> Option<MsgId> {
         self.store.id_at(name, index)
@@ -210,8 +230,14 @@ impl<S: Store, W> Storage<S, W> {
     ///
     /// # Errors
     /// As [`Store::append`].
-    pub fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
-        self.store.append(to, msg)
+    pub fn append(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError> {
+        self.store.append_once(to, msg)
+    }
+
+    /// Whether `to`'s mailbox holds a known durable copy of `msg`: a reply that acknowledges it
+    /// needs no sync to succeed.
+    pub fn holds_durable(&self, to: &Name, msg: &StoredMessage) -> bool {
+        self.store.holds_durable(to, msg)
     }
 
     /// Appends a copy no reply waits on (a channel message for an offline member): it is synced
@@ -222,6 +248,18 @@ impl<S: Store, W> Storage<S, W> {
     pub fn append_copy(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
         self.store.append(to, msg)?;
         self.unsynced = true;
+        Ok(())
+    }
+
+    /// Appends a copy whose sender was answered long ago (a channel message for a member found
+    /// gone): as [`Storage::append_copy`], and if its batch is discarded for lack of space it
+    /// is appended again for a later one, so that it is never lost.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_kept_copy(&mut self, to: &Name, msg: &StoredMessage) -> Result<(), StoreError> {
+        self.append_copy(to, msg)?;
+        self.kept.push((to.clone(), msg.clone()));
         Ok(())
     }
 
@@ -264,10 +302,11 @@ impl<S: Store, W> Storage<S, W> {
             return None;
         }
         let replies = mem::take(&mut self.held);
+        let kept = mem::take(&mut self.kept);
         match self.store.start_sync() {
             Ok(Some(job)) => {
                 self.unsynced = false;
-                self.lane = Lane::Syncing(replies);
+                self.lane = Lane::Syncing(replies, kept);
                 Some(Job { work: Work::Sync(job) })
             }
             Ok(None) => {
@@ -276,7 +315,7 @@ impl<S: Store, W> Storage<S, W> {
                 None
             }
             Err(e) => {
-                self.failed(now, replies, &e);
+                self.failed(now, (replies, kept), &e);
                 None
             }
         }
@@ -338,11 +377,11 @@ impl<S: Store, W> Storage<S, W> {
     }
 
     fn synced(&mut self, now: Instant, result: Result<(), StoreError>) {
-        let replies = match mem::replace(&mut self.lane, Lane::Idle) {
-            Lane::Syncing(replies) => replies,
+        let (replies, kept) = match mem::replace(&mut self.lane, Lane::Idle) {
+            Lane::Syncing(replies, kept) => (replies, kept),
             other => {
                 self.lane = other;
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
         match result {
@@ -352,7 +391,7 @@ impl<S: Store, W> Storage<S, W> {
                 self.store.sync_done();
                 self.checkpoint |= self.store.checkpoint_due();
             }
-            Err(e) => self.failed(now, replies, &e),
+            Err(e) => self.failed(now, (replies, kept), &e),
         }
     }
 
@@ -390,8 +429,11 @@ impl<S: Store, W> Storage<S, W> {
     }
 
     /// A sync failed: the replies it held are decided, and the log says how many requests it
-    /// concerned and what they get (the appends stay in the store, for the next sync).
-    fn failed(&mut self, now: Instant, replies: Vec<Held>, e: &StoreError) {
+    /// concerned and what they get. For lack of space the batch is discarded first (what its
+    /// requests are refused for is never delivered later), and its copies for members found
+    /// gone are appended again for a later batch; after another failure the appends stay in
+    /// the store, for the next sync.
+    fn failed(&mut self, now: Instant, (replies, kept): (Vec<Held>, Vec<(Name, StoredMessage)>), e: &StoreError) {
         self.unsynced = true;
         self.failed_at = Some(now);
         let (n, no_space, cause) = (replies.len(), e.is_no_space(), chat_core::report(e));
@@ -404,8 +446,38 @@ impl<S: Store, W> Storage<S, W> {
                 "store sync failed: {n} requests not acknowledged (their retransmissions try again): {cause}"
             );
         }
+        if no_space {
+            self.discard(kept);
+        } else {
+            self.kept.extend(kept);
+        }
         let outcome = if no_space { Outcome::NoSpace } else { Outcome::Lost };
         self.outcomes.extend(replies.into_iter().map(outcome));
+    }
+
+    /// Drops the batch of a sync that failed for lack of space, then appends again its `kept`
+    /// copies (of members found gone, whose senders were ACKed long ago) for a later batch.
+    fn discard(&mut self, kept: Vec<(Name, StoredMessage)>) {
+        let Discarded { mailboxes, error } = self.store.discard_failed_batch();
+        let n: usize = mailboxes.iter().map(|(_, n)| n).sum();
+        tracing::error!("disk full: the batch's {n} stored messages are dropped, never to be delivered");
+        if let Some(e) = error {
+            tracing::error!(
+                "the dropped batch is not wholly cut from the disk (a restart may deliver part of it): {}",
+                chat_core::report(&e)
+            );
+        }
+        self.shrunk.extend(mailboxes.into_iter().map(|(name, _)| name));
+        for (to, msg) in kept {
+            if self.store.known_usage(&to).is_none() {
+                tracing::error!(%to, from = %msg.from, "channel copy of a member found gone lost with the discarded batch");
+                continue;
+            }
+            match self.append_kept_copy(&to, &msg) {
+                Ok(()) => tracing::info!(%to, from = %msg.from, "channel copy of the discarded batch appended again"),
+                Err(e) => tracing::error!(%to, from = %msg.from, "channel copy lost with the discarded batch: {e}"),
+            }
+        }
     }
 }
 

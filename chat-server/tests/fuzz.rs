@@ -25,8 +25,8 @@ use chat_proto::{
 use chat_server::{Config, Job, JobKind, Server};
 use chrono::{DateTime, TimeZone, Utc};
 use offline_store::{
-    Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, MemStore, OpenJob, ReadJob, RemoveJob, Removed, Store,
-    StoreError, SyncJob, Usage,
+    Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, MemStore, OpenJob, ReadJob, RemoveJob,
+    Removed, Store, StoreError, SyncJob, Usage,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -193,6 +193,14 @@ impl Store for Forgetful {
 
     fn sync_done(&mut self) {
         self.syncs += 1;
+    }
+
+    fn discard_failed_batch(&mut self) -> Discarded {
+        self.inner.discard_failed_batch()
+    }
+
+    fn holds_durable(&self, to: &Name, msg: &StoredMessage) -> bool {
+        self.inner.holds_durable(to, msg)
     }
 
     fn checkpoint_due(&self) -> bool {

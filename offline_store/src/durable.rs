@@ -41,6 +41,23 @@ impl Durability {
         self.durable
     }
 
+    /// How many of the last records wait for the next sync to be handed to it.
+    pub(crate) fn unhanded(&self) -> usize {
+        self.unjournalled
+    }
+
+    /// Whether the record at `index` is known durable.
+    pub(crate) fn is_durable(&self, index: usize) -> bool {
+        index < self.durable
+    }
+
+    /// The records `from..to` of `len` (none of them known durable) were dropped: those after
+    /// them stay as they were (not handed to a sync yet).
+    pub(crate) fn discarded(&mut self, from: usize, to: usize, len: usize) {
+        self.durable = self.durable.min(from);
+        self.unjournalled = self.unjournalled.min(len.saturating_sub(to));
+    }
+
     /// A record was appended; the next sync covers it.
     pub(crate) fn pushed(&mut self) {
         self.unjournalled += 1;

@@ -20,7 +20,7 @@ use crate::journal::Journal;
 use crate::mailbox::{self, Mailbox, Record};
 use crate::record;
 use crate::{
-    Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
+    Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
     StoreError, SyncJob, Usage, file_name,
 };
 
@@ -56,10 +56,23 @@ pub struct FileStore {
     out: Option<Maintenance>,
     /// How many mailboxes [`Store::evict`] has dropped: a scan begun before one may be stale.
     evictions: u64,
+    /// A failed batch was discarded: mailbox files were cut back, which a checkpoint makes
+    /// durable.
+    discarded: bool,
 }
 
-/// What a sync covers: for each mailbox, how many of its first records.
-type Covers = Vec<(Name, usize)>;
+/// What a sync covers: for each mailbox, the records it handed.
+type Covers = Vec<Handed>;
+
+/// The records of one mailbox handed to a sync: `from..to` (the first `to` are durable once it
+/// succeeds), the first of them at byte `at` of the file.
+#[derive(Debug)]
+struct Handed {
+    name: Name,
+    from: usize,
+    to: usize,
+    at: u64,
+}
 
 /// A [`CheckpointJob`] or [`RemoveJob`] handed out and not finished yet.
 #[derive(Debug)]
@@ -94,6 +107,7 @@ impl FileStore {
             journal,
             out: None,
             evictions: 0,
+            discarded: false,
         })
     }
 
@@ -190,7 +204,11 @@ impl FileStore {
         let mut covers = Vec::with_capacity(self.unhanded.len());
         for name in self.unhanded.drain() {
             if let Some(mb) = self.boxes.get_mut(&name) {
-                covers.push((name, mb.durability.handed(mb.records().len())));
+                let to = mb.records().len();
+                let from = to - mb.durability.unhanded().min(to);
+                let at = mb.records().get(from).map_or(mb.written, |r| r.at.min(mb.written));
+                mb.durability.handed(to);
+                covers.push(Handed { name, from, to, at });
             }
         }
         Ok((job, covers))
@@ -222,6 +240,7 @@ impl FileStore {
 
     /// What the store knows once the checkpoint of a finished job has run.
     fn checkpointed(&mut self, synced: Vec<Name>) {
+        self.discarded = false;
         for name in synced {
             if let Some(mb) = self.boxes.get_mut(&name) {
                 let written = mb.written_count();
@@ -272,7 +291,7 @@ impl Store for FileStore {
         if let Some(lost) = self.sync_out.take() {
             // Never known to have succeeded: what it covered is durable only once the mailbox
             // file is synced (a later sync of the journal may succeed without it).
-            for (name, _) in lost {
+            for Handed { name, .. } in lost {
                 if let Some(mb) = self.boxes.get_mut(&name) {
                     mb.durability.failed();
                 }
@@ -289,15 +308,82 @@ impl Store for FileStore {
 
     fn sync_done(&mut self) {
         self.journal.synced();
-        for (name, n) in self.sync_out.take().unwrap_or_default() {
+        for Handed { name, to, .. } in self.sync_out.take().unwrap_or_default() {
             if let Some(mb) = self.boxes.get_mut(&name) {
-                mb.durability.covered(n);
+                mb.durability.covered(to);
             }
         }
     }
 
+    fn discard_failed_batch(&mut self) -> Discarded {
+        let (batch, journalled) = match self.sync_out.take() {
+            // The sync's job failed: its batch is what it covered; appends since stay.
+            Some(handed) => (handed, true),
+            // The sync failed as it started: its batch is every append not handed to a sync.
+            None => {
+                let names: Vec<Name> = self.unhanded.drain().collect();
+                let batch = names
+                    .into_iter()
+                    .filter_map(|name| {
+                        let mb = self.boxes.get(&name)?;
+                        let to = mb.records().len();
+                        let from = to - mb.durability.unhanded().min(to);
+                        Some(Handed { name, from, to, at: mb.written })
+                    })
+                    .collect();
+                (batch, false)
+            }
+        };
+        let mut discarded = Discarded::default();
+        for Handed { name, from, to, at } in batch {
+            let path = self.mailbox_path(&name);
+            let cut = match self.boxes.get_mut(&name) {
+                Some(mb) => {
+                    let mut bytes = self.unwritten.remove(&name).unwrap_or_default();
+                    let before = mb.usage.count;
+                    let cut = mb.discard(from, to, &mut bytes);
+                    if before > mb.usage.count {
+                        discarded.mailboxes.push((name.clone(), before - mb.usage.count));
+                    }
+                    if !bytes.is_empty() {
+                        self.unwritten.insert(name.clone(), bytes);
+                    }
+                    cut
+                }
+                // Evicted while its sync ran (nothing was appended since): the next use learns
+                // the file as cut, and a scan begun before the cut is not installed.
+                None => {
+                    self.evictions += 1;
+                    if from < to {
+                        discarded.mailboxes.push((name.clone(), to - from));
+                    }
+                    (from < to).then_some(at)
+                }
+            };
+            let Some(cut) = cut else { continue };
+            self.discarded = true;
+            self.unsynced.insert(name);
+            let truncated = OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(cut));
+            match truncated {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    discarded.error.get_or_insert(StoreError::io("truncate", &path)(e));
+                }
+                _ => {}
+            }
+        }
+        let journal = if journalled { self.journal.discard_written() } else { self.journal.discard_pending() };
+        if let Err(e) = journal {
+            discarded.error.get_or_insert(e);
+        }
+        discarded
+    }
+
+    fn holds_durable(&self, to: &Name, msg: &StoredMessage) -> bool {
+        self.boxes.get(to).is_some_and(|mb| mb.holds_durable(msg))
+    }
+
     fn checkpoint_due(&self) -> bool {
-        self.journal.checkpoint_due()
+        self.discarded || self.journal.checkpoint_due()
     }
 
     fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
@@ -400,7 +486,7 @@ impl Store for FileStore {
         // The mailbox's records moved: what a sync out covers of it is no longer counted so
         // (the rewrite, or the scan after a failure, synced the file).
         if let Some(covers) = &mut self.sync_out {
-            covers.retain(|(name, _)| name != to);
+            covers.retain(|h| &h.name != to);
         }
         match result {
             Ok(Removed { kept: Some(kept), .. }) => {

@@ -6,8 +6,10 @@
 //! the journal is emptied. Opening the store replays a non-empty journal: a record missing from
 //! its mailbox (a crash of the machine lost it from the page cache) is appended again; one
 //! already there is left alone. After a failed write the file is cut back to its length before
-//! it, so that a partial line never merges with the next into one the replay skips. This module owns the journal file and the replay; it must not
-//! keep mailbox contents in memory beyond the one mailbox being replayed.
+//! it, so that a partial line never merges with the next into one the replay skips; a batch
+//! dropped for lack of space is cut off the same way, so that the replay cannot bring it back.
+//! This module owns the journal file and the replay; it must not keep mailbox contents in memory
+//! beyond the one mailbox being replayed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -33,6 +35,9 @@ pub(crate) struct Journal {
     torn_at: Option<u64>,
     /// Written since the last sync that is known to have succeeded.
     unsynced: bool,
+    /// The last write's lines, while its sync is not known to have succeeded: where they start
+    /// in the file and how many bytes they are (for [`Journal::discard_written`]).
+    last_write: Option<(u64, u64)>,
 }
 
 impl Journal {
@@ -45,7 +50,8 @@ impl Journal {
             .read(true)
             .open(&path)
             .map_err(StoreError::io("open", &path))?;
-        let mut journal = Self { path, file, pending: Vec::new(), len: 0, torn_at: None, unsynced: false };
+        let mut journal =
+            Self { path, file, pending: Vec::new(), len: 0, torn_at: None, unsynced: false, last_write: None };
         if journal.file.metadata().map_err(StoreError::io("stat", &journal.path))?.len() > 0 {
             journal.replay(dir)?;
         }
@@ -63,6 +69,7 @@ impl Journal {
     /// Writes what was noted, and returns the sync that makes it durable: `None` when nothing
     /// was written since the last sync that succeeded (see [`Journal::synced`]).
     pub(crate) fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        self.last_write = None;
         if !self.pending.is_empty() {
             let mut before = self.file.metadata().map_err(StoreError::io("stat", &self.path))?.len();
             if let Some(end) = self.torn_at.take().filter(|end| *end < before) {
@@ -74,6 +81,7 @@ impl Journal {
                 return Err(StoreError::io("write", &self.path)(e));
             }
             self.len += self.pending.len() as u64;
+            self.last_write = Some((before, self.pending.len() as u64));
             self.pending.clear();
             self.unsynced = true;
         }
@@ -87,6 +95,30 @@ impl Journal {
     /// The last job from [`Journal::write`] ran successfully.
     pub(crate) fn synced(&mut self) {
         self.unsynced = false;
+        self.last_write = None;
+    }
+
+    /// The sync of the last write failed and its batch is dropped: the file is cut back to its
+    /// length before that write (so a replay cannot bring the batch back; the cut is made
+    /// durable by the next sync). Lines noted since stay, for the next write.
+    pub(crate) fn discard_written(&mut self) -> Result<(), StoreError> {
+        let Some((start, bytes)) = self.last_write.take() else { return Ok(()) };
+        self.file.set_len(start).map_err(StoreError::io("truncate", &self.path))?;
+        self.len = self.len.saturating_sub(bytes);
+        self.torn_at = None;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// The batch whose lines were noted (not written, or written in part: a failed write) is
+    /// dropped: the lines are forgotten and a torn tail cut off.
+    pub(crate) fn discard_pending(&mut self) -> Result<(), StoreError> {
+        self.pending.clear();
+        if let Some(end) = self.torn_at.take() {
+            self.file.set_len(end).map_err(StoreError::io("truncate", &self.path))?;
+            self.unsynced = true;
+        }
+        Ok(())
     }
 
     /// Whether the journal has grown enough to be emptied by a checkpoint.
@@ -105,6 +137,7 @@ impl Journal {
     pub(crate) fn emptied(&mut self) {
         self.len = 0;
         self.unsynced = false;
+        self.last_write = None;
     }
 
     /// Empties the journal: the caller has synced every mailbox it speaks of.
@@ -113,6 +146,7 @@ impl Journal {
         self.file.sync_data().map_err(StoreError::io("sync", &self.path))?;
         self.len = 0;
         self.unsynced = false;
+        self.last_write = None;
         Ok(())
     }
 

@@ -22,7 +22,9 @@
 //! [`Store::checkpoint_due`], and [`Store::evict`] for a mailbox no longer in use. Saves go
 //! through [`Store::append_once`], which stores each message (sender and id) once per mailbox,
 //! unless the copy stored is not known durable: then it stores another rather than let an ACK
-//! rest on nothing.
+//! rest on nothing. After a sync that failed for lack of space, [`Store::discard_failed_batch`]
+//! drops its batch (from memory and from the files), so that what its requests were refused for
+//! is never delivered later.
 //!
 //! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
 //! crates' unit tests.
@@ -157,6 +159,18 @@ pub enum Appended {
     Duplicate,
 }
 
+/// What [`Store::discard_failed_batch`] dropped.
+#[derive(Debug, Default)]
+#[must_use = "a file that could not be cut back is reported here"]
+pub struct Discarded {
+    /// The mailboxes that lost records, with how many each: a count of their messages given
+    /// out before may now be too high.
+    pub mailboxes: Vec<(Name, usize)>,
+    /// The first file that could not be cut back, if any: the records are dropped from the
+    /// store's index all the same, but a scan after a restart may find them.
+    pub error: Option<StoreError>,
+}
+
 /// The disk wait of a sync begun by [`Store::start_sync`]: it can run on any thread.
 #[derive(Debug)]
 #[must_use = "the appends are durable only once the job has run"]
@@ -270,7 +284,26 @@ pub trait Store {
     /// failed.
     fn sync_done(&mut self) {}
 
-    /// Whether a checkpoint is due (a file store's journal has grown past 8 MiB).
+    /// Drops the batch of a sync that failed for lack of space ([`StoreError::is_no_space`]),
+    /// so that what its requests are refused for is never delivered later. Call it at once
+    /// after the failure: after a [`SyncJob`] that failed (instead of reporting it), or after
+    /// [`Store::start_sync`] returned the error. The batch is what that sync covered (what it
+    /// handed out, or, when it failed as it started, every append not handed to a sync);
+    /// appends made while its job ran belong to the next batch and stay. Records known durable
+    /// are never dropped. A file store cuts each mailbox file written in the batch, and the
+    /// journal, back to their length before it (`set_len`, which needs no free space), so that
+    /// a restart does not replay it either; a checkpoint is then due, which makes the cuts
+    /// durable. The indices of the records after the dropped ones change (a count given out
+    /// before may now be too high). Returns which mailboxes lost how many records, and the
+    /// first file that could not be cut back, if any.
+    fn discard_failed_batch(&mut self) -> Discarded;
+
+    /// Whether `to`'s mailbox (known to the store) holds a known durable copy of `msg` (same
+    /// sender, same id): an append of it is [`Appended::Duplicate`] and no discard drops it.
+    fn holds_durable(&self, to: &Name, msg: &StoredMessage) -> bool;
+
+    /// Whether a checkpoint is due (a file store's journal has grown past 8 MiB, or a discarded
+    /// batch cut mailbox files back).
     fn checkpoint_due(&self) -> bool {
         false
     }

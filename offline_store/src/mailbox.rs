@@ -81,6 +81,48 @@ impl Mailbox {
         self.records.get(first..).is_some_and(|rest| rest.iter().enumerate().any(copy))
     }
 
+    /// Whether a record of `msg` (same sender, same id) is stored and known durable.
+    pub(crate) fn holds_durable(&self, msg: &StoredMessage) -> bool {
+        let key = record_key(msg);
+        let Some(&first) = self.first.get(&key) else { return false };
+        let copy = |(k, r): (usize, &Record)| r.key == key && r.id == msg.id && self.durability.is_durable(first + k);
+        self.records.get(first..).is_some_and(|rest| rest.iter().enumerate().any(copy))
+    }
+
+    /// Drops the records `from..to` (a failed batch's, none known durable): those written out
+    /// are the file's last ones, those not written out are the first of `unwritten` (the
+    /// store's bytes for this mailbox, cut here). The records after them (not written out) stay.
+    /// Returns the length to cut the file back to, `None` when there was nothing to drop.
+    pub(crate) fn discard(&mut self, from: usize, to: usize, unwritten: &mut Vec<u8>) -> Option<u64> {
+        let len = self.records.len();
+        let to = to.min(len);
+        if from >= to {
+            return None;
+        }
+        let written = self.written;
+        let cut = self.records[from].at.min(written);
+        let in_memory = |r: &Record| usize::try_from(r.at - written).unwrap_or(usize::MAX);
+        let end = self.records.get(to).filter(|r| r.at >= written).map_or(unwritten.len(), in_memory);
+        let start = self.records[from..to].iter().find(|r| r.at >= written).map_or(end, in_memory);
+        let (start, end) = (start.min(unwritten.len()), end.min(unwritten.len()));
+        unwritten.drain(start..end);
+        let dropped_in_memory = (end - start) as u64;
+        for r in &mut self.records[to..] {
+            r.at = (r.at.saturating_sub(written).saturating_sub(dropped_in_memory)) + cut;
+        }
+        self.records.drain(from..to);
+        self.first.clear();
+        for (i, r) in self.records.iter().enumerate() {
+            self.first.entry(r.key).or_insert(i);
+        }
+        self.usage.count -= to - from;
+        self.usage.bytes = self.usage.bytes.saturating_sub(written - cut + dropped_in_memory);
+        self.written = cut;
+        self.torn_at = None;
+        self.durability.discarded(from, to, len);
+        Some(cut)
+    }
+
     /// The records, oldest first.
     pub(crate) fn records(&self) -> &[Record] {
         &self.records

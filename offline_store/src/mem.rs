@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use chat_proto::{MsgId, Name, StoredMessage};
 
 use crate::{
-    Appended, CheckpointJob, Checkpointed, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
+    Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
     StoreError, SyncJob, Usage, durable::Durability, file_name, record,
 };
 
@@ -24,9 +24,9 @@ pub struct MemStore {
     boxes: HashMap<Name, MemBox>,
     /// Mailboxes appended to since the last sync started.
     unhanded: HashSet<Name>,
-    /// What the sync handed out covers (the first records of each mailbox), until it is known
-    /// to have succeeded.
-    sync_out: Option<Vec<(Name, usize)>>,
+    /// What the sync handed out covers (the records `from..to` of each mailbox; the first `to`
+    /// are durable once it succeeds), until it is known to have succeeded.
+    sync_out: Option<Vec<(Name, usize, usize)>>,
     /// Appended to since the last sync started.
     appended: bool,
 }
@@ -82,7 +82,7 @@ impl Store for MemStore {
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        for (name, _) in self.sync_out.take().unwrap_or_default() {
+        for (name, ..) in self.sync_out.take().unwrap_or_default() {
             if let Some(b) = self.boxes.get_mut(&name) {
                 b.durability.failed();
             }
@@ -93,7 +93,9 @@ impl Store for MemStore {
         let mut covers = Vec::new();
         for name in self.unhanded.drain() {
             if let Some(b) = self.boxes.get_mut(&name) {
-                covers.push((name, b.durability.handed(b.msgs.len())));
+                let to = b.msgs.len();
+                let from = to - b.durability.unhanded().min(to);
+                covers.push((name, from, b.durability.handed(to)));
             }
         }
         self.sync_out = Some(covers);
@@ -101,11 +103,54 @@ impl Store for MemStore {
     }
 
     fn sync_done(&mut self) {
-        for (name, n) in self.sync_out.take().unwrap_or_default() {
+        for (name, _, n) in self.sync_out.take().unwrap_or_default() {
             if let Some(b) = self.boxes.get_mut(&name) {
                 b.durability.covered(n);
             }
         }
+    }
+
+    fn discard_failed_batch(&mut self) -> Discarded {
+        let batch = match self.sync_out.take() {
+            Some(handed) => handed,
+            None => {
+                self.appended = false;
+                let names: Vec<Name> = self.unhanded.drain().collect();
+                names
+                    .into_iter()
+                    .filter_map(|name| {
+                        let to = self.boxes.get(&name)?.msgs.len();
+                        let from = to - self.boxes.get(&name)?.durability.unhanded().min(to);
+                        Some((name, from, to))
+                    })
+                    .collect()
+            }
+        };
+        let mut discarded = Discarded::default();
+        for (name, from, to) in batch {
+            let Some(b) = self.boxes.get_mut(&name) else { continue };
+            let len = b.msgs.len();
+            let to = to.min(len);
+            if from >= to {
+                continue;
+            }
+            b.msgs.drain(from..to);
+            b.durability.discarded(from, to, len);
+            if b.msgs.is_empty() {
+                self.boxes.remove(&name);
+            }
+            discarded.mailboxes.push((name, to - from));
+        }
+        discarded
+    }
+
+    fn holds_durable(&self, to: &Name, msg: &StoredMessage) -> bool {
+        self.boxes.get(to).is_some_and(|b| {
+            b.msgs
+                .iter()
+                .enumerate()
+                .any(|(i, (m, _))| m.id == msg.id && m.from == msg.from && b.durability.is_durable(i))
+        })
     }
 
     fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
@@ -141,7 +186,8 @@ impl Store for MemStore {
             let n = n.min(b.msgs.len());
             b.msgs.drain(..n);
             b.durability.removed_front(n);
-            for (_, covers) in self.sync_out.iter_mut().flatten().filter(|(name, _)| name == to) {
+            for (_, from, covers) in self.sync_out.iter_mut().flatten().filter(|(name, ..)| name == to) {
+                *from = from.saturating_sub(n);
                 *covers = covers.saturating_sub(n);
             }
             if b.msgs.is_empty() {

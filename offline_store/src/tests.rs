@@ -901,3 +901,121 @@ fn review_an_id_used_by_another_sender_is_no_duplicate() {
     let alice = StoredMessage { id: chat_proto::MsgId(7), ..msg(1) };
     assert_eq!(store.append_once(&bob, &alice).expect("append"), Appended::Stored, "alice's id 7 is hers");
 }
+
+fn bytes(path: &Path) -> Vec<u8> {
+    fs::read(path).unwrap_or_default()
+}
+
+#[test]
+fn a_batch_whose_sync_failed_for_lack_of_space_is_cut_from_the_files_and_later_appends_stay() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bob, carol) = (name("bob"), name("carol"));
+    let journal = tmp.path().join("journal");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..2);
+    append_all(&mut store, &carol, 10..11);
+    store.sync().expect("sync");
+    let before = (bytes(&store.mailbox_path(&bob)), bytes(&store.mailbox_path(&carol)), bytes(&journal));
+    append_all(&mut store, &bob, 2..4);
+    append_all(&mut store, &carol, 11..12);
+    let job = store.start_sync().expect("start").expect("a job");
+    // The records reached the page cache; the job's fdatasync fails (ENOSPC) while a later
+    // append, of the next batch, comes in.
+    drop(job);
+    append_all(&mut store, &bob, 4..5);
+    assert!(!store.holds_durable(&bob, &msg(2)) && store.holds_durable(&bob, &msg(1)));
+    let discarded = store.discard_failed_batch();
+    assert!(discarded.error.is_none(), "{:?}", discarded.error);
+    let mut lost = discarded.mailboxes;
+    lost.sort();
+    assert_eq!(lost, vec![(bob.clone(), 2), (carol.clone(), 1)]);
+    let after = (bytes(&store.mailbox_path(&bob)), bytes(&store.mailbox_path(&carol)), bytes(&journal));
+    assert!(after == before, "the mailbox files and the journal are as before the batch");
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(1), msg(4)], "the later append stays");
+    assert_eq!(store.usage(&bob).expect("usage"), Usage { count: 3, bytes: line_len(0) + line_len(1) + line_len(4) });
+    assert_eq!(store.id_at(&bob, 2), Some(msg(4).id));
+    assert_eq!(store.load(&carol).expect("load"), msgs(10..11));
+    assert!(store.checkpoint_due(), "the cuts are made durable by a checkpoint");
+    // The disk has room again: the later append is synced, and a retransmission of a message
+    // of the dropped batch is stored (once) and durable.
+    assert_eq!(store.append_once(&bob, &again(2)).expect("append"), Appended::Stored);
+    store.sync().expect("sync");
+    assert_eq!(store.append_once(&bob, &again(2)).expect("append"), Appended::Duplicate);
+    assert!(store.holds_durable(&bob, &msg(2)));
+    store.sync().expect("sync");
+    assert_eq!(fs::metadata(&journal).expect("journal").len(), 0, "the checkpoint ran");
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(1), msg(4), again(2)]);
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(1), msg(4), again(2)]);
+    assert_eq!(store.load(&carol).expect("load"), msgs(10..11));
+}
+
+#[test]
+fn a_restart_after_a_discarded_batch_does_not_replay_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..1);
+    store.sync().expect("sync");
+    append_all(&mut store, &bob, 1..3);
+    drop(store.start_sync().expect("start").expect("a job")); // its fdatasync failed: ENOSPC
+    assert_eq!(store.discard_failed_batch().mailboxes, vec![(bob.clone(), 2)]);
+    // Killed before anything else: the journal holds nothing of the batch to replay, and the
+    // mailbox file does not hold it either.
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..1));
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(0..1));
+}
+
+#[test]
+fn a_batch_whose_sync_failed_as_it_started_is_dropped_from_memory_the_files_and_the_journal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bob, carol) = (name("bob"), name("carol"));
+    let journal = tmp.path().join("journal");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..1);
+    store.sync().expect("sync");
+    let before = (bytes(&store.mailbox_path(&bob)), bytes(&journal));
+    append_all(&mut store, &bob, 1..3);
+    append_all(&mut store, &carol, 10..11);
+    // Carol's mailbox cannot be written out: the sync fails as it starts (bob's records may
+    // have been written out already).
+    fs::create_dir(store.mailbox_path(&carol)).expect("in the way");
+    assert!(store.start_sync().is_err());
+    let mut lost = store.discard_failed_batch().mailboxes;
+    lost.sort();
+    assert_eq!(lost, vec![(bob.clone(), 2), (carol.clone(), 1)]);
+    fs::remove_dir(store.mailbox_path(&carol)).expect("out of the way");
+    assert!(before == (bytes(&store.mailbox_path(&bob)), bytes(&journal)), "as before the batch");
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..1));
+    assert_eq!(store.load(&carol).expect("load"), vec![]);
+    store.sync().expect("sync");
+    append_all(&mut store, &bob, 3..4);
+    store.sync().expect("sync");
+    drop(store);
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), vec![msg(0), msg(3)]);
+    assert_eq!(open(tmp.path()).load(&carol).expect("load"), vec![]);
+}
+
+#[test]
+fn a_mem_store_discards_a_failed_batch_as_a_file_store_does() {
+    let bob = name("bob");
+    let mut store = MemStore::new(Limits::default());
+    append_all(&mut store, &bob, 0..2);
+    store.sync().expect("sync");
+    append_all(&mut store, &bob, 2..4);
+    drop(store.start_sync().expect("start").expect("a job"));
+    append_all(&mut store, &bob, 4..5);
+    assert_eq!(store.discard_failed_batch().mailboxes, vec![(bob.clone(), 2)]);
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(1), msg(4)]);
+    assert!(store.holds_durable(&bob, &msg(1)) && !store.holds_durable(&bob, &msg(4)));
+    // A sync that fails as it starts: its batch is every append not handed to a sync.
+    append_all(&mut store, &bob, 5..6);
+    assert_eq!(store.discard_failed_batch().mailboxes, vec![(bob.clone(), 2)]);
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..2));
+    assert_eq!(store.append_once(&bob, &again(4)).expect("append"), Appended::Stored);
+    store.sync().expect("sync");
+    assert!(store.holds_durable(&bob, &msg(4)));
+}

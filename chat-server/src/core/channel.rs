@@ -124,7 +124,7 @@ impl<S: Store> Server<S> {
                 self.deliveries.deliver(now, d, &mut self.out);
                 continue;
             }
-            match self.append_channel(&row.name, &msg) {
+            match self.append_channel(&row.name, &msg, false) {
                 Appended::Stored => out.stored.push(row.name),
                 Appended::Full => out.full.push(row.name),
                 Appended::NoSpace => out.unstored.push(row.name),
@@ -141,12 +141,15 @@ impl<S: Store> Server<S> {
         if self.park_unless_known(std::slice::from_ref(to), || Resume::Copy { to: to.clone(), msg: msg.clone() }) {
             return;
         }
-        let _ = self.append_channel(to, msg); // logged
+        // Kept if its batch is discarded for lack of space: appended again for a later one.
+        let _ = self.append_channel(to, msg, true); // logged
     }
 
-    /// Stores a channel copy for an offline client.
-    fn append_channel(&mut self, to: &Name, msg: &StoredMessage) -> Appended {
-        match self.storage.append_copy(to, msg) {
+    /// Stores a channel copy for an offline client; `kept`: one whose sender was answered long
+    /// ago, appended again if its batch is discarded (see [`crate::storage::Storage::append_kept_copy`]).
+    fn append_channel(&mut self, to: &Name, msg: &StoredMessage, kept: bool) -> Appended {
+        let appended = if kept { self.storage.append_kept_copy(to, msg) } else { self.storage.append_copy(to, msg) };
+        match appended {
             Ok(()) => Appended::Stored,
             Err(e @ StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "channel message not stored: {e}");

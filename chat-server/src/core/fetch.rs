@@ -36,8 +36,15 @@ impl<S: Store> Server<S> {
         {
             return;
         }
-        match self.storage.read(Read { name, index, to: from, id }) {
+        match self.storage.read(Read { name: name.clone(), index, to: from, id }) {
             Ok(true) => {}
+            // Past the end of a mailbox a discarded batch shrank: the count in the client's
+            // `registered` may be no longer true. Refused, the client registers again and
+            // learns the count as it is now.
+            Ok(false) if self.storage.take_shrunk(&name) => {
+                tracing::info!(%from, index, "fetch past the end of a mailbox a discarded batch shrank: refused");
+                self.out.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
+            }
             Ok(false) => tracing::debug!(%from, index, "fetch of no stored message"),
             // Not answered: the client asks again.
             Err(e) => tracing::warn!(%from, index, "stored message not read: {}", chat_core::report(&e)),

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, Secret, StoredMessage, Text};
-use offline_store::{Store, StoreError};
+use offline_store::{Appended, Store, StoreError};
 
 use super::Server;
 use super::waiting::Resume;
@@ -52,10 +52,16 @@ impl<S: Store> Server<S> {
             return;
         }
         match self.storage.append(to, &msg) {
-            Ok(()) => {
-                tracing::debug!(%to, from = %msg.from, "message saved");
-                let refused = Datagram::Refused { id, reason: Refusal::StorageUnavailable };
-                self.storage.hold(from, id, Datagram::Ack { id }, refused);
+            Ok(appended) => {
+                tracing::debug!(%to, from = %msg.from, ?appended, "message saved");
+                // A duplicate of a durable copy is stored whatever becomes of the batch; anything
+                // else is dropped with the batch if its sync fails for lack of space.
+                let no_space = if appended == Appended::Duplicate && self.storage.holds_durable(to, &msg) {
+                    Datagram::Ack { id }
+                } else {
+                    Datagram::Refused { id, reason: Refusal::StorageUnavailable }
+                };
+                self.storage.hold(from, id, Datagram::Ack { id }, no_space);
             }
             Err(StoreError::MailboxFull { .. }) => {
                 tracing::warn!(%to, from = %msg.from, "mailbox full, message refused");

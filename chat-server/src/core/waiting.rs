@@ -103,6 +103,8 @@ impl<S: Store> Server<S> {
         if count == 0 {
             self.storage.evict(name);
         }
+        // The count is true now: only a later discard makes a fetch past it a sign of one.
+        let _ = self.storage.take_shrunk(name);
         let version = self.clients.version();
         self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });
     }

@@ -89,3 +89,28 @@ fn a_removal_waits_for_the_sync_in_the_lane_and_a_failed_sync_of_copies_waits_fo
     let _nothing_to_wait_for_in_memory = s.poll_job(later);
     assert!(!s.unsynced, "again in a later one");
 }
+
+#[test]
+fn a_batch_that_fails_for_lack_of_space_is_dropped_but_its_copies_for_members_found_gone_are_kept() {
+    let mut s = Storage::new(MemStore::new(Limits::default()));
+    let now = Instant::now();
+    let (bob, gone) = message(5);
+    s.append_kept_copy(&bob, &gone).expect("append");
+    append(&mut s, 6);
+    let refused = Datagram::Refused { id: MsgId(1), reason: chat_proto::Refusal::StorageUnavailable };
+    s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, refused);
+    append_copy(&mut s, 7);
+    let job = sync_job(&mut s).expect("a sync");
+    let no_space = StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::from_raw_os_error(28) };
+    s.handle_job_done(now, job.fail(no_space).done);
+    assert!(matches!(s.poll_outcome(), Some(Outcome::NoSpace(Held { id: MsgId(1), .. }))));
+    let ids = |s: &mut Storage<MemStore, ()>| -> Vec<MsgId> {
+        s.store_mut().load(&bob).expect("load").iter().map(|m| m.id).collect()
+    };
+    assert_eq!(ids(&mut s), [MsgId(5)], "the batch is dropped but the copy whose sender was ACKed long ago");
+    let later = now + std::time::Duration::from_millis(1);
+    let job = s.poll_job(later).expect("the copy is synced with a later batch");
+    s.handle_job_done(later, job.run().done);
+    assert!(s.store_mut().holds_durable(&bob, &gone));
+    assert_eq!(ids(&mut s), [MsgId(5)]);
+}

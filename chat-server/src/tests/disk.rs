@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 
 use offline_store::{
-    Appended, CheckpointJob, Checkpointed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, SyncJob, Usage,
+    Appended, CheckpointJob, Checkpointed, Discarded, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, SyncJob, Usage,
 };
 
 use super::*;
@@ -103,8 +103,26 @@ impl Store for TestStore {
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        // As a file store's: the appends stay, for the next sync.
-        if self.disk.full.get() { Err(no_space()) } else { self.inner.start_sync() }
+        // As a file store's whose sync fails for lack of space: its batch is handed out, then
+        // the failure comes (the core discards the batch, or the appends stay for the next sync).
+        if self.disk.full.get() {
+            drop(self.inner.start_sync());
+            Err(no_space())
+        } else {
+            self.inner.start_sync()
+        }
+    }
+
+    fn sync_done(&mut self) {
+        self.inner.sync_done();
+    }
+
+    fn discard_failed_batch(&mut self) -> Discarded {
+        self.inner.discard_failed_batch()
+    }
+
+    fn holds_durable(&self, to: &Name, msg: &StoredMessage) -> bool {
+        self.inner.holds_durable(to, msg)
     }
 
     fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
@@ -236,4 +254,65 @@ fn a_channel_message_whose_offline_copies_the_full_disk_cannot_keep_names_those_
         "{out:?}"
     );
     assert!(out.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::Channel { .. })), "bob still gets it");
+}
+
+#[test]
+fn a_save_refused_for_lack_of_space_is_never_delivered_later() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    f.dereg("bob", BOB);
+    f.disk.set_full(true);
+    let (id, out) = f.save(("alice", ALICE), "bob", "refused");
+    assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::StorageUnavailable })]);
+    // The disk has room again; another save goes through (and syncs whatever the store holds).
+    f.disk.set_full(false);
+    let (id, out) = f.save(("alice", ALICE), "bob", "kept");
+    assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
+    let texts: Vec<String> = f.stored("bob").into_iter().map(|(_, _, text)| text).collect();
+    assert_eq!(texts, ["kept"], "alice was told 'refused' was not saved, yet bob will be shown it");
+}
+
+#[test]
+fn a_duplicate_of_a_durable_save_in_a_batch_that_fails_for_lack_of_space_is_acked() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    f.dereg("bob", BOB);
+    let (id, out) = f.save(("alice", ALICE), "bob", "once");
+    assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
+    f.disk.set_full(true);
+    // The same message (sender and id) in another request, as after a server restart.
+    let Datagram::Save { from, secret, to, text, force, .. } = f.save_request(MsgId(900), "alice", "bob", "once")
+    else {
+        panic!("a save")
+    };
+    let again = Datagram::Save { id: MsgId(900), msg: MsgId(id.0 + 1000), from, secret, to, text, force };
+    assert_eq!(f.recv(ALICE, again), vec![(ALICE, Datagram::Ack { id: MsgId(900) })], "it is stored");
+    f.disk.set_full(false);
+    let texts: Vec<String> = f.stored("bob").into_iter().map(|(_, _, text)| text).collect();
+    assert_eq!(texts, ["once"]);
+}
+
+#[test]
+fn a_fetch_past_the_end_of_a_mailbox_a_discarded_batch_shrank_makes_the_client_register_again() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    f.dereg("bob", BOB);
+    let (id, out) = f.save(("alice", ALICE), "bob", "one");
+    assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
+    f.disk.set_full(true);
+    // A save appended, and bob registers before its sync runs: the count includes it.
+    let id = f.id();
+    f.server.handle_datagram(f.now, addr(ALICE), f.save_request(id, "alice", "bob", "two"));
+    let reg = f.id();
+    f.server.handle_datagram(f.now, addr(BOB), f.reg(reg, "bob"));
+    f.commit();
+    let out = f.drain();
+    assert!(out.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::Registered { stored: 2, .. })), "{out:?}");
+    assert!(out.contains(&(ALICE, Datagram::Refused { id, reason: Refusal::StorageUnavailable })), "{out:?}");
+    f.disk.set_full(false);
+    let fetch = f.id();
+    let out = f.recv(BOB, Datagram::Fetch { id: fetch, index: 1 });
+    assert_eq!(out, vec![(BOB, Datagram::Refused { id: fetch, reason: Refusal::NotRegistered })], "not silence");
+    let reg = f.id();
+    let out = f.recv(BOB, f.reg(reg, "bob"));
+    assert!(matches!(out[..], [(BOB, Datagram::Registered { stored: 1, .. })]), "{out:?}");
+    let fetch = f.id();
+    assert_eq!(f.recv(BOB, Datagram::Fetch { id: fetch, index: 1 }), vec![], "past the end of a true count");
 }
