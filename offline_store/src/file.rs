@@ -507,7 +507,12 @@ impl Store for FileStore {
     }
 
     fn evict(&mut self, to: &Name) {
-        if !self.unwritten.contains_key(to) && self.out.as_ref().is_none_or(|out| out.removing.as_ref() != Some(to)) {
+        // A mailbox a sync covers stays until that sync is known to have succeeded: a failure
+        // for lack of space drops its batch, which needs the index (and a rescan meanwhile
+        // would count the batch's records durable).
+        let syncing = self.sync_out.as_ref().is_some_and(|covers| covers.iter().any(|h| &h.name == to));
+        let removing = self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to));
+        if !self.unwritten.contains_key(to) && !syncing && !removing {
             if self.boxes.remove(to).is_some() {
                 self.evictions += 1;
             }

@@ -1019,3 +1019,19 @@ fn a_mem_store_discards_a_failed_batch_as_a_file_store_does() {
     store.sync().expect("sync");
     assert!(store.holds_durable(&bob, &msg(4)));
 }
+
+#[test]
+fn a_record_a_discard_may_drop_is_never_counted_durable_by_a_rescan() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..1);
+    drop(store.start_sync().expect("start").expect("a job")); // its fdatasync fails: ENOSPC
+    store.evict(&bob); // refused: the sync out covers bob
+    // Had bob been evicted, this would scan (and sync) the file and count the record durable.
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..1));
+    assert!(!store.holds_durable(&bob, &msg(0)), "not durable, so a duplicate save is not ACKed");
+    let _ = store.discard_failed_batch();
+    assert!(!store.holds_durable(&bob, &msg(0)));
+    assert_eq!(store.load(&bob).expect("load"), vec![], "the refused batch is gone");
+}

@@ -311,6 +311,12 @@ impl Client {
         self.turn = outer;
     }
 
+    /// Shows every line held for the order of the commands (the client is exiting).
+    fn show_held_answers(&mut self) {
+        let held = self.answers.drain();
+        self.events.extend(held);
+    }
+
     /// Finishes the turns of commands that have nothing more in flight, showing what waited
     /// on them.
     fn finish_turns(&mut self) {
@@ -337,8 +343,7 @@ impl Client {
             return;
         }
         self.release_held();
-        let held = self.answers.drain();
-        self.events.extend(held);
+        self.show_held_answers();
         self.events.extend(e);
         self.exit = Some(code);
     }

@@ -216,6 +216,8 @@ impl Client {
             Refusal::NameTaken => self.exit_with(1, Some(Event::NameTaken(name))),
             Refusal::NotOwner => self.exit_with(1, Some(Event::NotOwner(name))),
             _ => {
+                // The answers of earlier commands go first, as at any exit.
+                self.show_held_answers();
                 self.notice(format!("Registration refused: {reason}."));
                 self.exit_with(1, Some(Event::Notice("Exiting".into())));
             }

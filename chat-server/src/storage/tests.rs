@@ -114,3 +114,23 @@ fn a_batch_that_fails_for_lack_of_space_is_dropped_but_its_copies_for_members_fo
     assert!(s.store_mut().holds_durable(&bob, &gone));
     assert_eq!(ids(&mut s), [MsgId(5)]);
 }
+
+#[test]
+fn a_kept_copy_survives_a_discard_when_its_member_left_during_the_sync() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = offline_store::FileStore::open(tmp.path(), Limits::default()).expect("open");
+    let mut s: Storage<offline_store::FileStore, ()> = Storage::new(store);
+    let now = Instant::now();
+    let (bob, gone) = message(5);
+    s.append_kept_copy(&bob, &gone).expect("append");
+    let job = s.poll_job(now).expect("a sync");
+    s.evict(&bob); // bob deregisters while the sync runs
+    let no_space = StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::from_raw_os_error(28) };
+    s.handle_job_done(now, job.fail(no_space).done);
+    let later = now + std::time::Duration::from_millis(1);
+    if let Some(job) = s.poll_job(later) {
+        s.handle_job_done(later, job.run().done);
+    }
+    let ids: Vec<MsgId> = s.store_mut().load(&bob).expect("load").iter().map(|m| m.id).collect();
+    assert_eq!(ids, [MsgId(5)], "the copy whose sender was ACKed long ago is kept");
+}
