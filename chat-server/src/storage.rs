@@ -432,7 +432,9 @@ impl<S: Store, W> Storage<S, W> {
     /// concerned and what they get. For lack of space the batch is discarded first (what its
     /// requests are refused for is never delivered later), and its copies for members found
     /// gone are appended again for a later batch; after another failure the appends stay in
-    /// the store, for the next sync.
+    /// the store, for the next sync, and its copies for members found gone join the next
+    /// batch's: if that one is discarded for lack of space, the store drops this one's records
+    /// with it, and they are appended again once.
     fn failed(&mut self, now: Instant, (replies, kept): (Vec<Held>, Vec<(Name, StoredMessage)>), e: &StoreError) {
         self.unsynced = true;
         self.failed_at = Some(now);

@@ -36,7 +36,6 @@ impl Durability {
     }
 
     /// How many records are known durable (the first ones).
-    #[cfg(test)]
     pub(crate) fn durable(&self) -> usize {
         self.durable
     }

@@ -49,6 +49,11 @@ pub struct FileStore {
     /// succeeded ([`Store::sync_done`]): for each mailbox, its first records. A sync started
     /// while one is still here means that one failed.
     sync_out: Option<Covers>,
+    /// What the syncs that failed since the last one that succeeded covered (their requests
+    /// were not acknowledged, their records are not durable): dropped with the next discarded
+    /// batch, so that a retransmission refused then is not delivered from an older copy.
+    /// Records made durable since (a checkpoint, a rescan) are not dropped.
+    lost: Covers,
     /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
     dir_dirty: bool,
     journal: Journal,
@@ -103,6 +108,7 @@ impl FileStore {
             unsynced: HashSet::new(),
             unhanded: HashSet::new(),
             sync_out: None,
+            lost: Vec::new(),
             dir_dirty: false,
             journal,
             out: None,
@@ -214,6 +220,33 @@ impl FileStore {
         Ok((job, covers))
     }
 
+    /// `batch` with the ranges of the lost syncs ([`FileStore::lost`]) merged in: one range per
+    /// mailbox (a lost sync's records come just before the next one's), its records known
+    /// durable left out.
+    fn with_lost(&mut self, batch: Covers) -> Covers {
+        let mut merged: Covers = Vec::with_capacity(batch.len() + self.lost.len());
+        for h in batch.into_iter().chain(self.lost.drain(..)) {
+            match merged.iter_mut().find(|m| m.name == h.name) {
+                Some(m) => {
+                    m.from = m.from.min(h.from);
+                    m.to = m.to.max(h.to);
+                    m.at = m.at.min(h.at);
+                }
+                None => merged.push(h),
+            }
+        }
+        for h in &mut merged {
+            if let Some(mb) = self.boxes.get(&h.name) {
+                let durable = mb.durability.durable();
+                if durable > h.from {
+                    h.from = durable;
+                    h.at = mb.records().get(durable).map_or(mb.written, |r| r.at.min(mb.written));
+                }
+            }
+        }
+        merged
+    }
+
     /// The messages of `to` not written out yet, oldest first.
     fn pending(&self, to: &Name) -> Vec<StoredMessage> {
         let bytes = self.unwritten.get(to).map_or(&[][..], Vec::as_slice);
@@ -291,10 +324,11 @@ impl Store for FileStore {
         if let Some(lost) = self.sync_out.take() {
             // Never known to have succeeded: what it covered is durable only once the mailbox
             // file is synced (a later sync of the journal may succeed without it).
-            for Handed { name, .. } in lost {
-                if let Some(mb) = self.boxes.get_mut(&name) {
+            for handed in lost {
+                if let Some(mb) = self.boxes.get_mut(&handed.name) {
                     mb.durability.failed();
                 }
+                self.lost.push(handed);
             }
         }
         // The mailbox writes go to the page cache; the journal makes them durable.
@@ -308,6 +342,8 @@ impl Store for FileStore {
 
     fn sync_done(&mut self) {
         self.journal.synced();
+        // Acknowledged records may follow the lost ones now: those stay (and get delivered).
+        self.lost.clear();
         for Handed { name, to, .. } in self.sync_out.take().unwrap_or_default() {
             if let Some(mb) = self.boxes.get_mut(&name) {
                 mb.durability.covered(to);
@@ -334,6 +370,7 @@ impl Store for FileStore {
                 (batch, false)
             }
         };
+        let batch = self.with_lost(batch);
         let mut discarded = Discarded::default();
         for Handed { name, from, to, at } in batch {
             let path = self.mailbox_path(&name);
@@ -371,8 +408,9 @@ impl Store for FileStore {
                 _ => {}
             }
         }
-        let journal = if journalled { self.journal.discard_written() } else { self.journal.discard_pending() };
-        if let Err(e) = journal {
+        // The lines written for the lost syncs go too (a replay would bring their records back).
+        let pending = if journalled { Ok(()) } else { self.journal.discard_pending() };
+        if let Err(e) = pending.and_then(|()| self.journal.discard_written()) {
             discarded.error.get_or_insert(e);
         }
         discarded
@@ -488,6 +526,7 @@ impl Store for FileStore {
         if let Some(covers) = &mut self.sync_out {
             covers.retain(|h| &h.name != to);
         }
+        self.lost.retain(|h| &h.name != to);
         match result {
             Ok(Removed { kept: Some(kept), .. }) => {
                 self.checkpointed(out.synced);
@@ -510,7 +549,7 @@ impl Store for FileStore {
         // A mailbox a sync covers stays until that sync is known to have succeeded: a failure
         // for lack of space drops its batch, which needs the index (and a rescan meanwhile
         // would count the batch's records durable).
-        let syncing = self.sync_out.as_ref().is_some_and(|covers| covers.iter().any(|h| &h.name == to));
+        let syncing = self.sync_out.iter().flatten().chain(&self.lost).any(|h| &h.name == to);
         let removing = self.out.as_ref().is_some_and(|out| out.removing.as_ref() == Some(to));
         if !self.unwritten.contains_key(to) && !syncing && !removing {
             if self.boxes.remove(to).is_some() {

@@ -35,8 +35,9 @@ pub(crate) struct Journal {
     torn_at: Option<u64>,
     /// Written since the last sync that is known to have succeeded.
     unsynced: bool,
-    /// The last write's lines, while its sync is not known to have succeeded: where they start
-    /// in the file and how many bytes they are (for [`Journal::discard_written`]).
+    /// The lines written since the last sync known to have succeeded (the last write's, and
+    /// those of earlier writes whose syncs failed): where they start in the file and how many
+    /// bytes they are (for [`Journal::discard_written`]).
     last_write: Option<(u64, u64)>,
 }
 
@@ -69,7 +70,6 @@ impl Journal {
     /// Writes what was noted, and returns the sync that makes it durable: `None` when nothing
     /// was written since the last sync that succeeded (see [`Journal::synced`]).
     pub(crate) fn write(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        self.last_write = None;
         if !self.pending.is_empty() {
             let mut before = self.file.metadata().map_err(StoreError::io("stat", &self.path))?.len();
             if let Some(end) = self.torn_at.take().filter(|end| *end < before) {
@@ -81,7 +81,10 @@ impl Journal {
                 return Err(StoreError::io("write", &self.path)(e));
             }
             self.len += self.pending.len() as u64;
-            self.last_write = Some((before, self.pending.len() as u64));
+            let bytes = self.pending.len() as u64;
+            // After a failed sync, the lines of the writes since the last good one go together.
+            self.last_write =
+                Some(self.last_write.map_or((before, bytes), |(start, earlier)| (start, earlier + bytes)));
             self.pending.clear();
             self.unsynced = true;
         }
@@ -98,8 +101,9 @@ impl Journal {
         self.last_write = None;
     }
 
-    /// The sync of the last write failed and its batch is dropped: the file is cut back to its
-    /// length before that write (so a replay cannot bring the batch back; the cut is made
+    /// The sync of the last write failed and its batch is dropped, with those of the syncs that
+    /// failed since the last one that succeeded: the file is cut back to its length before
+    /// their writes (so a replay cannot bring the batch back; the cut is made
     /// durable by the next sync). Lines noted since stay, for the next write.
     pub(crate) fn discard_written(&mut self) -> Result<(), StoreError> {
         let Some((start, bytes)) = self.last_write.take() else { return Ok(()) };

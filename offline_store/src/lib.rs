@@ -288,9 +288,11 @@ pub trait Store {
     /// so that what its requests are refused for is never delivered later. Call it at once
     /// after the failure: after a [`SyncJob`] that failed (instead of reporting it), or after
     /// [`Store::start_sync`] returned the error. The batch is what that sync covered (what it
-    /// handed out, or, when it failed as it started, every append not handed to a sync);
-    /// appends made while its job ran belong to the next batch and stay. Records known durable
-    /// are never dropped. A file store cuts each mailbox file written in the batch, and the
+    /// handed out, or, when it failed as it started, every append not handed to a sync), and
+    /// what the syncs that failed since the last one that succeeded covered (their requests
+    /// were never acknowledged, and a retransmission refused now must not be delivered from an
+    /// older copy); appends made while its job ran belong to the next batch and stay. Records
+    /// known durable are never dropped. A file store cuts each mailbox file written in the batch, and the
     /// journal, back to their length before it (`set_len`, which needs no free space), so that
     /// a restart does not replay it either; a checkpoint is then due, which makes the cuts
     /// durable. The indices of the records after the dropped ones change (a count given out

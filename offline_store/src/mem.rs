@@ -27,6 +27,9 @@ pub struct MemStore {
     /// What the sync handed out covers (the records `from..to` of each mailbox; the first `to`
     /// are durable once it succeeds), until it is known to have succeeded.
     sync_out: Option<Vec<(Name, usize, usize)>>,
+    /// What the syncs that failed since the last one that succeeded covered, as `sync_out`:
+    /// dropped with the next discarded batch (their records known durable excepted).
+    lost: Vec<(Name, usize, usize)>,
     /// Appended to since the last sync started.
     appended: bool,
 }
@@ -82,10 +85,11 @@ impl Store for MemStore {
     }
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
-        for (name, ..) in self.sync_out.take().unwrap_or_default() {
+        for (name, from, to) in self.sync_out.take().unwrap_or_default() {
             if let Some(b) = self.boxes.get_mut(&name) {
                 b.durability.failed();
             }
+            self.lost.push((name, from, to));
         }
         if !std::mem::take(&mut self.appended) {
             return Ok(None);
@@ -103,6 +107,8 @@ impl Store for MemStore {
     }
 
     fn sync_done(&mut self) {
+        // Acknowledged records may follow the lost ones now: those stay.
+        self.lost.clear();
         for (name, _, n) in self.sync_out.take().unwrap_or_default() {
             if let Some(b) = self.boxes.get_mut(&name) {
                 b.durability.covered(n);
@@ -126,11 +132,19 @@ impl Store for MemStore {
                     .collect()
             }
         };
+        // One range per mailbox: a lost sync's records come just before the next one's.
+        let mut merged: Vec<(Name, usize, usize)> = Vec::with_capacity(batch.len() + self.lost.len());
+        for (name, from, to) in batch.into_iter().chain(self.lost.drain(..)) {
+            match merged.iter_mut().find(|(n, ..)| *n == name) {
+                Some((_, f, t)) => (*f, *t) = ((*f).min(from), (*t).max(to)),
+                None => merged.push((name, from, to)),
+            }
+        }
         let mut discarded = Discarded::default();
-        for (name, from, to) in batch {
+        for (name, from, to) in merged {
             let Some(b) = self.boxes.get_mut(&name) else { continue };
             let len = b.msgs.len();
-            let to = to.min(len);
+            let (from, to) = (from.max(b.durability.durable()), to.min(len));
             if from >= to {
                 continue;
             }
@@ -186,7 +200,8 @@ impl Store for MemStore {
             let n = n.min(b.msgs.len());
             b.msgs.drain(..n);
             b.durability.removed_front(n);
-            for (_, from, covers) in self.sync_out.iter_mut().flatten().filter(|(name, ..)| name == to) {
+            let covers = self.sync_out.iter_mut().flatten().chain(&mut self.lost);
+            for (_, from, covers) in covers.filter(|(name, ..)| name == to) {
                 *from = from.saturating_sub(n);
                 *covers = covers.saturating_sub(n);
             }

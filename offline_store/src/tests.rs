@@ -1035,3 +1035,96 @@ fn a_record_a_discard_may_drop_is_never_counted_durable_by_a_rescan() {
     assert!(!store.holds_durable(&bob, &msg(0)));
     assert_eq!(store.load(&bob).expect("load"), vec![], "the refused batch is gone");
 }
+
+#[test]
+fn a_batch_after_a_failed_sync_drops_the_first_failed_batch_too() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..1);
+    drop(store.start_sync().expect("start").expect("a job")); // EIO: no discard, appends stay
+    assert_eq!(store.append_once(&bob, &msg(0)).expect("append"), Appended::Stored); // retransmission
+    drop(store.start_sync().expect("start").expect("a job")); // ENOSPC
+    let _ = store.discard_failed_batch();
+    assert_eq!(store.load(&bob).expect("load"), vec![], "a refused message stays in the mailbox");
+}
+
+/// Syncs that failed (not for lack of space) before one that fails for lack of space: their
+/// records go with its batch; after a sync that succeeded, only its own batch goes.
+fn drops_the_lost_batches_with_the_next_discarded_one(store: &mut impl Store) {
+    let bob = name("bob");
+    append_all(store, &bob, 0..1);
+    store.sync().expect("sync");
+    append_all(store, &bob, 1..2);
+    drop(store.start_sync().expect("start").expect("a job")); // EIO
+    append_all(store, &bob, 2..3);
+    drop(store.start_sync().expect("start").expect("a job")); // EIO again
+    assert_eq!(store.append_once(&bob, &msg(1)).expect("append"), Appended::Stored); // retransmission
+    drop(store.start_sync().expect("start").expect("a job")); // ENOSPC
+    append_all(store, &bob, 3..4); // appended while that sync ran: the next batch's
+    assert_eq!(store.discard_failed_batch().mailboxes, vec![(bob.clone(), 3)]);
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(3)]);
+    assert!(store.holds_durable(&bob, &msg(0)), "a durable record is never dropped");
+    // A sync that succeeded after a failed one: the failed one's records stay.
+    drop(store.start_sync().expect("start").expect("a job")); // EIO
+    append_all(store, &bob, 4..5);
+    store.sync().expect("sync");
+    append_all(store, &bob, 5..6);
+    drop(store.start_sync().expect("start").expect("a job")); // ENOSPC
+    assert_eq!(store.discard_failed_batch().mailboxes, vec![(bob.clone(), 1)]);
+    assert_eq!(store.load(&bob).expect("load"), vec![msg(0), msg(3), msg(4)]);
+}
+
+#[test]
+fn lost_batches_are_dropped_with_the_next_discarded_one_on_both_stores() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    drops_the_lost_batches_with_the_next_discarded_one(&mut open(tmp.path()));
+    drops_the_lost_batches_with_the_next_discarded_one(&mut MemStore::new(Limits::default()));
+}
+
+#[test]
+fn a_mem_store_drops_the_first_failed_batch_with_the_next_discarded_one() {
+    let bob = name("bob");
+    let mut store = MemStore::new(Limits::default());
+    append_all(&mut store, &bob, 0..1);
+    drop(store.start_sync().expect("start").expect("a job")); // EIO
+    assert_eq!(store.append_once(&bob, &msg(0)).expect("append"), Appended::Stored); // retransmission
+    drop(store.start_sync().expect("start").expect("a job")); // ENOSPC
+    let _ = store.discard_failed_batch();
+    assert_eq!(store.load(&bob).expect("load"), vec![], "a refused message stays in the mailbox");
+}
+
+#[test]
+fn a_restart_does_not_bring_back_a_lost_batch_dropped_with_a_discarded_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..1);
+    store.sync().expect("sync");
+    append_all(&mut store, &bob, 1..2);
+    drop(store.start_sync().expect("start").expect("a job")); // EIO
+    append_all(&mut store, &bob, 2..3);
+    drop(store.start_sync().expect("start").expect("a job")); // ENOSPC
+    let discarded = store.discard_failed_batch();
+    assert!(discarded.error.is_none(), "{:?}", discarded.error);
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..1), "the journal does not replay the lost batch");
+}
+
+#[test]
+fn a_lost_batch_made_durable_by_a_checkpoint_is_not_dropped() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bob = name("bob");
+    let mut store = open(tmp.path());
+    append_all(&mut store, &bob, 0..1);
+    drop(store.start_sync().expect("start").expect("a job")); // EIO
+    store.checkpoint().expect("checkpoint"); // syncs bob's file: its record is durable
+    assert!(store.holds_durable(&bob, &msg(0)));
+    append_all(&mut store, &bob, 1..2);
+    drop(store.start_sync().expect("start").expect("a job")); // ENOSPC
+    assert_eq!(store.discard_failed_batch().mailboxes, vec![(bob.clone(), 1)]);
+    assert_eq!(store.load(&bob).expect("load"), msgs(0..1));
+    drop(store);
+    assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(0..1));
+}

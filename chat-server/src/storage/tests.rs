@@ -134,3 +134,30 @@ fn a_kept_copy_survives_a_discard_when_its_member_left_during_the_sync() {
     let ids: Vec<MsgId> = s.store_mut().load(&bob).expect("load").iter().map(|m| m.id).collect();
     assert_eq!(ids, [MsgId(5)], "the copy whose sender was ACKed long ago is kept");
 }
+
+#[test]
+fn a_kept_copy_of_a_failed_sync_is_stored_once_after_a_later_batch_is_discarded() {
+    let mut s = Storage::new(MemStore::new(Limits::default()));
+    let now = Instant::now();
+    let (bob, gone) = message(5);
+    s.append_kept_copy(&bob, &gone).expect("append");
+    let job = sync_job(&mut s).expect("a sync");
+    s.handle_job_done(now, job.fail(failed()).done); // EIO: the copy stays, kept for later
+    let later = now + std::time::Duration::from_millis(1);
+    append(&mut s, 6);
+    let refused = Datagram::Refused { id: MsgId(1), reason: chat_proto::Refusal::StorageUnavailable };
+    s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, refused);
+    let job = s.poll_job(later).expect("a sync");
+    let no_space = StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::from_raw_os_error(28) };
+    s.handle_job_done(later, job.fail(no_space).done);
+    assert!(matches!(s.poll_outcome(), Some(Outcome::NoSpace(Held { id: MsgId(1), .. }))));
+    let ids = |s: &mut Storage<MemStore, ()>| -> Vec<MsgId> {
+        s.store_mut().load(&bob).expect("load").iter().map(|m| m.id).collect()
+    };
+    assert_eq!(ids(&mut s), [MsgId(5)], "both batches dropped, the copy appended again once");
+    let last = later + std::time::Duration::from_millis(1);
+    let job = s.poll_job(last).expect("the copy is synced with a later batch");
+    s.handle_job_done(last, job.run().done);
+    assert!(s.store_mut().holds_durable(&bob, &gone));
+    assert_eq!(ids(&mut s), [MsgId(5)]);
+}
