@@ -34,6 +34,22 @@ fn failed() -> StoreError {
     StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::other("gone") }
 }
 
+/// A sync that failed for lack of space.
+fn no_space() -> StoreError {
+    StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::from_raw_os_error(28) }
+}
+
+/// Holds the answer to save request `id`: an `ack`, or `storage_unavailable` if the disk is full.
+fn hold_save<S: Store, W>(s: &mut Storage<S, W>, id: u64) {
+    let refused = Datagram::Refused { id: MsgId(id), reason: chat_proto::Refusal::StorageUnavailable };
+    s.hold(TO, MsgId(id), Datagram::Ack { id: MsgId(id) }, refused);
+}
+
+/// The ids in `to`'s mailbox.
+fn ids<S: Store, W>(s: &mut Storage<S, W>, to: &Name) -> Vec<MsgId> {
+    s.store_mut().load(to).expect("load").iter().map(|m| m.id).collect()
+}
+
 /// Runs the job from `poll_job`, which must be a sync, and hands it back.
 fn sync_job(s: &mut Storage<MemStore, ()>) -> Option<Job> {
     let job = s.poll_job(Instant::now())?;
@@ -97,22 +113,17 @@ fn a_batch_that_fails_for_lack_of_space_is_dropped_but_its_copies_for_members_fo
     let (bob, gone) = message(5);
     s.append_kept_copy(&bob, &gone).expect("append");
     append(&mut s, 6);
-    let refused = Datagram::Refused { id: MsgId(1), reason: chat_proto::Refusal::StorageUnavailable };
-    s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, refused);
+    hold_save(&mut s, 1);
     append_copy(&mut s, 7);
     let job = sync_job(&mut s).expect("a sync");
-    let no_space = StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::from_raw_os_error(28) };
-    s.handle_job_done(now, job.fail(no_space).done);
+    s.handle_job_done(now, job.fail(no_space()).done);
     assert!(matches!(s.poll_outcome(), Some(Outcome::NoSpace(Held { id: MsgId(1), .. }))));
-    let ids = |s: &mut Storage<MemStore, ()>| -> Vec<MsgId> {
-        s.store_mut().load(&bob).expect("load").iter().map(|m| m.id).collect()
-    };
-    assert_eq!(ids(&mut s), [MsgId(5)], "the batch is dropped but the copy whose sender was ACKed long ago");
+    assert_eq!(ids(&mut s, &bob), [MsgId(5)], "the batch is dropped but the copy whose sender was ACKed long ago");
     let later = now + std::time::Duration::from_millis(1);
     let job = s.poll_job(later).expect("the copy is synced with a later batch");
     s.handle_job_done(later, job.run().done);
     assert!(s.store_mut().holds_durable(&bob, &gone));
-    assert_eq!(ids(&mut s), [MsgId(5)]);
+    assert_eq!(ids(&mut s, &bob), [MsgId(5)]);
 }
 
 #[test]
@@ -125,14 +136,12 @@ fn a_kept_copy_survives_a_discard_when_its_member_left_during_the_sync() {
     s.append_kept_copy(&bob, &gone).expect("append");
     let job = s.poll_job(now).expect("a sync");
     s.evict(&bob); // bob deregisters while the sync runs
-    let no_space = StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::from_raw_os_error(28) };
-    s.handle_job_done(now, job.fail(no_space).done);
+    s.handle_job_done(now, job.fail(no_space()).done);
     let later = now + std::time::Duration::from_millis(1);
     if let Some(job) = s.poll_job(later) {
         s.handle_job_done(later, job.run().done);
     }
-    let ids: Vec<MsgId> = s.store_mut().load(&bob).expect("load").iter().map(|m| m.id).collect();
-    assert_eq!(ids, [MsgId(5)], "the copy whose sender was ACKed long ago is kept");
+    assert_eq!(ids(&mut s, &bob), [MsgId(5)], "the copy whose sender was ACKed long ago is kept");
 }
 
 #[test]
@@ -145,19 +154,14 @@ fn a_kept_copy_of_a_failed_sync_is_stored_once_after_a_later_batch_is_discarded(
     s.handle_job_done(now, job.fail(failed()).done); // EIO: the copy stays, kept for later
     let later = now + std::time::Duration::from_millis(1);
     append(&mut s, 6);
-    let refused = Datagram::Refused { id: MsgId(1), reason: chat_proto::Refusal::StorageUnavailable };
-    s.hold(TO, MsgId(1), Datagram::Ack { id: MsgId(1) }, refused);
+    hold_save(&mut s, 1);
     let job = s.poll_job(later).expect("a sync");
-    let no_space = StoreError::Io { op: "sync", path: "journal".into(), source: std::io::Error::from_raw_os_error(28) };
-    s.handle_job_done(later, job.fail(no_space).done);
+    s.handle_job_done(later, job.fail(no_space()).done);
     assert!(matches!(s.poll_outcome(), Some(Outcome::NoSpace(Held { id: MsgId(1), .. }))));
-    let ids = |s: &mut Storage<MemStore, ()>| -> Vec<MsgId> {
-        s.store_mut().load(&bob).expect("load").iter().map(|m| m.id).collect()
-    };
-    assert_eq!(ids(&mut s), [MsgId(5)], "both batches dropped, the copy appended again once");
+    assert_eq!(ids(&mut s, &bob), [MsgId(5)], "both batches dropped, the copy appended again once");
     let last = later + std::time::Duration::from_millis(1);
     let job = s.poll_job(last).expect("the copy is synced with a later batch");
     s.handle_job_done(last, job.run().done);
     assert!(s.store_mut().holds_durable(&bob, &gone));
-    assert_eq!(ids(&mut s), [MsgId(5)]);
+    assert_eq!(ids(&mut s, &bob), [MsgId(5)]);
 }
