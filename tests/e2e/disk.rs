@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{NOT_RESPONDING, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, start_clients};
+use crate::harness::{CHANNEL_ACKED, NOT_RESPONDING, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, start_clients};
 
 /// Mounts a 256 KiB tmpfs on the data directory (the last argument), fills it, then execs the
 /// server (the arguments).
@@ -47,4 +47,10 @@ fn a_save_on_a_full_disk_is_refused_with_a_clear_line_and_the_client_goes_on() {
     alice.assert_never(NOT_RESPONDING, Duration::from_millis(500));
     alice.assert_count(SAVED, 0);
     server.expect_contains("disk full: 1 requests answered", WAIT);
+
+    // The channel reaches everyone online; the copy for bob, offline, cannot be kept.
+    alice.send_line("send_all hello");
+    alice.expect_line(CHANNEL_ACKED, WAIT);
+    alice.expect_line(">>> [Not kept for bob: the server cannot store messages now.]", WAIT);
+    alice.assert_alive();
 }
