@@ -1,7 +1,7 @@
 //! The async driver: one loop over the UDP socket, user input, the core's next timeout and
 //! shutdown.
 
-use std::io::{self, IsTerminal as _};
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,7 +44,7 @@ pub async fn run(
     let entropy = Entropy::from_os()?;
     let (input, mut printer) = output::start(Some(files.history.clone()));
     // A script reads answers line by line: it gets them in the order of its commands.
-    let cfg = Config { answers_in_order: !std::io::stdin().is_terminal(), ..cfg };
+    let cfg = Config { answers_in_order: printer.is_plain(), ..cfg };
     let core = Client::new(cfg, me, server, secret, entropy);
     let code = drive(core, &socket, input, &mut printer, Some(&files.secret), shutdown).await;
     printer.restore();

@@ -34,6 +34,12 @@ pub(crate) enum Printer {
 }
 
 impl Printer {
+    /// Whether lines go out one per event with no prompt (a script, a pipe, or a terminal
+    /// without line editing), rather than above a prompt.
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Self::Plain(_))
+    }
+
     /// Prints one event's lines.
     ///
     /// # Errors
