@@ -343,8 +343,12 @@ impl Client {
             return;
         }
         self.release_held();
+        // The last line belongs to the command being answered (a send whose save found no
+        // server): it takes its place in the order, then every held answer is shown.
+        if let Some(e) = e {
+            self.emit(e);
+        }
         self.show_held_answers();
-        self.events.extend(e);
         self.exit = Some(code);
     }
 

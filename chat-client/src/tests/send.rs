@@ -255,3 +255,22 @@ fn at_a_terminal_answers_show_as_they_come() {
     f.recv(SERVER, Datagram::Ack { id });
     assert_eq!(f.events(), [">>> [Message received by Server.]"]);
 }
+
+#[test]
+fn in_a_script_a_send_that_finds_no_server_ends_before_later_answers() {
+    let cfg = Config { answers_in_order: true, ..Config::default() };
+    let mut f = Fixture::online_with(cfg, true);
+    for line in ["send bob hi", "bogus"] {
+        f.client.handle_line(f.now, line);
+    }
+    f.until(7000); // bob never ACKs, and the server never answers the save
+    assert_eq!(
+        f.events(),
+        [
+            ">>> [No ACK from bob, message sent to server.]",
+            ">>> [Server not responding]\n>>> [Exiting]",
+            ">>> [Unknown command 'bogus'. Type help for the commands.]"
+        ]
+    );
+    assert_eq!(f.client.poll_exit(), Some(1));
+}
