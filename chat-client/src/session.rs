@@ -79,10 +79,12 @@ impl Session {
         matches!(self.stage, Stage::Online | Stage::Offline)
     }
 
-    /// Whether the server has this client as it is: a table that lists it offline now means
-    /// the server lost track of it.
+    /// Whether the server has this client as it is, its address confirmed: a table that lists
+    /// it offline now means the server lost track of it (also while stored messages are being
+    /// fetched: the server may mark it gone then, and the answer to its `fetch_done` may come
+    /// after the table that says so).
     pub fn online(&self) -> bool {
-        matches!(self.stage, Stage::Online)
+        matches!(self.stage, Stage::Fetching { .. } | Stage::Online)
     }
 
     /// Whether a live line waits: the registration is not answered or its address not

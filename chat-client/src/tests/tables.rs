@@ -120,3 +120,14 @@ fn once_the_table_is_there_it_stops_asking() {
     f.until(60_000);
     assert!(f.sent().is_empty(), "no more asking");
 }
+
+#[test]
+fn listed_offline_while_fetching_stored_messages_registers_again() {
+    let (mut f, fetches) = fetching(2);
+    assert_eq!(fetches.len(), 2);
+    f.recv(SERVER, Datagram::Table(table(41, false, true)));
+    assert!(
+        f.sent().iter().any(|(p, d)| *p == SERVER && matches!(d, Datagram::Register { .. })),
+        "the server marked it gone mid-fetch: waiting on would end in a give-up"
+    );
+}

@@ -25,7 +25,12 @@ impl<S: Store> Server<S> {
     }
 
     pub(super) fn on_fetch(&mut self, from: SocketAddr, id: MsgId, index: u32) {
-        let Some(name) = self.clients.online_at(from).cloned() else { return };
+        // Marked gone meanwhile (a forced save for it): refused, the client registers again,
+        // where silence would make it give up on the server.
+        let Some(name) = self.clients.online_at(from).cloned() else {
+            self.out.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
+            return;
+        };
         self.read_stored(from, id, name, index);
     }
 

@@ -213,3 +213,31 @@ fn a_server_with_short_timings_keeps_answers_as_long_as_a_default_client_retrans
     // Replayed from what was kept: handled anew, it would be kept until 3.3 s.
     assert_eq!(f.server.poll_timeout(), Some(f.t0 + Duration::from_millis(3500)));
 }
+
+#[test]
+fn a_fetch_after_a_forced_save_marked_the_client_gone_is_refused_so_it_registers_again() {
+    let mut f = Fixture::new();
+    f.register("alice", ALICE);
+    f.register("bob", BOB);
+    let out = f.dereg("bob", BOB);
+    f.ack_tables(&out);
+    f.save(("alice", ALICE), "bob", "one");
+    let id = f.id();
+    let out = f.recv(BOB, f.reg(id, "bob"));
+    let [(BOB, Datagram::Registered { stored: 1, cookie, .. })] = out[..] else { panic!("{out:?}") };
+    let id = f.id();
+    assert_eq!(f.recv(BOB, Datagram::Confirm { id, cookie }), vec![(BOB, Datagram::Ack { id })]);
+    // Alice's direct tries failed although bob answers probes: her forced save marks him gone.
+    let id = f.id();
+    let mut save = f.save_request(id, "alice", "bob", "two");
+    if let Datagram::Save { force, .. } = &mut save {
+        *force = true;
+    }
+    f.recv(ALICE, save);
+    f.commit();
+    // Bob's fetch, on its way meanwhile, is refused rather than left unanswered: without an
+    // answer he would give up on the server.
+    let id = f.id();
+    let out = f.recv(BOB, Datagram::Fetch { id, index: 0 });
+    assert!(out.contains(&(BOB, Datagram::Refused { id, reason: Refusal::NotRegistered })), "{out:?}");
+}
