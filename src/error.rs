@@ -29,6 +29,9 @@ pub enum AppError {
     /// that this user cannot write, a journal that cannot be replayed).
     #[error("cannot open the message store")]
     Store(#[from] StoreError),
+    /// The client's key pair cannot be read or kept: it does not register.
+    #[error("no identity, so no registration")]
+    Identity(#[source] crate::identity::IdentityError),
     /// The server stopped on an error.
     #[error("the server stopped")]
     Server(#[from] chat_server::ServerError),

@@ -7,6 +7,7 @@
 
 mod args;
 mod error;
+mod identity;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -74,12 +75,14 @@ async fn chat(
     // One data directory can serve several clients: their files are named after a safe
     // encoding of the name, which no name can turn into a path outside the directory.
     let stem = offline_store::file_name(name);
+    // No identity kept, no registration: the name would be lost to a key nobody has.
+    let key = identity::load_or_create(&opts.data_dir.join(format!("{stem}.key"))).map_err(AppError::Identity)?;
     let files = chat_client::Files {
         history: opts.data_dir.join(format!("{stem}.history")),
         secret: opts.data_dir.join(format!("{stem}.secret")),
     };
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
-    let code = chat_client::run(socket, cfg, name.clone(), server, files, shutdown).await?;
+    let code = chat_client::run(socket, cfg, name.clone(), server, key, files, shutdown).await?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use chat_client::{Client, Config, Entropy, Event, Input, Sink};
+use chat_client::{Client, Config, Entropy, Event, Identity, Input, Sink};
 use chat_proto::{Datagram, MsgId, encode};
 use nix::unistd::Pid;
 use offline_store::{FileStore, Limits};
@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cpu::Placement;
 use crate::sim::{name, text};
 use crate::{Line, Scale, ms, percentile, raw};
+
+/// A fresh identity for a benchmark client.
+fn identity() -> Identity {
+    Identity::new(chat_proto::KeyPair::generate().expect("OS randomness"), None)
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
@@ -103,7 +108,8 @@ impl Peer {
             tid_tx.send(nix::unistd::gettid()).expect("report the thread");
             runtime().block_on(async move {
                 let socket = crate::sim::bind().await;
-                let core = Client::new(Config::default(), me, server, None, Entropy::from_os().expect("OS randomness"));
+                let core =
+                    Client::new(Config::default(), me, server, identity(), Entropy::from_os().expect("OS randomness"));
                 chat_client::drive(core, &socket, in_rx, &mut sink, None, token).await
             })
         });
@@ -175,7 +181,8 @@ fn with_alice<T>(
         let token = stop.clone();
         tokio::task::spawn_local(async move {
             let socket = crate::sim::bind().await;
-            let core = Client::new(Config::default(), me, server, None, Entropy::from_os().expect("OS randomness"));
+            let core =
+                Client::new(Config::default(), me, server, identity(), Entropy::from_os().expect("OS randomness"));
             chat_client::drive(core, &socket, in_rx, &mut ev_tx, None, token).await
         });
         loop {

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chat_core::{Entropy, Transmit};
-use chat_proto::{MAX_DATAGRAM, Name, Secret};
+use chat_proto::{KeyPair, MAX_DATAGRAM, Name, Secret};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::mpsc;
 
 use crate::output::{self, Input, Printer};
-use crate::{Client, ClientError, Config, Event};
+use crate::{Client, ClientError, Config, Event, Identity};
 
 /// The files a client keeps in its data directory.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct Files {
     pub secret: PathBuf,
 }
 
-/// Runs the client named `me` on `socket` against the server at `server` until it exits (the
+/// Runs the client named `me`, whose long-term key is `key`, on `socket` against the server at `server` until it exits (the
 /// returned code), the user leaves, or `shutdown` is cancelled (a silent leave, code 0).
 /// Commands come from the terminal or standard input, lines go to standard output.
 ///
@@ -37,15 +37,16 @@ pub async fn run(
     cfg: Config,
     me: Name,
     server: SocketAddr,
+    key: KeyPair,
     files: Files,
     shutdown: CancellationToken,
 ) -> Result<i32, ClientError> {
-    let secret = read_secret(&files.secret)?;
+    let identity = Identity::new(key, read_secret(&files.secret)?);
     let entropy = Entropy::from_os()?;
     let (input, mut printer) = output::start(Some(files.history.clone()));
     // A script reads answers line by line: it gets them in the order of its commands.
     let cfg = Config { answers_in_order: printer.is_plain(), ..cfg };
-    let core = Client::new(cfg, me, server, secret, entropy);
+    let core = Client::new(cfg, me, server, identity, entropy);
     let code = drive(core, &socket, input, &mut printer, Some(&files.secret), shutdown).await;
     printer.restore();
     Ok(code)

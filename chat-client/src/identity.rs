@@ -1,30 +1,41 @@
-//! The name's secret: the one an earlier run kept, or the one the server handed out at
-//! registration, and whether the driver has kept the new one yet. It owns only the secret; it
-//! writes no file (the driver does).
+//! Who this client is: its long-term key pair, and the name's secret (the one an earlier run
+//! kept, or the one the server handed out at registration, and whether the driver has kept the
+//! new one yet). It writes no file (the driver does).
 
-use chat_proto::Secret;
+use chat_proto::{KeyPair, PublicKey, Secret};
 
-/// The secret that proves this client owns its name.
+/// The key pair this client speaks with, and the secret that proves it owns its name.
 #[derive(Debug)]
-pub(crate) struct Identity {
+pub struct Identity {
+    key: KeyPair,
     secret: Option<Secret>,
     /// Handed out by the server and not yet given to the driver to keep.
     unsaved: bool,
 }
 
 impl Identity {
-    /// `secret` from an earlier run, if any.
-    pub fn new(secret: Option<Secret>) -> Self {
-        Self { secret, unsaved: false }
+    /// The long-term `key`, and `secret` from an earlier run, if any.
+    pub fn new(key: KeyPair, secret: Option<Secret>) -> Self {
+        Self { key, secret, unsaved: false }
+    }
+
+    /// The long-term key pair.
+    pub fn key(&self) -> &KeyPair {
+        &self.key
+    }
+
+    /// Its public half.
+    pub fn public(&self) -> PublicKey {
+        self.key.public()
     }
 
     /// The secret, if known.
-    pub fn secret(&self) -> Option<&Secret> {
+    pub(crate) fn secret(&self) -> Option<&Secret> {
         self.secret.as_ref()
     }
 
     /// The server handed out `secret` (the same as before, or a new one to keep).
-    pub fn handle_issued(&mut self, secret: Secret) {
+    pub(crate) fn handle_issued(&mut self, secret: Secret) {
         if self.secret.as_ref() != Some(&secret) {
             self.secret = Some(secret);
             self.unsaved = true;
@@ -32,7 +43,7 @@ impl Identity {
     }
 
     /// A new secret for the driver to keep, once.
-    pub fn poll_unsaved(&mut self) -> Option<Secret> {
+    pub(crate) fn poll_unsaved(&mut self) -> Option<Secret> {
         if !std::mem::take(&mut self.unsaved) {
             return None;
         }

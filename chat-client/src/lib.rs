@@ -23,6 +23,7 @@ pub use crate::command::{Command, CommandError, parse};
 pub use crate::core::{Client, Config};
 pub use crate::error::ClientError;
 pub use crate::event::Event;
+pub use crate::identity::Identity;
 pub use chat_core::{Entropy, Transmit};
 pub use driver::{Files, Sink, drive, run};
 pub use output::Input;

@@ -12,9 +12,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_client::{Client, Config, Entropy, Transmit, parse};
+use chat_client::{Client, Config, Entropy, Identity, Transmit, parse};
 use chat_proto::{
-    ClientRow, Datagram, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret,
+    ClientRow, Datagram, KeyPair, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret,
     StoredMessage, Table, Text, decode,
 };
 use chrono::{DateTime, Utc};
@@ -220,7 +220,13 @@ struct Harness {
 impl Harness {
     fn new(secret: Option<Secret>) -> Result<Self, TestCaseError> {
         let now = Instant::now();
-        let mut client = Client::new(Config::default(), name("alice"), addr(SERVER), secret, Entropy::from_seed(SEED));
+        let mut client = Client::new(
+            Config::default(),
+            name("alice"),
+            addr(SERVER),
+            Identity::new(KeyPair::from_secret([1; 32]), secret),
+            Entropy::from_seed(SEED),
+        );
         client.start(now);
         let mut h = Self { client, now, sent: Vec::new() };
         h.drain()?;

@@ -5,10 +5,12 @@
 //! parses bytes from the network; anything it refuses is dropped by the caller.
 
 mod datagram;
+mod keys;
 mod name;
 mod text;
 
 pub use datagram::{ClientRow, Datagram, MsgId, Origin, Refusal, Secret, SecretError, StoredMessage, Table};
+pub use keys::{KeyError, KeyPair, PublicKey};
 pub use name::{MAX_NAME_CHARS, Name, NameError};
 pub use text::{MAX_TEXT_BYTES, MAX_TEXT_ESCAPED, Text, TextError};
 

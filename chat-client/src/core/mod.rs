@@ -131,11 +131,11 @@ pub struct Client {
 impl Client {
     /// A client named `me` that will register with `server`, showing `secret` if it has one
     /// from an earlier run; `entropy` makes its ids differ across restarts.
-    pub fn new(cfg: Config, me: Name, server: SocketAddr, secret: Option<Secret>, mut entropy: Entropy) -> Self {
+    pub fn new(cfg: Config, me: Name, server: SocketAddr, identity: Identity, mut entropy: Entropy) -> Self {
         Self {
             me,
             server,
-            identity: Identity::new(secret),
+            identity,
             session: Session::default(),
             table: LocalTable::new(cfg.ack_timeout, cfg.retries),
             requests: Requests::new(cfg.ack_timeout, cfg.retries),

@@ -9,10 +9,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::Entropy;
-use chat_proto::{ClientRow, Datagram, MsgId, Name, Origin, Secret, StoredMessage, Table, Text, decode, encode};
+use chat_proto::{
+    ClientRow, Datagram, KeyPair, MsgId, Name, Origin, Secret, StoredMessage, Table, Text, decode, encode,
+};
 use chrono::{TimeZone, Utc};
 
-use crate::{Client, Config, Event};
+use crate::{Client, Config, Event, Identity};
 
 const SERVER: u16 = 4000;
 const ME: u16 = 5001;
@@ -111,7 +113,13 @@ impl Sim {
         let server = FakeServer { version: 10, online: false, stored: (rng.u64() % 12) as u32, dies_at };
         // Half the runs as a script (answers held in the order of the commands), half at a terminal.
         let cfg = Config { answers_in_order: seed % 2 == 0, ..Config::default() };
-        let client = Client::new(cfg, name("alice"), addr(SERVER), None, Entropy::from_seed(rng.bytes()));
+        let client = Client::new(
+            cfg,
+            name("alice"),
+            addr(SERVER),
+            Identity::new(KeyPair::from_secret([1; 32]), None),
+            Entropy::from_seed(rng.bytes()),
+        );
         Self { rng, client, server, t0, now: t0, wire: BTreeMap::new(), seq: 0, loss_pct, shown: Vec::new() }
     }
 

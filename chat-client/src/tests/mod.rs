@@ -27,6 +27,11 @@ fn text(s: &str) -> Text {
     Text::new(s).expect("text")
 }
 
+/// Alice's identity: a fixed key pair, and `secret` if an earlier run kept one.
+fn identity(secret: Option<Secret>) -> crate::Identity {
+    crate::Identity::new(chat_proto::KeyPair::from_secret([1; 32]), secret)
+}
+
 fn secret() -> Secret {
     Secret::new("00112233445566778899aabbccddeeff").expect("secret")
 }
@@ -59,7 +64,7 @@ impl Fixture {
 
     fn with(cfg: Config) -> Self {
         let t0 = Instant::now();
-        let mut client = Client::new(cfg, name("alice"), addr(SERVER), None, Entropy::from_seed([1; 32]));
+        let mut client = Client::new(cfg, name("alice"), addr(SERVER), identity(None), Entropy::from_seed([1; 32]));
         client.start(t0);
         Self { client, t0, now: t0 }
     }

@@ -92,8 +92,13 @@ fn registration_is_padded_keeps_the_secret_and_shows_it_next_time() {
     assert_eq!(f.client.poll_secret(), Some(secret()), "the driver is asked to keep it");
     assert_eq!(f.client.poll_secret(), None, "once");
 
-    let mut g =
-        Client::new(Config::default(), name("alice"), addr(SERVER), Some(secret()), Entropy::from_seed([7; 32]));
+    let mut g = Client::new(
+        Config::default(),
+        name("alice"),
+        addr(SERVER),
+        identity(Some(secret())),
+        Entropy::from_seed([7; 32]),
+    );
     g.start(f.now);
     let bytes = g.poll_transmit().expect("register").bytes;
     assert!(matches!(decode(&bytes), Ok(Datagram::Register { secret: Some(s), .. }) if s == secret()));
@@ -255,7 +260,8 @@ fn a_registration_done_again_on_its_own_shows_no_second_welcome() {
 #[test]
 fn ids_come_from_the_entropy_handed_in() {
     let first_id = |seed| {
-        let mut c = Client::new(Config::default(), name("alice"), addr(SERVER), None, Entropy::from_seed(seed));
+        let mut c =
+            Client::new(Config::default(), name("alice"), addr(SERVER), identity(None), Entropy::from_seed(seed));
         c.start(Instant::now());
         let bytes = c.poll_transmit().expect("register").bytes;
         let Ok(Datagram::Register { id, .. }) = decode(&bytes) else { panic!("register") };
