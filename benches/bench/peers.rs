@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cpu::Placement;
-use crate::sim::{name, text};
+use crate::sim::{key_of, name};
 use crate::{Line, Scale, ms, percentile, raw};
 
 /// A fresh identity for a benchmark client.
@@ -158,8 +158,11 @@ impl Drained {
 const PAYLOAD: &str = "hello, this is a 40-byte chat message!!!";
 
 fn wire_sizes() -> (Vec<u8>, Vec<u8>) {
-    let chat = Datagram::Chat { id: MsgId(u64::MAX / 3), from: name("alice"), to: name("bob"), text: text(PAYLOAD) };
-    let ack = Datagram::ChatAck { id: MsgId(u64::MAX / 3) };
+    let (alice, bob, id) = (name("alice"), name("bob"), MsgId(u64::MAX / 3));
+    let pair = key_of(&alice).pairwise(&key_of(&bob).public());
+    let sealed = pair.seal_text([0; chat_proto::NONCE_BYTES], &alice, &bob, id, PAYLOAD);
+    let chat = Datagram::Chat { id, from: alice.clone(), to: bob.clone(), sealed };
+    let ack = Datagram::ChatAck { id, proof: pair.seal_ack([0; chat_proto::NONCE_BYTES], &alice, &bob, id) };
     (encode(&chat).expect("encode"), encode(&ack).expect("encode"))
 }
 

@@ -75,6 +75,27 @@ pub(crate) fn text(s: &str) -> Text {
     Text::new(s).expect("bench texts are valid")
 }
 
+/// A simulated client's key pair, the same for the same name.
+pub(crate) fn key_of(n: &Name) -> chat_proto::KeyPair {
+    let mut bytes = [0x5a; 32];
+    for (i, b) in n.as_str().bytes().enumerate() {
+        bytes[i % 32] ^= b;
+    }
+    chat_proto::KeyPair::from_secret(bytes)
+}
+
+/// `text` sealed as the clients seal direct messages (the server keeps it without opening it).
+pub(crate) fn sealed(text: &str) -> chat_proto::Sealed {
+    let (a, b) = (name("a"), name("b"));
+    key_of(&a).pairwise(&key_of(&b).public()).seal_text(
+        [7; chat_proto::NONCE_BYTES],
+        &a,
+        &b,
+        chat_proto::MsgId(1),
+        text,
+    )
+}
+
 impl Sim {
     pub(crate) async fn bind(name_: &str, server: SocketAddr) -> Sim {
         let socket = bind().await;
@@ -133,7 +154,8 @@ impl Sim {
     async fn registered(&mut self, seen: &Seen) -> u64 {
         let id = self.id();
         let pad = " ".repeat(REGISTER_PAD_TO);
-        let reg = Datagram::Register { id, name: self.name.clone(), secret: None, pad };
+        let key = key_of(&self.name).public();
+        let reg = Datagram::Register { id, name: self.name.clone(), secret: None, key, pad };
         let (cookie, secret) = self
             .request(&reg, seen, |d| match d {
                 Datagram::Registered { id: got, cookie, secret, .. } if *got == id => Some((*cookie, secret.clone())),

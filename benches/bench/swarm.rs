@@ -12,7 +12,7 @@ use chat_proto::{Datagram, Origin, StoredMessage, decode, encode};
 use tempfile::TempDir;
 
 use crate::peers::ServerHandle;
-use crate::sim::{Seen, Sim, name, text};
+use crate::sim::{Seen, Sim, key_of, name, sealed, text};
 use crate::{Line, Scale, ms, percentile, raw};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -47,7 +47,7 @@ pub(crate) fn saves(scale: &Scale) -> Vec<Line> {
         from: name("saver1"),
         origin: Origin::Direct,
         at: chrono_now(),
-        text: text(TEXT),
+        body: chat_proto::Body::Sealed { sealed: sealed(TEXT), key: key_of(&name("saver1")).public() },
     };
     let line = serde_json::to_vec(&record).expect("record");
     // The baseline before and after, so that the machine's drift falls on both sides.
@@ -97,19 +97,21 @@ fn save_burst(savers: usize, each: usize, text_: &'static str) -> (Vec<Duration>
             sim.dereg(&seen).await;
         }
         let senders = register_many("saver", savers, server.addr, &seen).await;
+        // The server stores sealed texts without opening them: one seal serves every save.
+        let sealed = sealed(text_);
         let t = Instant::now();
         let tasks: Vec<_> = senders
             .into_iter()
             .enumerate()
             .map(|(k, mut sim)| {
-                let seen = seen.clone();
+                let (seen, sealed) = (seen.clone(), sealed.clone());
                 tokio::task::spawn_local(async move {
                     let mut lat = Vec::with_capacity(each);
                     for i in 0..each {
                         let (id, msg) = (sim.id(), sim.id());
                         let to = name(&format!("away{}", (k + i) % 8));
-                        let (from, secret, text) = (sim.name.clone(), sim.secret(), text(text_));
-                        let d = Datagram::Save { id, msg, from, secret, to, text, force: false };
+                        let (from, secret, sealed) = (sim.name.clone(), sim.secret(), sealed.clone());
+                        let d = Datagram::Save { id, msg, from, secret, to, sealed, force: false };
                         let t = Instant::now();
                         sim.request(&d, &seen, |d| matches!(d, Datagram::Ack { id: got } if *got == id).then_some(()))
                             .await;

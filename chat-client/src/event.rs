@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chat_proto::{Name, Origin, Refusal, StoredMessage, Table, Text};
+use chat_proto::{Body, Name, Origin, Refusal, StoredMessage, Table, Text};
 use chrono::Local;
 
 /// Something to show the user.
@@ -75,6 +75,14 @@ pub enum Event {
     NotOwner(Name),
 }
 
+/// A stored message's text (a message still sealed is never shown: the core drops it).
+fn body(m: &StoredMessage) -> &str {
+    match &m.body {
+        Body::Text(t) => t.as_str(),
+        Body::Sealed { .. } => "",
+    }
+}
+
 fn stamp(m: &StoredMessage) -> impl fmt::Display {
     m.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S")
 }
@@ -86,9 +94,9 @@ impl fmt::Display for Event {
             Self::Welcome => f.write_str(">>> [Welcome, You are registered.]"),
             Self::HaveMessages => f.write_str(">>> [You have messages]"),
             Self::Stored(m) if m.origin == Origin::Channel => {
-                write!(f, ">>> Channel_Message {}: {} {}", m.from, stamp(m), m.text)
+                write!(f, ">>> Channel_Message {}: {} {}", m.from, stamp(m), body(m))
             }
-            Self::Stored(m) => write!(f, ">>> {}: {} {}", m.from, stamp(m), m.text),
+            Self::Stored(m) => write!(f, ">>> {}: {} {}", m.from, stamp(m), body(m)),
             Self::TableUpdated => f.write_str(">>> [Client table updated.]"),
             Self::Chat { from, text } => write!(f, ">>> {from}: {text}"),
             Self::Delivered { to } => write!(f, ">>> [Message received by {to}.]"),
@@ -172,7 +180,13 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let local = at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string();
         let text = Text::new("Welcome to Channel").expect("text");
-        let m = StoredMessage { id: chat_proto::MsgId(1), from: n("carol"), origin: Origin::Channel, at, text };
+        let m = StoredMessage {
+            id: chat_proto::MsgId(1),
+            from: n("carol"),
+            origin: Origin::Channel,
+            at,
+            body: text.into(),
+        };
         assert_eq!(
             Event::Stored(m.clone()).to_string(),
             format!(">>> Channel_Message carol: {local} Welcome to Channel")
@@ -187,6 +201,7 @@ mod tests {
             name: n(name),
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             online,
+            key: None,
         };
         let table = Table { version: 1, clients: vec![row("alice", 5001, true), row("bo", 5002, false)] };
         let shown = Event::List(Some(table)).to_string();

@@ -17,7 +17,8 @@ pub(crate) struct Fetch {
     total: u32,
     next_request: u32,
     next_show: u32,
-    early: BTreeMap<u32, StoredMessage>,
+    /// By index; `None` for a message that did not open (it is skipped, but counts).
+    early: BTreeMap<u32, Option<StoredMessage>>,
     /// `[You have messages]` was shown.
     announced: bool,
     /// The id of the last stored message, for `fetch_done`.
@@ -38,11 +39,16 @@ impl Fetch {
         range
     }
 
-    /// Takes the message at `index` (asked for, so below the total) and returns those now
-    /// ready to show, in order.
-    pub fn handle_stored(&mut self, index: u32, message: StoredMessage) -> Vec<StoredMessage> {
+    /// Takes the message `id` at `index` (asked for, so below the total; `None` if it did not
+    /// open) and returns those now ready to show, in order.
+    pub fn handle_stored(
+        &mut self,
+        index: u32,
+        id: MsgId,
+        message: Option<StoredMessage>,
+    ) -> Vec<Option<StoredMessage>> {
         if index.checked_add(1) == Some(self.total) {
-            self.last = message.id;
+            self.last = id;
         }
         if index >= self.next_show {
             self.early.insert(index, message);

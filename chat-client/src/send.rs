@@ -1,14 +1,17 @@
-//! A direct message on its way: the same chat id on every attempt, first to the peer, then,
-//! failing that, to the server as a save-message request. It owns the message and builds its
-//! datagrams; it sends nothing and keeps no timers (the requests in flight do).
+//! A direct message on its way: the same chat id and the same sealed bytes on every attempt,
+//! first to the peer, then, failing that, to the server as a save-message request. It owns the
+//! message and builds its datagrams; it sends nothing and keeps no timers (the requests in
+//! flight do).
 
-use chat_proto::{Datagram, MsgId, Name, Secret, Text};
+use chat_proto::{Datagram, MsgId, Name, PublicKey, Sealed, Secret};
 
 /// A direct message on its way.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
     to: Name,
-    text: Text,
+    /// The key it is sealed for: the recipient's ACK must be made with it.
+    key: PublicKey,
+    sealed: Sealed,
     /// The same id on every attempt, so the peer shows it once however often it arrives.
     chat_id: MsgId,
     /// The server already refused a save with `exists` once: next time it must store.
@@ -18,9 +21,15 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// `text` for `to`, with the id it keeps on every attempt, for command `turn`.
-    pub fn new(to: Name, text: Text, chat_id: MsgId, turn: Option<u64>) -> Self {
-        Self { to, text, chat_id, retried: false, turn }
+    /// A text `sealed` for `to`, whose key is `key`, with the id it keeps on every attempt, for
+    /// command `turn`.
+    pub fn new((to, key): (Name, PublicKey), sealed: Sealed, chat_id: MsgId, turn: Option<u64>) -> Self {
+        Self { to, key, sealed, chat_id, retried: false, turn }
+    }
+
+    /// The recipient's key.
+    pub fn key(&self) -> PublicKey {
+        self.key
     }
 
     /// The command it answers.
@@ -40,7 +49,7 @@ impl Outgoing {
 
     /// The direct message, from `me`.
     pub fn chat(&self, me: &Name) -> Datagram {
-        Datagram::Chat { id: self.chat_id, from: me.clone(), to: self.to.clone(), text: self.text.clone() }
+        Datagram::Chat { id: self.chat_id, from: me.clone(), to: self.to.clone(), sealed: self.sealed.clone() }
     }
 
     /// The save-message request `id`, from `me` proven by `secret`.
@@ -51,7 +60,7 @@ impl Outgoing {
             from: me.clone(),
             secret,
             to: self.to.clone(),
-            text: self.text.clone(),
+            sealed: self.sealed.clone(),
             force: self.retried,
         }
     }

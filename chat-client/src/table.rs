@@ -72,6 +72,17 @@ impl LocalTable {
         table.clients.iter().find(|r| &r.name == name).map(|r| (r.addr, r.online))
     }
 
+    /// Whether a table has come.
+    pub fn has_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// The key `name` belongs to, by the table.
+    pub fn key(&self, name: &Name) -> Option<chat_proto::PublicKey> {
+        let table = self.table.as_ref()?;
+        table.clients.iter().find(|r| &r.name == name).and_then(|r| r.key)
+    }
+
     fn version(&self) -> Option<u64> {
         self.table.as_ref().map(|t| t.version)
     }

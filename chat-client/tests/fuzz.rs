@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use chat_client::{Client, Config, Entropy, Identity, Transmit, parse};
 use chat_proto::{
-    ClientRow, Datagram, KeyPair, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret,
-    StoredMessage, Table, Text, decode,
+    Body, ClientRow, Datagram, KeyPair, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, NONCE_BYTES, Name, Origin,
+    REGISTER_PAD_TO, Refusal, Sealed, Secret, StoredMessage, Table, Text, decode,
 };
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
@@ -57,6 +57,32 @@ fn text() -> impl Strategy<Value = Text> {
     text_str().prop_filter_map("a text the rules accept", |s| Text::new(s).ok())
 }
 
+/// The client's own key pair.
+fn alice_key() -> KeyPair {
+    KeyPair::from_secret([1; 32])
+}
+
+/// Each name's key pair, the same every time (alice's is the client's).
+fn key_of(n: &Name) -> KeyPair {
+    let mut bytes = [0x55; 32];
+    for (i, b) in n.as_str().bytes().enumerate() {
+        bytes[i % 32] ^= b;
+    }
+    if n.as_str() == "alice" { alice_key() } else { KeyPair::from_secret(bytes) }
+}
+
+/// A text sealed by `from`'s key for alice as message `id` (or, if `forged`, by another key).
+fn sealed_for_alice(from: &Name, id: MsgId, text: &str, forged: bool) -> Sealed {
+    let maker = if forged { KeyPair::from_secret([9; 32]) } else { key_of(from) };
+    maker.pairwise(&alice_key().public()).seal_text([3; NONCE_BYTES], from, &name("alice"), id, text)
+}
+
+/// `who`'s ACK of alice's message `id` (or, if `forged`, one made with another key).
+fn ack_from(who: &Name, id: MsgId, forged: bool) -> Sealed {
+    let maker = if forged { KeyPair::from_secret([9; 32]) } else { key_of(who) };
+    maker.pairwise(&alice_key().public()).seal_ack([4; NONCE_BYTES], &name("alice"), who, id)
+}
+
 /// The seed of the client's randomness: its ids count up from the first `u64` drawn from it.
 const SEED: [u8; 32] = [0; 32];
 
@@ -83,7 +109,15 @@ fn secret() -> impl Strategy<Value = Secret> {
 }
 
 fn table() -> impl Strategy<Value = Table> {
-    let row = (a_name(), PEERS, any::<bool>()).prop_map(|(name, p, online)| ClientRow { name, addr: addr(p), online });
+    let row = (a_name(), PEERS, any::<bool>(), 0u8..8).prop_map(|(name, p, online, k)| {
+        // Mostly the name's own key; sometimes none (a table from before keys) or another.
+        let key = match k {
+            0 => None,
+            1 => Some(KeyPair::from_secret([9; 32]).public()),
+            _ => Some(key_of(&name).public()),
+        };
+        ClientRow { name, addr: addr(p), online, key }
+    });
     (version(), prop::collection::vec(row, 0..5)).prop_map(|(version, clients)| Table { version, clients })
 }
 
@@ -99,12 +133,15 @@ fn wall_time() -> impl Strategy<Value = DateTime<Utc>> {
 
 fn stored_message() -> impl Strategy<Value = StoredMessage> {
     let origin = prop_oneof![Just(Origin::Direct), Just(Origin::Channel)];
-    (msg_id(), a_name(), origin, wall_time(), text()).prop_map(|(id, from, origin, at, text)| StoredMessage {
-        id,
-        from,
-        origin,
-        at,
-        text,
+    (msg_id(), a_name(), origin, wall_time(), text(), 0u8..4).prop_map(|(id, from, origin, at, text, how)| {
+        // Sealed by the sender (or a forger), or in clear (as a server could write it).
+        let body = match how {
+            0 => Body::Text(text),
+            n => {
+                Body::Sealed { sealed: sealed_for_alice(&from, id, text.as_str(), n == 1), key: key_of(&from).public() }
+            }
+        };
+        StoredMessage { id, from, origin, at, body }
     })
 }
 
@@ -113,11 +150,14 @@ fn datagram() -> impl Strategy<Value = Datagram> {
     use Datagram as D;
     prop_oneof![
         1 => (msg_id(), a_name(), prop::option::of(secret()))
-            .prop_map(|(id, name, secret)| D::Register { id, name, secret, pad: String::new() }),
+            .prop_map(|(id, name, secret)| D::Register { id, key: key_of(&name).public(), name, secret, pad: String::new() }),
         1 => (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
         1 => (msg_id(), a_name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
         1 => (msg_id(), msg_id(), a_name(), secret(), a_name(), text(), any::<bool>())
-            .prop_map(|(id, msg, from, secret, to, text, force)| D::Save { id, msg, from, secret, to, text, force }),
+            .prop_map(|(id, msg, from, secret, to, text, force)| {
+                let sealed = sealed_for_alice(&from, msg, text.as_str(), false);
+                D::Save { id, msg, from, secret, to, sealed, force }
+            }),
         1 => (msg_id(), a_name(), secret(), text()).prop_map(|(id, from, secret, text)| D::ChannelSend { id, from, secret, text }),
         1 => (msg_id(), small()).prop_map(|(id, index)| D::Fetch { id, index }),
         1 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
@@ -135,8 +175,9 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         6 => table().prop_map(D::Table),
         3 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),
         3 => msg_id().prop_map(|id| D::Probe { id }),
-        5 => (msg_id(), a_name(), a_name(), text()).prop_map(|(id, from, to, text)| D::Chat { id, from, to, text }),
-        3 => msg_id().prop_map(|id| D::ChatAck { id }),
+        5 => (msg_id(), a_name(), a_name(), text(), any::<bool>())
+            .prop_map(|(id, from, to, text, forged)| D::Chat { id, sealed: sealed_for_alice(&from, id, text.as_str(), forged), from, to }),
+        3 => (msg_id(), a_name(), any::<bool>()).prop_map(|(id, who, forged)| D::ChatAck { id, proof: ack_from(&who, id, forged) }),
     ]
 }
 
@@ -347,11 +388,18 @@ impl Answer {
             Datagram::ChannelSend { id, .. } => Datagram::Ack { id },
             Datagram::Fetch { id, index } => {
                 let origin = if how % 2 == 0 { Origin::Direct } else { Origin::Channel };
-                let text = Text::new(format!("stored {index}")).expect("valid text");
-                let message = StoredMessage { id: fresh, from: name("bob"), origin, at, text };
+                let text = format!("stored {index}");
+                let bob = name("bob");
+                let body = match origin {
+                    Origin::Channel => Body::Text(Text::new(text).expect("valid text")),
+                    Origin::Direct => {
+                        Body::Sealed { sealed: sealed_for_alice(&bob, fresh, &text, false), key: key_of(&bob).public() }
+                    }
+                };
+                let message = StoredMessage { id: fresh, from: bob, origin, at, body };
                 Datagram::Stored { id, index, message }
             }
-            Datagram::Chat { id, .. } => Datagram::ChatAck { id },
+            Datagram::Chat { id, ref to, .. } => Datagram::ChatAck { id, proof: ack_from(to, id, how % 8 == 3) },
             Datagram::TableAck { .. } => Datagram::Table(table),
             _ => return None,
         })

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use crate::{Name, Text};
+use crate::{Name, PublicKey, Sealed, Text};
 
 /// The id of one request or message, unique per sender.
 ///
@@ -89,6 +89,10 @@ pub struct ClientRow {
     pub addr: SocketAddr,
     /// Whether the server believes the client is there.
     pub online: bool,
+    /// The long-term public key the name belongs to: what its messages are sealed with and
+    /// opened by. None only in a table kept from before keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PublicKey>,
 }
 
 /// The whole client table at one version.
@@ -122,8 +126,32 @@ pub struct StoredMessage {
     pub origin: Origin,
     /// When the server received it.
     pub at: DateTime<Utc>,
-    /// The message.
-    pub text: Text,
+    /// The message: a channel message's text, or a direct message sealed for the recipient.
+    /// (Records kept before sealing name it `text`.)
+    #[serde(alias = "text")]
+    pub body: Body,
+}
+
+/// What a stored message holds: a text travels as a string, a sealed message as an object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Body {
+    /// A channel message's text (the server relays the channel and can read it).
+    Text(Text),
+    /// A direct message sealed by the sender for the recipient, which the server cannot read,
+    /// with the sender's key when the server stored it.
+    Sealed {
+        /// The sealed text.
+        sealed: Sealed,
+        /// The key the sender's name belonged to.
+        key: PublicKey,
+    },
+}
+
+impl From<Text> for Body {
+    fn from(t: Text) -> Self {
+        Self::Text(t)
+    }
 }
 
 /// Why the server turned a request down.
@@ -187,6 +215,9 @@ pub enum Datagram {
         /// The name's secret, from its first registration; none the first time.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<Secret>,
+        /// The client's long-term public key: the name belongs to the key that first
+        /// registered it.
+        key: PublicKey,
         /// Spaces that bring the datagram to [`crate::REGISTER_PAD_TO`] bytes, so that the
         /// server's answer to an address it cannot yet trust stays within three times what it
         /// received (no amplification).
@@ -221,8 +252,8 @@ pub enum Datagram {
         secret: Secret,
         /// The recipient.
         to: Name,
-        /// The message.
-        text: Text,
+        /// The message, sealed for the recipient (the same bytes as the direct attempts).
+        sealed: Sealed,
         /// Store without probing: the recipient was probed alive once for this message and still
         /// did not take it directly.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -376,12 +407,15 @@ pub enum Datagram {
         from: Name,
         /// The recipient: another client now at the address drops it and does not ACK.
         to: Name,
-        /// The message.
-        text: Text,
+        /// The message, sealed for the recipient with the sender's key: only the recipient
+        /// reads it, and it opens only if `from`'s key made it.
+        sealed: Sealed,
     },
     /// The recipient showed (or had already shown) chat message `id`.
     ChatAck {
         /// The message's id.
         id: MsgId,
+        /// The recipient's proof that it was the one that got it.
+        proof: Sealed,
     },
 }

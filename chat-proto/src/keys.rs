@@ -106,6 +106,11 @@ impl KeyPair {
         self.public
     }
 
+    /// The secret half, for sealing.
+    pub(crate) fn secret(&self) -> &crypto_box::SecretKey {
+        &self.secret
+    }
+
     /// The text of a key file: the secret half as 64 hex digits and a newline.
     pub fn to_file_text(&self) -> String {
         let hex: String = self.secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect();

@@ -7,11 +7,13 @@
 mod datagram;
 mod keys;
 mod name;
+mod sealed;
 mod text;
 
-pub use datagram::{ClientRow, Datagram, MsgId, Origin, Refusal, Secret, SecretError, StoredMessage, Table};
+pub use datagram::{Body, ClientRow, Datagram, MsgId, Origin, Refusal, Secret, SecretError, StoredMessage, Table};
 pub use keys::{KeyError, KeyPair, PublicKey};
 pub use name::{MAX_NAME_CHARS, Name, NameError};
+pub use sealed::{NONCE_BYTES, Pairwise, SEAL_OVERHEAD, Sealed, SealedError};
 pub use text::{MAX_TEXT_BYTES, MAX_TEXT_ESCAPED, Text, TextError};
 
 /// The largest datagram ChatApp sends or accepts: the largest UDP payload over IPv4.

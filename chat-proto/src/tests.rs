@@ -12,6 +12,15 @@ fn text(s: &str) -> Text {
     Text::new(s).expect("test text")
 }
 
+fn key() -> PublicKey {
+    KeyPair::from_secret([1; 32]).public()
+}
+
+/// A sealed text (what it says does not matter here: only its form on the wire).
+fn sealed() -> Sealed {
+    serde_json::from_str("\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"").expect("sealed")
+}
+
 fn secret() -> Secret {
     Secret::new("0123456789abcdefABCDEF").expect("secret")
 }
@@ -27,7 +36,12 @@ fn secrets_have_one_form_and_never_print() {
 fn table() -> Table {
     Table {
         version: 7,
-        clients: vec![ClientRow { name: name("bob"), addr: "127.0.0.1:5001".parse().expect("addr"), online: true }],
+        clients: vec![ClientRow {
+            name: name("bob"),
+            addr: "127.0.0.1:5001".parse().expect("addr"),
+            online: true,
+            key: Some(KeyPair::from_secret([2; 32]).public()),
+        }],
     }
 }
 
@@ -40,12 +54,12 @@ fn every_variant() -> Vec<Datagram> {
         from: name("a"),
         secret: secret(),
         to: name("b"),
-        text: text("hi"),
+        sealed: sealed(),
         force,
     };
     vec![
-        Datagram::Register { id, name: name("alice"), secret: None, pad: String::new() },
-        Datagram::Register { id, name: name("alice"), secret: Some(secret()), pad: "   ".into() },
+        Datagram::Register { id, name: name("alice"), secret: None, key: key(), pad: String::new() },
+        Datagram::Register { id, name: name("alice"), secret: Some(secret()), key: key(), pad: "   ".into() },
         Datagram::Confirm { id, cookie: 99 },
         Datagram::Dereg { id, name: name("alice"), secret: secret() },
         save(false),
@@ -68,14 +82,38 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::Stored {
             id,
             index: 0,
-            message: StoredMessage { id: MsgId(10), from: name("c"), origin: Origin::Channel, at, text: text("yo") },
+            message: StoredMessage {
+                id: MsgId(10),
+                from: name("c"),
+                origin: Origin::Channel,
+                at,
+                body: text("yo").into(),
+            },
+        },
+        Datagram::Stored {
+            id,
+            index: 1,
+            message: StoredMessage {
+                id: MsgId(11),
+                from: name("c"),
+                origin: Origin::Direct,
+                at,
+                body: Body::Sealed { sealed: sealed(), key: key() },
+            },
         },
         Datagram::Table(table()),
         Datagram::Channel { id, from: name("a"), text: text("all") },
         Datagram::Probe { id },
-        Datagram::Chat { id, from: name("a"), to: name("b"), text: text("hello there") },
-        Datagram::ChatAck { id },
+        Datagram::Chat { id, from: name("a"), to: name("b"), sealed: sealed() },
+        Datagram::ChatAck { id, proof: sealed() },
     ]
+}
+
+#[test]
+fn a_stored_record_kept_before_sealing_still_reads() {
+    let old = r#"{"id":1,"from":"a","origin":"direct","at":"2026-11-23T14:05:09Z","text":"hi"}"#;
+    let m: StoredMessage = serde_json::from_str(old).expect("an old record");
+    assert_eq!(m.body, Body::Text(text("hi")));
 }
 
 #[test]
@@ -90,12 +128,12 @@ fn every_variant_round_trips() {
 fn golden_strings_pin_the_format() {
     let cases = [
         (
-            Datagram::Register { id: MsgId(1), name: name("alice"), secret: None, pad: String::new() },
-            r#"{"type":"register","id":1,"name":"alice"}"#,
+            Datagram::Register { id: MsgId(1), name: name("alice"), secret: None, key: key(), pad: String::new() },
+            r#"{"type":"register","id":1,"name":"alice","key":"a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209"}"#,
         ),
         (
-            Datagram::Chat { id: MsgId(2), from: name("a"), to: name("b"), text: text("hi") },
-            r#"{"type":"chat","id":2,"from":"a","to":"b","text":"hi"}"#,
+            Datagram::Chat { id: MsgId(2), from: name("a"), to: name("b"), sealed: sealed() },
+            r#"{"type":"chat","id":2,"from":"a","to":"b","sealed":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
         ),
         (
             Datagram::Save {
@@ -104,10 +142,10 @@ fn golden_strings_pin_the_format() {
                 from: name("a"),
                 secret: secret(),
                 to: name("b"),
-                text: text("x"),
+                sealed: sealed(),
                 force: false,
             },
-            r#"{"type":"save","id":3,"msg":8,"from":"a","secret":"0123456789abcdefABCDEF","to":"b","text":"x"}"#,
+            r#"{"type":"save","id":3,"msg":8,"from":"a","secret":"0123456789abcdefABCDEF","to":"b","sealed":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
         ),
         (
             Datagram::Refused { id: MsgId(4), reason: Refusal::NameTaken },
@@ -115,9 +153,12 @@ fn golden_strings_pin_the_format() {
         ),
         (
             Datagram::Table(table()),
-            r#"{"type":"table","version":7,"clients":[{"name":"bob","addr":"127.0.0.1:5001","online":true}]}"#,
+            r#"{"type":"table","version":7,"clients":[{"name":"bob","addr":"127.0.0.1:5001","online":true,"key":"ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba05870e587d59"}]}"#,
         ),
-        (Datagram::ChatAck { id: MsgId(5) }, r#"{"type":"chat_ack","id":5}"#),
+        (
+            Datagram::ChatAck { id: MsgId(5), proof: sealed() },
+            r#"{"type":"chat_ack","id":5,"proof":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+        ),
     ];
     for (d, golden) in cases {
         assert_eq!(String::from_utf8(encode(&d).expect("encode")).expect("utf8"), golden);
@@ -151,13 +192,11 @@ fn garbage_is_an_error_never_a_panic() {
 fn oversized_text_is_refused_on_both_sides() {
     let json = format!(r#"{{"type":"chat","id":1,"from":"a","text":"{}"}}"#, "x".repeat(MAX_TEXT_BYTES + 1));
     assert!(matches!(decode(json.as_bytes()), Err(ProtoError::Malformed(_))));
-    let max = Datagram::Chat {
-        id: MsgId(u64::MAX),
-        from: name(&"n".repeat(32)),
-        to: name(&"m".repeat(32)),
-        text: text(&"x".repeat(MAX_TEXT_BYTES)),
-    };
-    assert!(encode(&max).expect("the largest plain message fits").len() <= MAX_DATAGRAM);
+    let (from, to, id) = (name(&"n".repeat(32)), name(&"m".repeat(32)), MsgId(u64::MAX));
+    let pair = KeyPair::from_secret([1; 32]).pairwise(&key());
+    let sealed = pair.seal_text([0; NONCE_BYTES], &from, &to, id, &"x".repeat(MAX_TEXT_BYTES));
+    let max = Datagram::Chat { id, from, to, sealed };
+    assert!(encode(&max).expect("the largest sealed message fits").len() <= MAX_DATAGRAM);
 }
 
 #[test]
@@ -168,21 +207,34 @@ fn every_datagram_with_the_largest_text_and_names_fits() {
     let at = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().expect("time")
         + chrono::Duration::nanoseconds(999_999_999);
     let id = MsgId(u64::MAX);
-    let message = StoredMessage { id, from: long.clone(), origin: Origin::Channel, at, text: text.clone() };
+    let message = StoredMessage { id, from: long.clone(), origin: Origin::Channel, at, body: text.clone().into() };
+    // The longest names in bytes, and the longest text a sealed message may hold.
+    let wide = name(&"\u{10348}".repeat(MAX_NAME_CHARS));
+    let pair = KeyPair::from_secret([1; 32]).pairwise(&key());
+    let sealed = pair.seal_text([0; NONCE_BYTES], &wide, &wide, id, &"x".repeat(MAX_TEXT_BYTES));
+    assert!(sealed.len() <= MAX_TEXT_BYTES + SEAL_OVERHEAD && sealed.len() > MAX_TEXT_BYTES + SEAL_OVERHEAD - 8);
+    let direct = StoredMessage {
+        id,
+        from: wide.clone(),
+        origin: Origin::Direct,
+        at,
+        body: Body::Sealed { sealed: sealed.clone(), key: key() },
+    };
     let all = [
         Datagram::Stored { id, index: u32::MAX, message },
+        Datagram::Stored { id, index: u32::MAX, message: direct },
         Datagram::Save {
             id,
             msg: id,
             from: long.clone(),
             secret: longest_secret.clone(),
-            to: long.clone(),
-            text: text.clone(),
+            to: wide.clone(),
+            sealed: sealed.clone(),
             force: true,
         },
         Datagram::ChannelSend { id, from: long.clone(), secret: longest_secret, text: text.clone() },
         Datagram::Channel { id, from: long.clone(), text: text.clone() },
-        Datagram::Chat { id, from: long.clone(), to: long, text },
+        Datagram::Chat { id, from: wide.clone(), to: wide, sealed },
     ];
     for d in all {
         assert!(encode(&d).is_ok(), "{:?} does not fit", std::mem::discriminant(&d));

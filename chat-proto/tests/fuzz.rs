@@ -8,8 +8,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use chat_proto::{
-    ClientRow, Datagram, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, Name, Origin, ProtoError, Refusal, Secret, StoredMessage,
-    Table, Text, decode, encode,
+    Body, ClientRow, Datagram, KeyPair, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, NONCE_BYTES, Name, Origin, ProtoError,
+    PublicKey, Refusal, Sealed, Secret, StoredMessage, Table, Text, decode, encode,
 };
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
@@ -94,19 +94,39 @@ fn ordinary_time() -> impl Strategy<Value = DateTime<Utc>> {
 }
 
 fn table() -> impl Strategy<Value = Table> {
-    let row = (name(), addr(), any::<bool>()).prop_map(|(name, addr, online)| ClientRow { name, addr, online });
+    let row = (name(), addr(), any::<bool>(), prop::option::of(key()))
+        .prop_map(|(name, addr, online, key)| ClientRow { name, addr, online, key });
     (any::<u64>(), prop::collection::vec(row, 0..8)).prop_map(|(version, clients)| Table { version, clients })
 }
 
 fn stored_message(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = StoredMessage> {
     let origin = prop_oneof![Just(Origin::Direct), Just(Origin::Channel)];
-    (msg_id(), name(), origin, at, text()).prop_map(|(id, from, origin, at, text)| StoredMessage {
+    let body = prop_oneof![
+        text().prop_map(Body::Text),
+        (sealed(), key()).prop_map(|(sealed, key)| Body::Sealed { sealed, key })
+    ];
+    (msg_id(), name(), origin, at, body).prop_map(|(id, from, origin, at, body)| StoredMessage {
         id,
         from,
         origin,
         at,
-        text,
+        body,
     })
+}
+
+fn key() -> impl Strategy<Value = PublicKey> {
+    any::<[u8; 32]>().prop_map(PublicKey::from)
+}
+
+/// Sealed texts of assorted lengths (real seals of random texts between random keys).
+fn sealed() -> impl Strategy<Value = Sealed> {
+    (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; NONCE_BYTES]>(), msg_id(), text()).prop_map(
+        |(mine, theirs, nonce, id, text)| {
+            let their = KeyPair::from_secret(theirs).public();
+            let n = Name::new("a").expect("name");
+            KeyPair::from_secret(mine).pairwise(&their).seal_text(nonce, &n, &n, id, text.as_str())
+        },
+    )
 }
 
 fn refusal() -> impl Strategy<Value = Refusal> {
@@ -117,16 +137,13 @@ fn refusal() -> impl Strategy<Value = Refusal> {
 fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Datagram> {
     use Datagram as D;
     prop_oneof![
-        (msg_id(), name(), prop::option::of(secret()), pad()).prop_map(|(id, name, secret, pad)| D::Register {
-            id,
-            name,
-            secret,
-            pad
-        }),
+        (msg_id(), name(), prop::option::of(secret()), key(), pad())
+            .prop_map(|(id, name, secret, key, pad)| { D::Register { id, name, secret, key, pad } }),
         (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
         (msg_id(), name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
-        (msg_id(), msg_id(), name(), secret(), name(), text(), any::<bool>())
-            .prop_map(|(id, msg, from, secret, to, text, force)| D::Save { id, msg, from, secret, to, text, force }),
+        (msg_id(), msg_id(), name(), secret(), name(), sealed(), any::<bool>()).prop_map(
+            |(id, msg, from, secret, to, sealed, force)| D::Save { id, msg, from, secret, to, sealed, force }
+        ),
         (msg_id(), name(), secret(), text()).prop_map(|(id, from, secret, text)| D::ChannelSend {
             id,
             from,
@@ -155,8 +172,8 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
         table().prop_map(D::Table),
         (msg_id(), name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),
         msg_id().prop_map(|id| D::Probe { id }),
-        (msg_id(), name(), name(), text()).prop_map(|(id, from, to, text)| D::Chat { id, from, to, text }),
-        msg_id().prop_map(|id| D::ChatAck { id }),
+        (msg_id(), name(), name(), sealed()).prop_map(|(id, from, to, sealed)| D::Chat { id, from, to, sealed }),
+        (msg_id(), sealed()).prop_map(|(id, proof)| D::ChatAck { id, proof }),
     ]
 }
 

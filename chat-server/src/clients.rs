@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
-use chat_proto::{ClientRow, Name, Secret, Table};
+use chat_proto::{ClientRow, Name, PublicKey, Secret, Table};
 use serde::{Deserialize, Serialize};
 
 /// One registered client.
@@ -62,6 +62,14 @@ impl SavedTable {
 struct Row {
     entry: Entry,
     secret: Option<Secret>,
+    /// The key the name belongs to (none only in a table kept from before keys).
+    key: Option<PublicKey>,
+}
+
+impl Row {
+    fn client_row(&self, name: &Name) -> ClientRow {
+        ClientRow { name: name.clone(), addr: self.entry.addr, online: self.entry.online, key: self.key }
+    }
 }
 
 /// The table, with a version that grows on every change, and an index by address.
@@ -89,7 +97,7 @@ impl Clients {
                 c.by_addr.insert(row.addr, row.name.clone());
             }
             let entry = Entry { addr: row.addr, online: row.online };
-            c.rows.insert(row.name, Row { entry, secret: Some(secret) });
+            c.rows.insert(row.name, Row { entry, secret: Some(secret), key: row.key });
         }
         c
     }
@@ -133,6 +141,19 @@ impl Clients {
         }
     }
 
+    /// The key `name` belongs to, if it is registered with one.
+    pub fn key(&self, name: &Name) -> Option<&PublicKey> {
+        self.rows.get(name).and_then(|r| r.key.as_ref())
+    }
+
+    /// Gives `name`, which has a row, the key it belongs to (at its first registration, or
+    /// the first since keys).
+    pub fn set_key(&mut self, name: &Name, key: PublicKey) {
+        if let Some(r) = self.rows.get_mut(name) {
+            r.key = Some(key);
+        }
+    }
+
     /// The rows changed after version `base`, as they are now; `None` when the change log no
     /// longer reaches back to `base` (the whole table is needed then).
     pub fn rows_since(&self, base: u64) -> Option<Vec<ClientRow>> {
@@ -148,7 +169,7 @@ impl Clients {
     }
 
     fn row(&self, name: &Name) -> Option<ClientRow> {
-        self.rows.get(name).map(|r| ClientRow { name: name.clone(), addr: r.entry.addr, online: r.entry.online })
+        self.rows.get(name).map(|r| r.client_row(name))
     }
 
     /// Notes that `name` changed in the current version.
@@ -178,7 +199,7 @@ impl Clients {
         let entry = Entry { addr, online: true };
         let old = match self.rows.get_mut(name) {
             Some(r) => Some(std::mem::replace(&mut r.entry, entry)),
-            None => self.rows.insert(name.clone(), Row { entry, secret: None }).map(|r| r.entry),
+            None => self.rows.insert(name.clone(), Row { entry, secret: None, key: None }).map(|r| r.entry),
         };
         // The old address may belong to another client by now: only drop our own mapping.
         if let Some(old) = old.filter(|old| old.addr != addr && self.by_addr.get(&old.addr) == Some(name)) {
@@ -219,11 +240,7 @@ impl Clients {
     }
 
     pub fn snapshot(&self) -> Table {
-        let clients = self
-            .rows
-            .iter()
-            .map(|(name, r)| ClientRow { name: name.clone(), addr: r.entry.addr, online: r.entry.online })
-            .collect();
+        let clients = self.rows.iter().map(|(name, r)| r.client_row(name)).collect();
         Table { version: self.version, clients }
     }
 }

@@ -138,11 +138,11 @@ impl<S: Store> Server<S> {
             Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.out.is_proven(from) => {
                 tracing::debug!(%from, len, "dropped an unpadded register from an unproven address");
             }
-            Datagram::Register { id, name, secret, .. } => self.on_register(now, from, id, name, secret),
+            Datagram::Register { id, name, secret, key, .. } => self.on_register(now, from, id, name, secret, key),
             Datagram::Confirm { id, cookie } => self.on_confirm(from, id, cookie),
             Datagram::Dereg { id, name, secret } => self.on_dereg(from, id, &name, &secret),
-            Datagram::Save { id, msg, from: sender, secret, to, text, force } => {
-                self.on_save(now, from, save::SaveRequest { id, msg, sender, secret, to, text, force });
+            Datagram::Save { id, msg, from: sender, secret, to, sealed, force } => {
+                self.on_save(now, from, save::SaveRequest { id, msg, sender, secret, to, sealed, force });
             }
             Datagram::ChannelSend { id, from: sender, secret, text } => {
                 self.on_channel_send(now, from, id, (&sender, &secret), text);

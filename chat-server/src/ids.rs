@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use chat_core::{Entropy, Key};
-use chat_proto::{MsgId, Name, Secret};
+use chat_proto::{MsgId, Name, PublicKey, Secret};
 
 /// The maker of fresh ids, secrets and cookies.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ impl Ids {
 
     /// The cookie for `name` joining from `addr`: it proves the address for that name only, so
     /// a `register` spoofed from the same address cannot change what the `confirm` creates.
-    pub fn joining_cookie(&self, addr: SocketAddr, name: &Name) -> u64 {
-        self.key.hash64(&[b"joining", addr.to_string().as_bytes(), name.as_str().as_bytes()])
+    pub fn joining_cookie(&self, addr: SocketAddr, name: &Name, key: &PublicKey) -> u64 {
+        self.key.hash64(&[b"joining", addr.to_string().as_bytes(), name.as_str().as_bytes(), key.as_bytes()])
     }
 }

@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 
 use chat_core::BoundedMap;
-use chat_proto::{Name, Secret};
+use chat_proto::{Name, PublicKey, Secret};
 
-/// The names joining, by address, with the secret handed out for each.
+/// The names joining, by address, with the secret handed out for each and the key it shows.
 #[derive(Debug)]
 pub(crate) struct Joining {
-    by_addr: BoundedMap<SocketAddr, (Name, Secret)>,
+    by_addr: BoundedMap<SocketAddr, (Name, Secret, PublicKey)>,
 }
 
 impl Joining {
@@ -19,25 +19,26 @@ impl Joining {
         Self { by_addr: BoundedMap::new(capacity) }
     }
 
-    /// The name joining from `from`, if any.
-    pub(crate) fn name_at(&self, from: SocketAddr) -> Option<&Name> {
-        self.by_addr.get(&from).map(|(name, _)| name)
-    }
-
     /// The secret handed out to `name` joining from `from`, if it is.
     pub(crate) fn secret(&self, from: SocketAddr, name: &Name) -> Option<&Secret> {
-        self.by_addr.get(&from).filter(|(n, _)| n == name).map(|(_, s)| s)
+        self.by_addr.get(&from).filter(|(n, ..)| n == name).map(|(_, s, _)| s)
     }
 
-    /// Notes that `name` joins from `from` with `secret` (replacing what `from` joined as).
-    pub(crate) fn insert(&mut self, from: SocketAddr, name: Name, secret: Secret) {
+    /// Notes that `name` joins from `from` with `secret` and `key` (replacing what `from`
+    /// joined as).
+    pub(crate) fn insert(&mut self, from: SocketAddr, name: Name, secret: Secret, key: PublicKey) {
         // Noted again, it goes last in the order.
         self.by_addr.remove(&from);
-        self.by_addr.insert(from, (name, secret));
+        self.by_addr.insert(from, (name, secret, key));
+    }
+
+    /// The name joining from `from`, and the key it shows, if any.
+    pub(crate) fn key(&self, from: SocketAddr) -> Option<(&Name, &PublicKey)> {
+        self.by_addr.get(&from).map(|(n, _, k)| (n, k))
     }
 
     /// What `from` joins as, no longer noted.
-    pub(crate) fn take(&mut self, from: SocketAddr) -> Option<(Name, Secret)> {
+    pub(crate) fn take(&mut self, from: SocketAddr) -> Option<(Name, Secret, PublicKey)> {
         self.by_addr.remove(&from)
     }
 
@@ -57,11 +58,16 @@ mod tests {
         let mut j = Joining::new(2);
         let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
         for (port, who) in [(1, "a"), (2, "b"), (1, "c"), (3, "d")] {
-            j.insert(at(port), Name::new(who).expect("name"), secret.clone());
+            j.insert(
+                at(port),
+                Name::new(who).expect("name"),
+                secret.clone(),
+                chat_proto::KeyPair::from_secret([1; 32]).public(),
+            );
         }
         assert_eq!(j.len(), 2);
         assert_eq!(j.take(at(2)), None, "the oldest went first");
-        assert_eq!(j.take(at(1)).map(|(n, _)| n.to_string()), Some("c".into()), "re-noted, so kept");
+        assert_eq!(j.take(at(1)).map(|(n, ..)| n.to_string()), Some("c".into()), "re-noted, so kept");
         assert!(j.take(at(3)).is_some());
     }
 }

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use chat_core::Entropy;
-use chat_proto::{Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Text, decode};
+use chat_proto::{
+    Body, Datagram, KeyPair, MsgId, NONCE_BYTES, Name, Origin, PublicKey, REGISTER_PAD_TO, Refusal, Secret,
+    StoredMessage, Text, decode,
+};
 use chrono::{TimeZone, Utc};
 use offline_store::{Limits, MemStore, Store, StoreError};
 
@@ -20,6 +23,24 @@ fn name(s: &str) -> Name {
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `who`'s key pair, the same every time.
+fn pair(who: &str) -> KeyPair {
+    let mut bytes = [0x77; 32];
+    for (i, b) in who.bytes().enumerate() {
+        bytes[i % 32] ^= b;
+    }
+    KeyPair::from_secret(bytes)
+}
+
+fn key(who: &str) -> PublicKey {
+    pair(who).public()
+}
+
+/// `text`, message `id` from `from` to `to`, sealed as `from`'s client seals it.
+fn sealed(from: &str, to: &str, id: MsgId, text: &str) -> chat_proto::Sealed {
+    pair(from).pairwise(&key(to)).seal_text([1; NONCE_BYTES], &name(from), &name(to), id, text)
 }
 
 const ALICE: u16 = 5001;
@@ -119,7 +140,7 @@ impl Fixture {
     /// A padded `register` for `who`, with its secret if it has one.
     fn reg(&self, id: MsgId, who: &str) -> Datagram {
         let secret = self.secrets.get(who).cloned();
-        Datagram::Register { id, name: name(who), secret, pad: " ".repeat(REGISTER_PAD_TO) }
+        Datagram::Register { id, name: name(who), secret, key: key(who), pad: " ".repeat(REGISTER_PAD_TO) }
     }
 
     /// Registers `who` at `port`, confirms the address, and ACKs the tables it is sent.
@@ -199,10 +220,13 @@ impl Fixture {
         self.secrets.get(who).cloned().unwrap_or_else(|| Secret::new("0000000000000000").expect("secret"))
     }
 
-    /// A save request of `from` for `to` (a retransmission is the same datagram).
+    /// A save request of `from` for `to`, sealed as `from`'s client seals it (a retransmission
+    /// is the same datagram).
     fn save_request(&self, id: MsgId, from: &str, to: &str, text: &str) -> Datagram {
-        let (text, secret) = (Text::new(text).expect("text"), self.secret_of(from));
-        Datagram::Save { id, msg: MsgId(id.0 + 1000), from: name(from), secret, to: name(to), text, force: false }
+        let msg = MsgId(id.0 + 1000);
+        let sealed = sealed(from, to, msg, text);
+        let secret = self.secret_of(from);
+        Datagram::Save { id, msg, from: name(from), secret, to: name(to), sealed, force: false }
     }
 
     fn channel_send(&self, id: MsgId, from: &str, text: &str) -> Datagram {
@@ -210,9 +234,22 @@ impl Fixture {
         Datagram::ChannelSend { id, from: name(from), secret, text }
     }
 
+    /// `who`'s stored messages as its client reads them: a direct one opened with its key
+    /// (and so only if its sender's key sealed it for `who`).
     fn stored(&mut self, who: &str) -> Vec<(String, Origin, String)> {
         let msgs = self.server.store_mut().messages(&name(who));
-        msgs.into_iter().map(|m| (m.from.to_string(), m.origin, m.text.to_string())).collect()
+        msgs.into_iter().map(|m| (m.from.to_string(), m.origin, read(who, &m))).collect()
+    }
+}
+
+/// The text of stored message `m` as `who` reads it.
+fn read(who: &str, m: &StoredMessage) -> String {
+    match &m.body {
+        Body::Text(t) => t.to_string(),
+        Body::Sealed { sealed, key } => {
+            let opened = pair(who).pairwise(key).open_text(sealed, &m.from, &name(who), m.id);
+            opened.expect("sealed by its sender for its recipient")
+        }
     }
 }
 

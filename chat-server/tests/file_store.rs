@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Instant;
 
 use chat_core::Entropy;
-use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Secret, Text, decode};
+use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Secret, decode};
 use chat_server::{Config, Job, JobDone, JobKind, Server};
 use chrono::{TimeZone, Utc};
 use offline_store::{FileStore, Limits, Store};
@@ -50,9 +50,26 @@ fn exchange(s: &mut Server<FileStore>, now: Instant, port: u16, d: Datagram) -> 
     (out, kinds)
 }
 
+/// `who`'s key pair.
+fn pair(who: &str) -> chat_proto::KeyPair {
+    chat_proto::KeyPair::from_secret([who.len() as u8; 32])
+}
+
+/// `who`'s public key.
+fn key(who: &str) -> chat_proto::PublicKey {
+    pair(who).public()
+}
+
+/// `text`, message `id` from alice to bob, sealed as alice's client seals it.
+fn sealed(id: MsgId, text: &str) -> chat_proto::Sealed {
+    let (a, b) = (name("alice"), name("bob"));
+    pair("alice").pairwise(&key("bob")).seal_text([1; chat_proto::NONCE_BYTES], &a, &b, id, text)
+}
+
 /// `who` registers at `port` (with `secret` if it has one) and confirms; returns its secret.
 fn register(s: &mut Server<FileStore>, now: Instant, port: u16, who: &str, secret: Option<Secret>) -> (Secret, u32) {
-    let reg = Datagram::Register { id: MsgId(1), name: name(who), secret, pad: " ".repeat(REGISTER_PAD_TO) };
+    let reg =
+        Datagram::Register { id: MsgId(1), name: name(who), secret, key: key(who), pad: " ".repeat(REGISTER_PAD_TO) };
     let (out, _) = exchange(s, now, port, reg);
     let Some((secret, cookie, stored)) = out.into_iter().find_map(|(_, d)| match d {
         Datagram::Registered { secret, cookie, stored, .. } => Some((secret, cookie, stored)),
@@ -74,14 +91,14 @@ fn messages_saved_before_a_restart_are_counted_read_and_deleted_by_jobs() {
     let (alice_secret, _) = register(&mut s, t0, ALICE, "alice", None);
     for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
         let id = MsgId(10 + i as u64);
-        let text = Text::new(text).expect("text");
+        let msg = MsgId(100 + i as u64);
         let save = Datagram::Save {
             id,
-            msg: MsgId(100 + i as u64),
+            msg,
             from: name("alice"),
             secret: alice_secret.clone(),
             to: name("bob"),
-            text,
+            sealed: sealed(msg, text),
             force: false,
         };
         let (out, _) = exchange(&mut s, t0, ALICE, save);
@@ -97,6 +114,7 @@ fn messages_saved_before_a_restart_are_counted_read_and_deleted_by_jobs() {
         id: MsgId(20),
         name: name("bob"),
         secret: Some(bob_secret),
+        key: key("bob"),
         pad: " ".repeat(REGISTER_PAD_TO),
     };
     let (out, kinds) = exchange(&mut s, t0, BOB, reg);
@@ -107,7 +125,12 @@ fn messages_saved_before_a_restart_are_counted_read_and_deleted_by_jobs() {
         let (out, kinds) = exchange(&mut s, t0, BOB, Datagram::Fetch { id: MsgId(30 + u64::from(index)), index });
         assert_eq!(kinds, [JobKind::Read]);
         let [(BOB, Datagram::Stored { index: got, ref message, .. })] = out[..] else { panic!("{out:?}") };
-        assert_eq!((got, message.text.as_str()), (index, ["one", "two", "three"][index as usize]));
+        let msg = MsgId(100 + u64::from(index));
+        let kept = chat_proto::Body::Sealed {
+            sealed: sealed(msg, ["one", "two", "three"][index as usize]),
+            key: key("alice"),
+        };
+        assert_eq!((got, &message.body), (index, &kept));
         if index == 2 {
             last = message.id;
         }
@@ -147,6 +170,7 @@ fn a_registration_burst_after_a_restart_scans_each_mailbox_once() {
             id: MsgId(50),
             name: name(&format!("user{i}")),
             secret: Some(secret),
+            key: key(&format!("user{i}")),
             pad: " ".repeat(REGISTER_PAD_TO),
         };
         s.handle_datagram(t0, addr(7000 + i), reg);
@@ -173,7 +197,13 @@ fn registrations_of_names_that_never_join_leave_no_mailbox_in_memory() {
     let names: Vec<String> = (0..500).map(|i| format!("ghost{i}")).collect();
     for (i, who) in names.iter().enumerate() {
         let port = 20_000 + u16::try_from(i).expect("port");
-        let reg = Datagram::Register { id: MsgId(1), name: name(who), secret: None, pad: " ".repeat(REGISTER_PAD_TO) };
+        let reg = Datagram::Register {
+            id: MsgId(1),
+            name: name(who),
+            secret: None,
+            key: key(who),
+            pad: " ".repeat(REGISTER_PAD_TO),
+        };
         let (out, kinds) = exchange(&mut s, t0, port, reg);
         assert_eq!(kinds, [JobKind::Open], "a scan for a name no one has");
         assert!(matches!(out[..], [(_, Datagram::Registered { stored: 0, .. })]), "{out:?}");

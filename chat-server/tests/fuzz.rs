@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use chat_core::Entropy;
 use chat_proto::{
-    ClientRow, Datagram, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret,
-    StoredMessage, Table, Text, decode, encode,
+    Body, ClientRow, Datagram, KeyPair, MAX_DATAGRAM, MAX_TEXT_BYTES, MsgId, NONCE_BYTES, Name, Origin, PublicKey,
+    REGISTER_PAD_TO, Refusal, Sealed, Secret, StoredMessage, Table, Text, decode, encode,
 };
 use chat_server::{Config, Job, JobKind, Server};
 use chrono::{DateTime, TimeZone, Utc};
@@ -48,11 +48,26 @@ fn name(s: &str) -> Name {
     Name::new(s).expect("valid name")
 }
 
-/// A `register` as the client sends it: padded to [`REGISTER_PAD_TO`] bytes.
+/// Each name's key pair, the same every time.
+fn key_of(n: &Name) -> KeyPair {
+    let mut bytes = [0x33; 32];
+    for (i, b) in n.as_str().bytes().enumerate() {
+        bytes[i % 32] ^= b;
+    }
+    KeyPair::from_secret(bytes)
+}
+
+/// `text` sealed by `from` for `to` as message `id` (the server never opens it).
+fn sealed(from: &Name, to: &Name, id: MsgId, text: &str) -> Sealed {
+    key_of(from).pairwise(&key_of(to).public()).seal_text([5; NONCE_BYTES], from, to, id, text)
+}
+
+/// A `register` as the client sends it, with the name's key: padded to [`REGISTER_PAD_TO`] bytes.
 fn padded_register(id: MsgId, name: Name, secret: Option<Secret>) -> Datagram {
-    let bare = Datagram::Register { id, name: name.clone(), secret: secret.clone(), pad: String::new() };
+    let key = key_of(&name).public();
+    let bare = Datagram::Register { id, name: name.clone(), secret: secret.clone(), key, pad: String::new() };
     let len = encode(&bare).map_or(0, |b| b.len());
-    Datagram::Register { id, name, secret, pad: " ".repeat(REGISTER_PAD_TO.saturating_sub(len)) }
+    Datagram::Register { id, name, secret, key, pad: " ".repeat(REGISTER_PAD_TO.saturating_sub(len)) }
 }
 
 // ---- datagrams a client might send (and some it would not) ----
@@ -73,6 +88,12 @@ fn text() -> impl Strategy<Value = Text> {
         .prop_filter_map("a text the rules accept", |s: String| Text::new(s).ok())
 }
 
+/// Mostly none (the name's own key is shown), sometimes another key: a registration that must
+/// be refused if the name is another key's.
+fn any_key() -> impl Strategy<Value = Option<PublicKey>> {
+    prop_oneof![8 => Just(None), 1 => any::<[u8; 32]>().prop_map(|b| Some(KeyPair::from_secret(b).public()))]
+}
+
 /// Mostly small ids, so that requests meet each other in the server's memory of recent ones.
 fn msg_id() -> impl Strategy<Value = MsgId> {
     prop_oneof![8 => 0u64..12, 1 => any::<u64>()].prop_map(MsgId)
@@ -91,7 +112,12 @@ fn secret() -> impl Strategy<Value = Secret> {
 }
 
 fn table() -> impl Strategy<Value = Table> {
-    let row = (a_name(), PORTS, any::<bool>()).prop_map(|(name, p, online)| ClientRow { name, addr: addr(p), online });
+    let row = (a_name(), PORTS, any::<bool>()).prop_map(|(name, p, online)| ClientRow {
+        key: Some(key_of(&name).public()),
+        name,
+        addr: addr(p),
+        online,
+    });
     (version(), prop::collection::vec(row, 0..4)).prop_map(|(version, clients)| Table { version, clients })
 }
 
@@ -99,10 +125,10 @@ fn stored_message() -> impl Strategy<Value = StoredMessage> {
     let origin = prop_oneof![Just(Origin::Direct), Just(Origin::Channel)];
     (msg_id(), a_name(), origin, text()).prop_map(|(id, from, origin, text)| StoredMessage {
         id,
+        body: Body::Sealed { sealed: sealed(&from, &from, id, text.as_str()), key: key_of(&from).public() },
         from,
         origin,
         at: DateTime::UNIX_EPOCH,
-        text,
     })
 }
 
@@ -112,12 +138,15 @@ fn datagram() -> impl Strategy<Value = Datagram> {
     let refusal = prop::sample::select(vec![Refusal::NameTaken, Refusal::NotOwner, Refusal::NotRegistered]);
     let pad = prop_oneof![Just(String::new()), Just(" ".repeat(REGISTER_PAD_TO))];
     prop_oneof![
-        8 => (msg_id(), a_name(), prop::option::of(secret()), pad)
-            .prop_map(|(id, name, secret, pad)| D::Register { id, name, secret, pad }),
+        8 => (msg_id(), a_name(), prop::option::of(secret()), any_key(), pad)
+            .prop_map(|(id, name, secret, key, pad)| D::Register { id, key: key.unwrap_or(key_of(&name).public()), name, secret, pad }),
         2 => (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
         3 => (msg_id(), a_name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
         6 => (msg_id(), msg_id(), a_name(), secret(), a_name(), text(), any::<bool>())
-            .prop_map(|(id, msg, from, secret, to, text, force)| D::Save { id, msg, from, secret, to, text, force }),
+            .prop_map(|(id, msg, from, secret, to, text, force)| {
+                let sealed = sealed(&from, &to, msg, text.as_str());
+                D::Save { id, msg, from, secret, to, sealed, force }
+            }),
         5 => (msg_id(), a_name(), secret(), text()).prop_map(|(id, from, secret, text)| D::ChannelSend { id, from, secret, text }),
         3 => (msg_id(), small()).prop_map(|(id, index)| D::Fetch { id, index }),
         2 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
@@ -135,8 +164,8 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         1 => table().prop_map(D::Table),
         1 => (msg_id(), a_name(), text()).prop_map(|(id, from, text)| D::Channel { id, from, text }),
         1 => msg_id().prop_map(|id| D::Probe { id }),
-        1 => (msg_id(), a_name(), a_name(), text()).prop_map(|(id, from, to, text)| D::Chat { id, from, to, text }),
-        1 => msg_id().prop_map(|id| D::ChatAck { id }),
+        1 => (msg_id(), a_name(), a_name(), text()).prop_map(|(id, from, to, text)| D::Chat { id, sealed: sealed(&from, &to, id, text.as_str()), from, to }),
+        1 => (msg_id(), a_name()).prop_map(|(id, who)| D::ChatAck { id, proof: sealed(&who, &who, id, "") }),
     ]
 }
 
@@ -659,10 +688,12 @@ proptest! {
         let (mut server, t0, bob_secret, secret) = alice_online_bob_offline(ids[0]);
         let [req, msg, fetch, _] = ids.map(MsgId);
         let (from, to, text_) = (name("alice"), name("bob"), text.clone());
+        let sealed = sealed(&from, &to, msg, text.as_str());
+        let body = if channel { Body::Text(text.clone()) } else { Body::Sealed { sealed: sealed.clone(), key: key_of(&from).public() } };
         let request = if channel {
             Datagram::ChannelSend { id: req, from, secret, text: text_ }
         } else {
-            Datagram::Save { id: req, msg, from, secret, to, text: text_, force: false }
+            Datagram::Save { id: req, msg, from, secret, to, sealed, force: false }
         };
         // Only what a client can send: a request that fits one datagram.
         if encode(&request).is_err() {
@@ -673,7 +704,7 @@ proptest! {
 
         let secret = register(&mut server, t0, bob, 10, "bob", Some(bob_secret));
         let out = exchange(&mut server, t0, bob, Datagram::Fetch { id: fetch, index: 0 });
-        let fetched = out.iter().any(|(to, d)| *to == bob && matches!(d, Datagram::Stored { message, .. } if message.text == text));
+        let fetched = out.iter().any(|(to, d)| *to == bob && matches!(d, Datagram::Stored { message, .. } if message.body == body));
         let quotes = text.as_str().bytes().filter(|b| *b == b'"').count();
         let kept = server.store_mut().load(&name("bob")).expect("memory store");
         let reply: Vec<_> =
@@ -692,9 +723,11 @@ fn the_largest_text_that_can_be_sent_comes_back_from_the_mailbox() {
     assert!(matches!(Text::new("\"".repeat(32_700)), Err(chat_proto::TextError::TooLongEncoded(65_400))));
     let (alice, bob) = (addr(5001), addr(5002));
     let (mut server, t0, bob_secret, secret) = alice_online_bob_offline(0);
-    let text = Text::new("\"".repeat(chat_proto::MAX_TEXT_ESCAPED / 2)).expect("the largest quoted text");
+    let _ = Text::new("\"".repeat(chat_proto::MAX_TEXT_ESCAPED / 2)).expect("the largest quoted text");
     let (from, to) = (name("alice"), name("bob"));
-    let save = Datagram::Save { id: MsgId(50), msg: MsgId(1), from, secret, to, text, force: false };
+    // Sealed, a direct message is as long in any characters: the longest text there is.
+    let sealed = sealed(&from, &to, MsgId(1), &"x".repeat(MAX_TEXT_BYTES));
+    let save = Datagram::Save { id: MsgId(50), msg: MsgId(1), from: from.clone(), secret, to, sealed, force: false };
     let out = exchange(&mut server, t0, alice, save);
     assert!(out.contains(&(alice, Datagram::Ack { id: MsgId(50) })), "{out:?}");
     register(&mut server, t0, bob, 10, "bob", Some(bob_secret));
@@ -716,8 +749,8 @@ fn a_guessed_probe_id_does_not_prove_an_address() {
     register(&mut server, t0, attacker, 1, "x", None);
     let secret = register(&mut server, t0, accomplice, 1, "y", None);
     let save = |id, to: &str| {
-        let (text, secret) = (Text::new("hi").expect("valid text"), secret.clone());
-        Datagram::Save { id: MsgId(id), msg: MsgId(id), from: name("y"), secret, to: name(to), text, force: false }
+        let (sealed, secret) = (sealed(&name("y"), &name(to), MsgId(id), "hi"), secret.clone());
+        Datagram::Save { id: MsgId(id), msg: MsgId(id), from: name("y"), secret, to: name(to), sealed, force: false }
     };
     // One probe seen at the attacker's own address...
     let out = exchange(&mut server, t0, accomplice, save(10, "x"));

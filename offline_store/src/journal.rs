@@ -234,7 +234,7 @@ mod tests {
             from: Name::new("alice").expect("name"),
             origin: Origin::Direct,
             at: chrono::DateTime::UNIX_EPOCH,
-            text: Text::new(format!("number {i}")).expect("text"),
+            body: Text::new(format!("number {i}")).expect("text").into(),
         };
         record::encode(&msg).expect("encodes")
     }

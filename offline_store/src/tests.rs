@@ -18,7 +18,7 @@ fn msg(i: u32) -> StoredMessage {
         from: name("alice"),
         origin: if i % 2 == 0 { Origin::Direct } else { Origin::Channel },
         at: DateTime::from_timestamp(1_800_000_000 + i64::from(i), 0).expect("valid time"),
-        text: Text::new(format!("hello number {i} \"quoted\" λ")).expect("valid text"),
+        body: Text::new(format!("hello number {i} \"quoted\" λ")).expect("valid text").into(),
     }
 }
 
@@ -262,7 +262,7 @@ fn scenario(store: &mut impl Store) -> Vec<String> {
     note(store, &mut log, "appended");
     let full = store.append(&bob, &msg(4)).expect_err("count limit");
     log.push(full.to_string());
-    let big = StoredMessage { text: Text::new("x".repeat(2000)).expect("text"), ..msg(20) };
+    let big = StoredMessage { body: Text::new("x".repeat(2000)).expect("text").into(), ..msg(20) };
     log.push(store.append(&carol, &big).expect_err("byte limit").to_string());
     store.remove_first(&bob, 3).expect("remove");
     store.remove_first(&carol, 0).expect("remove none");
@@ -724,7 +724,7 @@ fn a_checkpoint_job_runs_off_the_thread_while_appends_go_on() {
 fn a_big_journal_makes_a_checkpoint_due() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut store = open(tmp.path());
-    let big = |i: u32| StoredMessage { text: Text::new("x".repeat(30_000)).expect("text"), ..msg(i) };
+    let big = |i: u32| StoredMessage { body: Text::new("x".repeat(30_000)).expect("text").into(), ..msg(i) };
     let mut i = 0;
     while !store.checkpoint_due() {
         store.append(&name(&format!("n{}", i % 7)), &big(i)).expect("append");

@@ -17,4 +17,5 @@ mod register;
 mod regressions;
 mod relay;
 mod robustness;
+mod sealed;
 mod security;

@@ -89,7 +89,12 @@ fn an_unproven_address_gets_at_most_three_times_its_bytes() {
     let _clients = start_clients(&server, [names[0].as_str(), names[1].as_str(), names[2].as_str()]);
 
     let sock = attacker();
-    let sent = send(&sock, &server, r#"{"type":"register","id":9,"name":"m"}"#, 1);
+    let sent = send(
+        &sock,
+        &server,
+        r#"{"type":"register","id":9,"name":"m","key":"a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209"}"#,
+        1,
+    );
     let deadline = Instant::now() + Duration::from_millis(3200);
     let mut received = 0;
     let mut buf = vec![0; 65_536];
@@ -114,7 +119,10 @@ fn a_registration_never_confirmed_adds_no_row() {
     // As a spoofed registration would: padded, so it is answered, but never confirmed (the
     // cookie in the answer would go to the spoofed address).
     let ghost = attacker();
-    let register = format!(r#"{{"type":"register","id":1,"name":"ghost","pad":"{}"}}"#, " ".repeat(300));
+    let register = format!(
+        r#"{{"type":"register","id":1,"name":"ghost","key":"a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209","pad":"{}"}}"#,
+        " ".repeat(300)
+    );
     send(&ghost, &server, &register, 1);
     ghost.set_read_timeout(Some(WAIT)).expect("read timeout");
     let mut buf = [0u8; 2048];

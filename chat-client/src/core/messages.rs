@@ -5,9 +5,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Text};
+use chat_proto::{Datagram, MsgId, Name, Sealed, Text};
 
 use super::{Client, Kind};
+
+/// How many chats wait for their senders' keys at most.
+const UNVERIFIED_KEPT: usize = 64;
 use crate::command::Command;
 use crate::event::Event;
 use crate::send::Outgoing;
@@ -16,14 +19,41 @@ use crate::session::Stage;
 impl Client {
     // ---- messages ----
 
-    pub(super) fn on_chat(&mut self, from: SocketAddr, id: MsgId, sender: Name, text: Text) {
+    /// A chat is shown (and ACKed) only if it opens with the key the table gives its sender:
+    /// anything else is dropped and counted, unanswered.
+    pub(super) fn on_chat(&mut self, from: SocketAddr, id: MsgId, sender: Name, sealed: &Sealed) {
         if !self.session.answers_peers() {
             return;
         }
+        let Some(key) = self.table.key(&sender) else {
+            // Before any table, or one older than the sender: kept for the next table.
+            if self.unverified.len() == UNVERIFIED_KEPT {
+                self.unverified.pop_front();
+            }
+            if !self.table.has_table() || self.table.row(&sender).is_none() {
+                self.unverified.push_back((from, id, sender, sealed.clone()));
+            } else {
+                self.unauthentic(&sender, "a chat from a name with no key in the table");
+            }
+            return;
+        };
+        let me = self.me.clone();
+        let text = self.identity.pairwise(key).open_text(sealed, &sender, &me, id).and_then(|t| Text::new(t).ok());
+        let Some(text) = text else {
+            self.unauthentic(&sender, "a chat that does not open with its sender's key");
+            return;
+        };
+        let nonce = self.entropy.bytes();
+        let proof = self.identity.pairwise(key).seal_ack(nonce, &sender, &me, id);
         if self.inbox.first_chat(&sender, id) {
             self.show_live(Event::Chat { from: sender, text });
         }
-        self.send_once(from, &Datagram::ChatAck { id });
+        self.send_once(from, &Datagram::ChatAck { id, proof });
+    }
+
+    fn unauthentic(&mut self, from: &Name, what: &str) {
+        self.unauthentic += 1;
+        tracing::debug!(%from, total = self.unauthentic, "dropped {what}");
     }
 
     pub(super) fn on_channel(&mut self, id: MsgId, sender: Name, text: Text) {
@@ -36,7 +66,15 @@ impl Client {
         self.send_once(self.server, &Datagram::ChannelAck { id });
     }
 
-    pub(super) fn on_chat_ack(&mut self, from: SocketAddr, id: MsgId) {
+    /// An ACK counts only if the recipient made it, for this message.
+    pub(super) fn on_chat_ack(&mut self, from: SocketAddr, id: MsgId, proof: &Sealed) {
+        let Some(Kind::Direct(o)) = self.requests.get(id, from) else { return };
+        let (to, key) = (o.to().clone(), o.key());
+        let me = self.me.clone();
+        if !self.identity.pairwise(key).opens_ack(proof, &me, &to, id) {
+            self.unauthentic(&to, "an ACK its recipient did not make");
+            return;
+        }
         if let Some(Kind::Direct(o)) = self.requests.answer(id, from, |k| matches!(k, Kind::Direct(_))) {
             self.in_turn(o.turn(), |c| c.emit(Event::Delivered { to: o.to().clone() }));
         }
@@ -83,13 +121,21 @@ impl Client {
         }
     }
 
+    /// Seals `text` for `to` once (its retries and a save carry the same bytes) and sends it.
     pub(super) fn send(&mut self, now: Instant, to: Name, text: Text) {
         if self.table.row(&to).is_none() {
             self.notice(format!("No client named {to}. Type list to see the table."));
             return;
         }
+        let Some(key) = self.table.key(&to) else {
+            self.notice(format!("Message not sent: the table has no key for {to}."));
+            return;
+        };
         let chat_id = self.fresh_id();
-        self.direct(now, Outgoing::new(to, text, chat_id, self.turn));
+        let nonce = self.entropy.bytes();
+        let me = self.me.clone();
+        let sealed = self.identity.pairwise(key).seal_text(nonce, &me, &to, chat_id, text.as_str());
+        self.direct(now, Outgoing::new((to, key), sealed, chat_id, self.turn));
     }
 
     /// Sends to the peer if the table shows it online, else straight to the server.

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::{Entropy, Transmit};
-use chat_proto::{Datagram, MsgId, Name, Secret, Text};
+use chat_proto::{Datagram, MsgId, Name, Sealed, Secret, Text};
 
 use crate::answers::Answers;
 use crate::command::{Command, parse};
@@ -124,13 +124,22 @@ pub struct Client {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_id: u64,
+    /// Nonces for sealing.
+    entropy: Entropy,
     /// Datagrams that did not decode.
     dropped: u64,
+    /// Chats that came before the table had their senders' keys (a restarted client hears
+    /// from peers before the server's table): opened when a table comes, unanswered until
+    /// then. Bounded: the oldest go first.
+    unverified: VecDeque<(SocketAddr, MsgId, Name, Sealed)>,
+    /// Chats, ACKs and stored messages dropped because they did not open with their sender's
+    /// key (forged, altered, or from a name the table has no key for).
+    unauthentic: u64,
 }
 
 impl Client {
-    /// A client named `me` that will register with `server`, showing `secret` if it has one
-    /// from an earlier run; `entropy` makes its ids differ across restarts.
+    /// A client named `me` that will register with `server` as `identity`; `entropy` makes its
+    /// ids differ across restarts, and its seals' nonces.
     pub fn new(cfg: Config, me: Name, server: SocketAddr, identity: Identity, mut entropy: Entropy) -> Self {
         Self {
             me,
@@ -148,7 +157,10 @@ impl Client {
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_id: entropy.u64(),
+            entropy,
             dropped: 0,
+            unverified: VecDeque::new(),
+            unauthentic: 0,
         }
     }
 
@@ -181,8 +193,8 @@ impl Client {
 
     fn route_peer(&mut self, from: SocketAddr, d: Datagram) {
         match d {
-            Datagram::Chat { id, from: sender, to, text } if to == self.me => self.on_chat(from, id, sender, text),
-            Datagram::ChatAck { id } => self.on_chat_ack(from, id),
+            Datagram::Chat { id, from: sender, to, sealed } if to == self.me => self.on_chat(from, id, sender, &sealed),
+            Datagram::ChatAck { id, proof } => self.on_chat_ack(from, id, &proof),
             other => tracing::debug!(%from, "dropped an unexpected datagram: {other:?}"),
         }
     }

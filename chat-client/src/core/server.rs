@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use chat_proto::{ClientRow, Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, StoredMessage};
+use chat_proto::{
+    Body, ClientRow, Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Text,
+};
 
 use super::{Client, Kind};
 use crate::event::Event;
@@ -25,6 +27,7 @@ impl Client {
             id,
             name: self.me.clone(),
             secret: self.identity.secret().cloned(),
+            key: self.identity.public(),
             pad: String::new(),
         };
         // Padding pays for the server's answer before the server knows we receive here.
@@ -96,10 +99,12 @@ impl Client {
             tracing::debug!(%id, index, "a stored message that answers no fetch in flight");
             return;
         }
+        let msg_id = message.id;
+        let message = self.open_stored(message);
         let Some(fetch) = self.session.fetch_mut() else { return };
-        let ready = fetch.handle_stored(index, message);
+        let ready = fetch.handle_stored(index, msg_id, message);
         let done = if ready.is_empty() { None } else { fetch.done() };
-        for m in ready {
+        for m in ready.into_iter().flatten() {
             self.show_stored(m);
         }
         match done {
@@ -109,6 +114,32 @@ impl Client {
             }
             None => self.fetch_more(now),
         }
+    }
+
+    /// A stored message as it may be shown: a channel message's text as it came (the server
+    /// relays the channel), a direct message opened: its text if it was sealed for this
+    /// client by the key its sender's name belongs to (the table's, else the one the server
+    /// kept with it). `None` for a direct message that does not open, or that the server
+    /// holds in clear (it could have written it itself): never shown.
+    fn open_stored(&mut self, mut m: StoredMessage) -> Option<StoredMessage> {
+        let text = match (&m.origin, &m.body) {
+            (Origin::Channel, Body::Text(_)) => return Some(m),
+            (Origin::Direct, Body::Sealed { sealed, key }) => {
+                // The server says which key the name had; the table, where it knows the name,
+                // decides.
+                let key = self.table.key(&m.from).unwrap_or(*key);
+                let me = self.me.clone();
+                self.identity.pairwise(key).open_text(sealed, &m.from, &me, m.id).and_then(|t| Text::new(t).ok())
+            }
+            _ => None,
+        };
+        let Some(text) = text else {
+            self.unauthentic += 1;
+            tracing::warn!(from = %m.from, id = %m.id, "a stored message that does not open with its sender's key: not shown");
+            return None;
+        };
+        m.body = Body::Text(text);
+        Some(m)
     }
 
     /// Shows a stored message unless it was shown live already (its ACK was lost, and so the
@@ -282,6 +313,10 @@ impl Client {
             self.emit(Event::TableUpdated);
         } else {
             self.show_live(Event::TableUpdated);
+        }
+        // Chats that came before their senders' keys: opened now, or dropped.
+        for (from, id, sender, sealed) in std::mem::take(&mut self.unverified) {
+            self.on_chat(from, id, sender, &sealed);
         }
     }
 }

@@ -15,7 +15,7 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
 
     f.cmd("send bob hi");
     assert!(f.events()[0].contains("You are offline"));
-    f.recv(BOB, Datagram::Chat { id: MsgId(1), from: name("bob"), to: name("alice"), text: text("x") });
+    f.recv(BOB, chat(1, "bob", "alice", "x"));
     f.recv(SERVER, Datagram::Probe { id: MsgId(2) });
     assert!(f.sent().is_empty() && f.events().is_empty(), "offline: no answer to anything");
 
@@ -30,12 +30,11 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
         .collect();
     assert_eq!(fetches.iter().map(|f| f.1).collect::<Vec<_>>(), [0, 1]);
     let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-    let msg = |from: &str, origin, t: &str| StoredMessage {
-        id: MsgId(50 + t.len() as u64),
-        from: name(from),
-        origin,
-        at,
-        text: text(t),
+    let msg = |from: &str, origin, t: &str| match origin {
+        Origin::Direct => stored_direct(50 + t.len() as u64, from, t, at),
+        Origin::Channel => {
+            StoredMessage { id: MsgId(50 + t.len() as u64), from: name(from), origin, at, body: text(t).into() }
+        }
     };
     let second = msg("carol", Origin::Direct, "Hello!!");
     f.recv(SERVER, Datagram::Stored { id: fetches[1].0, index: 1, message: second });
@@ -58,7 +57,7 @@ fn offline_after_dereg_then_reg_fetches_stored_messages_in_order() {
 fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
     let mut f = Fixture::online(true);
     // bob's message arrives live, but the ACK is lost: bob's client saves it on the server.
-    f.recv(BOB, Datagram::Chat { id: MsgId(77), from: name("bob"), to: name("alice"), text: text("once") });
+    f.recv(BOB, chat(77, "bob", "alice", "once"));
     f.recv(SERVER, Datagram::Channel { id: MsgId(88), from: name("bob"), text: text("all") });
     f.events();
     f.cmd("dereg alice");
@@ -75,9 +74,9 @@ fn a_stored_copy_of_a_message_already_shown_live_is_not_shown_again() {
         .collect();
     let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
     let stored = [
-        StoredMessage { id: MsgId(77), from: name("bob"), origin: Origin::Direct, at, text: text("once") },
-        StoredMessage { id: MsgId(88), from: name("bob"), origin: Origin::Channel, at, text: text("all") },
-        StoredMessage { id: MsgId(99), from: name("bob"), origin: Origin::Direct, at, text: text("new") },
+        stored_direct(77, "bob", "once", at),
+        StoredMessage { id: MsgId(88), from: name("bob"), origin: Origin::Channel, at, body: text("all").into() },
+        stored_direct(99, "bob", "new", at),
     ];
     for (index, (id, message)) in fetches.into_iter().zip(stored).enumerate() {
         f.recv(SERVER, Datagram::Stored { id, index: index as u32, message });
@@ -96,11 +95,11 @@ fn live_messages_during_a_fetch_come_after_the_stored_ones() {
     f.registered(id, 40, 1);
     f.events();
     let [(SERVER, Datagram::Fetch { id: fetch, .. })] = f.sent()[..] else { panic!() };
-    f.recv(BOB, Datagram::Chat { id: MsgId(5), from: name("bob"), to: name("alice"), text: text("live") });
+    f.recv(BOB, chat(5, "bob", "alice", "live"));
     assert!(f.events().is_empty(), "held back");
-    assert_eq!(f.sent(), [(BOB, Datagram::ChatAck { id: MsgId(5) })], "but ACKed at once");
+    assert!(matches!(f.sent()[..], [(BOB, Datagram::ChatAck { id: MsgId(5), .. })]), "but ACKed at once");
     let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-    let message = StoredMessage { id: MsgId(6), from: name("bob"), origin: Origin::Direct, at, text: text("stored") };
+    let message = stored_direct(6, "bob", "stored", at);
     f.recv(SERVER, Datagram::Stored { id: fetch, index: 0, message });
     let [(SERVER, Datagram::FetchDone { id, .. })] = f.sent()[..] else { panic!() };
     f.recv(SERVER, Datagram::Ack { id });

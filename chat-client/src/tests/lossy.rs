@@ -9,12 +9,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::Entropy;
-use chat_proto::{
-    ClientRow, Datagram, KeyPair, MsgId, Name, Origin, Secret, StoredMessage, Table, Text, decode, encode,
-};
+use chat_proto::{ClientRow, Datagram, MsgId, Name, Secret, Table, decode, encode};
 use chrono::{TimeZone, Utc};
 
-use crate::{Client, Config, Event, Identity};
+use crate::{Client, Config, Event};
 
 const SERVER: u16 = 4000;
 const ME: u16 = 5001;
@@ -38,7 +36,8 @@ struct FakeServer {
 
 impl FakeServer {
     fn table(&self) -> Datagram {
-        let row = |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online };
+        let row =
+            |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online, key: Some(super::key(n)) };
         Datagram::Table(Table {
             version: self.version,
             clients: vec![row("alice", ME, self.online), row("bob", 5002, true)],
@@ -52,9 +51,7 @@ impl FakeServer {
 
     fn stored(&self, id: MsgId, index: u32) -> Datagram {
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-        let text = Text::new(format!("stored {index}")).expect("text");
-        let message =
-            StoredMessage { id: MsgId(1000 + u64::from(index)), from: name("bob"), origin: Origin::Direct, at, text };
+        let message = super::stored_direct(1000 + u64::from(index), "bob", &format!("stored {index}"), at);
         Datagram::Stored { id, index, message }
     }
 
@@ -113,13 +110,8 @@ impl Sim {
         let server = FakeServer { version: 10, online: false, stored: (rng.u64() % 12) as u32, dies_at };
         // Half the runs as a script (answers held in the order of the commands), half at a terminal.
         let cfg = Config { answers_in_order: seed % 2 == 0, ..Config::default() };
-        let client = Client::new(
-            cfg,
-            name("alice"),
-            addr(SERVER),
-            Identity::new(KeyPair::from_secret([1; 32]), None),
-            Entropy::from_seed(rng.bytes()),
-        );
+        let client =
+            Client::new(cfg, name("alice"), addr(SERVER), super::identity(None), Entropy::from_seed(rng.bytes()));
         Self { rng, client, server, t0, now: t0, wire: BTreeMap::new(), seq: 0, loss_pct, shown: Vec::new() }
     }
 

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_proto::{
-    ClientRow, Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Secret, StoredMessage, Table, Text, decode,
+    Body, ClientRow, Datagram, KeyPair, MsgId, NONCE_BYTES, Name, Origin, REGISTER_PAD_TO, Sealed, Secret,
+    StoredMessage, Table, Text, decode,
 };
 use chrono::{TimeZone, Utc};
 
@@ -27,9 +28,57 @@ fn text(s: &str) -> Text {
     Text::new(s).expect("text")
 }
 
-/// Alice's identity: a fixed key pair, and `secret` if an earlier run kept one.
+/// Alice's identity: her key pair, and `secret` if an earlier run kept one.
 fn identity(secret: Option<Secret>) -> crate::Identity {
-    crate::Identity::new(chat_proto::KeyPair::from_secret([1; 32]), secret)
+    crate::Identity::new(pair("alice"), secret)
+}
+
+/// Each name's key pair, the same every time (alice's is the client's).
+fn pair(who: &str) -> KeyPair {
+    let mut bytes = [0x11; 32];
+    for (i, b) in who.bytes().enumerate() {
+        bytes[i % 32] ^= b;
+    }
+    KeyPair::from_secret(bytes)
+}
+
+fn key(who: &str) -> chat_proto::PublicKey {
+    pair(who).public()
+}
+
+/// `text`, message `id` from `from` to `to`, sealed as `from`'s client seals it.
+fn sealed(from: &str, to: &str, id: MsgId, text: &str) -> Sealed {
+    pair(from).pairwise(&key(to)).seal_text([8; NONCE_BYTES], &name(from), &name(to), id, text)
+}
+
+/// The chat `from`'s client sends to `to`.
+fn chat(id: u64, from: &str, to: &str, text: &str) -> Datagram {
+    Datagram::Chat { id: MsgId(id), from: name(from), to: name(to), sealed: sealed(from, to, MsgId(id), text) }
+}
+
+/// `by`'s ACK of alice's message `id`.
+fn ack(id: MsgId, by: &str) -> Datagram {
+    let proof = pair(by).pairwise(&key("alice")).seal_ack([9; NONCE_BYTES], &name("alice"), &name(by), id);
+    Datagram::ChatAck { id, proof }
+}
+
+/// A stored direct message `id` from `from` to alice, sealed by `from`.
+fn stored_direct(id: u64, from: &str, text: &str, at: chrono::DateTime<Utc>) -> StoredMessage {
+    let body = Body::Sealed { sealed: sealed(from, "alice", MsgId(id), text), key: key(from) };
+    StoredMessage { id: MsgId(id), from: name(from), origin: Origin::Direct, at, body }
+}
+
+/// What alice's client sent as the text of `d`, a chat or a save: opened as its recipient
+/// opens it.
+fn text_of(d: &Datagram) -> String {
+    let (id, from, to, sealed) = match d {
+        Datagram::Chat { id, from, to, sealed } | Datagram::Save { msg: id, from, to, sealed, .. } => {
+            (id, from, to, sealed)
+        }
+        _ => panic!("not a chat or a save: {d:?}"),
+    };
+    let opened = pair(to.as_str()).pairwise(&key(from.as_str())).open_text(sealed, from, to, *id);
+    opened.expect("sealed for its recipient")
 }
 
 fn secret() -> Secret {
@@ -37,7 +86,7 @@ fn secret() -> Secret {
 }
 
 fn table(version: u64, me_online: bool, bob_online: bool) -> Table {
-    let row = |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online };
+    let row = |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online, key: Some(key(n)) };
     Table { version, clients: vec![row("alice", ME, me_online), row("bob", BOB, bob_online)] }
 }
 
@@ -95,7 +144,7 @@ impl Fixture {
     }
 
     fn chat_from_bob(&mut self, id: u64, t: &str) {
-        self.recv(BOB, Datagram::Chat { id: MsgId(id), from: name("bob"), to: name("alice"), text: text(t) });
+        self.recv(BOB, chat(id, "bob", "alice", t));
     }
 
     /// Answers a `register` with `registered`, and its `confirm` with an ACK.
@@ -157,13 +206,7 @@ fn fetching(stored: u32) -> (Fixture, Vec<(MsgId, u32)>) {
 
 fn stored_text(t: &str) -> StoredMessage {
     let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-    StoredMessage {
-        id: MsgId(t.bytes().map(u64::from).sum()),
-        from: name("bob"),
-        origin: Origin::Direct,
-        at,
-        text: text(t),
-    }
+    stored_direct(t.bytes().map(u64::from).sum(), "bob", t, at)
 }
 
 mod fetch;

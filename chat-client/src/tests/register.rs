@@ -67,7 +67,7 @@ fn end_of_input_waits_for_the_outcome_then_exits_0() {
     let [(BOB, Datagram::Chat { id, .. })] = f.sent()[..] else { panic!() };
     f.client.handle_end_of_input(f.now);
     assert_eq!(f.client.poll_exit(), None, "a send is in flight");
-    f.recv(BOB, Datagram::ChatAck { id });
+    f.recv(BOB, ack(id, "bob"));
     assert_eq!(f.events(), [">>> [Message received by bob.]"]);
     assert_eq!(f.client.poll_exit(), Some(0));
 }
@@ -125,7 +125,7 @@ fn the_welcome_comes_once_the_address_is_confirmed_and_what_came_meanwhile_after
     f.recv(SERVER, Datagram::Table(table(10, true, true)));
     f.chat_from_bob(7, "early");
     let sent = f.sent();
-    assert!(sent.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::ChatAck { id: MsgId(7) })), "{sent:?}");
+    assert!(sent.iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::ChatAck { id: MsgId(7), .. })), "{sent:?}");
     assert_eq!(f.events(), Vec::<String>::new(), "nothing before the welcome");
     let Some(&(SERVER, Datagram::Confirm { id, .. })) =
         sent.iter().find(|(_, d)| matches!(d, Datagram::Confirm { .. }))
@@ -140,6 +140,7 @@ fn the_welcome_comes_once_the_address_is_confirmed_and_what_came_meanwhile_after
 fn a_refused_confirm_keeps_what_came_until_the_welcome_of_the_registration_done_again() {
     let mut f = Fixture::registering();
     let Some((SERVER, Datagram::Confirm { id, .. })) = f.sent().pop() else { panic!("confirm") };
+    f.recv(SERVER, Datagram::Table(table(10, true, true))); // bob's key
     f.chat_from_bob(7, "first");
     f.recv(SERVER, Datagram::Refused { id, reason: chat_proto::Refusal::NotRegistered });
     let Some((SERVER, Datagram::Register { id, .. })) =
@@ -150,24 +151,44 @@ fn a_refused_confirm_keeps_what_came_until_the_welcome_of_the_registration_done_
     f.chat_from_bob(8, "second");
     assert_eq!(f.events(), Vec::<String>::new(), "nothing before the welcome");
     f.registered(id, 11, 0);
-    assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> bob: first", ">>> bob: second"]);
+    assert_eq!(
+        f.events(),
+        [">>> [Welcome, You are registered.]", ">>> [Client table updated.]", ">>> bob: first", ">>> bob: second"]
+    );
 }
 
 #[test]
 fn an_interrupt_shows_what_was_held_then_exits_0() {
     let mut f = Fixture::registering();
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
     f.chat_from_bob(7, "acked");
     f.client.handle_interrupt();
-    assert_eq!(f.events(), [">>> bob: acked"]);
+    assert_eq!(f.events(), [">>> [Client table updated.]", ">>> bob: acked"]);
     assert_eq!(f.client.poll_exit(), Some(0));
 }
 
 #[test]
 fn a_message_acked_before_the_server_vanished_is_still_shown() {
     let mut f = Fixture::registering();
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
     f.chat_from_bob(7, "early");
     f.until(3000);
-    assert_eq!(f.events(), [">>> bob: early", ">>> [Server not responding]\n>>> [Exiting]"]);
+    assert_eq!(
+        f.events(),
+        [">>> [Client table updated.]", ">>> bob: early", ">>> [Server not responding]\n>>> [Exiting]"]
+    );
+}
+
+#[test]
+fn a_chat_no_table_vouches_for_is_neither_shown_nor_acked() {
+    // Before any table the client cannot know bob's key: his chat waits, unanswered (so bob's
+    // client keeps it and falls back to the server), and with no table ever it is not shown.
+    let mut f = Fixture::registering();
+    f.chat_from_bob(7, "unverified");
+    let sent = f.sent();
+    assert!(!sent.iter().any(|(_, d)| matches!(d, Datagram::ChatAck { .. })), "{sent:?}");
+    f.until(3000);
+    assert_eq!(f.events(), [">>> [Server not responding]\n>>> [Exiting]"]);
 }
 
 #[test]
@@ -279,6 +300,9 @@ fn a_chat_that_comes_before_the_registration_is_answered_is_shown_after_the_welc
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
     f.chat_from_bob(7, "early");
     f.registered(id, 10, 0);
+    // Bob's key comes with the table: then his chat opens, and is ACKed.
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
+    assert!(f.sent().iter().any(|(p, d)| *p == BOB && matches!(d, Datagram::ChatAck { id: MsgId(7), .. })));
     let events = f.events();
     assert_eq!(events.first().map(String::as_str), Some(">>> [Welcome, You are registered.]"), "{events:?}");
     assert!(events.iter().any(|e| e.contains("early")), "{events:?}");

@@ -6,11 +6,11 @@ use super::*;
 fn a_direct_message_acked_is_delivered_once() {
     let mut f = Fixture::online(true);
     f.cmd("send bob hello there");
-    let [(BOB, Datagram::Chat { id, ref from, ref to, ref text })] = f.sent()[..] else { panic!() };
+    let [(BOB, ref d @ Datagram::Chat { id, ref from, ref to, .. })] = f.sent()[..] else { panic!() };
     assert_eq!(to.as_str(), "bob");
-    assert_eq!((from.as_str(), text.as_str()), ("alice", "hello there"));
-    f.recv(BOB, Datagram::ChatAck { id });
-    f.recv(BOB, Datagram::ChatAck { id });
+    assert_eq!((from.as_str(), text_of(d).as_str()), ("alice", "hello there"));
+    f.recv(BOB, ack(id, "bob"));
+    f.recv(BOB, ack(id, "bob"));
     assert_eq!(f.events(), [">>> [Message received by bob.]"]);
     f.at(10_000);
     assert!(f.sent().is_empty() && f.events().is_empty());
@@ -34,8 +34,8 @@ fn no_ack_retransmits_the_same_message_then_saves_it() {
     assert!(f.events().is_empty());
     f.at(3000);
     assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
-    let [(SERVER, Datagram::Save { id, ref to, ref text, force: false, .. })] = f.sent()[..] else { panic!() };
-    assert_eq!((to.as_str(), text.as_str()), ("bob", "hi"));
+    let [(SERVER, ref save @ Datagram::Save { id, ref to, force: false, .. })] = f.sent()[..] else { panic!() };
+    assert_eq!((to.as_str(), text_of(save).as_str()), ("bob", "hi"));
     f.recv(SERVER, Datagram::Ack { id });
     assert_eq!(f.events(), [">>> [Messages received by the server and saved]"]);
 }
@@ -81,11 +81,18 @@ fn the_retry_after_exists_reuses_the_chat_id_so_the_peer_shows_it_once() {
 #[test]
 fn a_duplicated_message_is_shown_once_and_acked_each_time() {
     let mut f = Fixture::online(true);
-    let d = Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), text: text("hey") };
+    let d = chat(7, "bob", "alice", "hey");
     f.recv(BOB, d.clone());
     f.recv(BOB, d);
     assert_eq!(f.events(), [">>> bob: hey"]);
-    assert_eq!(f.sent(), [(BOB, Datagram::ChatAck { id: MsgId(7) }), (BOB, Datagram::ChatAck { id: MsgId(7) })]);
+    let acks = f.sent();
+    assert!(
+        matches!(
+            acks[..],
+            [(BOB, Datagram::ChatAck { id: MsgId(7), .. }), (BOB, Datagram::ChatAck { id: MsgId(7), .. })]
+        ),
+        "{acks:?}"
+    );
     let c = Datagram::Channel { id: MsgId(9), from: name("bob"), text: text("all") };
     f.recv(SERVER, c.clone());
     f.recv(SERVER, c);
@@ -136,12 +143,10 @@ fn requests_in_the_names_carry_its_secret() {
 fn sending_to_yourself_goes_through_your_own_address() {
     let mut f = Fixture::online(true);
     f.cmd("send alice note to self");
-    let [(ME, Datagram::Chat { id, ref from, ref to, ref text })] = f.sent()[..] else { panic!() };
-    let to = to.clone();
-    let (from, text) = (from.clone(), text.clone());
-    f.recv(ME, Datagram::Chat { id, from, to, text });
-    let [(ME, Datagram::ChatAck { id: ack })] = f.sent()[..] else { panic!() };
-    f.recv(ME, Datagram::ChatAck { id: ack });
+    let [(ME, ref d @ Datagram::Chat { .. })] = f.sent()[..] else { panic!() };
+    f.recv(ME, d.clone());
+    let [(ME, ref ack @ Datagram::ChatAck { .. })] = f.sent()[..] else { panic!() };
+    f.recv(ME, ack.clone());
     assert_eq!(f.events(), [">>> alice: note to self", ">>> [Message received by alice.]"]);
 }
 
@@ -150,7 +155,7 @@ fn answers_from_the_wrong_address_are_ignored() {
     let mut f = Fixture::online(true);
     f.cmd("send bob hi");
     let [(BOB, Datagram::Chat { id, .. })] = f.sent()[..] else { panic!() };
-    f.recv(6666, Datagram::ChatAck { id });
+    f.recv(6666, ack(id, "bob"));
     f.recv(6666, Datagram::Table(table(99, true, false)));
     assert!(f.events().is_empty());
     f.recv(SERVER, Datagram::Probe { id: MsgId(3) });
@@ -160,7 +165,7 @@ fn answers_from_the_wrong_address_are_ignored() {
 #[test]
 fn a_chat_for_someone_else_at_this_address_is_not_shown_or_acked() {
     let mut f = Fixture::online(true);
-    f.recv(BOB, Datagram::Chat { id: MsgId(9), from: name("bob"), to: name("carol"), text: text("for carol") });
+    f.recv(BOB, chat(9, "bob", "carol", "for carol"));
     assert!(f.events().is_empty() && f.sent().is_empty());
 }
 
@@ -173,8 +178,8 @@ fn a_save_refused_by_a_server_that_forgot_this_client_is_done_again_after_regist
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("registers again") };
     f.registered(id, 50, 0);
     let sent = f.sent();
-    let Some((SERVER, Datagram::Save { id, ref text, .. })) = sent.last().cloned() else { panic!("{sent:?}") };
-    assert_eq!(text.as_str(), "hi");
+    let Some((SERVER, ref save @ Datagram::Save { id, .. })) = sent.last().cloned() else { panic!("{sent:?}") };
+    assert_eq!(text_of(save), "hi");
     f.recv(SERVER, Datagram::Ack { id });
     let shown = f.events();
     assert_eq!(shown.iter().filter(|l| l.contains("saved")).count(), 1, "{shown:?}");
@@ -235,7 +240,7 @@ fn in_a_script_answers_come_in_the_order_of_the_commands() {
     f.recv(SERVER, Datagram::Ack { id: all });
     assert!(f.events().is_empty(), "the send_all's answer waits for the send's");
     f.at(600); // bob's ACK comes after a retransmission
-    f.recv(BOB, Datagram::ChatAck { id: chat });
+    f.recv(BOB, ack(chat, "bob"));
     let events = f.events();
     assert_eq!(events[..2], [">>> [Message received by bob.]", ">>> [Message received by Server.]"]);
     assert!(events[2].contains("bob") || events[2].contains("alice"), "then the list: {events:?}");
@@ -273,4 +278,59 @@ fn in_a_script_a_send_that_finds_no_server_ends_before_later_answers() {
         ]
     );
     assert_eq!(f.client.poll_exit(), Some(1));
+}
+
+#[test]
+fn a_chat_not_made_with_its_senders_key_is_neither_shown_nor_acked() {
+    let mut f = Fixture::online(true);
+    // Mallory seals in bob's name with her own key; then replays a chat of bob's under
+    // another id, and one bob wrote to carol.
+    let forged = pair("mallory").pairwise(&key("alice")).seal_text(
+        [1; NONCE_BYTES],
+        &name("bob"),
+        &name("alice"),
+        MsgId(7),
+        "I am bob",
+    );
+    f.recv(6666, Datagram::Chat { id: MsgId(7), from: name("bob"), to: name("alice"), sealed: forged });
+    let Datagram::Chat { sealed, .. } = chat(8, "bob", "alice", "moved") else { panic!() };
+    f.recv(6666, Datagram::Chat { id: MsgId(9), from: name("bob"), to: name("alice"), sealed });
+    let Datagram::Chat { sealed, .. } = chat(10, "bob", "carol", "for carol") else { panic!() };
+    f.recv(6666, Datagram::Chat { id: MsgId(10), from: name("bob"), to: name("alice"), sealed });
+    assert!(f.events().is_empty() && f.sent().is_empty());
+    // The real one still shows: nothing of the forgeries was remembered as seen.
+    f.recv(BOB, chat(7, "bob", "alice", "hi"));
+    assert_eq!(f.events(), [">>> bob: hi"]);
+}
+
+#[test]
+fn an_ack_the_recipient_did_not_make_delivers_nothing() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let [(BOB, Datagram::Chat { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(BOB, ack(id, "mallory"));
+    f.recv(BOB, ack(MsgId(id.0 + 1), "bob"));
+    assert!(f.events().is_empty(), "neither a forged proof nor bob's proof for another message");
+    f.recv(BOB, ack(id, "bob"));
+    assert_eq!(f.events(), [">>> [Message received by bob.]"]);
+}
+
+#[test]
+fn a_stored_direct_message_the_server_could_have_written_is_not_shown() {
+    let (mut f, fetches) = fetching(3);
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    let in_clear =
+        StoredMessage { id: MsgId(1), from: name("bob"), origin: Origin::Direct, at, body: text("forged").into() };
+    let by_mallory = StoredMessage {
+        body: Body::Sealed { sealed: sealed("mallory", "alice", MsgId(2), "forged too"), key: key("bob") },
+        ..stored_direct(2, "bob", "x", at)
+    };
+    let real = stored_direct(3, "bob", "real", at);
+    for ((id, index), message) in fetches.into_iter().zip([in_clear, by_mallory, real]) {
+        f.recv(SERVER, Datagram::Stored { id, index, message });
+    }
+    let shown = f.events();
+    assert!(shown.iter().any(|l| l.ends_with(" real")), "{shown:?}");
+    assert!(!shown.iter().any(|l| l.contains("forged")), "{shown:?}");
+    assert!(f.sent().iter().any(|(_, d)| matches!(d, Datagram::FetchDone { count: 3, .. })), "all three are fetched");
 }

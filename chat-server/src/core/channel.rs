@@ -56,7 +56,8 @@ impl<S: Store> Server<S> {
             }
         };
         let at = self.wall(now);
-        let msg = Arc::new(StoredMessage { id: cid, from: sender.clone(), origin: Origin::Channel, at, text });
+        let msg =
+            Arc::new(StoredMessage { id: cid, from: sender.clone(), origin: Origin::Channel, at, body: text.into() });
         self.relay(now, from, id, sender, (msg, bytes));
     }
 

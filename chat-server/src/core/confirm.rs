@@ -10,8 +10,8 @@ use super::Server;
 
 impl<S: Store> Server<S> {
     pub(super) fn on_confirm(&mut self, from: SocketAddr, id: MsgId, cookie: u64) {
-        let expected = match self.joining.name_at(from) {
-            Some(name) => self.ids.joining_cookie(from, name),
+        let expected = match self.joining.key(from) {
+            Some((name, key)) => self.ids.joining_cookie(from, name, key),
             None => self.ids.cookie(from),
         };
         if cookie != expected {
@@ -34,11 +34,12 @@ impl<S: Store> Server<S> {
     /// registers at `from` (a joining name forgotten past capacity).
     fn joined(&mut self, from: SocketAddr) -> bool {
         match self.joining.take(from) {
-            Some((name, _)) if self.clients.get(&name).is_some() => false,
-            Some((name, secret)) => {
+            Some((name, ..)) if self.clients.get(&name).is_some() => false,
+            Some((name, secret, key)) => {
                 tracing::info!(%name, %from, "registered (address confirmed)");
                 self.clients.set_online(&name, from);
                 self.clients.set_secret(&name, secret);
+                self.clients.set_key(&name, key);
                 self.tables.forget(from);
                 self.start_fetch(&name);
                 true

@@ -39,7 +39,7 @@ impl<S: Store> Server<S> {
 
     fn on_alive(&mut self, now: Instant, w: Waiter) {
         match w {
-            Waiter::Register { from, id, name } => {
+            Waiter::Register { from, id, name, .. } => {
                 tracing::info!(%name, %from, "registration refused: name in use");
                 self.answer(from, id, Datagram::Refused { id, reason: Refusal::NameTaken });
             }
@@ -59,7 +59,7 @@ impl<S: Store> Server<S> {
 
     fn on_dead(&mut self, _now: Instant, w: Waiter) {
         match w {
-            Waiter::Register { from, id, name } => self.register(from, id, &name, None),
+            Waiter::Register { from, id, name, key } => self.register(from, id, &name, None, key),
             Waiter::Save { from, id, to, msg } => self.store_for(from, id, &to, msg),
             Waiter::Channel(d) => self.store_channel(&d.to, &d.msg),
         }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Refusal, Secret};
+use chat_proto::{Datagram, MsgId, Name, PublicKey, Refusal, Secret};
 use offline_store::Store;
 
 use super::Server;
@@ -18,16 +18,20 @@ impl<S: Store> Server<S> {
         id: MsgId,
         name: Name,
         secret: Option<Secret>,
+        key: PublicKey,
     ) {
         if self.replay(from, id) {
             return;
         }
-        if self.clients.secret(&name).is_some_and(|known| Some(known) != secret.as_ref()) {
+        // The name belongs to the key that first registered it, and to the secret it was given.
+        let wrong_secret = self.clients.secret(&name).is_some_and(|known| Some(known) != secret.as_ref());
+        let wrong_key = self.clients.key(&name).is_some_and(|known| *known != key);
+        if wrong_secret || wrong_key {
             // Online elsewhere, the name is simply in use; offline, or a restart at the same
             // address without the data directory, it still belongs to its owner.
             let elsewhere = self.clients.get(&name).is_some_and(|e| e.online && e.addr != from);
             let reason = if elsewhere { Refusal::NameTaken } else { Refusal::NotOwner };
-            tracing::warn!(%name, %from, ?reason, "registration without the name's secret refused");
+            tracing::warn!(%name, %from, ?reason, wrong_key, "registration without the name's secret or key refused");
             self.answer(from, id, Datagram::Refused { id, reason });
             return;
         }
@@ -35,10 +39,10 @@ impl<S: Store> Server<S> {
             Some(e) if e.online && e.addr != from => {
                 tracing::info!(%name, %from, old = %e.addr, "name online elsewhere");
                 self.dedup.pending(from, id);
-                let waiter = Waiter::Register { from, id, name: name.clone() };
+                let waiter = Waiter::Register { from, id, name: name.clone(), key };
                 self.probes.probe(now, &name, e.addr, waiter, &mut self.ids, &mut self.out);
             }
-            _ => self.register(from, id, &name, secret),
+            _ => self.register(from, id, &name, secret, key),
         }
     }
 
@@ -46,13 +50,17 @@ impl<S: Store> Server<S> {
     /// mailbox is known: an open job learns it first). With none the table goes out at once;
     /// with some, after the client confirms it has them all. A new name gets its row only when
     /// `confirm` proves the address for it (the cookie is for the address and the name). A
-    /// name the server has no secret for (it lost its row) takes the one the client `shown`.
-    pub(super) fn register(&mut self, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>) {
+    /// name the server has no secret for (it lost its row) takes the one the client `shown`,
+    /// and one kept from before keys takes the client's `key`.
+    pub(super) fn register(&mut self, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>, key: PublicKey) {
         if self.clients.get(name).is_none() {
-            self.join(from, id, name, shown);
+            self.join(from, id, name, shown, key);
             return;
         }
         self.clients.set_online(name, from);
+        if self.clients.key(name).is_none() {
+            self.clients.set_key(name, key);
+        }
         // A new process at this address holds no table yet, waits for nothing on its way, and
         // confirms this registration, not one that joined from here before.
         self.tables.forget(from);
@@ -84,11 +92,11 @@ impl<S: Store> Server<S> {
     }
 
     /// A new name: answered, but its row waits for the address to be confirmed.
-    fn join(&mut self, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>) {
+    fn join(&mut self, from: SocketAddr, id: MsgId, name: &Name, shown: Option<Secret>, key: PublicKey) {
         let secret = self.joining.secret(from, name).cloned().or(shown).unwrap_or_else(|| self.ids.fresh_secret());
-        self.joining.insert(from, name.clone(), secret.clone());
+        self.joining.insert(from, name.clone(), secret.clone(), key);
         // A mailbox kept from before the server lost the name's row.
-        let cookie = self.ids.joining_cookie(from, name);
+        let cookie = self.ids.joining_cookie(from, name, &key);
         self.answer_registration(from, id, name, (secret, cookie), true);
     }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chat_proto::{Datagram, MsgId, Name, Origin, Refusal, Secret, StoredMessage, Text};
+use chat_proto::{Body, Datagram, MsgId, Name, Origin, Refusal, Sealed, Secret, StoredMessage};
 use offline_store::{Appended, Store, StoreError};
 
 use super::Server;
@@ -18,21 +18,27 @@ pub(super) struct SaveRequest {
     pub sender: Name,
     pub secret: Secret,
     pub to: Name,
-    pub text: Text,
+    pub sealed: Sealed,
     pub force: bool,
 }
 
 impl<S: Store> Server<S> {
     pub(super) fn on_save(&mut self, now: Instant, from: SocketAddr, req: SaveRequest) {
-        let SaveRequest { id, msg, sender, secret, to, text, force } = req;
+        let SaveRequest { id, msg, sender, secret, to, sealed, force } = req;
         if self.replay(from, id) || !self.owner_sends(from, id, &sender, &secret) {
             return;
         }
+        // Kept with the key the sender's name belongs to, which the recipient checks.
+        let Some(&key) = self.clients.key(&sender) else {
+            self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
+            return;
+        };
         let Some(entry) = self.clients.get(&to) else {
             self.answer(from, id, Datagram::Refused { id, reason: Refusal::UnknownRecipient });
             return;
         };
-        let msg = StoredMessage { id: msg, from: sender, origin: Origin::Direct, at: self.wall(now), text };
+        let body = Body::Sealed { sealed, key };
+        let msg = StoredMessage { id: msg, from: sender, origin: Origin::Direct, at: self.wall(now), body };
         self.dedup.pending(from, id);
         if entry.online && !force {
             let waiter = Waiter::Save { from, id, to: to.clone(), msg };

@@ -13,7 +13,7 @@ fn message(msg: u64) -> (Name, StoredMessage) {
         from: bob.clone(),
         origin: chat_proto::Origin::Direct,
         at: chrono::DateTime::UNIX_EPOCH,
-        text,
+        body: text.into(),
     };
     (bob, msg)
 }

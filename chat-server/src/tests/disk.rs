@@ -279,11 +279,10 @@ fn a_duplicate_of_a_durable_save_in_a_batch_that_fails_for_lack_of_space_is_acke
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
     f.disk.set_full(true);
     // The same message (sender and id) in another request, as after a server restart.
-    let Datagram::Save { from, secret, to, text, force, .. } = f.save_request(MsgId(900), "alice", "bob", "once")
-    else {
+    let Datagram::Save { from, secret, to, sealed, force, .. } = f.save_request(id, "alice", "bob", "once") else {
         panic!("a save")
     };
-    let again = Datagram::Save { id: MsgId(900), msg: MsgId(id.0 + 1000), from, secret, to, text, force };
+    let again = Datagram::Save { id: MsgId(900), msg: MsgId(id.0 + 1000), from, secret, to, sealed, force };
     assert_eq!(f.recv(ALICE, again), vec![(ALICE, Datagram::Ack { id: MsgId(900) })], "it is stored");
     f.disk.set_full(false);
     let texts: Vec<String> = f.stored("bob").into_iter().map(|(_, _, text)| text).collect();

@@ -51,7 +51,7 @@ fn a_fetch_is_answered_with_the_message_its_read_job_read() {
     f.server.handle_job_done(f.now, job.run());
     let out = f.drain();
     let [(BOB, Datagram::Stored { id: got, index: 1, ref message })] = out[..] else { panic!("{out:?}") };
-    assert_eq!((got, message.text.as_str()), (id, "two"));
+    assert_eq!((got, read("bob", message).as_str()), (id, "two"));
     assert_eq!(f.recv(BOB, Datagram::Fetch { id, index: 2 }), vec![], "past the end: nothing to read");
 }
 
@@ -63,7 +63,7 @@ fn a_failed_read_or_removal_is_survived_and_the_retransmission_works() {
     f.fail = Some(JobKind::Read);
     assert_eq!(f.recv(BOB, Datagram::Fetch { id, index: 0 }), vec![], "a failed read is not answered");
     let out = f.recv(BOB, Datagram::Fetch { id, index: 0 });
-    assert!(matches!(&out[..], [(BOB, Datagram::Stored { message, .. })] if message.text.as_str() == "one"), "{out:?}");
+    assert!(matches!(&out[..], [(BOB, Datagram::Stored { message, .. })] if read("bob", message) == "one"), "{out:?}");
 
     let last = f.server.store_mut().messages(&name("bob"))[1].id;
     let done = Datagram::FetchDone { id: f.id(), count: 2, last };

@@ -45,8 +45,13 @@ fn a_register_spoofed_from_a_joining_address_cannot_change_what_its_confirm_crea
     let out = f.recv(BOB, f.reg(MsgId(101), "bob"));
     let [(BOB, Datagram::Registered { cookie, .. })] = out[..] else { panic!("{out:?}") };
     let stolen = Secret::new("0123456789abcdef0123456789abcdef").expect("secret");
-    let spoofed =
-        Datagram::Register { id: MsgId(109), name: name("mallory"), secret: Some(stolen), pad: " ".repeat(300) };
+    let spoofed = Datagram::Register {
+        id: MsgId(109),
+        name: name("mallory"),
+        secret: Some(stolen),
+        key: key("mallory"),
+        pad: " ".repeat(300),
+    };
     f.recv(BOB, spoofed);
     let out = f.recv(BOB, Datagram::Confirm { id: MsgId(102), cookie });
     assert_eq!(out, vec![(BOB, Datagram::Refused { id: MsgId(102), reason: Refusal::NotRegistered })]);
@@ -72,25 +77,27 @@ fn a_new_name_with_a_mailbox_from_before_fetches_it_once_confirmed() {
         from: name("alice"),
         origin: Origin::Direct,
         at: Utc::now(),
-        text: Text::new("kept").expect("t"),
+        body: Body::Sealed { sealed: sealed("alice", "bob", MsgId(5), "kept"), key: key("alice") },
     };
     f.server.store_mut().append(&name("bob"), &msg).expect("append");
     let out = f.recv(BOB, f.reg(MsgId(1), "bob"));
     let [(BOB, Datagram::Registered { stored: 1, cookie, .. })] = out[..] else { panic!("{out:?}") };
     f.recv(BOB, Datagram::Confirm { id: MsgId(2), cookie });
     let out = f.recv(BOB, Datagram::Fetch { id: MsgId(3), index: 0 });
-    assert!(
-        matches!(&out[..], [(BOB, Datagram::Stored { message, .. })] if message.text.as_str() == "kept"),
-        "{out:?}"
-    );
+    assert!(matches!(&out[..], [(BOB, Datagram::Stored { message, .. })] if read("bob", message) == "kept"), "{out:?}");
 }
 
 #[test]
 fn a_name_the_server_lost_takes_the_secret_its_client_shows() {
     let mut f = Fixture::new();
     let shown = Secret::new("00112233445566778899aabbccddeeff").expect("secret");
-    let register =
-        Datagram::Register { id: MsgId(1), name: name("bob"), secret: Some(shown.clone()), pad: " ".repeat(300) };
+    let register = Datagram::Register {
+        id: MsgId(1),
+        name: name("bob"),
+        secret: Some(shown.clone()),
+        key: key("bob"),
+        pad: " ".repeat(300),
+    };
     let out = f.recv(BOB, register);
     assert!(matches!(&out[..], [(BOB, Datagram::Registered { secret, .. })] if *secret == shown), "{out:?}");
 }
@@ -168,20 +175,45 @@ fn a_registered_name_needs_its_secret() {
     let mut f = Fixture::new();
     f.register("bob", BOB);
     f.dereg("bob", BOB);
-    let stolen = Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, pad: " ".repeat(300) };
+    let stolen =
+        Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, key: key("bob"), pad: " ".repeat(300) };
     assert_eq!(f.recv(CAROL, stolen), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NotOwner })]);
     let wrong = Secret::new("ffffffffffffffffffffffffffffffff").expect("secret");
-    let guessed = Datagram::Register { id: MsgId(901), name: name("bob"), secret: Some(wrong), pad: " ".repeat(300) };
+    let guessed = Datagram::Register {
+        id: MsgId(901),
+        name: name("bob"),
+        secret: Some(wrong),
+        key: key("bob"),
+        pad: " ".repeat(300),
+    };
     assert!(matches!(f.recv(CAROL, guessed)[..], [(CAROL, Datagram::Refused { reason: Refusal::NotOwner, .. })]));
     let out = f.recv(CAROL, f.reg(MsgId(902), "bob"));
     assert!(matches!(out[0], (CAROL, Datagram::Registered { .. })), "the owner may move: {out:?}");
 }
 
 #[test]
+fn a_registered_name_needs_its_key_too() {
+    let mut f = Fixture::new();
+    f.register("bob", BOB);
+    f.dereg("bob", BOB);
+    let secret = Some(f.secret_of("bob"));
+    let other =
+        Datagram::Register { id: MsgId(900), name: name("bob"), secret, key: key("mallory"), pad: " ".repeat(300) };
+    let out = f.recv(CAROL, other);
+    assert_eq!(
+        out,
+        vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NotOwner })],
+        "the secret is not enough"
+    );
+    assert_eq!(f.server.table().clients[0].key, Some(key("bob")), "the table keeps bob's key");
+}
+
+#[test]
 fn without_the_secret_an_online_name_is_in_use() {
     let mut f = Fixture::new();
     f.register("bob", BOB);
-    let d = Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, pad: " ".repeat(300) };
+    let d =
+        Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, key: key("bob"), pad: " ".repeat(300) };
     assert_eq!(f.recv(CAROL, d), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NameTaken })]);
 }
 
@@ -191,7 +223,8 @@ fn secrets_cookies_and_ids_come_from_the_entropy_handed_in() {
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let store = MemStore::new(Limits::default());
         let mut server = Server::new(Config::default(), store, Instant::now(), wall, Entropy::from_seed(seed));
-        let reg = Datagram::Register { id: MsgId(1), name: name("bob"), secret: None, pad: " ".repeat(300) };
+        let reg =
+            Datagram::Register { id: MsgId(1), name: name("bob"), secret: None, key: key("bob"), pad: " ".repeat(300) };
         server.handle_datagram(Instant::now(), addr(BOB), reg);
         let t = server.poll_transmit().expect("registered");
         (decode(&t.bytes).expect("decode"), server.fresh_id())

@@ -99,7 +99,7 @@ fn reg_delivers_stored_messages_in_order_and_deletes_them_when_confirmed() {
         let id = f.id();
         let out = f.recv(BOB, Datagram::Fetch { id, index });
         let [(BOB, Datagram::Stored { index: got, ref message, .. })] = out[..] else { panic!("{out:?}") };
-        texts.push((got, message.from.to_string(), message.text.to_string()));
+        texts.push((got, message.from.to_string(), read("bob", message)));
     }
     texts.sort();
     assert_eq!(texts, [(0, "alice".into(), "one".into()), (1, "carol".into(), "two".into())]);
@@ -128,7 +128,7 @@ fn saves_and_channel_sends_need_the_senders_secret_too() {
         from: name("alice"),
         secret: stolen.clone(),
         to: name("bob"),
-        text: Text::new("forged").expect("t"),
+        sealed: sealed("alice", "bob", id, "forged"),
         force: true,
     };
     assert_eq!(f.recv(ALICE, save), vec![(ALICE, Datagram::Refused { id, reason: Refusal::NotOwner })]);
