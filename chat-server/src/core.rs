@@ -83,6 +83,9 @@ pub struct Server<S> {
 /// retransmits for 2.5 s, plus one ACK timeout and the network's delay.
 const MIN_KEEP: Duration = Duration::from_millis(3500);
 
+/// How long a cookie period lasts: a `registered`'s cookie is taken for one to two of them.
+const COOKIE_PERIOD: Duration = Duration::from_secs(60);
+
 impl<S: Store> Server<S> {
     /// A server with an empty table. `start` and `start_wall` are the same moment on the
     /// monotonic and the wall clock. Cookie keys, ids and secrets come from `entropy`.
@@ -273,10 +276,22 @@ impl<S: Store> Server<S> {
         self.storage.store_mut()
     }
 
-    /// The cookie the server hands `addr` (for tests).
+    /// The cookie the server hands `addr` now (for tests).
     #[cfg(test)]
     pub(crate) fn cookie(&self, addr: SocketAddr) -> u64 {
-        self.ids.cookie(addr)
+        self.ids.cookie(addr, self.cookie_period())
+    }
+
+    /// The cookie period now: cookies are made for it and taken in it and the next, so one
+    /// lives one to two periods.
+    fn cookie_period(&self) -> u64 {
+        self.now.saturating_duration_since(self.start).as_secs() / COOKIE_PERIOD.as_secs()
+    }
+
+    /// Whether `cookie` is one `make` made for this period or the one before.
+    fn cookie_ok(&self, cookie: u64, make: impl Fn(u64) -> u64) -> bool {
+        let period = self.cookie_period();
+        [Some(period), period.checked_sub(1)].into_iter().flatten().any(|p| make(p) == cookie)
     }
 
     /// A fresh id, as a probe would take (for tests).

@@ -36,14 +36,17 @@ impl Ids {
         Secret::new(hex).unwrap_or_else(|_| unreachable!("32 hex digits are a valid secret"))
     }
 
-    /// The cookie for `addr`: only a client that receives at `addr` learns it.
-    pub fn cookie(&self, addr: SocketAddr) -> u64 {
-        self.key.hash64(&[b"cookie", addr.to_string().as_bytes()])
+    /// The cookie for `addr` in cookie period `period`: only a client that receives at `addr`
+    /// learns it, and it expires (see [`crate::core`]'s `cookie_ok`).
+    pub fn cookie(&self, addr: SocketAddr, period: u64) -> u64 {
+        self.key.hash64(&[b"cookie", &period.to_le_bytes(), addr.to_string().as_bytes()])
     }
 
-    /// The cookie for `name` joining from `addr`: it proves the address for that name only, so
-    /// a `register` spoofed from the same address cannot change what the `confirm` creates.
-    pub fn joining_cookie(&self, addr: SocketAddr, name: &Name, key: &PublicKey) -> u64 {
-        self.key.hash64(&[b"joining", addr.to_string().as_bytes(), name.as_str().as_bytes(), key.as_bytes()])
+    /// The cookie for `name` joining from `addr` with `key` in period `period`: it proves the
+    /// address for that name and key only, so a `register` spoofed from the same address cannot
+    /// change what the `confirm` creates.
+    pub fn joining_cookie(&self, addr: SocketAddr, name: &Name, key: &PublicKey, period: u64) -> u64 {
+        let (period, addr) = (period.to_le_bytes(), addr.to_string());
+        self.key.hash64(&[b"joining", &period, addr.as_bytes(), name.as_str().as_bytes(), key.as_bytes()])
     }
 }

@@ -10,13 +10,13 @@ use super::Server;
 
 impl<S: Store> Server<S> {
     pub(super) fn on_confirm(&mut self, from: SocketAddr, id: MsgId, cookie: u64) {
-        let expected = match self.joining.key(from) {
-            Some((name, key)) => self.ids.joining_cookie(from, name, key),
-            None => self.ids.cookie(from),
+        let valid = match self.joining.key(from) {
+            Some((name, key)) => self.cookie_ok(cookie, |p| self.ids.joining_cookie(from, name, key, p)),
+            None => self.cookie_ok(cookie, |p| self.ids.cookie(from, p)),
         };
-        if cookie != expected {
-            // A restarted server has a new key, or what joins at this address changed: the
-            // client registers again.
+        if !valid {
+            // A restarted server has a new key, the cookie expired, or what joins at this
+            // address changed: the client registers again.
             tracing::debug!(%from, "confirm with a wrong cookie");
             self.out.send(from, &Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;

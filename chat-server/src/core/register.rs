@@ -73,7 +73,7 @@ impl<S: Store> Server<S> {
                 s
             }
         };
-        let cookie = self.ids.cookie(from);
+        let cookie = self.ids.cookie(from, self.cookie_period());
         self.answer_registration(from, id, name, (secret, cookie), false);
     }
 
@@ -96,7 +96,7 @@ impl<S: Store> Server<S> {
         let secret = self.joining.secret(from, name).cloned().or(shown).unwrap_or_else(|| self.ids.fresh_secret());
         self.joining.insert(from, name.clone(), secret.clone(), key);
         // A mailbox kept from before the server lost the name's row.
-        let cookie = self.ids.joining_cookie(from, name, &key);
+        let cookie = self.ids.joining_cookie(from, name, &key, self.cookie_period());
         self.answer_registration(from, id, name, (secret, cookie), true);
     }
 

@@ -51,3 +51,21 @@ fn the_cookie_proves_the_address_and_releases_the_table() {
     );
     assert!(out.contains(&(CAROL, Datagram::Ack { id: MsgId(79) })));
 }
+
+#[test]
+fn a_cookie_expires_after_one_to_two_minutes() {
+    let mut f = Fixture::new();
+    let out = f.recv(BOB, f.reg(MsgId(1), "bob"));
+    let [(BOB, Datagram::Registered { cookie, .. })] = out[..] else { panic!("{out:?}") };
+    f.at(121_000);
+    let late = f.recv(BOB, Datagram::Confirm { id: MsgId(2), cookie });
+    assert_eq!(late, vec![(BOB, Datagram::Refused { id: MsgId(2), reason: Refusal::NotRegistered })]);
+
+    // Made late in a period, it still works early in the next.
+    f.at(179_000);
+    let out = f.recv(BOB, f.reg(MsgId(3), "bob"));
+    let [(BOB, Datagram::Registered { cookie, .. })] = out[..] else { panic!("{out:?}") };
+    f.at(181_000);
+    let out = f.recv(BOB, Datagram::Confirm { id: MsgId(4), cookie });
+    assert!(out.contains(&(BOB, Datagram::Ack { id: MsgId(4) })), "{out:?}");
+}
