@@ -36,9 +36,10 @@ struct Cli {
     #[arg(long, value_name = "ip", default_value = "0.0.0.0")]
     listen: IpAddr,
 
-    /// Where the server keeps stored messages, and a client its command history
-    #[arg(long, value_name = "dir", default_value = "chatapp-data")]
-    data_dir: PathBuf,
+    /// Where the server keeps its table and stored messages, and a client its key, secret and
+    /// history [default: $XDG_DATA_HOME/chatapp, else $HOME/.local/share/chatapp]
+    #[arg(long, value_name = "dir")]
+    data_dir: Option<PathBuf>,
 
     /// How long to wait for an ACK before retransmitting, in milliseconds
     #[arg(long, value_name = "ms", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
@@ -104,10 +105,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         ExitCode::from(USAGE_ERROR)
     })?;
     let is_server = matches!(mode, Mode::Server { .. });
+    let data_dir = match cli.data_dir {
+        Some(dir) => dir,
+        None => default_data_dir(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")).ok_or_else(|| {
+            eprintln!("error: no data directory: set HOME or XDG_DATA_HOME, or give --data-dir <dir>");
+            ExitCode::FAILURE
+        })?,
+    };
     Ok(Options {
         mode,
         listen: cli.listen,
-        data_dir: cli.data_dir,
+        data_dir,
         ack_timeout: crate::millis(cli.ack_timeout_ms),
         retries: cli.retries,
         log_level: cli.log_level.unwrap_or_else(|| if is_server { "info" } else { "warn" }.to_string()),
@@ -129,6 +137,17 @@ fn mode(cli: &Cli) -> Result<Mode, String> {
         .map_err(|_| format!("invalid server IP '{ip}': expected a dotted IPv4 address such as 127.0.0.1 (or IPv6)"))?;
     let server = SocketAddr::new(ip, port_arg("server port", server_port)?);
     Ok(Mode::Client { name, server, port: port_arg("client port", port)? })
+}
+
+/// The user's own data directory for ChatApp, never the current folder: `$XDG_DATA_HOME/chatapp`,
+/// else `$HOME/.local/share/chatapp` (an empty or relative variable counts as unset, as the XDG
+/// Base Directory specification says).
+fn default_data_dir(xdg_data_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = absolute(xdg_data_home) {
+        return Some(xdg.join("chatapp"));
+    }
+    absolute(home).map(|home| home.join(".local/share/chatapp"))
 }
 
 fn port_arg(what: &str, s: &str) -> Result<u16, String> {
@@ -156,6 +175,17 @@ mod tests {
         };
         assert_eq!((name.as_str(), server.to_string(), port), ("bob", "127.0.0.1:5000".into(), 6000));
         assert!(mode_of(&["-c", "bob", "::1", "5000", "6000"]).is_ok());
+    }
+
+    #[test]
+    fn the_default_data_dir_is_the_users_never_the_current_folder() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(default_data_dir(os("/x/data"), os("/home/a")), Some(PathBuf::from("/x/data/chatapp")));
+        assert_eq!(default_data_dir(None, os("/home/a")), Some(PathBuf::from("/home/a/.local/share/chatapp")));
+        assert_eq!(default_data_dir(os(""), os("/home/a")), Some(PathBuf::from("/home/a/.local/share/chatapp")));
+        assert_eq!(default_data_dir(os("rel"), os("/home/a")), Some(PathBuf::from("/home/a/.local/share/chatapp")));
+        assert_eq!(default_data_dir(None, None), None);
+        assert_eq!(default_data_dir(os(""), os("relative")), None);
     }
 
     #[test]

@@ -169,13 +169,9 @@ fn read_secret(path: &Path) -> Result<Option<Secret>, ClientError> {
 /// Keeps the secret where only this user can read it.
 fn write_secret(path: &Path, secret: &Secret) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        chat_core::private::create_dir_all(dir)?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
+    let mut file = chat_core::private::file_options().write(true).create(true).truncate(true).open(path)?;
     io::Write::write_all(&mut file, format!("{}\n", secret.expose()).as_bytes())?;
     file.sync_all()
 }

@@ -1,10 +1,12 @@
 //! What ChatApp's two sans-IO cores share, and nothing else: the datagram to send
 //! ([`Transmit`]), a map that forgets its oldest entries ([`BoundedMap`]), deadlines kept in
 //! order ([`Deadlines`]), and the randomness and keyed hashes handed in from outside
-//! ([`Entropy`], [`Key`]). No I/O and no clock: `now` always comes from the caller.
+//! ([`Entropy`], [`Key`]). No clock: `now` always comes from the caller; the only I/O is
+//! [`private`], the one way files and directories are made in a data directory (the owner's alone).
 
 mod bounded;
 mod deadlines;
+pub mod private;
 mod random;
 
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@
 //! process crash loses nothing, a power loss may bring back an older table (stored messages are
 //! fsynced on their own).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -80,7 +80,7 @@ impl TableFile {
     pub fn save(&self, table: &SavedTable) -> Result<(), ServerError> {
         let tmp = self.path.with_extension("json.tmp");
         let json = serde_json::to_vec(table).map_err(io::Error::other).map_err(ServerError::table("encode", &tmp))?;
-        fs::write(&tmp, json).map_err(ServerError::table("write", &tmp))?;
+        chat_core::private::write(&tmp, &json).map_err(ServerError::table("write", &tmp))?;
         fs::rename(&tmp, &self.path).map_err(ServerError::table("rename", &tmp))?;
         match fs::File::options().write(true).open(&self.log) {
             Ok(f) => f.set_len(0).map_err(ServerError::table("truncate", &self.log)),
@@ -97,7 +97,7 @@ impl TableFile {
         let mut line =
             serde_json::to_vec(changes).map_err(io::Error::other).map_err(ServerError::table("encode", &self.log))?;
         line.push(b'\n');
-        OpenOptions::new()
+        chat_core::private::file_options()
             .create(true)
             .append(true)
             .open(&self.log)
@@ -145,6 +145,12 @@ mod tests {
         file.save(&loaded).expect("fold the log in");
         assert_eq!(fs::metadata(dir.path().join("clients.log")).expect("log").len(), 0);
         assert_eq!(file.load().expect("load"), Some(loaded));
+        #[cfg(unix)]
+        for file in ["clients.json", "clients.log"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(file)).expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file} is the server's alone");
+        }
         fs::write(dir.path().join("clients.json"), b"{not json").expect("write");
         assert_eq!(file.load().expect("load"), None);
         assert!(dir.path().join("clients.json.bad").exists());

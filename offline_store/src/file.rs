@@ -9,7 +9,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,7 @@ impl FileStore {
     /// [`StoreError::Io`] when the directory cannot be created or the journal replayed.
     pub fn open(dir: impl Into<PathBuf>, limits: Limits) -> Result<Self, StoreError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
+        chat_core::private::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
         let journal = Journal::open(&dir)?;
         Ok(Self {
             dir,
@@ -158,8 +158,11 @@ impl FileStore {
             Entry::Occupied(open) => open.into_mut(),
             Entry::Vacant(slot) => {
                 // Opened once per sync, a torn tail cut off first.
-                let file =
-                    OpenOptions::new().append(true).create(true).open(&path).map_err(StoreError::io("open", &path))?;
+                let file = chat_core::private::file_options()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(StoreError::io("open", &path))?;
                 if let Some(end) = mb.torn_at {
                     file.set_len(end).map_err(StoreError::io("truncate", &path))?;
                     mb.torn_at = None;

@@ -12,7 +12,7 @@
 //! beyond the one mailbox being replayed.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -45,7 +45,7 @@ impl Journal {
     /// Opens (or creates) `dir/journal`, replaying what it holds into the mailboxes of `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("journal");
-        let file = OpenOptions::new()
+        let file = chat_core::private::file_options()
             .create(true)
             .append(true)
             .read(true)
@@ -208,7 +208,11 @@ fn restore(path: &Path, lines: &[Vec<u8>]) -> Result<usize, StoreError> {
         Err(e) => return Err(StoreError::io("open", path)(e)),
     }
     let missing: Vec<&Vec<u8>> = lines.iter().filter(|l| !present.contains(*l)).collect();
-    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(StoreError::io("open", path))?;
+    let mut file = chat_core::private::file_options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(StoreError::io("open", path))?;
     file.set_len(end).map_err(StoreError::io("truncate", path))?;
     for line in &missing {
         file.write_all(line).map_err(StoreError::io("write", path))?;

@@ -213,7 +213,12 @@ pub(crate) fn cached<'a>(
 /// it, and returns the state of the mailbox it holds.
 pub(crate) fn write_rest(path: &Path, n: usize, tmp: &Path) -> Result<Mailbox, StoreError> {
     let file = File::open(path).map_err(StoreError::io("open", path))?;
-    let out = File::create(tmp).map_err(StoreError::io("create", tmp))?;
+    let out = chat_core::private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(StoreError::io("create", tmp))?;
     let mut out = BufWriter::new(out);
     let mut lines = Lines::new(BufReader::new(file));
     let (mut seen, mut kept) = (0, Mailbox { exists: true, ..Mailbox::default() });

@@ -64,6 +64,28 @@ fn append_load_keeps_order_across_reopen() {
     assert_eq!(again.load(&bob).expect("load"), msgs(0..200));
 }
 
+#[cfg(unix)]
+#[test]
+fn every_file_and_directory_the_store_makes_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("data/mailboxes");
+    let (bob, carol) = (name("bob"), name("carol"));
+    let mut store = open(&dir);
+    append_all(&mut store, &bob, 0..5);
+    append_all(&mut store, &carol, 0..2);
+    store.sync().expect("sync");
+    store.remove_first(&bob, 2).expect("a partial removal rewrites the mailbox");
+    store.sync().expect("sync");
+    assert_eq!((mode(&tmp.path().join("data")), mode(&dir)), (0o700, 0o700));
+    let files: Vec<_> = fs::read_dir(&dir).expect("read dir").flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 3, "journal and two mailboxes: {files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
 #[test]
 fn remove_first_partial_then_all() {
     let tmp = tempfile::tempdir().expect("tempdir");
