@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use chat_proto::{ClientRow, Name, PublicKey, Secret, Table};
 use serde::{Deserialize, Serialize};
 
+use crate::secret_hash::SecretHash;
+
 /// One registered client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -13,7 +15,7 @@ pub(crate) struct Entry {
     pub online: bool,
 }
 
-/// The table as it is kept on disk: the rows with their secrets.
+/// The table as it is kept on disk: the rows with the hashes of their secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedTable {
     pub(crate) version: u64,
@@ -21,10 +23,30 @@ pub struct SavedTable {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RowOnDisk")]
 pub(crate) struct SavedRow {
     #[serde(flatten)]
     row: ClientRow,
-    secret: Secret,
+    secret_hash: SecretHash,
+}
+
+/// A row as read: with the hash of its secret, or, written before hashes, the secret itself,
+/// which is hashed as it is read (and so never written again).
+#[derive(Deserialize)]
+struct RowOnDisk {
+    #[serde(flatten)]
+    row: ClientRow,
+    secret_hash: Option<SecretHash>,
+    secret: Option<Secret>,
+}
+
+impl TryFrom<RowOnDisk> for SavedRow {
+    type Error = &'static str;
+
+    fn try_from(r: RowOnDisk) -> Result<Self, Self::Error> {
+        let secret_hash = r.secret_hash.or_else(|| r.secret.as_ref().map(SecretHash::of));
+        Ok(Self { row: r.row, secret_hash: secret_hash.ok_or("a row without its secret's hash")? })
+    }
 }
 
 /// How many recent changes are kept to build deltas; a client further behind gets the table.
@@ -56,12 +78,12 @@ impl SavedTable {
     }
 }
 
-/// A row as the server keeps it: where the client is, and its secret (kept beside the row,
-/// not in a map of its own, to spare a copy of the name per client).
+/// A row as the server keeps it: where the client is, and its secret's hash (kept beside the
+/// row, not in a map of its own, to spare a copy of the name per client).
 #[derive(Debug)]
 struct Row {
     entry: Entry,
-    secret: Option<Secret>,
+    secret: Option<SecretHash>,
     /// The key the name belongs to (none only in a table kept from before keys).
     key: Option<PublicKey>,
 }
@@ -91,13 +113,13 @@ impl Clients {
     /// A table as it was saved: the same rows, and versions that go on from the saved one.
     pub fn restore(base: u64, saved: SavedTable) -> Self {
         let mut c = Self::new(base.max(saved.version));
-        for SavedRow { row, secret } in saved.clients {
+        for SavedRow { row, secret_hash } in saved.clients {
             // An address names the client online there; an offline row does not claim it.
             if row.online || !c.by_addr.contains_key(&row.addr) {
                 c.by_addr.insert(row.addr, row.name.clone());
             }
             let entry = Entry { addr: row.addr, online: row.online };
-            c.rows.insert(row.name, Row { entry, secret: Some(secret), key: row.key });
+            c.rows.insert(row.name, Row { entry, secret: Some(secret_hash), key: row.key });
         }
         c
     }
@@ -108,7 +130,7 @@ impl Clients {
             .snapshot()
             .clients
             .into_iter()
-            .filter_map(|row| Some(SavedRow { secret: self.secret(&row.name)?.clone(), row }))
+            .filter_map(|row| Some(SavedRow { secret_hash: self.secret_hash(&row.name)?.clone(), row }))
             .collect();
         SavedTable { version: self.version, clients }
     }
@@ -119,7 +141,7 @@ impl Clients {
         let clients = self
             .rows_since(base)?
             .into_iter()
-            .filter_map(|row| Some(SavedRow { secret: self.secret(&row.name)?.clone(), row }))
+            .filter_map(|row| Some(SavedRow { secret_hash: self.secret_hash(&row.name)?.clone(), row }))
             .collect();
         Some(SavedTable { version: self.version, clients })
     }
@@ -129,15 +151,26 @@ impl Clients {
         self.rows.len()
     }
 
-    /// The secret of `name`, if it is registered.
-    pub fn secret(&self, name: &Name) -> Option<&Secret> {
+    fn secret_hash(&self, name: &Name) -> Option<&SecretHash> {
         self.rows.get(name).and_then(|r| r.secret.as_ref())
     }
 
-    /// Gives `name`, which has a row, its secret (at its first registration).
-    pub fn set_secret(&mut self, name: &Name, secret: Secret) {
+    /// Whether `name` is registered with a secret.
+    pub fn has_secret(&self, name: &Name) -> bool {
+        self.secret_hash(name).is_some()
+    }
+
+    /// Whether `shown` is the secret of `name` (compared in constant time); false when `name`
+    /// has none.
+    pub fn secret_matches(&self, name: &Name, shown: &Secret) -> bool {
+        self.secret_hash(name).is_some_and(|h| h.matches(shown))
+    }
+
+    /// Gives `name`, which has a row, its secret (at its first registration): only its hash
+    /// is kept.
+    pub fn set_secret(&mut self, name: &Name, secret: &Secret) {
         if let Some(r) = self.rows.get_mut(name) {
-            r.secret = Some(secret);
+            r.secret = Some(SecretHash::of(secret));
         }
     }
 

@@ -245,12 +245,12 @@ impl<S: Store> Server<S> {
         }
     }
 
-    /// The table with its secrets, to be saved.
+    /// The table with the hashes of its secrets (never a secret), to be saved.
     pub fn saved_table(&self) -> SavedTable {
         self.clients.saved()
     }
 
-    /// What changed after version `base`, with secrets, to be appended to the saved table;
+    /// What changed after version `base`, with the hashes of secrets, to be appended to the saved table;
     /// `None` when the whole table must be saved instead.
     pub fn saved_changes(&self, base: u64) -> Option<SavedTable> {
         self.clients.saved_since(base)
@@ -318,7 +318,7 @@ impl<S: Store> Server<S> {
     fn owner_sends(&mut self, from: SocketAddr, id: MsgId, sender: &Name, secret: &Secret) -> bool {
         let reason = if self.clients.online_at(from) != Some(sender) {
             Refusal::NotRegistered
-        } else if self.clients.secret(sender) != Some(secret) {
+        } else if !self.clients.secret_matches(sender, secret) {
             Refusal::NotOwner
         } else {
             return true;

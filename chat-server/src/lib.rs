@@ -6,7 +6,7 @@
 //! (`core.rs`, with one handler file per request under `core/`); the state lives in components
 //! that own it and do not know the core: `clients` (the table), `tables` (its pushes),
 //! `probe`, `deliveries` (channel copies in flight), `dedup` (recent requests), `joining`,
-//! `outbox` (the send queue behind the address budgets of `budget`), `ids` (cookies, ids and
+//! `secret_hash` (what is kept of a secret), `outbox` (the send queue behind the address budgets of `budget`), `ids` (cookies, ids and
 //! secrets from the handed-in [`chat_core::Entropy`]), `storage` (the port to
 //! [`offline_store::Store`]: its jobs) and `parked` (what waits on mailboxes being learnt). No
 //! handler touches the disk: the disk work leaves the core as a [`Job`] ([`Server::poll_job`])
@@ -25,6 +25,7 @@ mod joining;
 mod outbox;
 mod parked;
 mod probe;
+mod secret_hash;
 mod storage;
 mod table_file;
 mod tables;

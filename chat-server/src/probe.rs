@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::Deadlines;
-use chat_proto::{Datagram, MsgId, Name, PublicKey, StoredMessage};
+use chat_proto::{Datagram, MsgId, Name, PublicKey, Secret, StoredMessage};
 
 use crate::deliveries::Delivery;
 use crate::ids::Ids;
@@ -21,7 +21,7 @@ const SENDS_PER_WINDOW: u32 = 5;
 #[derive(Debug)]
 pub(crate) enum Waiter {
     /// `name` wants to register from `from`, but is online elsewhere.
-    Register { from: SocketAddr, id: MsgId, name: Name, key: PublicKey },
+    Register { from: SocketAddr, id: MsgId, name: Name, secret: Option<Secret>, key: PublicKey },
     /// A save for the probed client.
     Save { from: SocketAddr, id: MsgId, to: Name, msg: StoredMessage },
     /// A channel message the probed client did not ACK.

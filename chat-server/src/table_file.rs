@@ -1,5 +1,7 @@
 //! The client table on disk, so that a restarted server still knows who exists, where they
-//! were, their secrets, and who is offline with messages waiting.
+//! were, the hashes of their secrets (never a secret: a table written before hashes is read,
+//! its secrets hashed as they are read), and who is offline with messages waiting. Both files are
+//! mode 0600.
 //!
 //! Two files: `clients.json`, the whole table at some version, and `clients.log`, one line per
 //! batch of changes after it (the changed rows, with the version they give). Each batch costs an

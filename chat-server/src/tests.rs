@@ -274,6 +274,7 @@ fn table_version(d: &Datagram) -> Option<u64> {
 }
 
 mod amplification;
+mod at_rest;
 mod channel;
 mod disk;
 mod jobs;

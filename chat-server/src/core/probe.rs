@@ -59,7 +59,7 @@ impl<S: Store> Server<S> {
 
     fn on_dead(&mut self, _now: Instant, w: Waiter) {
         match w {
-            Waiter::Register { from, id, name, key } => self.register(from, id, &name, None, key),
+            Waiter::Register { from, id, name, secret, key } => self.register(from, id, &name, secret, key),
             Waiter::Save { from, id, to, msg } => self.store_for(from, id, &to, msg),
             Waiter::Channel(d) => self.store_channel(&d.to, &d.msg),
         }

@@ -24,7 +24,8 @@ impl<S: Store> Server<S> {
             return;
         }
         // The name belongs to the key that first registered it, and to the secret it was given.
-        let wrong_secret = self.clients.secret(&name).is_some_and(|known| Some(known) != secret.as_ref());
+        let wrong_secret =
+            self.clients.has_secret(&name) && !secret.as_ref().is_some_and(|s| self.clients.secret_matches(&name, s));
         let wrong_key = self.clients.key(&name).is_some_and(|known| *known != key);
         if wrong_secret || wrong_key {
             // Online elsewhere, the name is simply in use; offline, or a restart at the same
@@ -39,7 +40,7 @@ impl<S: Store> Server<S> {
             Some(e) if e.online && e.addr != from => {
                 tracing::info!(%name, %from, old = %e.addr, "name online elsewhere");
                 self.dedup.pending(from, id);
-                let waiter = Waiter::Register { from, id, name: name.clone(), key };
+                let waiter = Waiter::Register { from, id, name: name.clone(), secret, key };
                 self.probes.probe(now, &name, e.addr, waiter, &mut self.ids, &mut self.out);
             }
             _ => self.register(from, id, &name, secret, key),
@@ -65,11 +66,12 @@ impl<S: Store> Server<S> {
         // confirms this registration, not one that joined from here before.
         self.tables.forget(from);
         self.joining.take(from);
-        let secret = match self.clients.secret(name) {
-            Some(s) => s.clone(),
-            None => {
+        // The server keeps only a hash: a known name is answered with the secret it showed.
+        let secret = match shown {
+            Some(s) if self.clients.has_secret(name) => s,
+            shown => {
                 let s = shown.unwrap_or_else(|| self.ids.fresh_secret());
-                self.clients.set_secret(name, s.clone());
+                self.clients.set_secret(name, &s);
                 s
             }
         };
@@ -108,7 +110,7 @@ impl<S: Store> Server<S> {
             self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotRegistered });
             return;
         }
-        if self.clients.secret(name) != Some(secret) {
+        if !self.clients.secret_matches(name, secret) {
             self.answer(from, id, Datagram::Refused { id, reason: Refusal::NotOwner });
             return;
         }
