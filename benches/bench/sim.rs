@@ -283,6 +283,7 @@ pub(crate) async fn bind() -> UdpSocket {
 
 pub(crate) fn rand_seed() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = getrandom::u64().unwrap_or(0x5eed);
+    // No fallback: a bench without randomness stops and says why.
+    let base = getrandom::u64().expect("the OS random source must give a seed");
     base ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 40)
 }
