@@ -7,6 +7,7 @@
 mod harness;
 
 mod args;
+mod at_rest;
 mod channel;
 mod direct;
 mod disk;

@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -110,17 +111,31 @@ impl Proc {
 
     /// Starts `chatapp` with `args` and its `TZ` set to `tz`, whatever the zone of the test run.
     pub fn spawn_in(label: impl Into<String>, args: &[&str], tz: &str) -> Proc {
-        Self::spawn_through(label, &[], args, tz)
+        Self::spawn_through(label, &[], args, tz, |_| {})
+    }
+
+    /// Starts `chatapp` with `args` in UTC, from the current directory `cwd`, with `HOME` set to
+    /// `home` and no `XDG_DATA_HOME`: as a user whose home is `home` starts it from `cwd`.
+    pub fn spawn_at_home(label: impl Into<String>, args: &[&str], home: &Path, cwd: &Path) -> Proc {
+        Self::spawn_through(label, &[], args, UTC_TZ, |c| {
+            c.env("HOME", home).env_remove("XDG_DATA_HOME").current_dir(cwd);
+        })
     }
 
     /// Starts `wrapper` (a command and its arguments, e.g. one that sets up a mount and then
     /// execs what follows it) with the `chatapp` binary and `args` after it, in UTC. An empty
     /// `wrapper` starts `chatapp` itself.
     pub fn spawn_wrapped(label: impl Into<String>, wrapper: &[&str], args: &[&str]) -> Proc {
-        Self::spawn_through(label, wrapper, args, UTC_TZ)
+        Self::spawn_through(label, wrapper, args, UTC_TZ, |_| {})
     }
 
-    fn spawn_through(label: impl Into<String>, wrapper: &[&str], args: &[&str], tz: &str) -> Proc {
+    fn spawn_through(
+        label: impl Into<String>,
+        wrapper: &[&str],
+        args: &[&str],
+        tz: &str,
+        setup: impl FnOnce(&mut Command),
+    ) -> Proc {
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -129,6 +144,7 @@ impl Proc {
             }
             None => Command::new(bin()),
         };
+        setup(&mut command);
         let mut child = command
             .args(args)
             .env("TZ", tz)
