@@ -19,3 +19,4 @@ mod relay;
 mod robustness;
 mod sealed;
 mod security;
+mod trust;
