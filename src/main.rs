@@ -80,6 +80,7 @@ async fn chat(
     let files = chat_client::Files {
         history: opts.data_dir.join(format!("{stem}.history")),
         secret: opts.data_dir.join(format!("{stem}.secret")),
+        keys: opts.data_dir.join(format!("{stem}.keys")),
     };
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
     let code = chat_client::run(socket, cfg, name.clone(), server, key, files, shutdown).await?;

@@ -27,6 +27,16 @@ pub enum Command {
         /// Must be the client's own name.
         name: Name,
     },
+    /// `verify <name>`: the safety number with that name's key
+    Verify {
+        /// Whose key.
+        name: Name,
+    },
+    /// `trust <name>`: accept that name's new key
+    Trust {
+        /// Whose key.
+        name: Name,
+    },
     /// `list`
     List,
     /// `help`
@@ -65,13 +75,17 @@ const SEND: &str = "send <name> <message>";
 const SEND_ALL: &str = "send_all <message>";
 const DEREG: &str = "dereg <name>";
 const REG: &str = "reg <name>";
+const VERIFY: &str = "verify <name>";
+const TRUST: &str = "trust <name>";
 
 /// The lines `help` prints.
-pub const HELP: [&str; 7] = [
+pub const HELP: [&str; 9] = [
     "send <name> <message>   direct message to a client",
     "send_all <message>      message to everyone, through the server",
     "dereg <name>            go offline (your own name)",
     "reg <name>              come back online and get stored messages",
+    "verify <name>           safety number to compare with that client",
+    "trust <name>            accept that client's new key",
     "list                    show the client table",
     "help                    show this list",
     "quit                    go offline and exit",
@@ -97,6 +111,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, CommandError> {
         "send_all" => Command::SendAll { text: text_of(rest)? },
         "dereg" => Command::Dereg { name: only_name(rest, DEREG)? },
         "reg" => Command::Reg { name: only_name(rest, REG)? },
+        "verify" => Command::Verify { name: only_name(rest, VERIFY)? },
+        "trust" => Command::Trust { name: only_name(rest, TRUST)? },
         "list" => Command::List,
         "help" => Command::Help,
         "quit" | "exit" => Command::Quit,
@@ -170,6 +186,8 @@ mod tests {
             ("send_all Welcome to Channel", Command::SendAll { text: t("Welcome to Channel") }),
             ("dereg alice", Command::Dereg { name: n("alice") }),
             ("reg alice\r\n", Command::Reg { name: n("alice") }),
+            ("verify bob", Command::Verify { name: n("bob") }),
+            ("trust bob ", Command::Trust { name: n("bob") }),
             ("list", Command::List),
             ("help", Command::Help),
             ("quit", Command::Quit),
@@ -191,6 +209,8 @@ mod tests {
         assert_eq!(parse("send_all"), Err(CommandError::Usage(SEND_ALL)));
         assert_eq!(parse("dereg"), Err(CommandError::Usage(DEREG)));
         assert_eq!(parse("reg a b"), Err(CommandError::Usage(REG)));
+        assert_eq!(parse("verify"), Err(CommandError::Usage(VERIFY)));
+        assert_eq!(parse("trust bob carol"), Err(CommandError::Usage(TRUST)));
         let long = format!("send bob {}", "x".repeat(chat_proto::MAX_TEXT_BYTES + 1));
         assert_eq!(parse(&long), Err(CommandError::TooLong(chat_proto::MAX_TEXT_BYTES + 1)));
         assert_eq!(parse("send bob \u{1b}[2J"), Err(CommandError::ControlChar));

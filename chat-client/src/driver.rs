@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chat_core::{Entropy, Transmit};
-use chat_proto::{KeyPair, MAX_DATAGRAM, Name, Secret};
+use chat_proto::{KeyPair, MAX_DATAGRAM, Name, PublicKey, Secret};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use tokio::sync::mpsc;
 
 use crate::output::{self, Input, Printer};
-use crate::{Client, ClientError, Config, Event, Identity};
+use crate::{Client, ClientError, Config, Event, Identity, KeyBook};
 
 /// The files a client keeps in its data directory.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct Files {
     pub history: PathBuf,
     /// The name's secret, handed out by the server at the first registration.
     pub secret: PathBuf,
+    /// The key book: the key first seen (or trusted) for each name, one `name hex` line each.
+    pub keys: PathBuf,
 }
 
 /// Runs the client named `me`, whose long-term key is `key`, on `socket` against the server at `server` until it exits (the
@@ -30,7 +32,8 @@ pub struct Files {
 /// Commands come from the terminal or standard input, lines go to standard output.
 ///
 /// # Errors
-/// [`ClientError`]: the secret file exists but cannot be read, or the OS gives no randomness;
+/// [`ClientError`]: the secret file or the key book exists but cannot be read or holds
+/// something else, or the OS gives no randomness;
 /// network errors are logged and survived.
 pub async fn run(
     socket: UdpSocket,
@@ -42,12 +45,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<i32, ClientError> {
     let identity = Identity::new(key, read_secret(&files.secret)?);
+    let book = read_keys(&files.keys)?;
     let entropy = Entropy::from_os()?;
     let (input, mut printer) = output::start(Some(files.history.clone()));
     // A script reads answers line by line: it gets them in the order of its commands.
     let cfg = Config { answers_in_order: printer.is_plain(), ..cfg };
-    let core = Client::new(cfg, me, server, identity, entropy);
-    let code = drive(core, &socket, input, &mut printer, Some(&files.secret), shutdown).await;
+    let core = Client::new(cfg, me, server, identity, entropy).with_key_book(book);
+    let code = drive(core, &socket, input, &mut printer, Some(&files), shutdown).await;
     printer.restore();
     Ok(code)
 }
@@ -86,14 +90,14 @@ impl Sink for mpsc::UnboundedSender<Event> {
 }
 
 /// Drives `core` on `socket` with commands from `input` and events to `out` until it exits;
-/// keeps a new secret in `secret_file`. [`run`] uses it with the terminal; a program that embeds
+/// keeps a new secret and new entries of the key book in `files`. [`run`] uses it with the terminal; a program that embeds
 /// a client (a benchmark, a gateway) uses it with channels.
 pub async fn drive(
     mut core: Client,
     socket: &UdpSocket,
     mut input: mpsc::UnboundedReceiver<Input>,
     out: &mut impl Sink,
-    secret_file: Option<&Path>,
+    files: Option<&Files>,
     shutdown: CancellationToken,
 ) -> i32 {
     core.start(Instant::now());
@@ -129,10 +133,24 @@ pub async fn drive(
             () = &mut timer, if wake.is_some() => {}
         }
         core.handle_timeout(Instant::now());
-        if let (Some(secret), Some(path)) = (core.poll_secret(), secret_file) {
-            if let Err(e) = write_secret(path, &secret) {
-                core.notice(format!("Cannot keep the name's secret in {}: {e}.", path.display()));
-            }
+        keep(&mut core, files);
+    }
+}
+
+/// Keeps what the core handed out: a new secret, new entries of the key book (each problem
+/// told to the user once it happens).
+fn keep(core: &mut Client, files: Option<&Files>) {
+    let secret = core.poll_secret();
+    let keys = core.poll_keys();
+    let Some(files) = files else { return };
+    if let Some(secret) = secret {
+        if let Err(e) = write_secret(&files.secret, &secret) {
+            core.notice(format!("Cannot keep the name's secret in {}: {e}.", files.secret.display()));
+        }
+    }
+    if !keys.is_empty() {
+        if let Err(e) = append_keys(&files.keys, &keys) {
+            core.notice(format!("Cannot keep the key book in {}: {e}.", files.keys.display()));
         }
     }
 }
@@ -166,6 +184,31 @@ fn read_secret(path: &Path) -> Result<Option<Secret>, ClientError> {
     }
 }
 
+/// The key book kept by earlier runs (empty if none).
+fn read_keys(path: &Path) -> Result<KeyBook, ClientError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => KeyBook::parse(&text).map_err(|source| ClientError::BadKeys { path: path.to_owned(), source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(KeyBook::default()),
+        Err(source) => Err(ClientError::ReadKeys { path: path.to_owned(), source }),
+    }
+}
+
+/// Appends `keys` to the key book (a later line for a name replaces an earlier one), where only
+/// this user can read it.
+fn append_keys(path: &Path, keys: &[(Name, PublicKey)]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    let text: String = keys.iter().map(|(n, k)| KeyBook::line(n, k)).collect();
+    io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_data()
+}
+
 /// Keeps the secret where only this user can read it.
 fn write_secret(path: &Path, secret: &Secret) -> io::Result<()> {
     if let Some(dir) = path.parent() {
@@ -196,6 +239,33 @@ mod tests {
         assert!(!shown.contains(&cause), "the cause is chained, not repeated: {shown}");
         std::fs::write(&path, "00112233445566778899aabbccddeeff\n").expect("write");
         assert!(matches!(read_secret(&path), Ok(Some(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_key_book_round_trips_through_its_file_kept_private_and_a_bad_one_names_it() {
+        let dir = std::env::temp_dir().join(format!("chat-client-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("alice.keys");
+        let _ = std::fs::remove_file(&path);
+        assert!(read_keys(&path).expect("no file yet").known(&Name::new("bob").expect("name")).is_none());
+        let (bob, carol) = (Name::new("bob").expect("name"), Name::new("carol").expect("name"));
+        append_keys(&path, &[(bob.clone(), PublicKey::from([1; 32])), (carol.clone(), PublicKey::from([2; 32]))])
+            .expect("append");
+        append_keys(&path, &[(bob.clone(), PublicKey::from([3; 32]))]).expect("append");
+        let book = read_keys(&path).expect("its own file");
+        assert_eq!(book.known(&bob), Some(PublicKey::from([3; 32])), "the later line wins");
+        assert_eq!(book.known(&carol), Some(PublicKey::from([2; 32])));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "bob nothex\n").expect("write");
+        let err = read_keys(&path).expect_err("damaged");
+        assert_eq!(err.to_string(), format!("the key book {} is damaged", path.display()));
+        assert_eq!(err.source().expect("a cause").to_string(), "line 1: not a key (64 hex digits)");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -24,6 +24,24 @@ pub enum ClientError {
         #[source]
         source: chat_proto::SecretError,
     },
+    /// The key book exists but cannot be read.
+    #[error("cannot read the key book {path}")]
+    ReadKeys {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key book holds a line that is not a name and a key.
+    #[error("the key book {path} is damaged")]
+    BadKeys {
+        /// The file.
+        path: PathBuf,
+        /// Which line, and why.
+        #[source]
+        source: crate::keybook::KeyBookError,
+    },
     /// The OS gives no randomness for the client's ids.
     #[error("no randomness for the client's ids")]
     Entropy(#[from] chat_core::EntropyError),

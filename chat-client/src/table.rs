@@ -83,6 +83,12 @@ impl LocalTable {
         table.clients.iter().find(|r| &r.name == name).and_then(|r| r.key)
     }
 
+    /// Every name with a key in the table, and its key.
+    pub fn keys(&self) -> Vec<(Name, chat_proto::PublicKey)> {
+        let rows = self.table.iter().flat_map(|t| &t.clients);
+        rows.filter_map(|r| Some((r.name.clone(), r.key?))).collect()
+    }
+
     fn version(&self) -> Option<u64> {
         self.table.as_ref().map(|t| t.version)
     }

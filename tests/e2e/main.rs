@@ -20,3 +20,4 @@ mod relay;
 mod robustness;
 mod sealed;
 mod security;
+mod trust;

@@ -7,11 +7,13 @@ use crate::harness::{
 };
 
 /// The lines `help` prints, in order.
-const HELP: [&str; 7] = [
+const HELP: [&str; 9] = [
     ">>> send <name> <message>   direct message to a client",
     ">>> send_all <message>      message to everyone, through the server",
     ">>> dereg <name>            go offline (your own name)",
     ">>> reg <name>              come back online and get stored messages",
+    ">>> verify <name>           safety number to compare with that client",
+    ">>> trust <name>            accept that client's new key",
     ">>> list                    show the client table",
     ">>> help                    show this list",
     ">>> quit                    go offline and exit",

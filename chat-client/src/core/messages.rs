@@ -116,6 +116,8 @@ impl Client {
                 self.notice(format!("You can only dereg yourself ({}).", self.me));
             }
             Command::Dereg { .. } => self.session.handle_leave(false),
+            Command::Verify { name } => self.verify(&name),
+            Command::Trust { name } => self.trust(&name),
             Command::Send { to, text } => self.send(now, to, text),
             Command::SendAll { text } => self.send_all(now, text),
         }
@@ -131,6 +133,10 @@ impl Client {
             self.notice(format!("Message not sent: the table has no key for {to}."));
             return;
         };
+        if self.keys.holds(&to, key) {
+            self.notice(format!("Message not sent: {}", super::trust::changed_advice(&to)));
+            return;
+        }
         let chat_id = self.fresh_id();
         let nonce = self.entropy.bytes();
         let me = self.me.clone();

@@ -14,13 +14,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::{Entropy, Transmit};
-use chat_proto::{Datagram, MsgId, Name, Sealed, Secret, Text};
+use chat_proto::{Datagram, MsgId, Name, PublicKey, Sealed, Secret, Text};
 
 use crate::answers::Answers;
 use crate::command::{Command, parse};
 use crate::event::Event;
 use crate::identity::Identity;
 use crate::inbox::Inbox;
+use crate::keybook::KeyBook;
 use crate::requests::{Due, Requests};
 use crate::send::Outgoing;
 use crate::session::{Session, Stage};
@@ -28,6 +29,7 @@ use crate::table::LocalTable;
 
 mod messages;
 mod server;
+mod trust;
 
 /// How the client times its retries.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +110,8 @@ pub struct Client {
     me: Name,
     server: SocketAddr,
     identity: Identity,
+    /// The key first seen for each name, and the names whose key changed since.
+    keys: KeyBook,
     session: Session,
     table: LocalTable,
     requests: Requests<Kind>,
@@ -145,6 +149,7 @@ impl Client {
             me,
             server,
             identity,
+            keys: KeyBook::default(),
             session: Session::default(),
             table: LocalTable::new(cfg.ack_timeout, cfg.retries),
             requests: Requests::new(cfg.ack_timeout, cfg.retries),
@@ -162,6 +167,13 @@ impl Client {
             unverified: VecDeque::new(),
             unauthentic: 0,
         }
+    }
+
+    /// The key book an earlier run kept: the keys first seen for each name.
+    #[must_use]
+    pub fn with_key_book(mut self, keys: KeyBook) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Sends the first registration.
@@ -209,11 +221,14 @@ impl Client {
             Datagram::Ack { id } => self.on_ack(now, id),
             Datagram::ChannelPartial { id, full, unstored } => self.on_channel_partial(now, id, &full, &unstored),
             Datagram::Exists { id, row } => self.on_exists(now, id, row),
-            Datagram::TableDelta { base, version, rows } => self.on_table(now, |t| t.handle_delta(base, version, rows)),
-            Datagram::TablePage { version, page, pages, clients } => {
-                self.on_table(now, |t| t.handle_page(version, page, pages, clients));
+            Datagram::TableDelta { base, version, rows } => {
+                let keyed = trust::keyed(&rows);
+                self.on_table(now, |t| t.handle_delta(base, version, rows), Some(keyed));
             }
-            Datagram::Table(table) => self.on_table(now, |t| t.handle_table(table)),
+            Datagram::TablePage { version, page, pages, clients } => {
+                self.on_table(now, |t| t.handle_page(version, page, pages, clients), None);
+            }
+            Datagram::Table(table) => self.on_table(now, |t| t.handle_table(table), None),
             Datagram::Stored { id, index, message } => self.on_stored(now, id, index, message),
             Datagram::Probe { id } if self.session.answers_peers() => {
                 self.send_once(server, &Datagram::ProbeAck { id, name: self.me.clone() });
@@ -289,6 +304,11 @@ impl Client {
     /// When [`Client::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.requests.next_timeout().into_iter().chain(self.table.next_timeout()).min()
+    }
+
+    /// Keys first seen (or trusted) that the driver has not kept in the key book yet.
+    pub fn poll_keys(&mut self) -> Vec<(Name, PublicKey)> {
+        self.keys.poll_unsaved()
     }
 
     /// A secret the server handed out that the driver has not kept yet.

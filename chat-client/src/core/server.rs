@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use chat_proto::{
-    Body, ClientRow, Datagram, MsgId, Name, Origin, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Text,
+    Body, ClientRow, Datagram, MsgId, Name, Origin, PublicKey, REGISTER_PAD_TO, Refusal, Secret, StoredMessage, Text,
 };
 
 use super::{Client, Kind};
@@ -263,8 +263,10 @@ impl Client {
         };
         self.in_turn(o.turn(), |c| {
             c.emit(Event::Exists { to: o.to().clone() });
+            let keyed = super::trust::keyed(std::slice::from_ref(&row));
             c.table.apply_row(row);
             c.emit(Event::TableUpdated);
+            c.check_keys(keyed);
             o.handle_exists();
             c.direct(now, o);
         });
@@ -288,7 +290,14 @@ impl Client {
 
     // ---- the table ----
 
-    pub(super) fn on_table(&mut self, now: Instant, apply: impl FnOnce(&mut LocalTable) -> Applied) {
+    /// Applies a table datagram; `keyed`: the names and keys it carries, if not the whole
+    /// table (a delta), checked against the key book once applied.
+    pub(super) fn on_table(
+        &mut self,
+        now: Instant,
+        apply: impl FnOnce(&mut LocalTable) -> Applied,
+        keyed: Option<Vec<(Name, PublicKey)>>,
+    ) {
         if !self.session.answers_peers() {
             return;
         }
@@ -298,6 +307,8 @@ impl Client {
         }
         if changed {
             self.table_changed(now);
+            let keyed = keyed.unwrap_or_else(|| self.table.keys());
+            self.check_keys(keyed);
         }
     }
 

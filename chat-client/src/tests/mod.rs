@@ -112,8 +112,15 @@ impl Fixture {
     }
 
     fn with(cfg: Config) -> Self {
+        Self::as_client(cfg, "alice", crate::KeyBook::default())
+    }
+
+    /// The client of `who` (with `who`'s key pair), which an earlier run left `keys`.
+    fn as_client(cfg: Config, who: &str, keys: crate::KeyBook) -> Self {
         let t0 = Instant::now();
-        let mut client = Client::new(cfg, name("alice"), addr(SERVER), identity(None), Entropy::from_seed([1; 32]));
+        let identity = crate::Identity::new(pair(who), None);
+        let client = Client::new(cfg, name(who), addr(SERVER), identity, Entropy::from_seed([1; 32]));
+        let mut client = client.with_key_book(keys);
         client.start(t0);
         Self { client, t0, now: t0 }
     }
@@ -125,12 +132,25 @@ impl Fixture {
 
     /// The same, with `cfg`.
     fn online_with(cfg: Config, bob_online: bool) -> Self {
-        let mut f = Self::with(cfg);
+        Self::registered_as(Self::with(cfg), bob_online)
+    }
+
+    /// `f`, just started, registered at version 10; its table shows bob as `bob_online`.
+    fn registered_as(f: Self, bob_online: bool) -> Self {
+        Self::registered_expecting(
+            f,
+            bob_online,
+            &[">>> [Welcome, You are registered.]", ">>> [Client table updated.]"],
+        )
+    }
+
+    /// `f`, just started, registered at version 10 with bob as `bob_online`, having shown `lines`.
+    fn registered_expecting(mut f: Self, bob_online: bool, lines: &[&str]) -> Self {
         let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
         f.registered(id, 10, 0);
         f.recv(SERVER, Datagram::Table(table(10, true, bob_online)));
         f.sent();
-        assert_eq!(f.events(), [">>> [Welcome, You are registered.]", ">>> [Client table updated.]"]);
+        assert_eq!(f.events(), lines);
         f
     }
 
@@ -214,3 +234,4 @@ mod lossy;
 mod register;
 mod send;
 mod tables;
+mod trust;
