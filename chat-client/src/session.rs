@@ -83,7 +83,7 @@ impl Session {
     /// it offline now means the server lost track of it (also while stored messages are being
     /// fetched: the server may mark it gone then, and the answer to its `fetch_done` may come
     /// after the table that says so).
-    pub fn online(&self) -> bool {
+    pub fn confirmed(&self) -> bool {
         matches!(self.stage, Stage::Fetching { .. } | Stage::Online)
     }
 
@@ -192,7 +192,7 @@ mod tests {
         let mut s = Session::default();
         s.handle_registered(0);
         assert_eq!(s.handle_confirmed(), (Some(Event::Welcome), 0));
-        assert!(s.online());
+        assert!(s.confirmed());
         s.handle_join();
         s.handle_registered(0);
         assert_eq!(s.handle_confirmed(), (None, 0), "the client registered again on its own");
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(s.handle_confirmed(), (Some(Event::Welcome), 2));
         assert!(s.fetch_mut().is_some() && s.holds());
         s.handle_fetched();
-        assert!(s.online());
+        assert!(s.confirmed());
     }
 
     #[test]

@@ -315,7 +315,7 @@ impl Client {
     /// Shows the update; a table that says the server lost track of this client (its probe
     /// answers were lost) makes it register again.
     pub(super) fn table_changed(&mut self, now: Instant) {
-        if self.table.lost(&self.me) && self.session.online() {
+        if self.table.lost(&self.me) && self.session.confirmed() {
             tracing::info!("the server lists this client offline: registering again");
             self.register(now);
         }
