@@ -121,7 +121,7 @@ impl fmt::Display for Event {
             Self::NotOwner(name) => {
                 write!(
                     f,
-                    ">>> [Name {name} belongs to another client: its secret is not in this data directory.]\n>>> [Exiting]"
+                    ">>> [Name {name} belongs to another client: its key and secret are not in this data directory.]\n>>> [Exiting]"
                 )
             }
         }

@@ -5,7 +5,10 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{HAVE_MESSAGES, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, acked_by, chat, start_clients};
+use crate::harness::{
+    Client, HAVE_MESSAGES, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, acked_by, chat, free_port, new_dir,
+    start_clients,
+};
 
 /// Every file under `dir`, read whole.
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -72,4 +75,23 @@ fn the_server_keeps_a_direct_message_it_cannot_read() {
     bob.expect_line(WELCOME, WAIT);
     bob.expect_line(HAVE_MESSAGES, WAIT);
     bob.expect_stored("alice", TEXT);
+}
+
+#[test]
+fn a_copied_secret_without_the_key_does_not_take_the_name() {
+    let server = Server::start();
+    let [mut bob] = start_clients(&server, ["bob"]);
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    // Bob's secret, but not his key: the client makes a key of its own.
+    let dir = new_dir();
+    std::fs::copy(bob.dir.path().join("bob.secret"), dir.path().join("bob.secret")).expect("copy the secret");
+    let thief = Client::spawn("bob", server.port, free_port(), dir, &[]);
+    thief.expect_line(
+        ">>> [Name bob belongs to another client: its key and secret are not in this data directory.]",
+        WAIT,
+    );
+    assert_eq!(thief.wait_exit(WAIT).code(), Some(1));
+    bob.send_line("reg bob");
+    bob.expect_line(WELCOME, WAIT);
 }
