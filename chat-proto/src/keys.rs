@@ -111,6 +111,12 @@ impl KeyPair {
         &self.secret
     }
 
+    /// The secret half's bytes, for a Noise handshake (`snow` takes the static key as bytes and
+    /// keeps its own copy).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.secret.to_bytes()
+    }
+
     /// The text of a key file: the secret half as 64 hex digits and a newline.
     pub fn to_file_text(&self) -> String {
         let hex: String = self.secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect();

@@ -1,0 +1,291 @@
+//! The channel between the two ends, with a fake clock and datagrams carried by hand: lost,
+//! repeated, replayed, forged.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_core::Entropy;
+use chat_proto::KeyPair;
+
+use crate::client::{RESEND, RESTART_GAP};
+use crate::server::COOKIE_PERIOD;
+use crate::*;
+
+const ALICE: &str = "127.0.0.1:4001";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+struct Net {
+    now: Instant,
+    client: ClientChannel,
+    server: ServerChannel,
+    server_key: KeyPair,
+    client_key: KeyPair,
+    /// What the client got from the server, in order.
+    got_by_client: Vec<Vec<u8>>,
+    /// What the server got, in order.
+    got_by_server: Vec<Vec<u8>>,
+    /// Every datagram the client sent and the server sent, in order.
+    to_server: Vec<Vec<u8>>,
+    to_client: Vec<Vec<u8>>,
+}
+
+impl Net {
+    fn new(cfg: ServerConfig) -> Self {
+        let now = Instant::now();
+        let server_key = KeyPair::from_secret([1; 32]);
+        let client_key = KeyPair::from_secret([2; 32]);
+        Self {
+            now,
+            client: ClientChannel::new(client_key.clone(), None, Entropy::from_seed([3; 32])),
+            server: ServerChannel::new(server_key.clone(), cfg, now, Entropy::from_seed([4; 32])),
+            server_key,
+            client_key,
+            got_by_client: Vec::new(),
+            got_by_server: Vec::new(),
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+        }
+    }
+
+    /// Carries every queued datagram both ways until none is left; `lose` drops the ones it
+    /// returns true for (by direction and bytes).
+    fn run(&mut self, mut lose: impl FnMut(bool, &[u8]) -> bool) {
+        let mut buf = vec![0u8; 70_000];
+        loop {
+            let mut moved = false;
+            while let Some(d) = self.client.poll_transmit() {
+                moved = true;
+                self.to_server.push(d.clone());
+                if lose(true, &d) {
+                    continue;
+                }
+                if let Some((key, plain)) = self.server.receive(self.now, addr(ALICE), &d, &mut buf) {
+                    assert_eq!(key, self.client_key.public(), "the server knows who sent it");
+                    self.got_by_server.push(plain.to_vec());
+                }
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                moved = true;
+                assert_eq!(t.to, addr(ALICE));
+                self.to_client.push(t.bytes.to_vec());
+                if lose(false, &t.bytes) {
+                    continue;
+                }
+                if let Some(plain) = self.client.receive(self.now, &t.bytes, &mut buf) {
+                    self.got_by_client.push(plain.to_vec());
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        self.run(|_, _| false);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.client.handle_timeout(self.now);
+        self.server.handle_timeout(self.now);
+    }
+}
+
+#[test]
+fn a_handshake_pins_the_server_key_and_carries_both_ways_what_waited_for_it() {
+    let mut net = Net::new(ServerConfig::default());
+    net.client.send(net.now, b"register");
+    net.client.send(net.now, b"second");
+    net.deliver();
+    assert_eq!(net.client.poll_event(), Some(ClientEvent::KeyLearned(net.server_key.public())));
+    assert_eq!(net.client.pinned(), Some(net.server_key.public()));
+    assert!(net.client.is_established());
+    assert_eq!(net.got_by_server, [b"register".to_vec(), b"second".to_vec()]);
+    assert_eq!(net.server.client_key(addr(ALICE)), Some(net.client_key.public()));
+    net.server.send(net.now, addr(ALICE), b"welcome");
+    net.deliver();
+    assert_eq!(net.got_by_client, [b"welcome".to_vec()]);
+    let sizes: Vec<usize> = net.to_server.iter().chain(&net.to_client).map(Vec::len).collect();
+    assert_eq!(&sizes[..2], [INITIATION_LEN, 69], "initiation, final");
+    assert_eq!(net.to_client[0].len(), 105, "response");
+    assert_eq!(net.to_server[2].len(), b"register".len() + DATA_OVERHEAD);
+    assert!(net.to_server.iter().all(|d| !contains(d, b"register")), "no plaintext on the wire");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_server_showing_another_key_than_the_pinned_one_is_refused_and_gets_nothing() {
+    let mut net = Net::new(ServerConfig::default());
+    let pinned = KeyPair::from_secret([9; 32]).public();
+    net.client = ClientChannel::new(net.client_key.clone(), Some(pinned), Entropy::from_seed([3; 32]));
+    net.client.send(net.now, b"secret request");
+    net.deliver();
+    assert_eq!(net.client.poll_event(), Some(ClientEvent::KeyRefused { shown: net.server_key.public(), pinned }));
+    assert!(net.got_by_server.is_empty());
+    assert_eq!(net.to_server.len(), 1, "only the initiation went out");
+    net.client.send(net.now, b"more");
+    net.advance(RESEND * 4);
+    assert!(net.client.poll_transmit().is_none(), "a refused channel sends nothing more");
+}
+
+#[test]
+fn a_replayed_or_altered_datagram_is_dropped_and_a_replayed_handshake_draws_no_new_state() {
+    let mut net = Net::new(ServerConfig::default());
+    net.client.send(net.now, b"save 1");
+    net.deliver();
+    let mut buf = vec![0u8; 70_000];
+    let data = net.to_server.last().expect("the save").clone();
+    let before = net.server.dropped();
+    assert!(net.server.receive(net.now, addr(ALICE), &data, &mut buf).is_none(), "a replay");
+    let mut altered = data.clone();
+    *altered.last_mut().expect("bytes") ^= 1;
+    assert!(net.server.receive(net.now, addr(ALICE), &altered, &mut buf).is_none(), "altered");
+    assert!(net.server.receive(net.now, addr("127.0.0.1:4002"), &data, &mut buf).is_none(), "from elsewhere");
+    assert_eq!(net.server.dropped(), before + 3);
+    // The handshake's datagrams again: the initiation gets the same response or nothing new,
+    // the final only a confirmation; no new session either way.
+    let (initiation, last) = (net.to_server[0].clone(), net.to_server[1].clone());
+    let sessions = net.server.sessions();
+    assert!(net.server.receive(net.now, addr(ALICE), &initiation, &mut buf).is_none());
+    assert!(net.server.receive(net.now, addr(ALICE), &last, &mut buf).is_none());
+    assert_eq!(net.server.sessions(), sessions);
+    while let Some(t) = net.server.poll_transmit() {
+        assert!(t.bytes.len() <= initiation.len());
+        assert!(net.client.receive(net.now, &t.bytes, &mut buf).is_none(), "nothing the client takes as data");
+    }
+    assert_eq!(net.got_by_server, [b"save 1".to_vec()], "taken once");
+    // And the server's datagrams replayed to the client.
+    net.server.send(net.now, addr(ALICE), b"table");
+    let table = net.server.poll_transmit().expect("sealed").bytes;
+    assert_eq!(net.client.receive(net.now, &table, &mut buf), Some(b"table".as_slice()));
+    assert_eq!(net.client.receive(net.now, &table, &mut buf), None, "a replay");
+}
+
+#[test]
+fn a_lost_response_or_confirmation_is_sent_again_and_the_handshake_completes() {
+    let mut net = Net::new(ServerConfig::default());
+    net.client.send(net.now, b"register");
+    // The server's first response and first confirmation are lost.
+    let (mut response_lost, mut confirmation_lost) = (false, false);
+    for _ in 0..2 {
+        net.run(|to_server, d| {
+            let lose = |lost: &mut bool| !std::mem::replace(lost, true);
+            match (to_server, d[0]) {
+                (false, 2) => lose(&mut response_lost),
+                (false, 4) => lose(&mut confirmation_lost),
+                _ => false,
+            }
+        });
+        assert!(!net.client.is_established());
+        net.advance(RESEND);
+    }
+    assert!(response_lost && confirmation_lost);
+    net.deliver();
+    assert!(net.client.is_established());
+    assert_eq!(net.got_by_server, [b"register".to_vec()], "taken once");
+    assert_eq!(net.server.sessions(), 1);
+}
+
+#[test]
+fn a_restarted_server_says_it_has_no_session_and_the_client_starts_another() {
+    let mut net = Net::new(ServerConfig::default());
+    net.client.send(net.now, b"one");
+    net.deliver();
+    net.server =
+        ServerChannel::new(net.server_key.clone(), ServerConfig::default(), net.now, Entropy::from_seed([5; 32]));
+    net.advance(RESTART_GAP);
+    net.client.send(net.now, b"two, lost");
+    net.deliver();
+    net.client.send(net.now, b"three");
+    net.deliver();
+    assert_eq!(net.got_by_server, [b"one".to_vec(), b"three".to_vec()], "the cores resend what was lost");
+    // A `no session` forged again right away costs no handshake.
+    let mut buf = [0u8; 64];
+    let sent = net.to_server.len();
+    net.client.receive(net.now, &[6], &mut buf);
+    net.deliver();
+    assert_eq!(net.to_server.len(), sent);
+    // The server wanting to send to an address with no session asks it to start one, once a second.
+    net.server.send(net.now, addr("127.0.0.1:4009"), b"probe");
+    net.server.send(net.now, addr("127.0.0.1:4009"), b"probe");
+    let hints: Vec<_> = std::iter::from_fn(|| net.server.poll_transmit()).collect();
+    assert_eq!(hints.len(), 1);
+    assert_eq!(&*hints[0].bytes, [6]);
+}
+
+#[test]
+fn a_busy_server_asks_for_a_cookie_that_proves_the_address_and_expires() {
+    let cfg = ServerConfig { busy_at: 0, ..ServerConfig::default() };
+    let mut net = Net::new(cfg);
+    net.client.send(net.now, b"register");
+    let mut buf = vec![0u8; 70_000];
+    let initiation = net.client.poll_transmit().expect("initiation");
+    assert!(net.server.receive(net.now, addr(ALICE), &initiation, &mut buf).is_none());
+    let cookie = net.server.poll_transmit().expect("a cookie").bytes;
+    assert_eq!(cookie.len(), 21);
+    assert_eq!(net.server.pending(), 0, "no state kept for an address not proven");
+    // The cookie is for this address only, and for a period.
+    let mut with_cookie = initiation.clone();
+    with_cookie[5..21].copy_from_slice(&cookie[5..21]);
+    net.server.receive(net.now, addr("127.0.0.1:4002"), &with_cookie, &mut buf);
+    assert_eq!(net.server.poll_transmit().expect("another cookie").bytes.len(), 21);
+    let late = net.now + COOKIE_PERIOD * 2;
+    net.server.receive(late, addr(ALICE), &with_cookie, &mut buf);
+    assert_eq!(net.server.poll_transmit().expect("expired: another cookie").bytes.len(), 21);
+    assert_eq!(net.server.pending(), 0);
+    // The client puts it in its initiation and goes on.
+    assert!(net.client.receive(net.now, &cookie, &mut buf).is_none());
+    net.deliver();
+    assert!(net.client.is_established());
+    assert_eq!(net.got_by_server, [b"register".to_vec()]);
+}
+
+#[test]
+fn garbage_and_truncated_datagrams_draw_nothing_and_change_nothing() {
+    let mut net = Net::new(ServerConfig::default());
+    net.client.send(net.now, b"x");
+    net.deliver();
+    let mut buf = vec![0u8; 70_000];
+    let samples: Vec<Vec<u8>> = net.to_server.iter().chain(&net.to_client).cloned().collect();
+    for d in &samples {
+        for cut in 0..d.len() {
+            assert!(net.server.receive(net.now, addr(ALICE), &d[..cut], &mut buf).is_none());
+            assert!(net.client.receive(net.now, &d[..cut], &mut buf).is_none());
+        }
+    }
+    for garbage in [&b"{\"type\":\"register\"}"[..], &[1; 300], &[4; 40], &[2; 105], &[3; 69], &[5; 21]] {
+        assert!(net.server.receive(net.now, addr(ALICE), garbage, &mut buf).is_none());
+        assert!(net.client.receive(net.now, garbage, &mut buf).is_none());
+    }
+    assert!(net.client.poll_transmit().is_none());
+    // Only `no session` answers (one byte, once a second): data under unknown indices.
+    let answers: Vec<_> = std::iter::from_fn(|| net.server.poll_transmit()).collect();
+    assert!(answers.iter().all(|t| *t.bytes == [6]), "{answers:?}");
+    assert!(answers.len() <= 1);
+    assert_eq!(net.server.sessions(), 1);
+    net.client.send(net.now, b"still works");
+    net.deliver();
+    assert_eq!(net.got_by_server.last().map(Vec::as_slice), Some(b"still works".as_slice()));
+}
+
+#[test]
+fn a_session_is_renewed_after_ten_minutes_and_the_old_one_forgotten_once_the_new_is_used() {
+    let mut net = Net::new(ServerConfig::default());
+    net.client.send(net.now, b"a");
+    net.deliver();
+    net.advance(crate::client::REKEY_AFTER);
+    net.client.send(net.now, b"b");
+    net.deliver();
+    assert_eq!(net.server.sessions(), 2, "the new session, and the old one still in use");
+    net.client.send(net.now, b"c");
+    net.deliver();
+    assert_eq!(net.server.sessions(), 1);
+    assert_eq!(net.got_by_server, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+}
