@@ -53,6 +53,12 @@ struct Cli {
     #[arg(long, value_name = "filter", env = "RUST_LOG")]
     log_level: Option<String>,
 
+    /// Client: the server's public key (64 hex digits, as the server logs it at start); a server
+    /// showing another key is refused [default: the key the server showed the first time, kept
+    /// in the data directory]
+    #[arg(long, value_name = "hex")]
+    server_key: Option<chat_proto::PublicKey>,
+
     /// Server: most messages kept for one offline client
     #[arg(long, value_name = "n", default_value_t = 10_000)]
     max_messages: usize,
@@ -82,6 +88,7 @@ pub struct Options {
     pub log_level: String,
     pub max_messages: usize,
     pub max_mailbox_bytes: u64,
+    pub server_key: Option<chat_proto::PublicKey>,
 }
 
 /// Parses the command line. `Err` carries the exit code after help, version or an error line
@@ -121,6 +128,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         log_level: cli.log_level.unwrap_or_else(|| if is_server { "info" } else { "warn" }.to_string()),
         max_messages: cli.max_messages,
         max_mailbox_bytes: cli.max_mailbox_bytes,
+        server_key: cli.server_key,
     })
 }
 

@@ -32,6 +32,9 @@ pub enum AppError {
     /// The client's key pair cannot be read or kept: it does not register.
     #[error("no identity, so no registration")]
     Identity(#[source] crate::identity::IdentityError),
+    /// The server's key pair cannot be read or kept: it does not serve.
+    #[error("no server key, so no service")]
+    ServerKey(#[source] crate::identity::IdentityError),
     /// The server stopped on an error.
     #[error("the server stopped")]
     Server(#[from] chat_server::ServerError),

@@ -56,10 +56,13 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
     let store = FileStore::open(&dir, limits)?;
     let socket = bind(SocketAddr::new(opts.listen, port)).await?;
     let local = socket.local_addr().map_err(AppError::LocalAddr)?;
+    // The key clients pin: the same across restarts, so they keep trusting this server.
+    let key = identity::load_or_create(&opts.data_dir.join("server.key")).map_err(AppError::ServerKey)?;
     tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
+    tracing::info!("server key {} (clients may pin it with --server-key)", key.public());
     let cfg = chat_server::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
     let table = chat_server::TableFile::new(&opts.data_dir);
-    chat_server::run(socket, store, table, cfg, shutdown).await?;
+    chat_server::run(socket, key, store, table, cfg, shutdown).await?;
     Ok(0)
 }
 
@@ -81,9 +84,10 @@ async fn chat(
         history: opts.data_dir.join(format!("{stem}.history")),
         secret: opts.data_dir.join(format!("{stem}.secret")),
         keys: opts.data_dir.join(format!("{stem}.keys")),
+        servers: opts.data_dir.join("known_servers"),
     };
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
-    let code = chat_client::run(socket, cfg, name.clone(), server, key, files, shutdown).await?;
+    let code = chat_client::run(socket, cfg, name.clone(), server, opts.server_key, key, files, shutdown).await?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
 

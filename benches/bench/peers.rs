@@ -21,8 +21,18 @@ use crate::sim::{key_of, name};
 use crate::{Line, Scale, ms, percentile, raw};
 
 /// A fresh identity for a benchmark client.
-fn identity() -> Identity {
-    Identity::new(chat_proto::KeyPair::generate().expect("OS randomness"), None)
+/// A client core named `me` with a new key, and its encrypted channel to `server`.
+fn client(me: chat_proto::Name, server: SocketAddr) -> (Client, chat_secure::ClientChannel) {
+    let key = chat_proto::KeyPair::generate().expect("OS randomness");
+    let channel = chat_secure::ClientChannel::new(key.clone(), None, Entropy::from_os().expect("OS randomness"));
+    let core = Client::new(
+        Config::default(),
+        me,
+        server,
+        Identity::new(key, None),
+        Entropy::from_os().expect("OS randomness"),
+    );
+    (core, channel)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -49,7 +59,8 @@ impl ServerHandle {
                 let limits = Limits { max_messages: 1_000_000, max_bytes: 1 << 32 };
                 let store = FileStore::open(path.join("mailboxes"), limits).expect("store");
                 let table = chat_server::TableFile::new(&path);
-                let _ = chat_server::run(socket, store, table, chat_server::Config::default(), token).await;
+                let key = chat_proto::KeyPair::generate().expect("OS randomness");
+                let _ = chat_server::run(socket, key, store, table, chat_server::Config::default(), token).await;
             });
         });
         ServerHandle { addr: rx.recv().expect("server address"), stop, _dir: dir }
@@ -108,9 +119,8 @@ impl Peer {
             tid_tx.send(nix::unistd::gettid()).expect("report the thread");
             runtime().block_on(async move {
                 let socket = crate::sim::bind().await;
-                let core =
-                    Client::new(Config::default(), me, server, identity(), Entropy::from_os().expect("OS randomness"));
-                chat_client::drive(core, &socket, in_rx, &mut sink, None, token).await
+                let (core, channel) = client(me, server);
+                chat_client::drive(core, channel, &socket, in_rx, &mut sink, None, token).await
             })
         });
         let tid = tid_rx.recv().expect("the client's thread");
@@ -184,9 +194,8 @@ fn with_alice<T>(
         let token = stop.clone();
         tokio::task::spawn_local(async move {
             let socket = crate::sim::bind().await;
-            let core =
-                Client::new(Config::default(), me, server, identity(), Entropy::from_os().expect("OS randomness"));
-            chat_client::drive(core, &socket, in_rx, &mut ev_tx, None, token).await
+            let (core, channel) = client(me, server);
+            chat_client::drive(core, channel, &socket, in_rx, &mut ev_tx, None, token).await
         });
         loop {
             match ev_rx.recv().await {

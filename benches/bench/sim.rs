@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use chat_core::Entropy;
 use chat_proto::{ClientRow, Datagram, MsgId, Name, REGISTER_PAD_TO, Secret, Text, decode, encode};
+use chat_secure::ClientChannel;
 use tokio::net::UdpSocket;
 
 /// What every simulated client saw, added up.
@@ -30,6 +32,9 @@ pub(crate) struct Sim {
     rows: HashMap<Name, bool>,
     pages: Option<(u64, Vec<Option<Vec<ClientRow>>>)>,
     next_id: u64,
+    /// The encrypted channel to the server, as a real client has.
+    channel: ClientChannel,
+    plain: Vec<u8>,
 }
 
 /// A receive buffer that fits any datagram, taken from this thread's pool and given back when
@@ -108,6 +113,8 @@ impl Sim {
             rows: HashMap::new(),
             pages: None,
             next_id: rand_seed(),
+            channel: ClientChannel::new(key_of(&name(name_)), None, Entropy::from_os().expect("OS randomness")),
+            plain: vec![0u8; 65_536],
         }
     }
 
@@ -121,9 +128,26 @@ impl Sim {
         MsgId(self.next_id)
     }
 
-    pub(crate) async fn send(&self, d: &Datagram) {
+    pub(crate) async fn send(&mut self, d: &Datagram) {
         let bytes = encode(d).expect("bench datagrams encode");
-        let _ = self.socket.send_to(&bytes, self.server).await;
+        let now = std::time::Instant::now();
+        self.channel.handle_timeout(now);
+        self.channel.send(now, &bytes);
+        self.flush().await;
+    }
+
+    /// Sends what the channel queued: handshake datagrams, and what waited for the session.
+    async fn flush(&mut self) {
+        while let Some(bytes) = self.channel.poll_transmit() {
+            let _ = self.socket.send_to(&bytes, self.server).await;
+        }
+    }
+
+    /// The datagram that `raw`, received from the server, carried (if it carried one).
+    pub(crate) async fn open(&mut self, raw: &[u8]) -> Option<Datagram> {
+        let opened = self.channel.receive(std::time::Instant::now(), raw, &mut self.plain).map(decode);
+        self.flush().await;
+        opened?.ok()
     }
 
     /// Sends `d` until a datagram for which `answer` returns `Some` arrives (other datagrams
@@ -139,7 +163,7 @@ impl Sim {
             self.send(d).await;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
             while let Ok(Ok((len, _))) = tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf)).await {
-                let Ok(got) = decode(&buf[..len]) else { continue };
+                let Some(got) = self.open(&buf[..len]).await else { continue };
                 seen.datagrams.fetch_add(1, Ordering::Relaxed);
                 seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
                 if let Some(t) = answer(&got) {

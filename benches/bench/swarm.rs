@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chat_proto::{Datagram, Origin, StoredMessage, decode, encode};
+use chat_proto::{Datagram, Origin, StoredMessage, encode};
 use tempfile::TempDir;
 
 use crate::peers::ServerHandle;
@@ -145,7 +145,7 @@ fn listen(mut sim: Sim, n: usize, got: Arc<AtomicUsize>, full: Arc<AtomicUsize>,
                 full.fetch_add(1, Ordering::Relaxed);
             }
             let Ok((len, _)) = sim.socket.recv_from(&mut buf).await else { return };
-            let Ok(d) = decode(&buf[..len]) else { continue };
+            let Some(d) = sim.open(&buf[..len]).await else { continue };
             seen.datagrams.fetch_add(1, Ordering::Relaxed);
             seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
             if matches!(d, Datagram::Channel { .. }) {
@@ -236,7 +236,7 @@ pub(crate) fn storm(n: usize) -> Vec<Line> {
                             continue;
                         };
                         let Ok((len, _)) = received else { break };
-                        let Ok(d) = decode(&buf[..len]) else { continue };
+                        let Some(d) = sim.open(&buf[..len]).await else { continue };
                         seen.datagrams.fetch_add(1, Ordering::Relaxed);
                         seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
                         sim.answer(&d).await;

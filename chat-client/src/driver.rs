@@ -1,5 +1,6 @@
 //! The async driver: one loop over the UDP socket, user input, the core's next timeout and
-//! shutdown.
+//! shutdown. What goes to and comes from the server passes the encrypted channel
+//! (`chat-secure`); peers' datagrams are sealed end to end by the core itself.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use chat_core::{Entropy, Transmit};
 use chat_proto::{KeyPair, MAX_DATAGRAM, Name, PublicKey, Secret};
+use chat_secure::{ClientChannel, ClientEvent};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -25,25 +27,37 @@ pub struct Files {
     pub secret: PathBuf,
     /// The key book: the key first seen (or trusted) for each name, one `name hex` line each.
     pub keys: PathBuf,
+    /// The servers' pinned keys, one `address hex` line each (a later line for an address
+    /// replaces an earlier one).
+    pub servers: PathBuf,
 }
 
-/// Runs the client named `me`, whose long-term key is `key`, on `socket` against the server at `server` until it exits (the
-/// returned code), the user leaves, or `shutdown` is cancelled (a silent leave, code 0).
-/// Commands come from the terminal or standard input, lines go to standard output.
+/// Runs the client named `me`, whose long-term key is `key`, on `socket` against the server at
+/// `server` until it exits (the returned code), the user leaves, or `shutdown` is cancelled (a
+/// silent leave, code 0). The server must show `server_key` if given, else the key pinned for
+/// it in `files`, else the key it shows is pinned. Commands come from the terminal or standard
+/// input, lines go to standard output.
 ///
 /// # Errors
-/// [`ClientError`]: the secret file or the key book exists but cannot be read or holds
-/// something else, or the OS gives no randomness;
-/// network errors are logged and survived.
+/// [`ClientError`]: the secret file, the key book or the pinned server keys exist but cannot be
+/// read or hold something else, or the OS gives no randomness; network errors are logged and
+/// survived.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     socket: UdpSocket,
     cfg: Config,
     me: Name,
     server: SocketAddr,
+    server_key: Option<PublicKey>,
     key: KeyPair,
     files: Files,
     shutdown: CancellationToken,
 ) -> Result<i32, ClientError> {
+    let pinned = match server_key {
+        Some(given) => Some(given),
+        None => read_server_key(&files.servers, server)?,
+    };
+    let channel = ClientChannel::new(key.clone(), pinned, Entropy::from_os()?);
     let identity = Identity::new(key, read_secret(&files.secret)?);
     let book = read_keys(&files.keys)?;
     let entropy = Entropy::from_os()?;
@@ -51,7 +65,7 @@ pub async fn run(
     // A script reads answers line by line: it gets them in the order of its commands.
     let cfg = Config { answers_in_order: printer.is_plain(), ..cfg };
     let core = Client::new(cfg, me, server, identity, entropy).with_key_book(book);
-    let code = drive(core, &socket, input, &mut printer, Some(&files), shutdown).await;
+    let code = drive(core, channel, &socket, input, &mut printer, Some(&files), shutdown).await;
     printer.restore();
     Ok(code)
 }
@@ -89,11 +103,13 @@ impl Sink for mpsc::UnboundedSender<Event> {
     }
 }
 
-/// Drives `core` on `socket` with commands from `input` and events to `out` until it exits;
-/// keeps a new secret and new entries of the key book in `files`. [`run`] uses it with the terminal; a program that embeds
-/// a client (a benchmark, a gateway) uses it with channels.
+/// Drives `core` on `socket`, talking to its server through `channel`, with commands from
+/// `input` and events to `out` until it exits; keeps a new secret, new entries of the key book
+/// and a newly pinned server key in `files`. [`run`] uses it with the terminal; a program that
+/// embeds a client (a benchmark, a gateway) uses it with channels.
 pub async fn drive(
     mut core: Client,
+    mut channel: ClientChannel,
     socket: &UdpSocket,
     mut input: mpsc::UnboundedReceiver<Input>,
     out: &mut impl Sink,
@@ -101,16 +117,19 @@ pub async fn drive(
     shutdown: CancellationToken,
 ) -> i32 {
     core.start(Instant::now());
+    let server = core.server();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut plain = vec![0u8; MAX_DATAGRAM + 1];
     let mut input_open = true;
     // One timer for the whole loop, moved when the core's next deadline moves.
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        if let Some(code) = flush(&mut core, socket, out).await {
+        if let Some(code) = flush(&mut core, &mut channel, socket, out, files).await {
             return code;
         }
-        let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        let wake = core.poll_timeout().into_iter().chain(channel.poll_timeout()).min();
+        let wake = wake.map(tokio::time::Instant::from_std);
         if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
             timer.as_mut().reset(at);
         }
@@ -118,6 +137,12 @@ pub async fn drive(
             biased;
             () = shutdown.cancelled() => core.handle_interrupt(),
             received = socket.recv_from(&mut buf) => match received {
+                Ok((len, from)) if from == server => {
+                    let now = Instant::now();
+                    if let Some(bytes) = channel.receive(now, &buf[..len], &mut plain) {
+                        core.handle_bytes(now, from, bytes);
+                    }
+                }
                 Ok((len, from)) => core.handle_bytes(Instant::now(), from, &buf[..len]),
                 Err(e) => tracing::debug!("receive error: {e}"),
             },
@@ -132,7 +157,9 @@ pub async fn drive(
             },
             () = &mut timer, if wake.is_some() => {}
         }
-        core.handle_timeout(Instant::now());
+        let now = Instant::now();
+        core.handle_timeout(now);
+        channel.handle_timeout(now);
         keep(&mut core, files);
     }
 }
@@ -155,12 +182,38 @@ fn keep(core: &mut Client, files: Option<&Files>) {
     }
 }
 
-/// Sends what the core queued and prints its events; the exit code once it is done, or 0 if
-/// the output is gone (a closed terminal is a silent leave).
-async fn flush(core: &mut Client, socket: &UdpSocket, out: &mut impl Sink) -> Option<i32> {
+/// Sends what the core queued (to the server through `channel`), acts on what the channel
+/// found out about the server's key, and prints the core's events; the exit code once it is
+/// done, or 0 if the output is gone (a closed terminal is a silent leave).
+async fn flush(
+    core: &mut Client,
+    channel: &mut ClientChannel,
+    socket: &UdpSocket,
+    out: &mut impl Sink,
+    files: Option<&Files>,
+) -> Option<i32> {
+    let server = core.server();
     while let Some(Transmit { to, bytes }) = core.poll_transmit() {
-        if let Err(e) = socket.send_to(&bytes, to).await {
+        if to == server {
+            channel.send(Instant::now(), &bytes);
+        } else if let Err(e) = socket.send_to(&bytes, to).await {
             tracing::debug!(%to, "send failed: {e}");
+        }
+    }
+    while let Some(bytes) = channel.poll_transmit() {
+        if let Err(e) = socket.send_to(&bytes, server).await {
+            tracing::debug!(%server, "send failed: {e}");
+        }
+    }
+    while let Some(event) = channel.poll_event() {
+        match event {
+            ClientEvent::KeyLearned(key) => {
+                tracing::info!(%server, %key, "server key pinned");
+                if let Some(Err(e)) = files.map(|f| append_server_key(&f.servers, server, key)) {
+                    core.notice(format!("Cannot keep the server's key: {e}."));
+                }
+            }
+            ClientEvent::KeyRefused { shown, pinned } => core.refuse_server_key(shown, pinned),
         }
     }
     let exiting = core.poll_exit().is_some();
@@ -182,6 +235,36 @@ fn read_secret(path: &Path) -> Result<Option<Secret>, ClientError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ClientError::ReadSecret { path: path.to_owned(), source }),
     }
+}
+
+/// The key pinned for the server at `server` by an earlier run, if any.
+fn read_server_key(path: &Path, server: SocketAddr) -> Result<Option<PublicKey>, ClientError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ClientError::ReadServers { path: path.to_owned(), source }),
+    };
+    let mut found = None;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = || ClientError::BadServers { path: path.to_owned(), line: i + 1 };
+        let (addr, key) = line.trim().split_once(' ').ok_or_else(bad)?;
+        let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
+        let key: PublicKey = key.trim().parse().map_err(|_| bad())?;
+        if addr == server {
+            found = Some(key);
+        }
+    }
+    Ok(found)
+}
+
+/// Pins `key` for the server at `server`, where only this user can read it.
+fn append_server_key(path: &Path, server: SocketAddr, key: PublicKey) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        chat_core::private::create_dir_all(dir)?;
+    }
+    let mut file = chat_core::private::file_options().append(true).create(true).open(path)?;
+    io::Write::write_all(&mut file, format!("{server} {key}\n").as_bytes())?;
+    file.sync_data()
 }
 
 /// The key book kept by earlier runs (empty if none).

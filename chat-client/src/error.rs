@@ -42,6 +42,23 @@ pub enum ClientError {
         #[source]
         source: crate::keybook::KeyBookError,
     },
+    /// The file of pinned server keys exists but cannot be read.
+    #[error("cannot read the pinned server keys {path}")]
+    ReadServers {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file of pinned server keys holds a line that is not an address and a key.
+    #[error("the pinned server keys {path} are damaged: line {line} is not an address and a key")]
+    BadServers {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+    },
     /// The OS gives no randomness for the client's ids.
     #[error("no randomness for the client's ids")]
     Entropy(#[from] chat_core::EntropyError),

@@ -2,8 +2,9 @@
 //! each one prints.
 
 use std::fmt;
+use std::net::SocketAddr;
 
-use chat_proto::{Body, Name, Origin, Refusal, StoredMessage, Table, Text};
+use chat_proto::{Body, Name, Origin, PublicKey, Refusal, StoredMessage, Table, Text};
 use chrono::Local;
 
 /// Something to show the user.
@@ -73,6 +74,15 @@ pub enum Event {
     NameTaken(Name),
     /// The name is registered and this client does not have its secret; the client exits 1.
     NotOwner(Name),
+    /// The server showed another key than the one pinned for it; the client exits 1.
+    ServerKeyRefused {
+        /// The server's address.
+        server: SocketAddr,
+        /// The key it showed.
+        shown: PublicKey,
+        /// The key pinned for it.
+        pinned: PublicKey,
+    },
 }
 
 /// A stored message's text (a message still sealed is never shown: the core drops it).
@@ -118,6 +128,10 @@ impl fmt::Display for Event {
             Self::Notice(s) => write!(f, ">>> [{s}]"),
             Self::ServerGone => f.write_str(">>> [Server not responding]\n>>> [Exiting]"),
             Self::NameTaken(name) => write!(f, ">>> [Name {name} is in use by another client.]\n>>> [Exiting]"),
+            Self::ServerKeyRefused { server, shown, pinned } => write!(
+                f,
+                ">>> [The server at {server} shows key {shown}, not its pinned key {pinned}: not connecting.]\n>>> [Exiting]"
+            ),
             Self::NotOwner(name) => {
                 write!(
                     f,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chat_core::Entropy;
 pub use chat_core::Transmit;
-use chat_proto::{Datagram, MsgId, Name, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
+use chat_proto::{Datagram, MsgId, Name, PublicKey, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::Store;
 
@@ -73,6 +73,9 @@ pub struct Server<S> {
     ids: Ids,
     /// Datagrams dropped because they did not decode.
     dropped: u64,
+    /// The key of the session the datagram being handled came under (see
+    /// [`Server::handle_from`]).
+    session_key: Option<PublicKey>,
     start: Instant,
     start_wall: DateTime<Utc>,
     /// The time of the latest input: when replies released by a sync were sent.
@@ -108,6 +111,7 @@ impl<S: Store> Server<S> {
             out: Outbox::new(cfg.dedup_capacity),
             ids: Ids::new(entropy),
             dropped: 0,
+            session_key: None,
             start,
             start_wall,
             now: start,
@@ -126,6 +130,15 @@ impl<S: Store> Server<S> {
                 tracing::debug!(%from, dropped = self.dropped, "dropped a bad datagram: {e}");
             }
         }
+    }
+
+    /// Handles `bytes` that came from `from` under the encrypted session of the client whose
+    /// key is `key`: a registration is taken only for that key, so the name's key in the table
+    /// is the one that holds the session, not one the datagram merely claims.
+    pub fn handle_from(&mut self, now: Instant, from: SocketAddr, key: PublicKey, bytes: &[u8]) {
+        self.session_key = Some(key);
+        self.handle_bytes(now, from, bytes);
+        self.session_key = None;
     }
 
     /// Handles one decoded datagram from `from`, as if it came as its encoding.

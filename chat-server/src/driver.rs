@@ -1,11 +1,14 @@
 //! The async driver: one loop over the UDP socket, the core's next timeout and shutdown; it runs
-//! the core's disk jobs after each batch.
+//! the core's disk jobs after each batch. Every datagram goes through the encrypted channel
+//! (`chat-secure`): the core sees only what came authenticated under a session, and what it
+//! sends leaves encrypted for that session.
 
 use std::io;
 use std::time::Instant;
 
 use chat_core::Entropy;
-use chat_proto::MAX_DATAGRAM;
+use chat_proto::{KeyPair, MAX_DATAGRAM};
+use chat_secure::{ServerChannel, ServerConfig};
 use chrono::Utc;
 use offline_store::Store;
 use tokio::net::UdpSocket;
@@ -16,15 +19,16 @@ use crate::{Config, Server, ServerError, TableFile};
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
 
-/// Serves on `socket` until `shutdown` is cancelled, then finishes the disk work and
-/// checkpoints the store. The client table is
-/// loaded from `table_file` at start and saved there whenever it changes.
+/// Serves on `socket` with the static key `key` until `shutdown` is cancelled, then finishes
+/// the disk work and checkpoints the store. The client table is loaded from `table_file` at
+/// start and saved there whenever it changes.
 ///
 /// # Errors
 /// [`ServerError`]: the OS gives no randomness, the saved table cannot be read, or the store
 /// cannot be synced at shutdown; network errors are logged and survived.
 pub async fn run<S: Store>(
     socket: UdpSocket,
+    key: KeyPair,
     store: S,
     table_file: TableFile,
     cfg: Config,
@@ -32,16 +36,19 @@ pub async fn run<S: Store>(
 ) -> Result<(), ServerError> {
     let entropy = Entropy::from_os()?;
     let mut core = Server::new(cfg, store, Instant::now(), Utc::now(), entropy);
+    let mut channel = ServerChannel::new(key, ServerConfig::default(), Instant::now(), Entropy::from_os()?);
     if let Some(saved) = table_file.load()? {
         tracing::info!(clients = saved.clients.len(), "client table restored");
         core.restore_table(saved);
     }
     let mut saved = Saved { version: core.table_version(), logged_rows: 0 };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut plain = vec![0u8; MAX_DATAGRAM + 1];
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        let wake = core.poll_timeout().into_iter().chain(channel.poll_timeout()).min();
+        let wake = wake.map(tokio::time::Instant::from_std);
         if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
             timer.as_mut().reset(at);
         }
@@ -52,7 +59,12 @@ pub async fn run<S: Store>(
                 let mut received = first;
                 for taken in 1..=BATCH {
                     match received {
-                        Ok((len, from)) => core.handle_bytes(Instant::now(), from, &buf[..len]),
+                        Ok((len, from)) => {
+                            let now = Instant::now();
+                            if let Some((key, bytes)) = channel.receive(now, from, &buf[..len], &mut plain) {
+                                core.handle_from(now, from, key, bytes);
+                            }
+                        }
                         Err(e) => tracing::debug!("receive error: {e}"),
                     }
                     if taken == BATCH {
@@ -68,6 +80,7 @@ pub async fn run<S: Store>(
         }
         let now = Instant::now();
         core.handle_timeout(now);
+        channel.handle_timeout(now);
         // The disk jobs (syncs, mailbox scans, reads, removals, checkpoints) run here, holding
         // up the next batch, rather than on another thread: on this project's machine the two
         // cross-core wake-ups of a hand-off cost more than the overlap gained (see
@@ -75,6 +88,9 @@ pub async fn run<S: Store>(
         run_jobs(&mut core, now);
         saved.keep(&core, &table_file);
         while let Some(t) = core.poll_transmit() {
+            channel.send(now, t.to, &t.bytes);
+        }
+        while let Some(t) = channel.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.to).await {
                 tracing::debug!(to = %t.to, "send failed: {e}");
             }

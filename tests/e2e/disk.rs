@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use crate::harness::{CHANNEL_ACKED, NOT_RESPONDING, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, start_clients};
 
-/// Mounts a 256 KiB tmpfs on the data directory (the last argument), fills it, then execs the
-/// server (the arguments).
+/// Mounts a 256 KiB tmpfs on the data directory (the last argument), puts the server's key
+/// there (a server whose disk fills up has long had its key: without one it would not start),
+/// fills it, then execs the server (the arguments).
 const FULL_DISK: &str = r#"for dir; do :; done
 mount -t tmpfs -o size=256k tmpfs "$dir" || exit 97
+echo 0707070707070707070707070707070707070707070707070707070707070707 > "$dir/server.key"
 dd if=/dev/zero of="$dir/filler" bs=4096 2>/dev/null
 exec "$@""#;
 

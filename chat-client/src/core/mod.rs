@@ -176,6 +176,17 @@ impl Client {
         self
     }
 
+    /// The server's address.
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The server showed `shown` in the handshake, not the key pinned for it: the client says
+    /// so and exits 1, having sent it nothing.
+    pub fn refuse_server_key(&mut self, shown: PublicKey, pinned: PublicKey) {
+        self.exit_with(1, Some(Event::ServerKeyRefused { server: self.server, shown, pinned }));
+    }
+
     /// Sends the first registration.
     pub fn start(&mut self, now: Instant) {
         self.register(now);

@@ -20,6 +20,11 @@ impl<S: Store> Server<S> {
         secret: Option<Secret>,
         key: PublicKey,
     ) {
+        if self.session_key.is_some_and(|session| session != key) {
+            self.dropped += 1;
+            tracing::warn!(%name, %from, "dropped a registration whose key is not its session's");
+            return;
+        }
         if self.replay(from, id) {
             return;
         }
