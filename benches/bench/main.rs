@@ -2,12 +2,13 @@
 //!
 //! `cargo bench --bench bench` runs them all (a few minutes on 2 cores) and prints a table;
 //! `cargo bench --bench bench -- --quick` is the short smoke pass CI runs; naming groups
-//! (`rtt throughput saves fanout storm memory`) runs only those. Nothing here asserts
+//! (`rtt throughput saves fanout storm memory secure`) runs only those. Nothing here asserts
 //! a timing: the numbers are printed, and kept in `docs/BENCHMARKS.md`.
 
 mod cpu;
 mod peers;
 mod raw;
+mod secure;
 mod sim;
 mod swarm;
 
@@ -105,6 +106,11 @@ fn main() {
     if run("memory") {
         eprintln!("memory…");
         lines.extend(swarm::memory(&scale));
+    }
+
+    if run("secure") {
+        eprintln!("encrypted channel…");
+        lines.extend(secure::channel(&scale));
     }
 
     let w = lines.iter().map(|l| l.what.len()).max().unwrap_or(10);

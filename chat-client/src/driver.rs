@@ -351,4 +351,34 @@ mod tests {
         assert_eq!(err.source().expect("a cause").to_string(), "line 1: not a key (64 hex digits)");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_pinned_server_key_is_kept_per_address_privately_and_a_damaged_file_names_its_line() {
+        let dir = std::env::temp_dir().join(format!("chat-client-servers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("known_servers");
+        let (one, two): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:5000".parse().expect("addr"), "[::1]:5000".parse().expect("addr"));
+        assert!(read_server_key(&path, one).expect("no file yet").is_none());
+        append_server_key(&path, one, PublicKey::from([1; 32])).expect("pin");
+        append_server_key(&path, two, PublicKey::from([2; 32])).expect("pin");
+        append_server_key(&path, one, PublicKey::from([3; 32])).expect("pin again");
+        assert_eq!(read_server_key(&path, one).expect("read"), Some(PublicKey::from([3; 32])), "the later line wins");
+        assert_eq!(read_server_key(&path, two).expect("read"), Some(PublicKey::from([2; 32])));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str("127.0.0.1:5000 nothex\n");
+        std::fs::write(&path, text).expect("write");
+        let err = read_server_key(&path, one).expect_err("damaged");
+        assert_eq!(
+            err.to_string(),
+            format!("the pinned server keys {} are damaged: line 4 is not an address and a key", path.display())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -190,6 +190,21 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_server_key_names_the_server_and_both_keys_then_exits() {
+        let (shown, pinned) = (PublicKey::from([0xab; 32]), PublicKey::from([0xcd; 32]));
+        let server: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let line = Event::ServerKeyRefused { server, shown, pinned }.to_string();
+        assert_eq!(
+            line,
+            format!(
+                ">>> [The server at 127.0.0.1:5000 shows key {}, not its pinned key {}: not connecting.]\n>>> [Exiting]",
+                "ab".repeat(32),
+                "cd".repeat(32)
+            )
+        );
+    }
+
+    #[test]
     fn stored_messages_carry_their_timestamp() {
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let local = at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string();

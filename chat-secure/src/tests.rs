@@ -289,3 +289,52 @@ fn a_session_is_renewed_after_ten_minutes_and_the_old_one_forgotten_once_the_new
     assert_eq!(net.server.sessions(), 1);
     assert_eq!(net.got_by_server, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A real exchange's datagrams, both ways: what the mutations start from.
+    fn samples() -> (Net, Vec<Vec<u8>>) {
+        let mut net = Net::new(ServerConfig::default());
+        net.client.send(net.now, b"register");
+        net.deliver();
+        net.server.send(net.now, addr(ALICE), b"table");
+        net.deliver();
+        let all = net.to_server.iter().chain(&net.to_client).cloned().collect();
+        (net, all)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any datagram that is not one the other end sealed, unaltered and for the first
+        /// time, opens to nothing at either end and draws at most a datagram no larger than it.
+        #[test]
+        fn altered_datagrams_never_open_and_never_draw_more_than_they_carry(
+            pick in any::<prop::sample::Index>(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let (mut net, samples) = samples();
+            let mut d = pick.get(&samples).clone();
+            for (at, bits) in &flips {
+                let i = at.index(d.len());
+                d[i] ^= bits;
+            }
+            if truncate {
+                d.truncate(cut.index(d.len() + 1));
+            }
+            let mut buf = vec![0u8; 70_000];
+            let before = net.server.sessions();
+            prop_assert!(net.server.receive(net.now, addr(ALICE), &d, &mut buf).is_none());
+            while let Some(t) = net.server.poll_transmit() {
+                prop_assert!(t.bytes.len() <= d.len().max(1), "{} bytes drew {}", d.len(), t.bytes.len());
+            }
+            prop_assert!(net.client.receive(net.now, &d, &mut buf).is_none());
+            prop_assert_eq!(net.server.sessions(), before);
+        }
+    }
+}

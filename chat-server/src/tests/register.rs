@@ -235,3 +235,19 @@ fn secrets_cookies_and_ids_come_from_the_entropy_handed_in() {
     assert!(a != b && ca != cb && ida != idb);
     assert_eq!(a.expose().len(), 32, "128 bits, in hex");
 }
+
+#[test]
+fn a_registration_is_taken_only_for_the_key_of_the_session_it_came_under() {
+    let mut f = Fixture::new();
+    let bytes = |d: &Datagram| chat_proto::encode(d).expect("encode");
+    // Mallory holds a session of her own and claims bob's key in the registration: dropped,
+    // unanswered, and the name stays free.
+    let claim = bytes(&f.reg(MsgId(1), "bob"));
+    f.server.handle_from(f.now, addr(BOB), key("mallory"), &claim);
+    assert_eq!(f.drain(), vec![]);
+    assert!(f.server.table().clients.is_empty());
+    // Bob under his own session: answered.
+    f.server.handle_from(f.now, addr(BOB), key("bob"), &claim);
+    let out = f.drain();
+    assert!(matches!(out[..], [(BOB, Datagram::Registered { .. })]), "{out:?}");
+}
