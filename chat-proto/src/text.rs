@@ -10,7 +10,7 @@ pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 /// The longest message text once JSON-escaped (quotes, backslashes and tabs take two bytes):
 /// what is left of one datagram after the largest envelope that carries a text (a stored
 /// message with its ids, timestamp and names). So every datagram with a valid text fits.
-pub const MAX_TEXT_ESCAPED: usize = crate::MAX_DATAGRAM - 1_000;
+pub const MAX_TEXT_ESCAPED: usize = crate::MAX_PAYLOAD - 1_000;
 
 /// A message text: at most [`MAX_TEXT_BYTES`] bytes, no control characters but tab.
 ///

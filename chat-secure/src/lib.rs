@@ -39,6 +39,7 @@ const PATTERN: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 pub const INITIATION_LEN: usize = 256;
 /// What a data datagram adds to its plaintext: type, index, counter and tag.
 pub const DATA_OVERHEAD: usize = 1 + 4 + 8 + 16;
+const _: () = assert!(DATA_OVERHEAD == chat_proto::CHANNEL_OVERHEAD, "the wire format's budget for the channel");
 
 const INITIATION: u8 = 1;
 const RESPONSE: u8 = 2;

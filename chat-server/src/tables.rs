@@ -21,8 +21,10 @@ use chat_proto::{Datagram, encode};
 use crate::clients::Clients;
 use crate::outbox::Outbox;
 
-/// Rows per page of a table that does not fit one datagram (a row is at most ~220 bytes).
-const PAGE_ROWS: usize = 256;
+/// Rows per page of a table that does not fit one datagram: a row is at most 296 bytes (a name
+/// of 32 four-byte characters, an IPv6 address with a scope id, a key), so 200 fill at most
+/// 59,200 of the 65,478 bytes a datagram under the channel can carry.
+const PAGE_ROWS: usize = 200;
 
 /// Retransmissions of a push back off up to this many ACK timeouts.
 const MAX_BACKOFF: u32 = 16;
@@ -320,4 +322,27 @@ fn whole_table(clients: &Clients) -> Vec<Arc<[u8]>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+
+    use chat_proto::{ClientRow, Datagram, MAX_NAME_CHARS, MAX_PAYLOAD, Name, PublicKey, encode};
+
+    use super::PAGE_ROWS;
+
+    #[test]
+    fn a_page_of_the_largest_rows_fits_one_datagram_under_the_channel() {
+        // The longest name in bytes (four-byte characters), the longest address (IPv6 with a
+        // scope id), a key: the largest row a table can hold.
+        let name = Name::new("\u{1F600}".repeat(MAX_NAME_CHARS)).expect("a valid name");
+        let ip = Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff);
+        let addr = SocketAddr::V6(SocketAddrV6::new(ip, 65_535, u32::MAX, u32::MAX));
+        let row = ClientRow { name, addr, online: false, key: Some(PublicKey::from([0xff; 32])) };
+        let page =
+            Datagram::TablePage { version: u64::MAX, page: u16::MAX, pages: u16::MAX, clients: vec![row; PAGE_ROWS] };
+        let bytes = encode(&page).expect("a page of the largest rows encodes");
+        assert!(bytes.len() <= MAX_PAYLOAD);
+    }
 }
