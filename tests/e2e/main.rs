@@ -20,4 +20,5 @@ mod relay;
 mod robustness;
 mod sealed;
 mod security;
+mod spoof;
 mod trust;
