@@ -53,6 +53,11 @@ struct Cli {
     #[arg(long, value_name = "filter", env = "RUST_LOG")]
     log_level: Option<String>,
 
+    /// Server: how often online clients keep alive, in milliseconds (told to each at
+    /// registration); one silent for three intervals is marked offline
+    #[arg(long, value_name = "ms", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    keepalive_ms: u64,
+
     /// Client: the server's public key (64 hex digits, as the server logs it at start); a server
     /// showing another key is refused [default: the key the server showed the first time, kept
     /// in the data directory]
@@ -89,6 +94,7 @@ pub struct Options {
     pub max_messages: usize,
     pub max_mailbox_bytes: u64,
     pub server_key: Option<chat_proto::PublicKey>,
+    pub keepalive: Duration,
 }
 
 /// Parses the command line. `Err` carries the exit code after help, version or an error line
@@ -129,6 +135,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         max_messages: cli.max_messages,
         max_mailbox_bytes: cli.max_mailbox_bytes,
         server_key: cli.server_key,
+        keepalive: crate::millis(cli.keepalive_ms),
     })
 }
 

@@ -60,7 +60,12 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
     let key = identity::load_or_create(&opts.data_dir.join("server.key")).map_err(AppError::ServerKey)?;
     tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
     tracing::info!("server key {} (clients may pin it with --server-key)", key.public());
-    let cfg = chat_server::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
+    let cfg = chat_server::Config {
+        ack_timeout: opts.ack_timeout,
+        retries: opts.retries,
+        keepalive: opts.keepalive,
+        ..Default::default()
+    };
     let table = chat_server::TableFile::new(&opts.data_dir);
     chat_server::run(socket, key, store, table, cfg, shutdown).await?;
     Ok(0)

@@ -287,6 +287,9 @@ pub enum Datagram {
         /// still where the client saw it, so a late retransmission deletes nothing new.
         last: MsgId,
     },
+    /// The client is still there: sent while online, every interval the server gave in
+    /// [`Datagram::Registered`]. Unanswered; it also keeps the client's NAT mapping open.
+    Keepalive,
     /// The client applied the table at `version` (or a newer one).
     TableAck {
         /// The version applied.
@@ -318,6 +321,10 @@ pub enum Datagram {
         secret: Secret,
         /// To send back in [`Datagram::Confirm`]: proves the client receives at its address.
         cookie: u64,
+        /// How often, in milliseconds, the client sends [`Datagram::Keepalive`] while online
+        /// (0: never, as from a server before keepalives).
+        #[serde(default)]
+        keepalive_ms: u64,
     },
     /// The request was turned down.
     Refused {

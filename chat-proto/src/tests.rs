@@ -70,7 +70,8 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::TableAck { version: 9 },
         Datagram::ProbeAck { id, name: name("b") },
         Datagram::ChannelAck { id },
-        Datagram::Registered { id, version: 5, stored: 2, secret: secret(), cookie: 7 },
+        Datagram::Registered { id, version: 5, stored: 2, secret: secret(), cookie: 7, keepalive_ms: 25_000 },
+        Datagram::Keepalive,
         Datagram::Refused { id, reason: Refusal::NameTaken },
         Datagram::Refused { id, reason: Refusal::MailboxFull },
         Datagram::Ack { id },
@@ -158,6 +159,18 @@ fn golden_strings_pin_the_format() {
         (
             Datagram::ChatAck { id: MsgId(5), proof: sealed() },
             r#"{"type":"chat_ack","id":5,"proof":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+        ),
+        (Datagram::Keepalive, r#"{"type":"keepalive"}"#),
+        (
+            Datagram::Registered {
+                id: MsgId(6),
+                version: 7,
+                stored: 0,
+                secret: secret(),
+                cookie: 9,
+                keepalive_ms: 25_000,
+            },
+            r#"{"type":"registered","id":6,"version":7,"stored":0,"secret":"0123456789abcdefABCDEF","cookie":9,"keepalive_ms":25000}"#,
         ),
     ];
     for (d, golden) in cases {

@@ -153,10 +153,19 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
         (msg_id(), any::<u32>()).prop_map(|(id, index)| D::Fetch { id, index }),
         (msg_id(), any::<u32>(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         any::<u64>().prop_map(|version| D::TableAck { version }),
+        Just(D::Keepalive),
         (msg_id(), name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         msg_id().prop_map(|id| D::ChannelAck { id }),
-        (msg_id(), any::<u64>(), any::<u32>(), secret(), any::<u64>())
-            .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie }),
+        (msg_id(), any::<u64>(), any::<u32>(), secret(), any::<u64>(), any::<u64>()).prop_map(
+            |(id, version, stored, secret, cookie, keepalive_ms)| D::Registered {
+                id,
+                version,
+                stored,
+                secret,
+                cookie,
+                keepalive_ms
+            }
+        ),
         (msg_id(), refusal()).prop_map(|(id, reason)| D::Refused { id, reason }),
         msg_id().prop_map(|id| D::Ack { id }),
         (msg_id(), table())

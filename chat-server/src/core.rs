@@ -35,6 +35,7 @@ use crate::ids::Ids;
 use crate::jobs::{Job, JobDone};
 use crate::joining::Joining;
 use crate::outbox::Outbox;
+use crate::presence::Presence;
 use crate::probe::Probes;
 use crate::storage::{Held, Outcome, Storage};
 use crate::tables::Tables;
@@ -50,11 +51,19 @@ pub struct Config {
     pub retries: u32,
     /// How many recent requests are remembered to answer retransmissions.
     pub dedup_capacity: usize,
+    /// How often online clients keep alive (told to each at registration); silent three times
+    /// as long, a client is marked offline.
+    pub keepalive: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { ack_timeout: Duration::from_millis(500), retries: 5, dedup_capacity: 65_536 }
+        Self {
+            ack_timeout: Duration::from_millis(500),
+            retries: 5,
+            dedup_capacity: 65_536,
+            keepalive: Duration::from_secs(25),
+        }
     }
 }
 
@@ -69,6 +78,7 @@ pub struct Server<S> {
     dedup: Dedup,
     /// New names registering from addresses not yet proven: their rows wait for `confirm`.
     joining: Joining,
+    presence: Presence,
     out: Outbox,
     ids: Ids,
     /// Datagrams dropped because they did not decode.
@@ -108,6 +118,7 @@ impl<S: Store> Server<S> {
             deliveries: Deliveries::new(cfg.ack_timeout, cfg.retries),
             dedup: Dedup::new(cfg.dedup_capacity, keep),
             joining: Joining::new(cfg.dedup_capacity),
+            presence: Presence::new(cfg.keepalive, start, version_base),
             out: Outbox::new(cfg.dedup_capacity),
             ids: Ids::new(entropy),
             dropped: 0,
@@ -122,6 +133,7 @@ impl<S: Store> Server<S> {
     /// and dropped.
     pub fn handle_bytes(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.now = now;
+        self.presence.heard(from, now);
         self.out.handle_received(from, bytes.len());
         match decode(bytes) {
             Ok(d) => self.dispatch(now, from, bytes.len(), d),
@@ -144,6 +156,7 @@ impl<S: Store> Server<S> {
     /// Handles one decoded datagram from `from`, as if it came as its encoding.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
         self.now = now;
+        self.presence.heard(from, now);
         let len = encode(&d).map_or(0, |b| b.len());
         self.out.handle_received(from, len);
         self.dispatch(now, from, len, d);
@@ -165,6 +178,7 @@ impl<S: Store> Server<S> {
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
+            Datagram::Keepalive => {} // heard: that is all it says
             Datagram::TableAck { version } => self.tables.handle_ack(now, from, version, &self.clients, &mut self.out),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
             Datagram::ChannelAck { id } => self.deliveries.handle_ack(from, id),
@@ -179,6 +193,21 @@ impl<S: Store> Server<S> {
         self.probe_timeouts(now);
         self.delivery_timeouts(now);
         self.tables.handle_timeout(now, &self.clients, &mut self.out);
+        self.presence_timeouts(now);
+    }
+
+    /// Clients silent for three keepalive intervals are marked offline, and everyone is told.
+    fn presence_timeouts(&mut self, now: Instant) {
+        let gone: Vec<(Name, SocketAddr)> = self
+            .presence
+            .sweep(now, self.clients.version(), self.clients.online())
+            .into_iter()
+            .map(|(n, a)| (n.clone(), a))
+            .collect();
+        for (name, addr) in gone {
+            tracing::info!(%name, %addr, "silent for three keepalive intervals: offline");
+            self.mark_gone(&name, addr);
+        }
     }
 
     /// The next disk work to run, at the end of a batch of input (and after each job done):
@@ -244,6 +273,7 @@ impl<S: Store> Server<S> {
             self.deliveries.poll_timeout(),
             self.tables.poll_timeout(),
             self.dedup.poll_timeout(),
+            self.presence.next_timeout(self.clients.version()),
         ];
         timers.into_iter().flatten().min()
     }

@@ -24,6 +24,7 @@ mod jobs;
 mod joining;
 mod outbox;
 mod parked;
+mod presence;
 mod probe;
 mod secret_hash;
 mod storage;

@@ -151,10 +151,11 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         3 => (msg_id(), small()).prop_map(|(id, index)| D::Fetch { id, index }),
         2 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         3 => version().prop_map(|version| D::TableAck { version }),
+        2 => Just(D::Keepalive),
         3 => (msg_id(), a_name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         3 => msg_id().prop_map(|id| D::ChannelAck { id }),
         1 => (msg_id(), version(), small(), secret(), any::<u64>())
-            .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie }),
+            .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie, keepalive_ms: 25_000 }),
         1 => (msg_id(), refusal).prop_map(|(id, reason)| D::Refused { id, reason }),
         1 => msg_id().prop_map(|id| D::Ack { id }),
         1 => (msg_id(), table()).prop_filter_map("a row", |(id, table)| Some(D::Exists { id, row: table.clients.first()?.clone() })),
@@ -364,7 +365,10 @@ impl Harness {
     fn new() -> Self {
         let t0 = Instant::now();
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
-        let server = Server::new(Config::default(), Forgetful::new(), t0, wall, entropy(SEED));
+        // Keepalives every 10 s: a quiet minute is long enough for every silent client to be
+        // marked offline.
+        let cfg = Config { keepalive: Duration::from_secs(10), ..Config::default() };
+        let server = Server::new(cfg, Forgetful::new(), t0, wall, entropy(SEED));
         Self {
             server,
             now: t0,
@@ -588,6 +592,8 @@ impl Harness {
         self.drain(true)?;
         let left = self.server.poll_timeout().map(|at| at.saturating_duration_since(self.now));
         prop_assert!(left.is_none(), "a timer is still set after a quiet minute (due in {:?})", left);
+        let online: Vec<_> = self.server.table().clients.into_iter().filter(|r| r.online).map(|r| r.name).collect();
+        prop_assert!(online.is_empty(), "silent for a minute, still online: {:?}", online);
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod disk;
 mod faults;
 mod offline;
 mod order;
+mod presence;
 mod register;
 mod regressions;
 mod relay;

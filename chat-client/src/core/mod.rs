@@ -139,6 +139,15 @@ pub struct Client {
     /// Chats, ACKs and stored messages dropped because they did not open with their sender's
     /// key (forged, altered, or from a name the table has no key for).
     unauthentic: u64,
+    /// While online: how often to keep alive (the server's choice) and when next.
+    keepalive: Keepalive,
+}
+
+/// The keepalive the server asked for: one datagram every `every` while online (none if zero).
+#[derive(Debug, Default)]
+struct Keepalive {
+    every: Duration,
+    next: Option<Instant>,
 }
 
 impl Client {
@@ -166,6 +175,7 @@ impl Client {
             dropped: 0,
             unverified: VecDeque::new(),
             unauthentic: 0,
+            keepalive: Keepalive::default(),
         }
     }
 
@@ -225,7 +235,8 @@ impl Client {
     fn route_server(&mut self, now: Instant, d: Datagram) {
         let server = self.server;
         match d {
-            Datagram::Registered { id, version, stored, secret, cookie } => {
+            Datagram::Registered { id, version, stored, secret, cookie, keepalive_ms } => {
+                self.keepalive.every = Duration::from_millis(keepalive_ms);
                 self.on_registered(now, id, (version, stored), secret, cookie);
             }
             Datagram::Refused { id, reason } => self.on_refused(now, id, reason),
@@ -292,6 +303,7 @@ impl Client {
 
     /// Retransmits and gives up on whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.keep_alive(now);
         while self.exit.is_none() {
             match self.requests.poll_due(now) {
                 Some(Due::Retransmit(t)) => self.out.push_back(t),
@@ -314,7 +326,30 @@ impl Client {
 
     /// When [`Client::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.requests.next_timeout().into_iter().chain(self.table.next_timeout()).min()
+        let keepalive = self.keepalive.next.filter(|_| self.session.confirmed() && self.exit.is_none());
+        self.requests.next_timeout().into_iter().chain(self.table.next_timeout()).chain(keepalive).min()
+    }
+
+    /// While online, tells the server it is still here every interval the server asked for: so
+    /// the server does not mark it gone, and the NAT in between keeps its mapping open. Offline
+    /// (after `dereg`, or before the welcome), nothing.
+    fn keep_alive(&mut self, now: Instant) {
+        if !self.session.confirmed() || self.exit.is_some() || self.keepalive.every.is_zero() {
+            self.keepalive.next = None;
+            return;
+        }
+        match self.keepalive.next {
+            None => self.keepalive.next = Some(now + self.keepalive.every),
+            Some(at) if at <= now => {
+                if let Ok(bytes) = chat_proto::encode(&Datagram::Keepalive) {
+                    self.out.push_back(Transmit { to: self.server, bytes: bytes.into() });
+                }
+                // On the beat, unless a whole interval was missed (a suspended laptop).
+                let beat = at + self.keepalive.every;
+                self.keepalive.next = Some(if beat > now { beat } else { now + self.keepalive.every });
+            }
+            Some(_) => {}
+        }
     }
 
     /// Keys first seen (or trusted) that the driver has not kept in the key book yet.
@@ -444,6 +479,7 @@ impl Client {
     /// queued lines once the client is settled, and exits at the end of input once nothing is
     /// left in flight.
     fn settle(&mut self, now: Instant) {
+        self.keep_alive(now);
         if let Some(version) = self.table.handle_timeout(now, self.session.answers_peers()) {
             self.send_once(self.server, &Datagram::TableAck { version });
         }

@@ -60,7 +60,14 @@ impl FakeServer {
         let secret = Secret::new("00112233445566778899aabbccddeeff").expect("secret");
         match d {
             Datagram::Register { id, .. } => {
-                vec![Datagram::Registered { id, version: self.version, stored: self.stored, secret, cookie: 7 }]
+                vec![Datagram::Registered {
+                    id,
+                    version: self.version,
+                    stored: self.stored,
+                    secret,
+                    cookie: 7,
+                    keepalive_ms: 0,
+                }]
             }
             Datagram::Confirm { id, .. } if self.online => vec![Datagram::Ack { id }],
             Datagram::Confirm { id, .. } => {

@@ -159,7 +159,10 @@ impl Fixture {
     fn registering() -> Self {
         let mut f = Self::new();
         let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
-        f.recv(SERVER, Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5 });
+        f.recv(
+            SERVER,
+            Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5, keepalive_ms: 0 },
+        );
         f
     }
 
@@ -169,7 +172,7 @@ impl Fixture {
 
     /// Answers a `register` with `registered`, and its `confirm` with an ACK.
     fn registered(&mut self, id: MsgId, version: u64, stored: u32) {
-        self.recv(SERVER, Datagram::Registered { id, version, stored, secret: secret(), cookie: 42 });
+        self.recv(SERVER, Datagram::Registered { id, version, stored, secret: secret(), cookie: 42, keepalive_ms: 0 });
         let sent = self.sent();
         let Some(&(SERVER, Datagram::Confirm { id, cookie: 42 })) = sent.last() else { panic!("confirm: {sent:?}") };
         self.recv(SERVER, Datagram::Ack { id });

@@ -338,3 +338,36 @@ fn a_chat_during_a_registration_again_is_shown_after_the_stored_messages() {
     let (Some(live), Some(stored)) = (live, stored) else { panic!("both shown: {events:?}") };
     assert!(stored < live, "stored messages come before live ones: {events:?}");
 }
+
+#[test]
+fn an_online_client_keeps_alive_every_interval_the_server_gave_and_stops_after_dereg() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
+    f.recv(
+        SERVER,
+        Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 42, keepalive_ms: 1_000 },
+    );
+    f.at(5_000);
+    let sent = f.sent();
+    assert!(sent.iter().all(|(_, d)| !matches!(d, Datagram::Keepalive)), "not before the welcome: {sent:?}");
+    let Some(&(SERVER, Datagram::Confirm { id, .. })) =
+        sent.iter().rev().find(|(_, d)| matches!(d, Datagram::Confirm { .. }))
+    else {
+        panic!("confirm: {sent:?}")
+    };
+    f.recv(SERVER, Datagram::Ack { id });
+    f.recv(SERVER, Datagram::Table(table(10, true, true)));
+    f.sent();
+    let keepalives =
+        |f: &mut Fixture| f.sent().iter().filter(|(p, d)| *p == SERVER && *d == Datagram::Keepalive).count();
+    f.until(5_990);
+    assert_eq!(keepalives(&mut f), 0, "one interval after the welcome, not before");
+    f.until(9_000);
+    assert_eq!(keepalives(&mut f), 4, "at 6, 7, 8 and 9 s");
+    assert!(f.client.poll_timeout().is_some_and(|at| at <= f.t0 + Duration::from_millis(10_000)));
+    f.cmd("dereg alice");
+    let [(SERVER, Datagram::Dereg { id, .. })] = f.sent()[..] else { panic!("dereg") };
+    f.recv(SERVER, Datagram::Ack { id });
+    f.until(20_000);
+    assert_eq!(keepalives(&mut f), 0, "offline: no keepalive");
+}

@@ -106,6 +106,7 @@ impl<S: Store> Server<S> {
         // The count is true now: only a later discard makes a fetch past it a sign of one.
         let _ = self.storage.take_shrunk(name);
         let version = self.clients.version();
-        self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie });
+        let keepalive_ms = u64::try_from(self.presence.interval().as_millis()).unwrap_or(u64::MAX);
+        self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie, keepalive_ms });
     }
 }

@@ -251,3 +251,39 @@ fn a_registration_is_taken_only_for_the_key_of_the_session_it_came_under() {
     let out = f.drain();
     assert!(matches!(out[..], [(BOB, Datagram::Registered { .. })]), "{out:?}");
 }
+
+#[test]
+fn a_client_silent_for_three_keepalive_intervals_is_marked_offline_and_everyone_is_told() {
+    let cfg = Config { keepalive: Duration::from_secs(10), ..Config::default() };
+    let mut f = Fixture::with(cfg, Limits::default());
+    let id = f.id();
+    let out = f.recv(ALICE, f.reg(id, "alice"));
+    assert!(
+        matches!(out[..], [(ALICE, Datagram::Registered { keepalive_ms: 10_000, .. })]),
+        "told at registration: {out:?}"
+    );
+    let Some((_, Datagram::Registered { secret, cookie, .. })) = out.first().cloned() else { panic!("{out:?}") };
+    f.secrets.insert("alice".to_owned(), secret);
+    let id = f.id();
+    let out = f.recv(ALICE, Datagram::Confirm { id, cookie });
+    f.ack_tables(&out);
+    f.register("bob", BOB);
+    // Bob keeps alive every interval; alice says nothing after registering.
+    let mut gone_at = None;
+    for s in 1..=60u64 {
+        if s % 10 == 0 {
+            f.server.handle_datagram(f.t0 + Duration::from_secs(s), addr(BOB), Datagram::Keepalive);
+        }
+        let out = f.at(s * 1000);
+        if out.iter().any(|(p, d)| *p == BOB && online_in(d, "alice") == Some(false)) {
+            gone_at.get_or_insert(s);
+            f.ack_tables(&out);
+        }
+        assert!(out.iter().all(|(_, d)| online_in(d, "bob") != Some(false)), "bob kept alive: {out:?}");
+    }
+    // The sweep that first found alice online was at 5 s: silent 30 s from there, she is gone
+    // at the sweep at 35 s, and bob is told.
+    assert_eq!(gone_at, Some(35));
+    assert!(f.server.table().clients.iter().any(|r| r.name.as_str() == "alice" && !r.online));
+    assert!(f.server.table().clients.iter().any(|r| r.name.as_str() == "bob" && r.online));
+}
