@@ -22,7 +22,7 @@ mod proc;
 mod secure;
 
 pub use proc::Proc;
-pub use secure::{Attacker, Cleartext};
+pub use secure::{Attacker, Cleartext, logged_server_key};
 
 /// The time zone a client runs in: the `TZ` it is given and that zone's offset from UTC.
 ///

@@ -19,5 +19,6 @@ mod regressions;
 mod relay;
 mod robustness;
 mod sealed;
+mod secure;
 mod security;
 mod trust;

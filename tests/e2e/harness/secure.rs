@@ -229,3 +229,14 @@ impl Cleartext {
         }
     }
 }
+
+/// The key the server logs at start (`server key <hex> (clients may pin it with
+/// --server-key)`), waited for on its stderr.
+pub fn logged_server_key(server: &Proc) -> PublicKey {
+    let line = server.expect_contains("server key ", super::WAIT);
+    let hex = line.split("server key ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
+    match hex.parse() {
+        Ok(key) => key,
+        Err(_) => server.fail(&format!("the key line {line:?} does not name a key of 64 hex digits")),
+    }
+}
