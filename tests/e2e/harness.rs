@@ -4,7 +4,8 @@
 //! Every wait fails fast when the child has exited, and every failure panics with the child's
 //! full captured output; a [`Proc`] dropped while its thread panics prints its output too, so a
 //! failing test explains itself. Nothing here knows the wire format: tests talk to the product
-//! only through its command line, its stdin and its output lines (and raw UDP for garbage).
+//! only through its command line, its stdin and its output lines (and raw UDP for garbage), and
+//! attack the server through its own encrypted channel ([`Attacker`], in `secure`).
 //! Every child runs in a time zone the test chose (UTC unless it names a [`Zone`]), never in
 //! the zone of the machine or of the test run.
 
@@ -18,8 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 mod proc;
+mod secure;
 
 pub use proc::Proc;
+pub use secure::{Attacker, Cleartext, logged_server_key};
 
 /// The time zone a client runs in: the `TZ` it is given and that zone's offset from UTC.
 ///
@@ -290,6 +293,17 @@ impl Client {
             rows.extend(parse_row(&line));
         }
         rows
+    }
+
+    /// Sends `list`, then `help` to mark the end of its rows, and returns every row it printed.
+    pub fn list_all(&mut self) -> Vec<Row> {
+        const HELP_FIRST: &str = ">>> send <name> <message>";
+        let from = self.stdout_len();
+        self.send_line("list");
+        self.send_line("help");
+        self.expect_match("the first line of `help`, after the rows of `list`", WAIT, |l| l.starts_with(HELP_FIRST));
+        let lines = self.stdout_since(from);
+        lines.iter().take_while(|l| !l.starts_with(HELP_FIRST)).filter_map(|l| parse_row(l)).collect()
     }
 
     /// Sends `list` and asserts the row of `name`: 127.0.0.1, `port`, `online`.

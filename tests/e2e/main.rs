@@ -20,6 +20,7 @@ mod regressions;
 mod relay;
 mod robustness;
 mod sealed;
+mod secure;
 mod security;
 mod spoof;
 mod trust;

@@ -4,10 +4,18 @@
 //! forwards its traffic to the real server from `public`, so the server (and through the table
 //! every peer) knows the client by `public`. Whatever reaches `public` from an address X is
 //! forwarded to the client from a proxy socket for X, and what the client sends to that proxy
-//! goes back to X from `public`. So every datagram to or from the client crosses the relay, and
-//! each direction can drop, duplicate and delay (and so reorder) datagrams, from a seed that
-//! replays the run, or lose the first datagrams the client sends on a path, for a test that
-//! needs one known loss.
+//! goes back to X from `public`. So every datagram to the client crosses the relay, and so does
+//! every one it sends to the server or back to whoever reached it through the relay (a chat it
+//! starts goes straight to the peer's address in its table: through that peer's relay, if the
+//! peer has one). Each direction can drop, duplicate and delay (and so reorder) datagrams,
+//! from a seed that replays the run, or lose the first datagrams the client sends on a path,
+//! for a test that needs one known loss.
+//!
+//! It also records every datagram that reaches it, on both paths and in both directions, as
+//! it arrived (before any fault): what an eavesdropper on the client's link sees (with the
+//! peer's relay, every chat between two relayed clients). A test can
+//! send captured datagrams to the server again from `public`, as an attacker on that link
+//! would replay them.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
@@ -37,6 +45,18 @@ impl Faults {
     pub fn loss(drop: f64) -> Self {
         Self { drop, ..Self::default() }
     }
+}
+
+/// One datagram that reached the relay, as it arrived.
+#[derive(Clone, Debug)]
+pub struct Crossing {
+    /// When it arrived.
+    pub at: Instant,
+    /// On the path between the client and the server (else between the client and a peer).
+    pub server_path: bool,
+    /// Sent by the client (else sent to it).
+    pub from_client: bool,
+    pub bytes: Vec<u8>,
 }
 
 /// Counts of what the relay did, for the failure message.
@@ -104,6 +124,8 @@ struct Shared {
     counts: Counts,
     /// Datagrams the client sent, before any fault: [peer path, server path].
     sent: [AtomicU64; 2],
+    /// Every datagram that reached the relay, in order.
+    captured: Mutex<Vec<Crossing>>,
 }
 
 /// One relay; stops its threads when dropped.
@@ -142,6 +164,7 @@ impl Relay {
             stop: AtomicBool::new(false),
             counts: Counts::default(),
             sent: [AtomicU64::new(0), AtomicU64::new(0)],
+            captured: Mutex::new(Vec::new()),
         });
         let server_proxy = proxy_for(&shared, server).local_addr().expect("proxy address");
         let s = shared.clone();
@@ -156,6 +179,39 @@ impl Relay {
     /// server (true), counting those the relay then dropped.
     pub fn sent_by_client(&self, server_path: bool) -> u64 {
         self.shared.sent[usize::from(server_path)].load(Ordering::Relaxed)
+    }
+
+    /// Every datagram that reached the relay so far, in the order it arrived.
+    pub fn captured(&self) -> Vec<Crossing> {
+        self.shared.captured.lock().expect("captured").clone()
+    }
+
+    /// Waits until no datagram has reached the relay for `quiet`, counted from now at the
+    /// earliest (so that answers to what was just sent are waited for); fails after `timeout`.
+    pub fn wait_quiet(&self, quiet: Duration, timeout: Duration) {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        loop {
+            let last = self.shared.captured.lock().expect("captured").last().map(|c| c.at);
+            let quiet_since = last.map_or(start, |at| at.max(start)).elapsed();
+            if quiet_since >= quiet {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("{}: datagrams kept crossing for {timeout:?}, never {quiet:?} of quiet", self.report());
+            }
+            thread::sleep(quiet - quiet_since);
+        }
+    }
+
+    /// Sends each of `datagrams` to the server from `public`, the address the server knows the
+    /// client by (as an attacker on the client's link would); returns the bytes sent. Not
+    /// recorded; the server's answers are, as they reach `public`.
+    pub fn send_to_server(&self, datagrams: &[Vec<u8>]) -> usize {
+        datagrams
+            .iter()
+            .map(|d| self.shared.public.send_to(d, self.shared.server).expect("send from the relay's public socket"))
+            .sum()
     }
 
     pub fn report(&self) -> String {
@@ -203,6 +259,7 @@ fn run_public(shared: &Arc<Shared>) {
     let mut buf = vec![0u8; 70_000];
     while !shared.stop.load(Ordering::Relaxed) {
         if let Ok((len, from)) = shared.public.recv_from(&mut buf) {
+            record(shared, from == shared.server, false, &buf[..len]);
             let proxy = proxy_for(shared, from);
             forward(shared, &proxy, shared.client, &buf[..len], from == shared.server);
         }
@@ -216,6 +273,7 @@ fn run_proxy(shared: &Arc<Shared>, proxy: &Arc<UdpSocket>, remote: SocketAddr) {
         if let Ok((len, from)) = proxy.recv_from(&mut buf) {
             if from == shared.client {
                 let server_path = remote == shared.server;
+                record(shared, server_path, true, &buf[..len]);
                 let nth = shared.sent[usize::from(server_path)].fetch_add(1, Ordering::Relaxed);
                 if nth < if server_path { shared.server_faults } else { shared.peer_faults }.lose_first_sent {
                     shared.counts.dropped.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +283,11 @@ fn run_proxy(shared: &Arc<Shared>, proxy: &Arc<UdpSocket>, remote: SocketAddr) {
             }
         }
     }
+}
+
+fn record(shared: &Shared, server_path: bool, from_client: bool, bytes: &[u8]) {
+    let crossing = Crossing { at: Instant::now(), server_path, from_client, bytes: bytes.to_vec() };
+    shared.captured.lock().expect("captured").push(crossing);
 }
 
 fn forward(shared: &Shared, via: &Arc<UdpSocket>, to: SocketAddr, bytes: &[u8], server_path: bool) {

@@ -1,11 +1,12 @@
 //! Bad datagrams: random bytes, empty and truncated JSON, an oversized blob and a chat with a
-//! terminal escape, sent by a plain socket to the server and to a client. Nothing is shown,
-//! nothing crashes, the server does not amplify, and the normal flow still works afterwards.
+//! terminal escape, sent to the server inside an authenticated channel (so that they reach its
+//! core) and in clear, and to a client by a plain socket. Nothing is shown, nothing crashes,
+//! the server does not amplify, and the normal flow still works afterwards.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Client, Server, TABLE, WAIT, acked_by, chat, start_clients};
+use crate::harness::{Attacker, Client, Server, TABLE, WAIT, acked_by, chat, start_clients};
 
 /// Deterministic pseudo-random bytes (xorshift), so a failure can be replayed.
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
@@ -36,16 +37,16 @@ fn garbage() -> Vec<Vec<u8>> {
     ]
 }
 
-/// Sends every garbage datagram to `port` from one socket; returns how many bytes came back
-/// within `listen` and how many were sent.
-fn spray(port: u16, listen: Duration) -> (usize, usize) {
+/// Sends each of `datagrams` to `port` from one socket; returns every datagram that came back
+/// within `listen`, and how many bytes were sent.
+fn spray(port: u16, datagrams: &[Vec<u8>], listen: Duration) -> (Vec<Vec<u8>>, usize) {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind the garbage socket");
     let mut sent = 0;
-    for datagram in garbage() {
-        sent += sock.send_to(&datagram, ("127.0.0.1", port)).expect("send a garbage datagram");
+    for datagram in datagrams {
+        sent += sock.send_to(datagram, ("127.0.0.1", port)).expect("send a garbage datagram");
     }
     let deadline = Instant::now() + listen;
-    let mut received = 0;
+    let mut back = Vec::new();
     let mut buf = vec![0; 65_536];
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         if left.is_zero() {
@@ -53,11 +54,11 @@ fn spray(port: u16, listen: Duration) -> (usize, usize) {
         }
         sock.set_read_timeout(Some(left)).expect("set a read timeout");
         match sock.recv_from(&mut buf) {
-            Ok((n, _)) => received += n,
+            Ok((n, _)) => back.push(buf[..n].to_vec()),
             Err(_) => break,
         }
     }
-    (received, sent)
+    (back, sent)
 }
 
 #[test]
@@ -66,11 +67,42 @@ fn garbage_datagrams_are_dropped_and_everything_still_works() {
     let [mut alice, bob] = start_clients(&server, ["alice", "bob"]);
     let (alice_from, bob_from) = (alice.stdout_len(), bob.stdout_len());
 
-    let (back, sent) = spray(server.port, Duration::from_millis(300));
-    if back > 3 * sent {
-        server.fail(&format!("answered {back} bytes to {sent} bytes of garbage: more than 3x"));
+    // Inside an authenticated channel, so that it reaches the server's core; then a request
+    // whose answer shows that the core went through all of it (datagrams are handled in order).
+    let mut mallory = Attacker::new(server.port);
+    for datagram in garbage() {
+        mallory.send(&datagram, 1);
     }
-    spray(bob.port, Duration::from_millis(100));
+    mallory.send(br#"{"type":"fetch","id":11,"index":0}"#, 1);
+    let answer = mallory.expect_answer(&server, "answer to a fetch after the garbage", WAIT, |a| a["id"] == 11);
+    if answer["type"] != "refused" || answer["reason"] != "not_registered" {
+        server.fail(&format!("a fetch from an unregistered client should be refused, was answered {answer}"));
+    }
+    mallory.collect(Duration::from_millis(300));
+    let answers: Vec<String> =
+        mallory.plaintexts().iter().map(|p| String::from_utf8_lossy(&p[..p.len().min(200)]).into_owned()).collect();
+    if answers.len() != 1 {
+        server.fail(&format!("should answer the garbage with nothing, only the fetch after it; answered {answers:?}"));
+    }
+    let (sent, received) = (mallory.sent_bytes(), mallory.received_bytes());
+    if received > 3 * sent {
+        server.fail(&format!("answered {received} bytes to {sent} bytes of garbage on the wire: more than 3x"));
+    }
+
+    // In clear, as before the channel: JSON draws nothing at all; other bytes at most the
+    // channel's one-byte hint that the sender has no session (for what looks like a data
+    // datagram), once.
+    let (json, binary): (Vec<Vec<u8>>, Vec<Vec<u8>>) = garbage().into_iter().partition(|d| d.starts_with(b"{"));
+    let (back, _) = spray(server.port, &json, Duration::from_millis(300));
+    if !back.is_empty() {
+        server.fail(&format!("answered JSON sent in clear with {} datagram(s)", back.len()));
+    }
+    let (back, _) = spray(server.port, &binary, Duration::from_millis(300));
+    if back.len() > 1 || back.iter().any(|d| d.len() > 1) {
+        let lens: Vec<usize> = back.iter().map(Vec::len).collect();
+        server.fail(&format!("answered garbage sent in clear with datagrams of {lens:?} bytes"));
+    }
+    spray(bob.port, &garbage(), Duration::from_millis(100));
     server.assert_alive();
     bob.assert_alive();
 
