@@ -27,8 +27,16 @@ struct Request<K> {
 /// What a wake-up found due.
 #[derive(Debug)]
 pub(crate) enum Due<K> {
-    /// Send this again; the request stays in flight.
-    Retransmit(Transmit),
+    /// Send this again; the request stays in flight. `first`: the first retransmission of
+    /// request `id` (the first attempt got no answer in time).
+    Retransmit {
+        /// The datagram.
+        transmit: Transmit,
+        /// The request's id.
+        id: MsgId,
+        /// Whether this is its first retransmission.
+        first: bool,
+    },
     /// No answer after every retry: the request is over.
     GaveUp(K),
 }
@@ -84,9 +92,21 @@ impl<K> Requests<K> {
         if r.left == 0 {
             return self.in_flight.remove(&id).map(|r| Due::GaveUp(r.kind));
         }
+        let first = r.left == self.retries;
         r.left -= 1;
         self.deadlines.set(id, now + self.ack_timeout);
-        Some(Due::Retransmit(Transmit { to: r.to, bytes: r.bytes.clone() }))
+        Some(Due::Retransmit { transmit: Transmit { to: r.to, bytes: r.bytes.clone() }, id, first })
+    }
+
+    /// How long each answer is waited for.
+    pub fn ack_timeout(&self) -> Duration {
+        self.ack_timeout
+    }
+
+    /// Copies of every request in flight to `to`, to send again now (the way to it just
+    /// opened); their retries and deadlines stay as they are.
+    pub fn copies_to(&self, to: SocketAddr) -> Vec<Transmit> {
+        self.in_flight.values().filter(|r| r.to == to).map(|r| Transmit { to, bytes: r.bytes.clone() }).collect()
     }
 
     /// When the next retransmission or give-up is due.
@@ -149,11 +169,13 @@ mod tests {
         let mut r = Requests::new(ms(500), 2);
         let first = r.start(t0, addr(1), MsgId(7), vec![1, 2, 3], 'k');
         assert!(r.poll_due(t0 + ms(499)).is_none());
-        let Some(Due::Retransmit(again)) = r.poll_due(t0 + ms(500)) else { panic!("retransmit") };
+        let Some(Due::Retransmit { transmit: again, first: true, .. }) = r.poll_due(t0 + ms(500)) else {
+            panic!("the first retransmission")
+        };
         assert_eq!(again, first);
         assert!(r.poll_due(t0 + ms(500)).is_none(), "not twice at one time");
         assert_eq!(r.next_timeout(), Some(t0 + ms(1000)));
-        assert!(matches!(r.poll_due(t0 + ms(1000)), Some(Due::Retransmit(_))));
+        assert!(matches!(r.poll_due(t0 + ms(1000)), Some(Due::Retransmit { first: false, .. })));
         assert!(matches!(r.poll_due(t0 + ms(1500)), Some(Due::GaveUp('k'))));
         assert!(r.is_empty() && r.next_timeout().is_none());
     }

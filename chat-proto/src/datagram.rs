@@ -287,6 +287,12 @@ pub enum Datagram {
         /// still where the client saw it, so a late retransmission deletes nothing new.
         last: MsgId,
     },
+    /// A direct message to `to` got no ACK at once: the server asks `to` to open the way
+    /// (hole punching). Unanswered.
+    PunchRequest {
+        /// The peer the client cannot reach.
+        to: Name,
+    },
     /// The client is still there: sent while online, every interval the server gave in
     /// [`Datagram::Registered`]. Unanswered; it also keeps the client's NAT mapping open.
     Keepalive,
@@ -404,8 +410,23 @@ pub enum Datagram {
         /// Probe id.
         id: MsgId,
     },
+    /// `from`, at public address `addr`, cannot reach this client directly: send it a
+    /// [`Datagram::Punch`], which opens this client's NAT towards it.
+    PunchAsk {
+        /// Who asked.
+        from: Name,
+        /// Where it is, as the server sees it.
+        addr: SocketAddr,
+    },
 
     // ---- client ↔ client ----
+    /// Sent to a peer the server said cannot reach this client: it opens this client's NAT
+    /// towards the peer, whose retransmissions then come through. A peer that gets one sends
+    /// its direct messages in flight to the sender again at once.
+    Punch {
+        /// The sender.
+        from: Name,
+    },
     /// A direct message.
     Chat {
         /// Message id.

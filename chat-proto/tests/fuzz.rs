@@ -154,6 +154,9 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
         (msg_id(), any::<u32>(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         any::<u64>().prop_map(|version| D::TableAck { version }),
         Just(D::Keepalive),
+        name().prop_map(|to| D::PunchRequest { to }),
+        (name(), addr()).prop_map(|(from, addr)| D::PunchAsk { from, addr }),
+        name().prop_map(|from| D::Punch { from }),
         (msg_id(), name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         msg_id().prop_map(|id| D::ChannelAck { id }),
         (msg_id(), any::<u64>(), any::<u32>(), secret(), any::<u64>(), any::<u64>()).prop_map(

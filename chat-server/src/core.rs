@@ -15,6 +15,7 @@ mod channel;
 mod confirm;
 mod fetch;
 mod probe;
+mod punch;
 mod register;
 mod save;
 mod waiting;
@@ -22,8 +23,8 @@ mod waiting;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_core::Entropy;
 pub use chat_core::Transmit;
+use chat_core::{BoundedMap, Entropy};
 use chat_proto::{Datagram, MsgId, Name, PublicKey, REGISTER_PAD_TO, Refusal, Secret, Table, decode, encode};
 use chrono::{DateTime, Utc};
 use offline_store::Store;
@@ -79,6 +80,8 @@ pub struct Server<S> {
     /// New names registering from addresses not yet proven: their rows wait for `confirm`.
     joining: Joining,
     presence: Presence,
+    /// Punch requests passed on per client address, in the current one-second window.
+    punches: BoundedMap<SocketAddr, (Instant, u32)>,
     out: Outbox,
     ids: Ids,
     /// Datagrams dropped because they did not decode.
@@ -119,6 +122,7 @@ impl<S: Store> Server<S> {
             dedup: Dedup::new(cfg.dedup_capacity, keep),
             joining: Joining::new(cfg.dedup_capacity),
             presence: Presence::new(cfg.keepalive, start, version_base),
+            punches: BoundedMap::new(cfg.dedup_capacity),
             out: Outbox::new(cfg.dedup_capacity),
             ids: Ids::new(entropy),
             dropped: 0,
@@ -179,6 +183,7 @@ impl<S: Store> Server<S> {
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
             Datagram::Keepalive => {} // heard: that is all it says
+            Datagram::PunchRequest { to } => self.on_punch_request(now, from, &to),
             Datagram::TableAck { version } => self.tables.handle_ack(now, from, version, &self.clients, &mut self.out),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
             Datagram::ChannelAck { id } => self.deliveries.handle_ack(from, id),

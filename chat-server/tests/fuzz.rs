@@ -152,6 +152,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         2 => (msg_id(), small(), msg_id()).prop_map(|(id, count, last)| D::FetchDone { id, count, last }),
         3 => version().prop_map(|version| D::TableAck { version }),
         2 => Just(D::Keepalive),
+        2 => a_name().prop_map(|to| D::PunchRequest { to }),
         3 => (msg_id(), a_name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         3 => msg_id().prop_map(|id| D::ChannelAck { id }),
         1 => (msg_id(), version(), small(), secret(), any::<u64>())

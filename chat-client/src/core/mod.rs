@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_core::{Entropy, Transmit};
+use chat_core::{BoundedMap, Entropy, Transmit};
 use chat_proto::{Datagram, MsgId, Name, PublicKey, Sealed, Secret, Text};
 
 use crate::answers::Answers;
@@ -141,6 +141,8 @@ pub struct Client {
     unauthentic: u64,
     /// While online: how often to keep alive (the server's choice) and when next.
     keepalive: Keepalive,
+    /// When each peer's punch last made us send again.
+    punched: BoundedMap<SocketAddr, Instant>,
 }
 
 /// The keepalive the server asked for: one datagram every `every` while online (none if zero).
@@ -176,6 +178,7 @@ impl Client {
             unverified: VecDeque::new(),
             unauthentic: 0,
             keepalive: Keepalive::default(),
+            punched: BoundedMap::new(256),
         }
     }
 
@@ -219,15 +222,16 @@ impl Client {
         if from == self.server {
             self.route_server(now, d);
         } else {
-            self.route_peer(from, d);
+            self.route_peer(now, from, d);
         }
         self.settle(now);
     }
 
-    fn route_peer(&mut self, from: SocketAddr, d: Datagram) {
+    fn route_peer(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
         match d {
             Datagram::Chat { id, from: sender, to, sealed } if to == self.me => self.on_chat(from, id, sender, &sealed),
             Datagram::ChatAck { id, proof } => self.on_chat_ack(from, id, &proof),
+            Datagram::Punch { .. } => self.on_punch(now, from),
             other => tracing::debug!(%from, "dropped an unexpected datagram: {other:?}"),
         }
     }
@@ -255,8 +259,12 @@ impl Client {
             Datagram::Probe { id } if self.session.answers_peers() => {
                 self.send_once(server, &Datagram::ProbeAck { id, name: self.me.clone() });
             }
+            // A peer cannot reach us: open our NAT towards it.
+            Datagram::PunchAsk { from: _, addr } if self.session.answers_peers() => {
+                self.send_once(addr, &Datagram::Punch { from: self.me.clone() });
+            }
             Datagram::Channel { id, from: sender, text } => self.on_channel(id, sender, text),
-            other => self.route_peer(server, other),
+            other => self.route_peer(now, server, other),
         }
     }
 
@@ -306,7 +314,12 @@ impl Client {
         self.keep_alive(now);
         while self.exit.is_none() {
             match self.requests.poll_due(now) {
-                Some(Due::Retransmit(t)) => self.out.push_back(t),
+                Some(Due::Retransmit { transmit, id, first }) => {
+                    if first && transmit.to != self.server {
+                        self.ask_to_punch(id, transmit.to);
+                    }
+                    self.out.push_back(transmit);
+                }
                 Some(Due::GaveUp(kind)) => self.on_gave_up(now, kind),
                 None => break,
             }
@@ -458,6 +471,29 @@ impl Client {
     }
 
     /// Sends `d` once, no answer expected (ACKs).
+    /// The peer at `from` opened its NAT towards us: what waits for it goes again now, at
+    /// most once an ACK timeout (a forged punch cannot make us send more than the retries do).
+    fn on_punch(&mut self, now: Instant, from: SocketAddr) {
+        if self.punched.get(&from).is_some_and(|at| now.duration_since(*at) < self.requests.ack_timeout()) {
+            return;
+        }
+        let copies = self.requests.copies_to(from);
+        if !copies.is_empty() {
+            self.punched.insert(from, now);
+            self.out.extend(copies);
+        }
+    }
+
+    /// The direct message `id` to `peer` got no ACK at once: the peer may sit behind a NAT
+    /// that drops what it did not ask for, so the server is asked to have it punch a hole
+    /// towards us (SPEC 11), while the retransmissions go on.
+    fn ask_to_punch(&mut self, id: MsgId, peer: SocketAddr) {
+        if let Some(Kind::Direct(o)) = self.requests.get(id, peer) {
+            let d = Datagram::PunchRequest { to: o.to().clone() };
+            self.send_once(self.server, &d);
+        }
+    }
+
     fn send_once(&mut self, to: SocketAddr, d: &Datagram) {
         match chat_proto::encode(d) {
             Ok(bytes) => self.out.push_back(Transmit { to, bytes: bytes.into() }),

@@ -22,15 +22,21 @@ fn no_ack_retransmits_the_same_message_then_saves_it() {
     f.cmd("send bob hi");
     let first = f.sent();
     let mut retransmits = Vec::new();
+    let mut punch_requests = Vec::new();
     for ms in (0..3000).step_by(50) {
         f.at(ms);
-        let sent = f.sent();
-        if !sent.is_empty() {
-            assert_eq!(sent, first, "a retransmission is the same datagram");
+        let (to_server, to_bob): (Vec<_>, Vec<_>) = f.sent().into_iter().partition(|(p, _)| *p == SERVER);
+        if !to_bob.is_empty() {
+            assert_eq!(to_bob, first, "a retransmission is the same datagram");
             retransmits.push(ms);
+        }
+        for (_, d) in to_server {
+            assert_eq!(d, Datagram::PunchRequest { to: name("bob") });
+            punch_requests.push(ms);
         }
     }
     assert_eq!(retransmits, [500, 1000, 1500, 2000, 2500], "five retransmissions, 500 ms apart");
+    assert_eq!(punch_requests, [500], "no ACK at once: the server is asked, once, to have bob punch");
     assert!(f.events().is_empty());
     f.at(3000);
     assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
@@ -333,4 +339,28 @@ fn a_stored_direct_message_the_server_could_have_written_is_not_shown() {
     assert!(shown.iter().any(|l| l.ends_with(" real")), "{shown:?}");
     assert!(!shown.iter().any(|l| l.contains("forged")), "{shown:?}");
     assert!(f.sent().iter().any(|(_, d)| matches!(d, Datagram::FetchDone { count: 3, .. })), "all three are fetched");
+}
+
+#[test]
+fn a_punch_asked_by_the_server_opens_the_way_and_a_punch_received_resends_at_once_but_not_more() {
+    let mut f = Fixture::online(true);
+    // The server asks: alice punches towards the asker.
+    let carol: SocketAddr = "198.51.100.7:6001".parse().expect("addr");
+    f.recv(SERVER, Datagram::PunchAsk { from: name("carol"), addr: carol });
+    assert_eq!(f.client.poll_transmit().map(|t| t.to), Some(carol));
+    // A punch from a peer sends what waits for it again now, once an ACK timeout at most.
+    f.cmd("send bob hi");
+    let first = f.sent();
+    f.at(100);
+    f.recv(BOB, Datagram::Punch { from: name("bob") });
+    assert_eq!(f.sent(), first, "sent again at once");
+    for _ in 0..10 {
+        f.recv(BOB, Datagram::Punch { from: name("bob") });
+    }
+    assert_eq!(f.sent(), vec![], "a flood of punches sends nothing more");
+    f.recv(ME + 100, Datagram::Punch { from: name("bob") });
+    assert_eq!(f.sent(), vec![], "nothing waits for that address");
+    // A punch ask from anyone but the server is not followed.
+    f.recv(BOB, Datagram::PunchAsk { from: name("carol"), addr: carol });
+    assert_eq!(f.sent(), vec![]);
 }

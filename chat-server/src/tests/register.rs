@@ -287,3 +287,18 @@ fn a_client_silent_for_three_keepalive_intervals_is_marked_offline_and_everyone_
     assert!(f.server.table().clients.iter().any(|r| r.name.as_str() == "alice" && !r.online));
     assert!(f.server.table().clients.iter().any(|r| r.name.as_str() == "bob" && r.online));
 }
+
+#[test]
+fn a_punch_request_is_passed_to_the_online_recipient_with_the_askers_address_at_a_bounded_rate() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    let out = f.recv(ALICE, Datagram::PunchRequest { to: name("bob") });
+    assert_eq!(out, vec![(BOB, Datagram::PunchAsk { from: name("alice"), addr: addr(ALICE) })]);
+    // From an address with no online client, or for a name not online: nothing.
+    assert_eq!(f.recv(CAROL, Datagram::PunchRequest { to: name("bob") }), vec![]);
+    assert_eq!(f.recv(ALICE, Datagram::PunchRequest { to: name("nobody") }), vec![]);
+    // A flood: ten a second pass, the rest are dropped until the next second.
+    let passed = (0..50).filter(|_| !f.recv(ALICE, Datagram::PunchRequest { to: name("bob") }).is_empty()).count();
+    assert_eq!(passed, 9, "ten in the first second, the first among them");
+    f.at(1000);
+    assert_eq!(f.recv(ALICE, Datagram::PunchRequest { to: name("bob") }).len(), 1);
+}
