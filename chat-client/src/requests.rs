@@ -98,6 +98,11 @@ impl<K> Requests<K> {
         Some(Due::Retransmit { transmit: Transmit { to: r.to, bytes: r.bytes.clone() }, id, first })
     }
 
+    /// Where request `id` was sent, if it is in flight.
+    pub fn target(&self, id: MsgId) -> Option<SocketAddr> {
+        self.in_flight.get(&id).map(|r| r.to)
+    }
+
     /// How long each answer is waited for.
     pub fn ack_timeout(&self) -> Duration {
         self.ack_timeout

@@ -52,6 +52,11 @@ impl Outgoing {
         Datagram::Chat { id: self.chat_id, from: me.clone(), to: self.to.clone(), sealed: self.sealed.clone() }
     }
 
+    /// The same chat, to go through the server.
+    pub fn relay(&self, me: &Name) -> Datagram {
+        Datagram::RelayChat { id: self.chat_id, from: me.clone(), to: self.to.clone(), sealed: self.sealed.clone() }
+    }
+
     /// The save-message request `id`, from `me` proven by `secret`.
     pub fn save(&self, id: MsgId, me: &Name, secret: Secret) -> Datagram {
         Datagram::Save {

@@ -180,6 +180,10 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         5 => (msg_id(), a_name(), a_name(), text(), any::<bool>())
             .prop_map(|(id, from, to, text, forged)| D::Chat { id, sealed: sealed_for_alice(&from, id, text.as_str(), forged), from, to }),
         3 => (msg_id(), a_name(), any::<bool>()).prop_map(|(id, who, forged)| D::ChatAck { id, proof: ack_from(&who, id, forged) }),
+        2 => (msg_id(), a_name(), a_name(), text(), any::<bool>())
+            .prop_map(|(id, from, to, text, forged)| D::RelayChat { id, sealed: sealed_for_alice(&from, id, text.as_str(), forged), from, to }),
+        2 => (msg_id(), a_name(), a_name(), any::<bool>())
+            .prop_map(|(id, from, to, forged)| D::RelayAck { id, proof: ack_from(&from, id, forged), from, to }),
     ]
 }
 

@@ -419,6 +419,34 @@ pub enum Datagram {
         addr: SocketAddr,
     },
 
+    // ---- client → server → client (relay) ----
+    /// A chat that did not get through directly, sent through the server: the sender sends it
+    /// to the server, which passes it unchanged to `to` if `from` is the client at the address
+    /// it came from. The fields are a [`Datagram::Chat`]'s; the recipient answers with
+    /// [`Datagram::RelayAck`].
+    RelayChat {
+        /// Message id (the chat's).
+        id: MsgId,
+        /// The sender.
+        from: Name,
+        /// The recipient.
+        to: Name,
+        /// The message, sealed end to end as in a chat: the server cannot read it.
+        sealed: Sealed,
+    },
+    /// The ACK of a relayed chat, back through the server: `from` (the recipient) sends it to
+    /// the server, which passes it unchanged to `to` (the sender).
+    RelayAck {
+        /// The chat's id.
+        id: MsgId,
+        /// Who ACKs: the chat's recipient.
+        from: Name,
+        /// Who the ACK is for: the chat's sender.
+        to: Name,
+        /// As in [`Datagram::ChatAck`]: made by the recipient, so the server cannot forge it.
+        proof: Sealed,
+    },
+
     // ---- client ↔ client ----
     /// Sent to a peer the server said cannot reach this client: it opens this client's NAT
     /// towards the peer, whose retransmissions then come through. A peer that gets one sends

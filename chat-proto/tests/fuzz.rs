@@ -157,6 +157,8 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
         name().prop_map(|to| D::PunchRequest { to }),
         (name(), addr()).prop_map(|(from, addr)| D::PunchAsk { from, addr }),
         name().prop_map(|from| D::Punch { from }),
+        (msg_id(), name(), name(), sealed()).prop_map(|(id, from, to, sealed)| D::RelayChat { id, from, to, sealed }),
+        (msg_id(), name(), name(), sealed()).prop_map(|(id, from, to, proof)| D::RelayAck { id, from, to, proof }),
         (msg_id(), name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         msg_id().prop_map(|id| D::ChannelAck { id }),
         (msg_id(), any::<u64>(), any::<u32>(), secret(), any::<u64>(), any::<u64>()).prop_map(

@@ -82,6 +82,8 @@ pub struct Server<S> {
     presence: Presence,
     /// Punch requests passed on per client address, in the current one-second window.
     punches: BoundedMap<SocketAddr, (Instant, u32)>,
+    /// Chats and ACKs relayed per client address, in the current one-second window.
+    relays: BoundedMap<SocketAddr, (Instant, u32)>,
     out: Outbox,
     ids: Ids,
     /// Datagrams dropped because they did not decode.
@@ -123,6 +125,7 @@ impl<S: Store> Server<S> {
             joining: Joining::new(cfg.dedup_capacity),
             presence: Presence::new(cfg.keepalive, start, version_base),
             punches: BoundedMap::new(cfg.dedup_capacity),
+            relays: BoundedMap::new(cfg.dedup_capacity),
             out: Outbox::new(cfg.dedup_capacity),
             ids: Ids::new(entropy),
             dropped: 0,
@@ -184,6 +187,11 @@ impl<S: Store> Server<S> {
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
             Datagram::Keepalive => {} // heard: that is all it says
             Datagram::PunchRequest { to } => self.on_punch_request(now, from, &to),
+            Datagram::RelayChat { from: ref sender, ref to, .. }
+            | Datagram::RelayAck { from: ref sender, ref to, .. } => {
+                let (sender, to) = (sender.clone(), to.clone());
+                self.on_relay(now, from, &sender, &to, &d);
+            }
             Datagram::TableAck { version } => self.tables.handle_ack(now, from, version, &self.clients, &mut self.out),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
             Datagram::ChannelAck { id } => self.deliveries.handle_ack(from, id),

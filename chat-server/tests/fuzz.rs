@@ -153,6 +153,9 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         3 => version().prop_map(|version| D::TableAck { version }),
         2 => Just(D::Keepalive),
         2 => a_name().prop_map(|to| D::PunchRequest { to }),
+        2 => (msg_id(), a_name(), a_name(), text()).prop_map(|(id, from, to, t)| {
+            D::RelayChat { id, sealed: sealed(&from, &to, id, t.as_str()), from, to }
+        }),
         3 => (msg_id(), a_name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         3 => msg_id().prop_map(|id| D::ChannelAck { id }),
         1 => (msg_id(), version(), small(), secret(), any::<u64>())

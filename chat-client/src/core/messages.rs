@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chat_proto::{Datagram, MsgId, Name, Sealed, Text};
 
-use super::{Client, Kind};
+use super::{Client, Kind, Path};
 
 /// How many chats wait for their senders' keys at most.
 const UNVERIFIED_KEPT: usize = 64;
@@ -45,10 +45,15 @@ impl Client {
         };
         let nonce = self.entropy.bytes();
         let proof = self.identity.pairwise(key).seal_ack(nonce, &sender, &me, id);
+        let ack = if from == self.server {
+            Datagram::RelayAck { id, from: me, to: sender.clone(), proof }
+        } else {
+            Datagram::ChatAck { id, proof }
+        };
         if self.inbox.first_chat(&sender, id) {
             self.show_live(Event::Chat { from: sender, text });
         }
-        self.send_once(from, &Datagram::ChatAck { id, proof });
+        self.send_once(from, &ack);
     }
 
     fn unauthentic(&mut self, from: &Name, what: &str) {
@@ -66,8 +71,23 @@ impl Client {
         self.send_once(self.server, &Datagram::ChannelAck { id });
     }
 
-    /// An ACK counts only if the recipient made it, for this message.
+    /// The ACK of a chat we also relayed, back through the server from `acker`: it counts as
+    /// the ACK from the address the chat was sent to, if `acker` made it.
+    pub(super) fn on_relay_ack(&mut self, id: MsgId, acker: &Name, proof: &Sealed) {
+        let Some(peer) = self.requests.target(id) else { return };
+        if matches!(self.requests.get(id, peer), Some(Kind::Direct(o)) if o.to() == acker) {
+            self.delivered(peer, id, proof, Path::Relay);
+        }
+    }
+
+    /// An ACK from the peer's address.
     pub(super) fn on_chat_ack(&mut self, from: SocketAddr, id: MsgId, proof: &Sealed) {
+        self.delivered(from, id, proof, Path::Direct);
+    }
+
+    /// An ACK counts only if the recipient made it, for this message; the path it came by is
+    /// remembered for the next message to that peer.
+    fn delivered(&mut self, from: SocketAddr, id: MsgId, proof: &Sealed, path: Path) {
         let Some(Kind::Direct(o)) = self.requests.get(id, from) else { return };
         let (to, key) = (o.to().clone(), o.key());
         let me = self.me.clone();
@@ -76,6 +96,7 @@ impl Client {
             return;
         }
         if let Some(Kind::Direct(o)) = self.requests.answer(id, from, |k| matches!(k, Kind::Direct(_))) {
+            self.paths.insert(o.to().clone(), path);
             self.in_turn(o.turn(), |c| c.emit(Event::Delivered { to: o.to().clone() }));
         }
     }
@@ -148,8 +169,13 @@ impl Client {
     pub(super) fn direct(&mut self, now: Instant, o: Outgoing) {
         match self.table.row(o.to()) {
             Some((addr, true)) => {
-                let d = o.chat(&self.me);
-                self.request(now, addr, o.chat_id(), &d, Kind::Direct(o));
+                let (d, id) = (o.chat(&self.me), o.chat_id());
+                // Reached through the server last time: a copy goes that way at once too.
+                let relayed = self.paths.get(o.to()) == Some(&Path::Relay);
+                self.request(now, addr, id, &d, Kind::Direct(o));
+                if relayed {
+                    self.relay_copy(id, addr);
+                }
             }
             _ => self.save(now, o),
         }

@@ -143,6 +143,17 @@ pub struct Client {
     keepalive: Keepalive,
     /// When each peer's punch last made us send again.
     punched: BoundedMap<SocketAddr, Instant>,
+    /// The path that last carried an ACK from each peer: tried first next time.
+    paths: BoundedMap<Name, Path>,
+}
+
+/// How a peer was last reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Straight to its address.
+    Direct,
+    /// Through the server.
+    Relay,
 }
 
 /// The keepalive the server asked for: one datagram every `every` while online (none if zero).
@@ -179,6 +190,7 @@ impl Client {
             unauthentic: 0,
             keepalive: Keepalive::default(),
             punched: BoundedMap::new(256),
+            paths: BoundedMap::new(4096),
         }
     }
 
@@ -259,6 +271,11 @@ impl Client {
             Datagram::Probe { id } if self.session.answers_peers() => {
                 self.send_once(server, &Datagram::ProbeAck { id, name: self.me.clone() });
             }
+            // Through the server: a chat that found no direct path, and the ACK of one we sent.
+            Datagram::RelayChat { id, from: sender, to, sealed } if to == self.me => {
+                self.on_chat(server, id, sender, &sealed);
+            }
+            Datagram::RelayAck { id, from: acker, to, proof } if to == self.me => self.on_relay_ack(id, &acker, &proof),
             // A peer cannot reach us: open our NAT towards it.
             Datagram::PunchAsk { from: _, addr } if self.session.answers_peers() => {
                 self.send_once(addr, &Datagram::Punch { from: self.me.clone() });
@@ -315,8 +332,13 @@ impl Client {
         while self.exit.is_none() {
             match self.requests.poll_due(now) {
                 Some(Due::Retransmit { transmit, id, first }) => {
-                    if first && transmit.to != self.server {
-                        self.ask_to_punch(id, transmit.to);
+                    if transmit.to != self.server {
+                        // No ACK at once: ask for a punch; still none: through the server too.
+                        if first {
+                            self.ask_to_punch(id, transmit.to);
+                        } else {
+                            self.relay_copy(id, transmit.to);
+                        }
                     }
                     self.out.push_back(transmit);
                 }
@@ -481,6 +503,16 @@ impl Client {
         if !copies.is_empty() {
             self.punched.insert(from, now);
             self.out.extend(copies);
+        }
+    }
+
+    /// Sends a copy of the direct message `id` to `peer` through the server: the direct path
+    /// did not open (a NAT that picks a new port for every destination), but the server reaches
+    /// the peer.
+    pub(super) fn relay_copy(&mut self, id: MsgId, peer: SocketAddr) {
+        if let Some(Kind::Direct(o)) = self.requests.get(id, peer) {
+            let d = o.relay(&self.me);
+            self.send_once(self.server, &d);
         }
     }
 

@@ -22,7 +22,7 @@ fn no_ack_retransmits_the_same_message_then_saves_it() {
     f.cmd("send bob hi");
     let first = f.sent();
     let mut retransmits = Vec::new();
-    let mut punch_requests = Vec::new();
+    let (mut punch_requests, mut relayed) = (Vec::new(), Vec::new());
     for ms in (0..3000).step_by(50) {
         f.at(ms);
         let (to_server, to_bob): (Vec<_>, Vec<_>) = f.sent().into_iter().partition(|(p, _)| *p == SERVER);
@@ -31,12 +31,16 @@ fn no_ack_retransmits_the_same_message_then_saves_it() {
             retransmits.push(ms);
         }
         for (_, d) in to_server {
-            assert_eq!(d, Datagram::PunchRequest { to: name("bob") });
-            punch_requests.push(ms);
+            match d {
+                Datagram::PunchRequest { to } if to.as_str() == "bob" => punch_requests.push(ms),
+                Datagram::RelayChat { .. } => relayed.push(ms),
+                other => panic!("{other:?}"),
+            }
         }
     }
     assert_eq!(retransmits, [500, 1000, 1500, 2000, 2500], "five retransmissions, 500 ms apart");
     assert_eq!(punch_requests, [500], "no ACK at once: the server is asked, once, to have bob punch");
+    assert_eq!(relayed, [1000, 1500, 2000, 2500], "then each retransmission goes through the server too");
     assert!(f.events().is_empty());
     f.at(3000);
     assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
@@ -363,4 +367,65 @@ fn a_punch_asked_by_the_server_opens_the_way_and_a_punch_received_resends_at_onc
     // A punch ask from anyone but the server is not followed.
     f.recv(BOB, Datagram::PunchAsk { from: name("carol"), addr: carol });
     assert_eq!(f.sent(), vec![]);
+}
+
+/// `by`'s ACK of alice's message `id`, as the server relays it.
+fn relayed_ack(id: MsgId, by: &str) -> Datagram {
+    let Datagram::ChatAck { id, proof } = ack(id, by) else { panic!("an ACK") };
+    Datagram::RelayAck { id, from: name(by), to: name("alice"), proof }
+}
+
+#[test]
+fn a_chat_still_unacked_goes_through_the_server_too_and_its_relayed_ack_delivers_it() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob hi");
+    let [(BOB, Datagram::Chat { id, ref sealed, .. })] = f.sent()[..] else { panic!("direct first") };
+    let sealed = sealed.clone();
+    let mut relayed = Vec::new();
+    for ms in (50..=1500).step_by(50) {
+        f.at(ms);
+        for (port, d) in f.sent() {
+            if port == SERVER && matches!(d, Datagram::RelayChat { .. }) {
+                assert_eq!(d, Datagram::RelayChat { id, from: name("alice"), to: name("bob"), sealed: sealed.clone() });
+                relayed.push(ms);
+            }
+        }
+    }
+    assert_eq!(relayed, [1000, 1500], "from the second retransmission on, a copy through the server");
+    // A relayed ACK bob did not make delivers nothing; bob's does.
+    let Datagram::ChatAck { proof, .. } = ack(id, "mallory") else { panic!() };
+    f.recv(SERVER, Datagram::RelayAck { id, from: name("bob"), to: name("alice"), proof });
+    assert!(f.events().is_empty());
+    f.recv(SERVER, relayed_ack(id, "bob"));
+    assert_eq!(f.events(), [">>> [Message received by bob.]"]);
+    // Bob was reached through the server: the next message goes that way at once as well.
+    f.cmd("send bob again");
+    let sent = f.sent();
+    assert!(matches!(sent[..], [(BOB, Datagram::Chat { .. }), (SERVER, Datagram::RelayChat { .. })]), "{sent:?}");
+    // And a direct ACK makes the direct path the one remembered.
+    let Datagram::Chat { id, .. } = sent[0].1 else { panic!() };
+    f.recv(BOB, ack(id, "bob"));
+    f.events();
+    f.cmd("send bob third");
+    assert!(matches!(f.sent()[..], [(BOB, Datagram::Chat { .. })]));
+}
+
+#[test]
+fn a_relayed_chat_is_shown_once_and_acked_back_through_the_server() {
+    let mut f = Fixture::online(true);
+    let Datagram::Chat { id, from, to, sealed } = chat(7, "bob", "alice", "via the server") else { panic!() };
+    f.recv(SERVER, Datagram::RelayChat { id, from: from.clone(), to: to.clone(), sealed: sealed.clone() });
+    assert_eq!(f.events(), [">>> bob: via the server"]);
+    let [(SERVER, Datagram::RelayAck { id: acked, from: ref acker, to: ref sender, .. })] = f.sent()[..] else {
+        panic!("the ACK goes back through the server")
+    };
+    assert_eq!((acked, acker.as_str(), sender.as_str()), (id, "alice", "bob"));
+    // The same chat directly: ACKed directly, not shown again.
+    f.recv(BOB, Datagram::Chat { id, from, to, sealed });
+    assert!(f.events().is_empty());
+    assert!(matches!(f.sent()[..], [(BOB, Datagram::ChatAck { .. })]));
+    // A relayed chat for another name is not ours.
+    let Datagram::Chat { id, from, sealed, .. } = chat(8, "bob", "carol", "not for alice") else { panic!() };
+    f.recv(SERVER, Datagram::RelayChat { id, from, to: name("carol"), sealed });
+    assert!(f.events().is_empty() && f.sent().is_empty());
 }

@@ -302,3 +302,34 @@ fn a_punch_request_is_passed_to_the_online_recipient_with_the_askers_address_at_
     f.at(1000);
     assert_eq!(f.recv(ALICE, Datagram::PunchRequest { to: name("bob") }).len(), 1);
 }
+
+#[test]
+fn a_relayed_chat_and_its_ack_pass_unchanged_only_in_the_senders_own_name_at_a_bounded_rate() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    let chat = Datagram::RelayChat {
+        id: MsgId(7),
+        from: name("alice"),
+        to: name("bob"),
+        sealed: sealed("alice", "bob", MsgId(7), "hi"),
+    };
+    assert_eq!(f.recv(ALICE, chat.clone()), vec![(BOB, chat.clone())]);
+    let ack = Datagram::RelayAck {
+        id: MsgId(7),
+        from: name("bob"),
+        to: name("alice"),
+        proof: sealed("bob", "alice", MsgId(7), ""),
+    };
+    assert_eq!(f.recv(BOB, ack.clone()), vec![(ALICE, ack.clone())]);
+    // In another's name, from an address with no online client, or for a name not online:
+    // nothing.
+    assert_eq!(f.recv(BOB, chat.clone()), vec![]);
+    assert_eq!(f.recv(CAROL, chat.clone()), vec![]);
+    f.dereg("bob", BOB);
+    f.drain();
+    assert_eq!(f.recv(ALICE, chat.clone()), vec![]);
+    // Fifty a second from one client, then nothing until the next second.
+    f.register("bob", BOB);
+    f.at(2000);
+    let passed = (0..80).filter(|_| !f.recv(ALICE, chat.clone()).is_empty()).count();
+    assert_eq!(passed, 50);
+}
