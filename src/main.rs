@@ -91,9 +91,21 @@ async fn chat(
         keys: opts.data_dir.join(format!("{stem}.keys")),
         servers: opts.data_dir.join("known_servers"),
     };
-    let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, ..Default::default() };
+    let lan = lan_address(server, port);
+    let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, lan, ..Default::default() };
     let code = chat_client::run(socket, cfg, name.clone(), server, opts.server_key, key, files, shutdown).await?;
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// This host's address on the way to `server`, with the client's `port`: where peers behind the
+/// same NAT reach the client. Connecting a UDP socket sends nothing; it only asks the OS which
+/// interface it would use.
+fn lan_address(server: SocketAddr, port: u16) -> Option<SocketAddr> {
+    let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+    probe.connect(server).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
 }
 
 async fn bind(addr: SocketAddr) -> Result<UdpSocket, AppError> {

@@ -179,7 +179,7 @@ impl Sim {
         let id = self.id();
         let pad = " ".repeat(REGISTER_PAD_TO);
         let key = key_of(&self.name).public();
-        let reg = Datagram::Register { id, name: self.name.clone(), secret: None, key, pad };
+        let reg = Datagram::Register { lan: None, id, name: self.name.clone(), secret: None, key, pad };
         let (cookie, secret) = self
             .request(&reg, seen, |d| match d {
                 Datagram::Registered { id: got, cookie, secret, .. } if *got == id => Some((*cookie, secret.clone())),

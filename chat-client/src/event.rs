@@ -227,6 +227,7 @@ mod tests {
     #[test]
     fn list_shows_one_row_per_client() {
         let row = |name: &str, port, online| ClientRow {
+            lan: None,
             name: n(name),
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             online,

@@ -72,6 +72,20 @@ impl LocalTable {
         table.clients.iter().find(|r| &r.name == name).map(|r| (r.addr, r.online))
     }
 
+    /// Where to send to `name` directly: its LAN address if it sits behind the same public IP
+    /// as `me` (most NATs do not pass a packet from inside back in to their own public
+    /// address), else its address; and whether it is online.
+    pub fn route(&self, me: &Name, name: &Name) -> Option<(SocketAddr, bool)> {
+        let table = self.table.as_ref()?;
+        let row = table.clients.iter().find(|r| &r.name == name)?;
+        let mine = table.clients.iter().find(|r| &r.name == me).map(|r| r.addr.ip());
+        let addr = match row.lan {
+            Some(lan) if mine == Some(row.addr.ip()) && me != name => lan,
+            _ => row.addr,
+        };
+        Some((addr, row.online))
+    }
+
     /// Whether a table has come.
     pub fn has_table(&self) -> bool {
         self.table.is_some()

@@ -116,7 +116,7 @@ fn table() -> impl Strategy<Value = Table> {
             1 => Some(KeyPair::from_secret([9; 32]).public()),
             _ => Some(key_of(&name).public()),
         };
-        ClientRow { name, addr: addr(p), online, key }
+        ClientRow { lan: None, name, addr: addr(p), online, key }
     });
     (version(), prop::collection::vec(row, 0..5)).prop_map(|(version, clients)| Table { version, clients })
 }
@@ -150,7 +150,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
     use Datagram as D;
     prop_oneof![
         1 => (msg_id(), a_name(), prop::option::of(secret()))
-            .prop_map(|(id, name, secret)| D::Register { id, key: key_of(&name).public(), name, secret, pad: String::new() }),
+            .prop_map(|(id, name, secret)| D::Register { lan: None, id, key: key_of(&name).public(), name, secret, pad: String::new() }),
         1 => (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
         1 => (msg_id(), a_name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
         1 => (msg_id(), msg_id(), a_name(), secret(), a_name(), text(), any::<bool>())

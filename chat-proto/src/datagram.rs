@@ -93,6 +93,10 @@ pub struct ClientRow {
     /// opened by. None only in a table kept from before keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PublicKey>,
+    /// Where the client listens on its own network, if that differs from `addr` (it sits
+    /// behind a NAT): peers behind the same public address reach it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan: Option<SocketAddr>,
 }
 
 /// The whole client table at one version.
@@ -218,6 +222,10 @@ pub enum Datagram {
         /// The client's long-term public key: the name belongs to the key that first
         /// registered it.
         key: PublicKey,
+        /// Where the client listens on its own network (its interface's address and port),
+        /// told so that peers behind the same NAT can reach it there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lan: Option<SocketAddr>,
         /// Spaces that bring the datagram to [`crate::REGISTER_PAD_TO`] bytes, so that the
         /// server's answer to an address it cannot yet trust stays within three times what it
         /// received (no amplification).

@@ -37,6 +37,7 @@ fn table() -> Table {
     Table {
         version: 7,
         clients: vec![ClientRow {
+            lan: None,
             name: name("bob"),
             addr: "127.0.0.1:5001".parse().expect("addr"),
             online: true,
@@ -58,8 +59,15 @@ fn every_variant() -> Vec<Datagram> {
         force,
     };
     vec![
-        Datagram::Register { id, name: name("alice"), secret: None, key: key(), pad: String::new() },
-        Datagram::Register { id, name: name("alice"), secret: Some(secret()), key: key(), pad: "   ".into() },
+        Datagram::Register { lan: None, id, name: name("alice"), secret: None, key: key(), pad: String::new() },
+        Datagram::Register {
+            lan: None,
+            id,
+            name: name("alice"),
+            secret: Some(secret()),
+            key: key(),
+            pad: "   ".into(),
+        },
         Datagram::Confirm { id, cookie: 99 },
         Datagram::Dereg { id, name: name("alice"), secret: secret() },
         save(false),
@@ -129,7 +137,14 @@ fn every_variant_round_trips() {
 fn golden_strings_pin_the_format() {
     let cases = [
         (
-            Datagram::Register { id: MsgId(1), name: name("alice"), secret: None, key: key(), pad: String::new() },
+            Datagram::Register {
+                lan: None,
+                id: MsgId(1),
+                name: name("alice"),
+                secret: None,
+                key: key(),
+                pad: String::new(),
+            },
             r#"{"type":"register","id":1,"name":"alice","key":"a4e09292b651c278b9772c569f5fa9bb13d906b46ab68c9df9dc2b4409f8a209"}"#,
         ),
         (

@@ -95,7 +95,7 @@ fn ordinary_time() -> impl Strategy<Value = DateTime<Utc>> {
 
 fn table() -> impl Strategy<Value = Table> {
     let row = (name(), addr(), any::<bool>(), prop::option::of(key()))
-        .prop_map(|(name, addr, online, key)| ClientRow { name, addr, online, key });
+        .prop_map(|(name, addr, online, key)| ClientRow { lan: None, name, addr, online, key });
     (any::<u64>(), prop::collection::vec(row, 0..8)).prop_map(|(version, clients)| Table { version, clients })
 }
 
@@ -138,7 +138,7 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
     use Datagram as D;
     prop_oneof![
         (msg_id(), name(), prop::option::of(secret()), key(), pad())
-            .prop_map(|(id, name, secret, key, pad)| { D::Register { id, name, secret, key, pad } }),
+            .prop_map(|(id, name, secret, key, pad)| { D::Register { lan: None, id, name, secret, key, pad } }),
         (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
         (msg_id(), name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
         (msg_id(), msg_id(), name(), secret(), name(), sealed(), any::<bool>()).prop_map(

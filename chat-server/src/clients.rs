@@ -86,11 +86,14 @@ struct Row {
     secret: Option<SecretHash>,
     /// The key the name belongs to (none only in a table kept from before keys).
     key: Option<PublicKey>,
+    /// Where the client listens on its own network, if it differs from its address.
+    lan: Option<SocketAddr>,
 }
 
 impl Row {
     fn client_row(&self, name: &Name) -> ClientRow {
-        ClientRow { name: name.clone(), addr: self.entry.addr, online: self.entry.online, key: self.key }
+        let (addr, online, key, lan) = (self.entry.addr, self.entry.online, self.key, self.lan);
+        ClientRow { name: name.clone(), addr, online, key, lan }
     }
 }
 
@@ -119,7 +122,7 @@ impl Clients {
                 c.by_addr.insert(row.addr, row.name.clone());
             }
             let entry = Entry { addr: row.addr, online: row.online };
-            c.rows.insert(row.name, Row { entry, secret: Some(secret_hash), key: row.key });
+            c.rows.insert(row.name, Row { entry, secret: Some(secret_hash), key: row.key, lan: row.lan });
         }
         c
     }
@@ -232,7 +235,7 @@ impl Clients {
         let entry = Entry { addr, online: true };
         let old = match self.rows.get_mut(name) {
             Some(r) => Some(std::mem::replace(&mut r.entry, entry)),
-            None => self.rows.insert(name.clone(), Row { entry, secret: None, key: None }).map(|r| r.entry),
+            None => self.rows.insert(name.clone(), Row { entry, secret: None, key: None, lan: None }).map(|r| r.entry),
         };
         // The old address may belong to another client by now: only drop our own mapping.
         if let Some(old) = old.filter(|old| old.addr != addr && self.by_addr.get(&old.addr) == Some(name)) {
@@ -246,6 +249,15 @@ impl Clients {
         self.changed(name);
         if let Some(prev) = displaced {
             self.changed(&prev);
+        }
+    }
+
+    /// Sets where `name` listens on its own network (as its `register` said), in the version
+    /// [`Clients::set_online`] just made: call it right after, in the same change. An address
+    /// the same as the row's own says nothing and is not kept.
+    pub fn set_lan(&mut self, name: &Name, lan: Option<SocketAddr>) {
+        if let Some(r) = self.rows.get_mut(name) {
+            r.lan = lan.filter(|l| *l != r.entry.addr);
         }
     }
 

@@ -84,6 +84,8 @@ pub struct Server<S> {
     punches: BoundedMap<SocketAddr, (Instant, u32)>,
     /// Chats and ACKs relayed per client address, in the current one-second window.
     relays: BoundedMap<SocketAddr, (Instant, u32)>,
+    /// The LAN address each registering address told, for its row once it is online.
+    lans: BoundedMap<SocketAddr, SocketAddr>,
     out: Outbox,
     ids: Ids,
     /// Datagrams dropped because they did not decode.
@@ -126,6 +128,7 @@ impl<S: Store> Server<S> {
             presence: Presence::new(cfg.keepalive, start, version_base),
             punches: BoundedMap::new(cfg.dedup_capacity),
             relays: BoundedMap::new(cfg.dedup_capacity),
+            lans: BoundedMap::new(cfg.dedup_capacity),
             out: Outbox::new(cfg.dedup_capacity),
             ids: Ids::new(entropy),
             dropped: 0,
@@ -174,7 +177,9 @@ impl<S: Store> Server<S> {
             Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.out.is_proven(from) => {
                 tracing::debug!(%from, len, "dropped an unpadded register from an unproven address");
             }
-            Datagram::Register { id, name, secret, key, .. } => self.on_register(now, from, id, name, secret, key),
+            Datagram::Register { id, name, secret, key, lan, .. } => {
+                self.on_register(now, from, register::Registration { id, name, secret, key, lan })
+            }
             Datagram::Confirm { id, cookie } => self.on_confirm(from, id, cookie),
             Datagram::Dereg { id, name, secret } => self.on_dereg(from, id, &name, &secret),
             Datagram::Save { id, msg, from: sender, secret, to, sealed, force } => {

@@ -339,7 +339,7 @@ mod tests {
         let name = Name::new("\u{1F600}".repeat(MAX_NAME_CHARS)).expect("a valid name");
         let ip = Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff);
         let addr = SocketAddr::V6(SocketAddrV6::new(ip, 65_535, u32::MAX, u32::MAX));
-        let row = ClientRow { name, addr, online: false, key: Some(PublicKey::from([0xff; 32])) };
+        let row = ClientRow { lan: None, name, addr, online: false, key: Some(PublicKey::from([0xff; 32])) };
         let page =
             Datagram::TablePage { version: u64::MAX, page: u16::MAX, pages: u16::MAX, clients: vec![row; PAGE_ROWS] };
         let bytes = encode(&page).expect("a page of the largest rows encodes");

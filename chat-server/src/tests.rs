@@ -140,7 +140,7 @@ impl Fixture {
     /// A padded `register` for `who`, with its secret if it has one.
     fn reg(&self, id: MsgId, who: &str) -> Datagram {
         let secret = self.secrets.get(who).cloned();
-        Datagram::Register { id, name: name(who), secret, key: key(who), pad: " ".repeat(REGISTER_PAD_TO) }
+        Datagram::Register { lan: None, id, name: name(who), secret, key: key(who), pad: " ".repeat(REGISTER_PAD_TO) }
     }
 
     /// Registers `who` at `port`, confirms the address, and ACKs the tables it is sent.

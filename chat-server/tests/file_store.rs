@@ -68,8 +68,14 @@ fn sealed(id: MsgId, text: &str) -> chat_proto::Sealed {
 
 /// `who` registers at `port` (with `secret` if it has one) and confirms; returns its secret.
 fn register(s: &mut Server<FileStore>, now: Instant, port: u16, who: &str, secret: Option<Secret>) -> (Secret, u32) {
-    let reg =
-        Datagram::Register { id: MsgId(1), name: name(who), secret, key: key(who), pad: " ".repeat(REGISTER_PAD_TO) };
+    let reg = Datagram::Register {
+        lan: None,
+        id: MsgId(1),
+        name: name(who),
+        secret,
+        key: key(who),
+        pad: " ".repeat(REGISTER_PAD_TO),
+    };
     let (out, _) = exchange(s, now, port, reg);
     let Some((secret, cookie, stored)) = out.into_iter().find_map(|(_, d)| match d {
         Datagram::Registered { secret, cookie, stored, .. } => Some((secret, cookie, stored)),
@@ -111,6 +117,7 @@ fn messages_saved_before_a_restart_are_counted_read_and_deleted_by_jobs() {
     let mut s = server(dir.path(), t0);
     s.restore_table(table);
     let reg = Datagram::Register {
+        lan: None,
         id: MsgId(20),
         name: name("bob"),
         secret: Some(bob_secret),
@@ -167,6 +174,7 @@ fn a_registration_burst_after_a_restart_scans_each_mailbox_once() {
     s.restore_table(table);
     for (i, secret) in (0..N).zip(secrets) {
         let reg = Datagram::Register {
+            lan: None,
             id: MsgId(50),
             name: name(&format!("user{i}")),
             secret: Some(secret),
@@ -198,6 +206,7 @@ fn registrations_of_names_that_never_join_leave_no_mailbox_in_memory() {
     for (i, who) in names.iter().enumerate() {
         let port = 20_000 + u16::try_from(i).expect("port");
         let reg = Datagram::Register {
+            lan: None,
             id: MsgId(1),
             name: name(who),
             secret: None,

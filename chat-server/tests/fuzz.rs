@@ -65,9 +65,10 @@ fn sealed(from: &Name, to: &Name, id: MsgId, text: &str) -> Sealed {
 /// A `register` as the client sends it, with the name's key: padded to [`REGISTER_PAD_TO`] bytes.
 fn padded_register(id: MsgId, name: Name, secret: Option<Secret>) -> Datagram {
     let key = key_of(&name).public();
-    let bare = Datagram::Register { id, name: name.clone(), secret: secret.clone(), key, pad: String::new() };
+    let bare =
+        Datagram::Register { lan: None, id, name: name.clone(), secret: secret.clone(), key, pad: String::new() };
     let len = encode(&bare).map_or(0, |b| b.len());
-    Datagram::Register { id, name, secret, key, pad: " ".repeat(REGISTER_PAD_TO.saturating_sub(len)) }
+    Datagram::Register { lan: None, id, name, secret, key, pad: " ".repeat(REGISTER_PAD_TO.saturating_sub(len)) }
 }
 
 // ---- datagrams a client might send (and some it would not) ----
@@ -113,6 +114,7 @@ fn secret() -> impl Strategy<Value = Secret> {
 
 fn table() -> impl Strategy<Value = Table> {
     let row = (a_name(), PORTS, any::<bool>()).prop_map(|(name, p, online)| ClientRow {
+        lan: None,
         key: Some(key_of(&name).public()),
         name,
         addr: addr(p),
@@ -139,7 +141,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
     let pad = prop_oneof![Just(String::new()), Just(" ".repeat(REGISTER_PAD_TO))];
     prop_oneof![
         8 => (msg_id(), a_name(), prop::option::of(secret()), any_key(), pad)
-            .prop_map(|(id, name, secret, key, pad)| D::Register { id, key: key.unwrap_or(key_of(&name).public()), name, secret, pad }),
+            .prop_map(|(id, name, secret, key, pad)| D::Register { lan: None, id, key: key.unwrap_or(key_of(&name).public()), name, secret, pad }),
         2 => (msg_id(), any::<u64>()).prop_map(|(id, cookie)| D::Confirm { id, cookie }),
         3 => (msg_id(), a_name(), secret()).prop_map(|(id, name, secret)| D::Dereg { id, name, secret }),
         6 => (msg_id(), msg_id(), a_name(), secret(), a_name(), text(), any::<bool>())

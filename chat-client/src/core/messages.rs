@@ -167,7 +167,7 @@ impl Client {
 
     /// Sends to the peer if the table shows it online, else straight to the server.
     pub(super) fn direct(&mut self, now: Instant, o: Outgoing) {
-        match self.table.row(o.to()) {
+        match self.table.route(&self.me, o.to()) {
             Some((addr, true)) => {
                 let (d, id) = (o.chat(&self.me), o.chat_id());
                 // Reached through the server last time: a copy goes that way at once too.

@@ -43,11 +43,14 @@ pub struct Config {
     /// reading the output line by line needs. At a terminal lines show as they come. Sends
     /// overlap either way.
     pub answers_in_order: bool,
+    /// Where this client listens on its own network (its interface's address), told to the
+    /// server so that peers behind the same NAT reach it there.
+    pub lan: Option<SocketAddr>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { ack_timeout: Duration::from_millis(500), retries: 5, answers_in_order: false }
+        Self { ack_timeout: Duration::from_millis(500), retries: 5, answers_in_order: false, lan: None }
     }
 }
 
@@ -145,6 +148,8 @@ pub struct Client {
     punched: BoundedMap<SocketAddr, Instant>,
     /// The path that last carried an ACK from each peer: tried first next time.
     paths: BoundedMap<Name, Path>,
+    /// This client's address on its own network.
+    lan: Option<SocketAddr>,
 }
 
 /// How a peer was last reached.
@@ -191,6 +196,7 @@ impl Client {
             keepalive: Keepalive::default(),
             punched: BoundedMap::new(256),
             paths: BoundedMap::new(4096),
+            lan: cfg.lan,
         }
     }
 

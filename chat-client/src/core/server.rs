@@ -24,6 +24,7 @@ impl Client {
         self.session.handle_join();
         let id = self.fresh_id();
         let mut d = Datagram::Register {
+            lan: self.lan,
             id,
             name: self.me.clone(),
             secret: self.identity.secret().cloned(),

@@ -36,8 +36,13 @@ struct FakeServer {
 
 impl FakeServer {
     fn table(&self) -> Datagram {
-        let row =
-            |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online, key: Some(super::key(n)) };
+        let row = |n: &str, port, online| ClientRow {
+            lan: None,
+            name: name(n),
+            addr: addr(port),
+            online,
+            key: Some(super::key(n)),
+        };
         Datagram::Table(Table {
             version: self.version,
             clients: vec![row("alice", ME, self.online), row("bob", 5002, true)],

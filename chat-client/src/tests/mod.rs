@@ -86,7 +86,8 @@ fn secret() -> Secret {
 }
 
 fn table(version: u64, me_online: bool, bob_online: bool) -> Table {
-    let row = |n: &str, port, online| ClientRow { name: name(n), addr: addr(port), online, key: Some(key(n)) };
+    let row =
+        |n: &str, port, online| ClientRow { lan: None, name: name(n), addr: addr(port), online, key: Some(key(n)) };
     Table { version, clients: vec![row("alice", ME, me_online), row("bob", BOB, bob_online)] }
 }
 

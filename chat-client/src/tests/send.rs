@@ -429,3 +429,34 @@ fn a_relayed_chat_is_shown_once_and_acked_back_through_the_server() {
     f.recv(SERVER, Datagram::RelayChat { id, from, to: name("carol"), sealed });
     assert!(f.events().is_empty() && f.sent().is_empty());
 }
+
+#[test]
+fn a_peer_behind_the_same_public_address_is_sent_to_at_its_lan_address() {
+    let mut f = Fixture::online(true);
+    let public = |port: u16| SocketAddr::from(([198, 51, 100, 11], port));
+    let lan: SocketAddr = "10.0.1.3:6002".parse().expect("addr");
+    let row = |n: &str, addr: SocketAddr, lan: Option<SocketAddr>| ClientRow {
+        name: name(n),
+        addr,
+        online: true,
+        key: Some(key(n)),
+        lan,
+    };
+    // Both behind 198.51.100.11: bob's LAN address.
+    let same = vec![row("alice", public(6001), None), row("bob", public(6002), Some(lan))];
+    f.recv(SERVER, Datagram::Table(Table { version: 20, clients: same }));
+    f.events();
+    f.sent();
+    f.cmd("send bob next door");
+    let sent: Vec<SocketAddr> = std::iter::from_fn(|| f.client.poll_transmit()).map(|t| t.to).collect();
+    assert_eq!(sent, [lan]);
+    // Bob behind another public address: his public one, whatever LAN address he has.
+    let apart =
+        vec![row("alice", public(6001), None), row("bob", SocketAddr::from(([203, 0, 113, 5], 6002)), Some(lan))];
+    f.recv(SERVER, Datagram::Table(Table { version: 21, clients: apart }));
+    f.events();
+    f.sent();
+    f.cmd("send bob far away");
+    let sent: Vec<SocketAddr> = std::iter::from_fn(|| f.client.poll_transmit()).map(|t| t.to).collect();
+    assert_eq!(sent, [SocketAddr::from(([203, 0, 113, 5], 6002))]);
+}

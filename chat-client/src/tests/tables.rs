@@ -3,7 +3,7 @@
 use super::*;
 
 fn row(n: &str, port: u16, online: bool) -> ClientRow {
-    ClientRow { name: name(n), addr: addr(port), online, key: Some(key(n)) }
+    ClientRow { lan: None, name: name(n), addr: addr(port), online, key: Some(key(n)) }
 }
 
 fn listed(f: &mut Fixture) -> Vec<(String, bool)> {

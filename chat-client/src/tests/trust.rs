@@ -6,7 +6,7 @@ use crate::KeyBook;
 
 /// bob's row, online at his port, with `who`'s key.
 fn bob_with(who: &str) -> ClientRow {
-    ClientRow { name: name("bob"), addr: addr(BOB), online: true, key: Some(key(who)) }
+    ClientRow { lan: None, name: name("bob"), addr: addr(BOB), online: true, key: Some(key(who)) }
 }
 
 const WARNING: &str =
@@ -98,7 +98,7 @@ fn verify_and_trust_explain_an_unknown_name_a_missing_key_and_yourself() {
     f.cmd("verify dave");
     f.cmd("trust dave");
     f.cmd("verify alice");
-    let nokey = ClientRow { name: name("erin"), addr: addr(5009), online: true, key: None };
+    let nokey = ClientRow { lan: None, name: name("erin"), addr: addr(5009), online: true, key: None };
     f.recv(SERVER, Datagram::TableDelta { base: 10, version: 11, rows: vec![nokey] });
     f.cmd("verify erin");
     assert_eq!(

@@ -38,6 +38,7 @@ impl<S: Store> Server<S> {
             Some((name, secret, key)) => {
                 tracing::info!(%name, %from, "registered (address confirmed)");
                 self.clients.set_online(&name, from);
+                self.clients.set_lan(&name, self.lans.get(&from).copied());
                 self.clients.set_secret(&name, &secret);
                 self.clients.set_key(&name, key);
                 self.tables.forget(from);

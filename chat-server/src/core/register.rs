@@ -10,16 +10,18 @@ use super::Server;
 use super::waiting::Resume;
 use crate::probe::Waiter;
 
+/// What a `register` asks for.
+pub(super) struct Registration {
+    pub id: MsgId,
+    pub name: Name,
+    pub secret: Option<Secret>,
+    pub key: PublicKey,
+    pub lan: Option<SocketAddr>,
+}
+
 impl<S: Store> Server<S> {
-    pub(super) fn on_register(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        id: MsgId,
-        name: Name,
-        secret: Option<Secret>,
-        key: PublicKey,
-    ) {
+    pub(super) fn on_register(&mut self, now: Instant, from: SocketAddr, r: Registration) {
+        let Registration { id, name, secret, key, lan } = r;
         if self.session_key.is_some_and(|session| session != key) {
             self.dropped += 1;
             tracing::warn!(%name, %from, "dropped a registration whose key is not its session's");
@@ -28,6 +30,10 @@ impl<S: Store> Server<S> {
         if self.replay(from, id) {
             return;
         }
+        match lan {
+            Some(lan) => self.lans.insert(from, lan),
+            None => self.lans.remove(&from),
+        };
         // The name belongs to the key that first registered it, and to the secret it was given.
         let wrong_secret =
             self.clients.has_secret(&name) && !secret.as_ref().is_some_and(|s| self.clients.secret_matches(&name, s));
@@ -64,6 +70,7 @@ impl<S: Store> Server<S> {
             return;
         }
         self.clients.set_online(name, from);
+        self.clients.set_lan(name, self.lans.get(&from).copied());
         if self.clients.key(name).is_none() {
             self.clients.set_key(name, key);
         }

@@ -9,7 +9,14 @@ fn sent_to(out: &[(u16, Datagram)], port: u16) -> usize {
 #[test]
 fn an_unpadded_register_from_an_unknown_address_gets_nothing() {
     let mut f = Fixture::new();
-    let d = Datagram::Register { id: MsgId(1), name: name("m"), secret: None, key: key("m"), pad: String::new() };
+    let d = Datagram::Register {
+        lan: None,
+        id: MsgId(1),
+        name: name("m"),
+        secret: None,
+        key: key("m"),
+        pad: String::new(),
+    };
     assert!(f.recv(CAROL, d).is_empty());
     assert!(f.server.table().clients.is_empty(), "and registers nothing");
 }

@@ -11,7 +11,7 @@ fn written(dir: &std::path::Path) -> String {
 
 /// A register for `who` from `port` showing `secret`.
 fn reg_with(id: MsgId, who: &str, secret: Option<Secret>) -> Datagram {
-    Datagram::Register { id, name: name(who), secret, key: key(who), pad: " ".repeat(REGISTER_PAD_TO) }
+    Datagram::Register { lan: None, id, name: name(who), secret, key: key(who), pad: " ".repeat(REGISTER_PAD_TO) }
 }
 
 /// A server restarted from the table files in `dir`.

@@ -46,6 +46,7 @@ fn a_register_spoofed_from_a_joining_address_cannot_change_what_its_confirm_crea
     let [(BOB, Datagram::Registered { cookie, .. })] = out[..] else { panic!("{out:?}") };
     let stolen = Secret::new("0123456789abcdef0123456789abcdef").expect("secret");
     let spoofed = Datagram::Register {
+        lan: None,
         id: MsgId(109),
         name: name("mallory"),
         secret: Some(stolen),
@@ -92,6 +93,7 @@ fn a_name_the_server_lost_takes_the_secret_its_client_shows() {
     let mut f = Fixture::new();
     let shown = Secret::new("00112233445566778899aabbccddeeff").expect("secret");
     let register = Datagram::Register {
+        lan: None,
         id: MsgId(1),
         name: name("bob"),
         secret: Some(shown.clone()),
@@ -175,11 +177,18 @@ fn a_registered_name_needs_its_secret() {
     let mut f = Fixture::new();
     f.register("bob", BOB);
     f.dereg("bob", BOB);
-    let stolen =
-        Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, key: key("bob"), pad: " ".repeat(300) };
+    let stolen = Datagram::Register {
+        lan: None,
+        id: MsgId(900),
+        name: name("bob"),
+        secret: None,
+        key: key("bob"),
+        pad: " ".repeat(300),
+    };
     assert_eq!(f.recv(CAROL, stolen), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NotOwner })]);
     let wrong = Secret::new("ffffffffffffffffffffffffffffffff").expect("secret");
     let guessed = Datagram::Register {
+        lan: None,
         id: MsgId(901),
         name: name("bob"),
         secret: Some(wrong),
@@ -197,8 +206,14 @@ fn a_registered_name_needs_its_key_too() {
     f.register("bob", BOB);
     f.dereg("bob", BOB);
     let secret = Some(f.secret_of("bob"));
-    let other =
-        Datagram::Register { id: MsgId(900), name: name("bob"), secret, key: key("mallory"), pad: " ".repeat(300) };
+    let other = Datagram::Register {
+        lan: None,
+        id: MsgId(900),
+        name: name("bob"),
+        secret,
+        key: key("mallory"),
+        pad: " ".repeat(300),
+    };
     let out = f.recv(CAROL, other);
     assert_eq!(
         out,
@@ -212,8 +227,14 @@ fn a_registered_name_needs_its_key_too() {
 fn without_the_secret_an_online_name_is_in_use() {
     let mut f = Fixture::new();
     f.register("bob", BOB);
-    let d =
-        Datagram::Register { id: MsgId(900), name: name("bob"), secret: None, key: key("bob"), pad: " ".repeat(300) };
+    let d = Datagram::Register {
+        lan: None,
+        id: MsgId(900),
+        name: name("bob"),
+        secret: None,
+        key: key("bob"),
+        pad: " ".repeat(300),
+    };
     assert_eq!(f.recv(CAROL, d), vec![(CAROL, Datagram::Refused { id: MsgId(900), reason: Refusal::NameTaken })]);
 }
 
@@ -223,8 +244,14 @@ fn secrets_cookies_and_ids_come_from_the_entropy_handed_in() {
         let wall = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
         let store = MemStore::new(Limits::default());
         let mut server = Server::new(Config::default(), store, Instant::now(), wall, Entropy::from_seed(seed));
-        let reg =
-            Datagram::Register { id: MsgId(1), name: name("bob"), secret: None, key: key("bob"), pad: " ".repeat(300) };
+        let reg = Datagram::Register {
+            lan: None,
+            id: MsgId(1),
+            name: name("bob"),
+            secret: None,
+            key: key("bob"),
+            pad: " ".repeat(300),
+        };
         server.handle_datagram(Instant::now(), addr(BOB), reg);
         let t = server.poll_transmit().expect("registered");
         (decode(&t.bytes).expect("decode"), server.fresh_id())
@@ -332,4 +359,25 @@ fn a_relayed_chat_and_its_ack_pass_unchanged_only_in_the_senders_own_name_at_a_b
     f.at(2000);
     let passed = (0..80).filter(|_| !f.recv(ALICE, chat.clone()).is_empty()).count();
     assert_eq!(passed, 50);
+}
+
+#[test]
+fn the_lan_address_a_client_tells_is_in_its_row_unless_it_is_its_address() {
+    let mut f = Fixture::new();
+    let lan: SocketAddr = "10.0.1.2:6001".parse().expect("addr");
+    for (port, told, kept) in [(ALICE, Some(lan), Some(lan)), (BOB, Some(addr(BOB)), None), (CAROL, None, None)] {
+        let who = match port {
+            ALICE => "alice",
+            BOB => "bob",
+            _ => "carol",
+        };
+        let id = f.id();
+        let Datagram::Register { name, secret, key, pad, .. } = f.reg(id, who) else { panic!() };
+        let out = f.recv(port, Datagram::Register { id, name, secret, key, lan: told, pad });
+        let Some((_, Datagram::Registered { cookie, .. })) = out.first().cloned() else { panic!("{out:?}") };
+        let id = f.id();
+        f.recv(port, Datagram::Confirm { id, cookie });
+        let row = f.server.table().clients.into_iter().find(|r| r.name.as_str() == who).expect("a row");
+        assert_eq!(row.lan, kept, "{who}");
+    }
 }
