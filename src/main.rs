@@ -99,13 +99,14 @@ async fn chat(
 
 /// This host's address on the way to `server`, with the client's `port`: where peers behind the
 /// same NAT reach the client. Connecting a UDP socket sends nothing; it only asks the OS which
-/// interface it would use.
+/// interface it would use. None for a loopback address: only this host could use it, and it
+/// reaches the client at its public address as well.
 fn lan_address(server: SocketAddr, port: u16) -> Option<SocketAddr> {
     let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
     let probe = std::net::UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
     probe.connect(server).ok()?;
     let ip = probe.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(SocketAddr::new(ip, port))
 }
 
 async fn bind(addr: SocketAddr) -> Result<UdpSocket, AppError> {

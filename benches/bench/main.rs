@@ -2,10 +2,11 @@
 //!
 //! `cargo bench --bench bench` runs them all (a few minutes on 2 cores) and prints a table;
 //! `cargo bench --bench bench -- --quick` is the short smoke pass CI runs; naming groups
-//! (`rtt throughput saves fanout storm memory secure`) runs only those. Nothing here asserts
+//! (`rtt throughput saves fanout storm memory secure keepalive relay`) runs only those. Nothing here asserts
 //! a timing: the numbers are printed, and kept in `docs/BENCHMARKS.md`.
 
 mod cpu;
+mod nat;
 mod peers;
 mod raw;
 mod secure;
@@ -108,6 +109,14 @@ fn main() {
         lines.extend(swarm::memory(&scale));
     }
 
+    if run("keepalive") {
+        eprintln!("keepalives…");
+        lines.extend(nat::keepalive(&scale));
+    }
+    if run("relay") {
+        eprintln!("relayed round trip…");
+        lines.extend(nat::relay(&scale));
+    }
     if run("secure") {
         eprintln!("encrypted channel…");
         lines.extend(secure::channel(&scale));
