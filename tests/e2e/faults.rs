@@ -13,6 +13,12 @@ use crate::relay::{Faults, Relay, start_behind_relay};
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// Keepalives once a second, so that they and the presence sweep are in play during these
+/// tests (at the default 25 s none would be sent). Not for the test that loses datagrams on the
+/// way to the server: three keepalives in a row lost there would rightly mark a live client
+/// offline, and its lines would then include a second welcome.
+const KEEPALIVES: [&str; 2] = ["--keepalive-ms", "1000"];
+
 fn seed() -> u64 {
     std::env::var("CHATAPP_FAULT_SEED")
         .ok()
@@ -129,7 +135,7 @@ fn collect_stored(c: &mut Client) {
 /// after his `reg`. Returns how many sends exhausted their direct retries at least once.
 fn lossy_direct_messages(n: usize, loss: f64) -> usize {
     let seed = seed();
-    let server = Server::start();
+    let server = Server::start_with(&KEEPALIVES);
     let (mut alice, ra) = behind_relay("alice", server.port, Faults::default(), Faults::loss(loss), seed, &[]);
     let (mut bob, rb) = behind_relay("bob", server.port, Faults::default(), Faults::loss(loss), seed ^ 1, &[]);
     wait_listed(&mut alice, &["bob"], true);
@@ -173,7 +179,7 @@ fn half_the_datagrams_lost_still_loses_and_doubles_nothing() {
 #[test]
 fn duplicated_and_reordered_datagrams_show_nothing_twice_and_tables_converge() {
     let seed = seed();
-    let server = Server::start();
+    let server = Server::start_with(&KEEPALIVES);
     let chaos = Faults { drop: 0.0, duplicate: 1.0, max_delay: Duration::from_millis(40), ..Faults::default() };
     let (mut alice, ra) = behind_relay("alice", server.port, chaos, chaos, seed, &[]);
     let (mut bob, rb) = behind_relay("bob", server.port, chaos, chaos, seed ^ 1, &[]);
@@ -281,7 +287,7 @@ fn twenty_percent_loss_to_the_server_through_reg_dereg_saves_and_the_channel() {
 #[test]
 fn a_server_killed_mid_stream_loses_no_acknowledged_save_and_shows_none_twice() {
     const N: usize = 150;
-    let mut server = Server::start();
+    let mut server = Server::start_with(&KEEPALIVES);
     let port = server.port;
     let spawn = |name: &str| {
         let c = Client::spawn(name, port, free_port(), new_dir(), &[]);

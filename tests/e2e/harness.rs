@@ -124,6 +124,8 @@ pub struct Server {
     /// The UDP port the server listens on.
     pub port: u16,
     dir: TempDir,
+    /// The options it was started with, kept for a restart.
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -163,7 +165,8 @@ impl Server {
                 let listening =
                     proc.stderr_lines().iter().chain(proc.stdout_lines().iter()).any(|l| l.contains("listening on"));
                 if listening {
-                    return Server { proc, port, dir };
+                    let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+                    return Server { proc, port, dir, extra };
                 }
                 if proc.exit_status().is_some() {
                     break;
@@ -182,13 +185,15 @@ impl Server {
 }
 
 impl Server {
-    /// Starts the server again on the same port and data directory (after it was killed) and
-    /// waits for its `listening on` line.
+    /// Starts the server again on the same port, data directory and options (after it was
+    /// killed) and waits for its `listening on` line.
     pub fn restart(&mut self) {
         self.proc.kill();
         let port = self.port.to_string();
         let dir = self.dir.path().to_str().expect("a UTF-8 temp path").to_owned();
-        self.proc = Proc::spawn(format!("server:{port} (restarted)"), &["-s", &port, "--data-dir", &dir]);
+        let mut args = vec!["-s", &port, "--data-dir", &dir];
+        args.extend(self.extra.iter().map(String::as_str));
+        self.proc = Proc::spawn(format!("server:{port} (restarted)"), &args);
         self.proc.expect_contains("listening on", WAIT);
     }
 }
