@@ -18,9 +18,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
+mod netns;
 mod proc;
 mod secure;
 
+pub use netns::{NAT1_PUBLIC, NAT2_PUBLIC, NatOptions, Network, Site};
 pub use proc::Proc;
 pub use secure::{Attacker, Cleartext, logged_server_key};
 
@@ -151,6 +153,11 @@ impl Server {
         Self::start_through(wrapper, &[])
     }
 
+    /// Starts a server through `wrapper` (as [`Server::start_wrapped`]) with extra options.
+    pub fn start_wrapped_with(wrapper: &[&str], extra: &[&str]) -> Server {
+        Self::start_through(wrapper, extra)
+    }
+
     fn start_through(wrapper: &[&str], extra: &[&str]) -> Server {
         for attempt in 1..=3 {
             let port = free_port();
@@ -249,6 +256,22 @@ pub struct Client {
     pub dir: Arc<TempDir>,
     /// The time zone it runs in (kept for a restart).
     pub zone: Zone,
+    /// Where it runs and which server address it was given (kept for a restart).
+    place: Place,
+}
+
+/// How a client is started besides its name, ports and directory: the command it runs through
+/// (empty for none) and the server IP it is given.
+#[derive(Clone, Debug)]
+struct Place {
+    wrapper: Vec<String>,
+    server_ip: String,
+}
+
+impl Place {
+    fn loopback() -> Place {
+        Place { wrapper: Vec::new(), server_ip: "127.0.0.1".to_owned() }
+    }
 }
 
 impl Client {
@@ -259,13 +282,47 @@ impl Client {
 
     /// Starts a client process in time zone `zone` without waiting for anything.
     pub fn spawn_in(zone: Zone, name: &str, server_port: u16, port: u16, dir: Arc<TempDir>, extra: &[&str]) -> Client {
+        Client::spawn_at(Place::loopback(), zone, name, server_port, port, dir, extra)
+    }
+
+    /// Starts a client process in UTC through `wrapper` (see [`Proc::spawn_wrapped`]), given
+    /// `server_ip` as the server's address, without waiting for anything.
+    pub fn spawn_wrapped(
+        wrapper: &[&str],
+        server_ip: &str,
+        name: &str,
+        server_port: u16,
+        port: u16,
+        dir: Arc<TempDir>,
+        extra: &[&str],
+    ) -> Client {
+        let place =
+            Place { wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(), server_ip: server_ip.to_owned() };
+        Client::spawn_at(place, Zone::UTC, name, server_port, port, dir, extra)
+    }
+
+    fn spawn_at(
+        place: Place,
+        zone: Zone,
+        name: &str,
+        server_port: u16,
+        port: u16,
+        dir: Arc<TempDir>,
+        extra: &[&str],
+    ) -> Client {
         let server_arg = server_port.to_string();
         let port_arg = port.to_string();
         let dir_arg = dir.path().to_str().expect("a UTF-8 temp path").to_owned();
-        let mut args = vec!["-c", name, "127.0.0.1", &server_arg, &port_arg, "--data-dir", &dir_arg];
+        let mut args = vec!["-c", name, &place.server_ip, &server_arg, &port_arg, "--data-dir", &dir_arg];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn_in(format!("client {name}:{port} ({})", zone.tz), &args, zone.tz);
-        Client { proc, name: name.to_owned(), port, dir, zone }
+        let label = format!("client {name}:{port} ({})", zone.tz);
+        let proc = if place.wrapper.is_empty() {
+            Proc::spawn_in(label, &args, zone.tz)
+        } else {
+            let wrapper: Vec<&str> = place.wrapper.iter().map(String::as_str).collect();
+            Proc::spawn_wrapped_in(label, &wrapper, &args, zone.tz)
+        };
+        Client { proc, name: name.to_owned(), port, dir, zone, place }
     }
 
     /// Starts a new client (fresh port and data directory, a name with no stored messages) and
@@ -276,16 +333,16 @@ impl Client {
         client
     }
 
-    /// Starts this client again: same name, port, data directory and zone (after it was
-    /// killed). Waits for nothing.
+    /// Starts this client again: same name, port, data directory, zone, wrapper and server
+    /// address (after it was killed). Waits for nothing.
     pub fn respawn(&self, server: &Server) -> Client {
         self.respawn_in(self.zone, server)
     }
 
-    /// Starts this client again with the same name, port and data directory, in time zone
-    /// `zone`. Waits for nothing.
+    /// Starts this client again with the same name, port, data directory, wrapper and server
+    /// address, in time zone `zone`. Waits for nothing.
     pub fn respawn_in(&self, zone: Zone, server: &Server) -> Client {
-        Client::spawn_in(zone, &self.name, server.port, self.port, Arc::clone(&self.dir), &[])
+        Client::spawn_at(self.place.clone(), zone, &self.name, server.port, self.port, Arc::clone(&self.dir), &[])
     }
 
     /// Sends `list` and returns the `n` table rows it prints.

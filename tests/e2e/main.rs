@@ -12,6 +12,7 @@ mod channel;
 mod direct;
 mod disk;
 mod faults;
+mod nat;
 mod offline;
 mod order;
 mod presence;

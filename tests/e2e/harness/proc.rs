@@ -129,6 +129,12 @@ impl Proc {
         Self::spawn_through(label, wrapper, args, UTC_TZ, |_| {})
     }
 
+    /// Starts `wrapper` with the `chatapp` binary and `args` after it (as
+    /// [`Proc::spawn_wrapped`]), with its `TZ` set to `tz`.
+    pub fn spawn_wrapped_in(label: impl Into<String>, wrapper: &[&str], args: &[&str], tz: &str) -> Proc {
+        Self::spawn_through(label, wrapper, args, tz, |_| {})
+    }
+
     fn spawn_through(
         label: impl Into<String>,
         wrapper: &[&str],
