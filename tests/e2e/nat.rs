@@ -4,8 +4,9 @@
 //!
 //! Hole punching makes two clients behind port-preserving NATs chat directly, keepalives keep
 //! their mappings to the server open however long they sit idle, and a client killed behind a
-//! NAT is seen offline without anyone sending to it. (The relay, LAN addresses and NATs that
-//! change ports are not tested here.)
+//! NAT is seen offline without anyone sending to it. Where no direct path opens (NATs that keep
+//! state for the packets they drop, or that pick a new port per flow), the relay carries each
+//! message and its ACK; two clients behind one NAT talk over their LAN addresses.
 
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,7 @@ fn clients_idle_three_nat_timeouts_stay_online_and_get_messages_live() {
         drop_new_inbound: true,
         udp_timeout_secs: Some(NAT_TIMEOUT_SECS),
         udp_timeout_stream_secs: Some(NAT_TIMEOUT_SECS),
+        ..NatOptions::default()
     });
     let server = net.start_server(&["--keepalive-ms", "500"]);
     let (mut alice, mut bob) = start_alice_and_bob(&net, &server);
@@ -150,5 +152,66 @@ fn a_client_killed_behind_a_nat_is_seen_offline_within_three_keepalive_intervals
     let rows = alice.list(2);
     if !rows.contains(&online) {
         alice.fail(&format!("`list` should show {online:?} again, showed {rows:?}"));
+    }
+}
+
+/// SPEC 11: through the relay the first message is ACKed within 5 s.
+const RELAYED_FIRST_WITHIN: Duration = Duration::from_secs(5);
+
+/// Both ways, twice, between alice at site A and bob at site B when no direct path opens: each
+/// message is ACKed through the relay within 5 s and shown once, live; the second each way at
+/// once (the path is remembered); no fallback line and no second registration.
+fn relayed_both_ways(options: NatOptions) {
+    let net = Network::build(options);
+    let server = net.start_server(&[]);
+    let mut alice = net.start_client(Site::A, "alice", &server);
+    let mut bob = net.start_client(Site::B, "bob", &server);
+    alice.expect_line(TABLE, WAIT);
+
+    send_within(&mut alice, &bob, "hello bob", RELAYED_FIRST_WITHIN);
+    send_within(&mut bob, &alice, "hello alice", RELAYED_FIRST_WITHIN);
+    send_within(&mut alice, &bob, "how are you", NEXT_WITHIN);
+    send_within(&mut bob, &alice, "fine thanks", NEXT_WITHIN);
+    bob.assert_never(&chat("alice", "hello bob"), Duration::from_secs(1));
+    for (client, peer, texts) in
+        [(&alice, "bob", ["hello alice", "fine thanks"]), (&bob, "alice", ["hello bob", "how are you"])]
+    {
+        assert_never_fell_back(client);
+        for text in texts {
+            client.assert_count(&chat(peer, text), 1);
+        }
+    }
+}
+
+/// Without the rule that drops unsolicited packets before conntrack, the sender's first packet
+/// leaves state in the recipient's NAT that moves the recipient's mapping when it punches: the
+/// punch fails, and the relay carries the messages.
+#[test]
+fn behind_nats_that_keep_state_for_dropped_packets_the_relay_delivers_both_ways() {
+    relayed_both_ways(NatOptions::default());
+}
+
+/// NATs that pick a new port for every flow: no punch can work, the relay carries the messages.
+#[test]
+fn behind_nats_that_pick_a_new_port_per_flow_the_relay_delivers_both_ways() {
+    relayed_both_ways(NatOptions { hard: true, drop_new_inbound: true, ..NatOptions::default() });
+}
+
+/// Two clients behind one NAT (which, like most, does not hairpin) talk over their LAN
+/// addresses: even the first message is ACKed within a round trip, before any punch or relay.
+#[test]
+fn two_clients_behind_one_nat_talk_over_their_lan() {
+    let net = Network::build(NatOptions { drop_new_inbound: true, ..NatOptions::default() });
+    let server = net.start_server(&[]);
+    let mut alice = net.start_client(Site::A, "alice", &server);
+    let mut carol = net.start_client(Site::A2, "carol", &server);
+    alice.expect_line(TABLE, WAIT);
+    let rows = alice.list(2);
+    assert!(rows.iter().all(|r| r.ip == NAT1_PUBLIC), "both behind nat1: {rows:?}");
+
+    send_within(&mut alice, &carol, "next door", NEXT_WITHIN);
+    send_within(&mut carol, &alice, "hi neighbour", NEXT_WITHIN);
+    for client in [&alice, &carol] {
+        assert_never_fell_back(client);
     }
 }

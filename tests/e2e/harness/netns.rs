@@ -1,17 +1,20 @@
 //! A small Internet in network namespaces: a public segment with the server on it, and two
-//! Linux NAT boxes, each with one client behind it. Built with iproute2 and iptables; needs root.
+//! Linux NAT boxes, two clients on a LAN behind the first, one behind the second. Built with
+//! iproute2 and iptables; needs root.
 //!
 //! ```text
 //!   pub: br0 198.51.100.1/24 (the server)
-//!    ├── nat1: 198.51.100.11 ── MASQUERADE ── 10.0.1.1/24 ── a: 10.0.1.2
-//!    └── nat2: 198.51.100.12 ── MASQUERADE ── 10.0.2.1/24 ── b: 10.0.2.2
+//!    ├── nat1: 198.51.100.11 ── MASQUERADE ── lan1 10.0.1.1/24 ─┬─ a:  10.0.1.2
+//!    │                                                          └─ a2: 10.0.1.3
+//!    └── nat2: 198.51.100.12 ── MASQUERADE ── lan2 10.0.2.1/24 ─── b:  10.0.2.2
 //! ```
 //!
 //! Each NAT forwards from its public side only what conntrack ties to a packet sent from inside
 //! (ESTABLISHED, RELATED), like a home router. Optionally it drops every inbound packet that
 //! would start a new conntrack entry before conntrack records it (without that, a peer's early
 //! packet leaves an entry that makes MASQUERADE give the client's next flow to that peer another
-//! port), and its conntrack forgets idle UDP flows after a chosen time.
+//! port), its conntrack forgets idle UDP flows after a chosen time, and it can pick a new public
+//! port for every flow (`--random`: endpoint-dependent mapping, a "hard" NAT).
 //!
 //! Every namespace name starts with a prefix unique to this process and network, so tests run in
 //! parallel (and beside other runs on the machine); iptables waits for its lock, the only thing
@@ -51,6 +54,9 @@ pub struct NatOptions {
     /// `nf_conntrack_udp_timeout_stream` in whole seconds: the same for a flow seen both ways for
     /// two seconds or more. `None` keeps the kernel's (120 s, or 180 s).
     pub udp_timeout_stream_secs: Option<u32>,
+    /// A NAT that picks a new public port for every new flow (MASQUERADE `--random`): what a
+    /// peer sees is never the port the server sees, and no punch opens a path.
+    pub hard: bool,
 }
 
 /// A place in the network where a client runs.
@@ -60,13 +66,15 @@ pub enum Site {
     A,
     /// 10.0.2.2, behind nat2 (public 198.51.100.12).
     B,
+    /// 10.0.1.3, behind nat1 beside A, on the same LAN.
+    A2,
 }
 
 impl Site {
     /// The public address of this site's NAT: the address the server and peers see.
     pub fn public_ip(self) -> &'static str {
         match self {
-            Site::A => NAT1_PUBLIC,
+            Site::A | Site::A2 => NAT1_PUBLIC,
             Site::B => NAT2_PUBLIC,
         }
     }
@@ -89,8 +97,8 @@ impl Network {
         let _one_at_a_time = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
         let mut net = Network { prefix: unique_prefix(), created: Vec::new() };
         net.build_public();
-        net.build_nat(1, Site::A, options);
-        net.build_nat(2, Site::B, options);
+        net.build_nat(1, &[Site::A, Site::A2], options);
+        net.build_nat(2, &[Site::B], options);
         net
     }
 
@@ -101,10 +109,15 @@ impl Network {
 
     /// The namespace a client at `site` runs in.
     pub fn site_ns(&self, site: Site) -> String {
-        self.ns(match site {
+        self.ns(Self::role(site))
+    }
+
+    fn role(site: Site) -> &'static str {
+        match site {
             Site::A => "a",
             Site::B => "b",
-        })
+            Site::A2 => "a2",
+        }
     }
 
     /// Starts the server on the public segment (listening on every address there, so on
@@ -166,27 +179,32 @@ impl Network {
         self.ip("pub", &["link", "set", "br0", "up"]);
     }
 
-    /// NAT `n` (public side `pub<n>` on the bridge, private side `lan<n>`) and the client
-    /// namespace of `site` behind it (`eth0`, default route through the NAT).
-    fn build_nat(&mut self, n: u8, site: Site, options: NatOptions) {
+    /// NAT `n` (public side `pub<n>` on the bridge, private side the bridge `lan<n>`) and the
+    /// client namespaces of `sites` behind it (`eth0` each, 10.0.`n`.2 and up, default route
+    /// through the NAT).
+    fn build_nat(&mut self, n: u8, sites: &[Site], options: NatOptions) {
         let nat = format!("nat{n}");
-        let host = if site == Site::A { "a" } else { "b" };
         let (wan, lan, port) = (format!("pub{n}"), format!("lan{n}"), format!("p{n}"));
         self.add_ns(&nat);
-        self.add_ns(host);
         // Both ends are created directly in their namespaces: no name in the caller's.
         let nat_ns = self.ns(&nat);
-        let host_ns = self.ns(host);
         self.ip("pub", &["link", "add", &port, "type", "veth", "peer", "name", &wan, "netns", &nat_ns]);
         self.ip("pub", &["link", "set", &port, "master", "br0", "up"]);
-        self.ip(&nat, &["addr", "add", &format!("{}/24", site.public_ip()), "dev", &wan]);
+        self.ip(&nat, &["addr", "add", &format!("{}/24", sites[0].public_ip()), "dev", &wan]);
         self.ip(&nat, &["link", "set", &wan, "up"]);
-        self.ip(&nat, &["link", "add", &lan, "type", "veth", "peer", "name", "eth0", "netns", &host_ns]);
+        self.ip(&nat, &["link", "add", &lan, "type", "bridge"]);
         self.ip(&nat, &["addr", "add", &format!("10.0.{n}.1/24"), "dev", &lan]);
         self.ip(&nat, &["link", "set", &lan, "up"]);
-        self.ip(host, &["addr", "add", &format!("10.0.{n}.2/24"), "dev", "eth0"]);
-        self.ip(host, &["link", "set", "eth0", "up"]);
-        self.ip(host, &["route", "add", "default", "via", &format!("10.0.{n}.1")]);
+        for (i, site) in sites.iter().enumerate() {
+            let host = Self::role(*site);
+            self.add_ns(host);
+            let (host_ns, side) = (self.ns(host), format!("h{host}"));
+            self.ip(&nat, &["link", "add", &side, "type", "veth", "peer", "name", "eth0", "netns", &host_ns]);
+            self.ip(&nat, &["link", "set", &side, "master", &lan, "up"]);
+            self.ip(host, &["addr", "add", &format!("10.0.{n}.{}/24", i + 2), "dev", "eth0"]);
+            self.ip(host, &["link", "set", "eth0", "up"]);
+            self.ip(host, &["route", "add", "default", "via", &format!("10.0.{n}.1")]);
+        }
 
         self.exec(&nat, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         let iptables = |rule: &[&str]| {
@@ -194,7 +212,11 @@ impl Network {
             args.extend_from_slice(rule);
             self.exec(&nat, &args);
         };
-        iptables(&["-t", "nat", "-A", "POSTROUTING", "-o", &wan, "-j", "MASQUERADE"]);
+        let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", &wan, "-j", "MASQUERADE"];
+        if options.hard {
+            masquerade.push("--random");
+        }
+        iptables(&masquerade);
         iptables(&["-A", "FORWARD", "-i", &wan, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]);
         iptables(&["-A", "FORWARD", "-i", &wan, "-j", "DROP"]);
         if options.drop_new_inbound {
@@ -321,7 +343,7 @@ fn dropping_a_network_kills_what_runs_in_it_and_deletes_its_namespaces_even_in_a
     let mut names = Vec::new();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let net = Network::build(NatOptions::default());
-        names = ["pub", "nat1", "nat2", "a", "b"].map(|r| net.ns(r)).to_vec();
+        names = ["pub", "nat1", "nat2", "a", "a2", "b"].map(|r| net.ns(r)).to_vec();
         let ns = net.ns("a");
         let child = Command::new("ip").args(["netns", "exec", &ns, "sleep", "600"]).spawn();
         sleeper = Some(child.expect("start sleep in a namespace"));
@@ -335,7 +357,7 @@ fn dropping_a_network_kills_what_runs_in_it_and_deletes_its_namespaces_even_in_a
     assert!(outcome.is_err(), "the test panicked");
     let status = sleeper.as_mut().map(|c| c.wait().expect("reap sleep"));
     assert!(status.is_some_and(|s| !s.success()), "the process in the network was killed, got {status:?}");
-    assert_eq!(names.len(), 5, "all five namespaces were built");
+    assert_eq!(names.len(), 6, "all six namespaces were built");
     let left = run("ip", &["netns", "list"]);
     for name in &names {
         assert!(!left.lines().any(|l| l.split_whitespace().next() == Some(name)), "{name} is left in {left}");
