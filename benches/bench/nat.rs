@@ -1,7 +1,7 @@
 //! Across NATs (SPEC 11): what keepalives cost the server, and a round trip through the relay
 //! beside a direct one between the same two simulated clients, in the same run.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -40,17 +40,7 @@ pub(crate) fn keepalive(scale: &Scale) -> Vec<Line> {
     let n = scale.memory_clients;
     let window = if n >= 1000 { Duration::from_secs(20) } else { Duration::from_secs(3) };
     let dir = TempDir::new().expect("dir");
-    let port =
-        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or(47_998);
-    let dir_arg = dir.path().to_str().expect("utf-8 path");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_chatapp"))
-        .args(["-s", &port.to_string(), "--data-dir", dir_arg, "--log-level", "off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server");
-    std::thread::sleep(Duration::from_millis(300));
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut server, addr) = crate::swarm::server_binary(&dir);
     let pid = server.id();
     let (idle, busy, sent, bytes) = block_on(async move {
         let seen = Rc::new(Seen::default());

@@ -286,22 +286,30 @@ fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or(47_999)
 }
 
-/// The real binary's resident memory: a server with `n` registered clients, and an idle client.
-pub(crate) fn memory(scale: &Scale) -> Vec<Line> {
-    let n = scale.memory_clients;
-    let dir = TempDir::new().expect("dir");
+/// The real server binary on a free loopback port with its data in `dir`, logging nothing,
+/// given 300 ms to start: the process and its address.
+pub(crate) fn server_binary(dir: &TempDir) -> (std::process::Child, std::net::SocketAddr) {
     let port = free_port();
-    let bin = env!("CARGO_BIN_EXE_chatapp");
     let dir_arg = dir.path().to_str().expect("utf-8 path");
-    let mut server = Command::new(bin)
+    let server = Command::new(env!("CARGO_BIN_EXE_chatapp"))
         .args(["-s", &port.to_string(), "--data-dir", dir_arg, "--log-level", "off"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start the server");
     std::thread::sleep(Duration::from_millis(300));
+    (server, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The real binary's resident memory: a server with `n` registered clients, and an idle client.
+pub(crate) fn memory(scale: &Scale) -> Vec<Line> {
+    let n = scale.memory_clients;
+    let dir = TempDir::new().expect("dir");
+    let bin = env!("CARGO_BIN_EXE_chatapp");
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
+    let (mut server, addr) = server_binary(&dir);
+    let port = addr.port();
     let empty = rss_kib(server.id());
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     block_on(async {
         let seen = Rc::new(Seen::default());
         // Each registers, proves its address and goes offline at once (so the server keeps its
