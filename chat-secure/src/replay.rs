@@ -103,3 +103,18 @@ mod tests {
         assert_eq!(taken, 100_000);
     }
 }
+
+#[cfg(test)]
+mod review {
+    use super::*;
+
+    #[test]
+    #[ignore = "demonstrates finding 6"]
+    fn a_counter_exactly_1984_behind_the_newest_is_still_taken_as_documented() {
+        let mut w = Window::new();
+        assert!(w.allows(WINDOW));
+        w.mark(WINDOW);
+        // docs/PROTOCOL.md: "a counter up to 1,984 behind the newest is still taken once".
+        assert!(w.allows(0), "counter 0 is exactly {WINDOW} behind the newest {WINDOW}");
+    }
+}

@@ -338,3 +338,128 @@ mod fuzz {
         }
     }
 }
+
+/// A review's attacks on the channel: each test shows a defect and is ignored until it is fixed.
+mod review {
+    use super::*;
+    use crate::client::GIVE_UP;
+
+    /// An attacker on alice's path (it reads what the server sends to her address and can send
+    /// from that address) runs a handshake of its own, with its own key, from her address.
+    #[test]
+    #[ignore = "demonstrates finding 1"]
+    fn an_on_path_attacker_cannot_take_over_what_the_server_sends_to_an_address() {
+        let mut net = Net::new(ServerConfig::default());
+        net.client.send(net.now, b"register");
+        net.deliver();
+        assert!(net.client.is_established());
+        let mut buf = vec![0u8; 70_000];
+        let mallory = KeyPair::from_secret([7; 32]);
+        let mut attacker = ClientChannel::new(mallory.clone(), None, Entropy::from_seed([8; 32]));
+        attacker.send(net.now, b"{\"type\":\"keepalive\"}");
+        let mut opened_by_server = Vec::new();
+        loop {
+            let mut moved = false;
+            while let Some(d) = attacker.poll_transmit() {
+                moved = true;
+                if let Some((key, plain)) = net.server.receive(net.now, addr(ALICE), &d, &mut buf) {
+                    opened_by_server.push((key, plain.to_vec()));
+                }
+            }
+            while let Some(t) = net.server.poll_transmit() {
+                moved = true;
+                // Both see what goes to alice's address.
+                let _ = attacker.receive(net.now, &t.bytes, &mut buf);
+                let _ = net.client.receive(net.now, &t.bytes, &mut buf);
+            }
+            if !moved {
+                break;
+            }
+        }
+        // The server now answers alice's requests (still taken under her own session) under
+        // the attacker's session: `registered` with her secret, tables, channel texts, her
+        // stored messages.
+        net.client.send(net.now, b"register, again");
+        net.deliver();
+        assert_eq!(net.got_by_server.last().map(Vec::as_slice), Some(b"register, again".as_slice()));
+        net.server.send(net.now, addr(ALICE), b"registered: secret 8c1f");
+        let t = net.server.poll_transmit().expect("a datagram for alice");
+        assert_eq!(attacker.receive(net.now, &t.bytes, &mut buf), None, "the attacker reads what is meant for alice");
+        assert_eq!(
+            net.client.receive(net.now, &t.bytes, &mut buf),
+            Some(b"registered: secret 8c1f".as_slice()),
+            "alice gets what the server sends her"
+        );
+        assert!(
+            opened_by_server.is_empty(),
+            "the attacker's datagrams from alice's address are not hers: {opened_by_server:?}"
+        );
+    }
+
+    /// An attacker who sees alice's initiation answers it first, from the server's address,
+    /// with a handshake of its own key; the real server's response comes right after.
+    #[test]
+    #[ignore = "demonstrates finding 2"]
+    fn a_response_forged_with_another_key_does_not_end_a_client_whose_server_answers_too() {
+        let mut net = Net::new(ServerConfig::default());
+        let pinned = net.server_key.public();
+        net.client = ClientChannel::new(net.client_key.clone(), Some(pinned), Entropy::from_seed([3; 32]));
+        net.client.send(net.now, b"register");
+        let initiation = net.client.poll_transmit().expect("initiation");
+        let mut buf = vec![0u8; 70_000];
+        let mut fake = ServerChannel::new(
+            KeyPair::from_secret([7; 32]),
+            ServerConfig::default(),
+            net.now,
+            Entropy::from_seed([8; 32]),
+        );
+        assert!(fake.receive(net.now, addr(ALICE), &initiation, &mut buf).is_none());
+        let forged = fake.poll_transmit().expect("the forged response").bytes;
+        assert_eq!(forged.len(), 105);
+        assert!(net.client.receive(net.now, &forged, &mut buf).is_none());
+        // The genuine answer.
+        assert!(net.server.receive(net.now, addr(ALICE), &initiation, &mut buf).is_none());
+        net.deliver();
+        let events: Vec<_> = std::iter::from_fn(|| net.client.poll_event()).collect();
+        assert!(
+            !events.iter().any(|e| matches!(e, ClientEvent::KeyRefused { .. })),
+            "one forged datagram ends the client (exit 1, and at every restart): {events:?}"
+        );
+        assert!(net.client.is_established());
+        assert_eq!(net.got_by_server, [b"register".to_vec()]);
+    }
+
+    /// A forged `no session` makes alice run a handshake; the server takes her final and
+    /// makes the new session its current one, but its confirmations are lost for the 5 s alice
+    /// tries. She keeps her old session, the server answers under the new one.
+    #[test]
+    #[ignore = "demonstrates finding 3"]
+    fn after_a_forged_no_session_lost_confirmations_do_not_leave_the_client_deaf() {
+        let mut net = Net::new(ServerConfig::default());
+        net.client.send(net.now, b"register");
+        net.deliver();
+        net.advance(RESTART_GAP);
+        let mut buf = vec![0u8; 70_000];
+        assert!(net.client.receive(net.now, &[6], &mut buf).is_none(), "forged from the server's address");
+        let ticks = GIVE_UP.as_millis() / RESEND.as_millis() + 2;
+        for _ in 0..ticks {
+            net.run(|to_server, d| !to_server && d[0] == 4);
+            net.advance(RESEND);
+        }
+        assert!(net.client.is_established(), "still on the old session");
+        assert_eq!(net.server.sessions(), 2, "the server holds the new one as current");
+        // The loss is over. Alice goes on sending (the server takes it), the server answers.
+        for n in 0..60 {
+            net.advance(Duration::from_secs(5));
+            net.client.send(net.now, b"keepalive");
+            net.server.send(net.now, addr(ALICE), format!("answer {n}").as_bytes());
+            net.deliver();
+        }
+        assert_eq!(net.got_by_server.len(), 61, "the server took everything alice sent");
+        assert!(
+            !net.got_by_client.is_empty(),
+            "for five minutes after the loss ended alice got nothing of the server's {} datagrams",
+            60
+        );
+    }
+}
