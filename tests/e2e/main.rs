@@ -19,6 +19,7 @@ mod presence;
 mod register;
 mod regressions;
 mod relay;
+mod review;
 mod robustness;
 mod sealed;
 mod secure;
