@@ -57,7 +57,7 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
     let socket = bind(SocketAddr::new(opts.listen, port)).await?;
     let local = socket.local_addr().map_err(AppError::LocalAddr)?;
     // The key clients pin: the same across restarts, so they keep trusting this server.
-    let key = identity::load_or_create(&opts.data_dir.join("server.key")).map_err(AppError::ServerKey)?;
+    let key = identity::load_or_create(&opts.data_dir.join("server.identity")).map_err(AppError::ServerKey)?;
     tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
     tracing::info!("server key {} (clients may pin it with --server-key)", key.public());
     let cfg = chat_server::Config {

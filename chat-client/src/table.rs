@@ -86,6 +86,12 @@ impl LocalTable {
         Some((addr, row.online))
     }
 
+    /// The public address of the peer whose LAN address is `lan`, if that is one.
+    pub fn public_of_lan(&self, lan: SocketAddr) -> Option<SocketAddr> {
+        let table = self.table.as_ref()?;
+        table.clients.iter().find(|r| r.lan == Some(lan) && r.addr != lan).map(|r| r.addr)
+    }
+
     /// Whether a table has come.
     pub fn has_table(&self) -> bool {
         self.table.is_some()

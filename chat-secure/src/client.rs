@@ -21,6 +21,10 @@ pub(crate) const GIVE_UP: Duration = Duration::from_secs(5);
 pub(crate) const RESTART_GAP: Duration = Duration::from_secs(1);
 /// A session this old is replaced by a new handshake at the next send.
 pub(crate) const REKEY_AFTER: Duration = Duration::from_secs(600);
+/// How long a key other than the pinned one may be all the server's address shows before it is
+/// refused: long enough for the genuine server to answer another initiation or two (a forged
+/// response must not end the client), short of the cores' 3 s of retries.
+pub(crate) const REFUSE_AFTER: Duration = Duration::from_secs(1);
 /// How many plaintexts wait for a session; the oldest goes first (the cores resend).
 const QUEUE: usize = 64;
 
@@ -42,6 +46,8 @@ struct Handshake {
     state: snow::HandshakeState,
     index: u32,
     initiation: Vec<u8>,
+    /// When the initiation was last sent.
+    sent_at: Instant,
     resend_at: Instant,
     give_up_at: Instant,
 }
@@ -74,6 +80,16 @@ pub struct ClientChannel {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
     refused: bool,
+    /// A response showed another key than the pinned one: refused if no response with the
+    /// pinned key comes by the deadline (one forged response must not end the client).
+    wrong_key: Option<(PublicKey, Instant)>,
+    /// When to start again after a response with another key (not at once: each start sends
+    /// 256 bytes).
+    retry_at: Option<Instant>,
+    /// When authentic data last came from the server, and when data last went to it: a
+    /// `no session` is believed only if the server has not answered since we last sent.
+    data_in: Option<Instant>,
+    data_out: Option<Instant>,
     /// Datagrams from the server's address that were not authentic, not for a live session, or
     /// replays.
     dropped: u64,
@@ -95,6 +111,10 @@ impl ClientChannel {
             out: VecDeque::new(),
             events: VecDeque::new(),
             refused: false,
+            wrong_key: None,
+            retry_at: None,
+            data_in: None,
+            data_out: None,
             dropped: 0,
         }
     }
@@ -109,7 +129,10 @@ impl ClientChannel {
             self.start(now);
         }
         match self.session.as_mut().and_then(|s| s.transport.seal(plaintext)) {
-            Some(datagram) => self.out.push_back(datagram),
+            Some(datagram) => {
+                self.data_out = Some(now);
+                self.out.push_back(datagram);
+            }
             None => {
                 if self.waiting.len() == QUEUE {
                     self.waiting.pop_front();
@@ -155,17 +178,35 @@ impl ClientChannel {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let h = self.handshake.as_ref().map(|h| h.resend_at.min(h.give_up_at));
         let c = self.confirming.as_ref().map(|c| c.resend_at.min(c.give_up_at));
-        h.into_iter().chain(c).min()
+        let wrong = self.wrong_key.filter(|_| !self.refused).map(|(_, at)| at);
+        h.into_iter().chain(c).chain(self.retry_at).chain(wrong).min()
     }
 
     /// Sends a handshake datagram again, or gives the handshake up.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.refused {
+            return;
+        }
+        if let Some((shown, deadline)) = self.wrong_key.filter(|_| !self.refused && self.session.is_none()) {
+            if now >= deadline {
+                // Only the other key answered, all this time: it is the server's.
+                self.refuse(shown);
+                return;
+            }
+        }
+        if self.retry_at.is_some_and(|at| now >= at) {
+            self.retry_at = None;
+            if !self.starting() {
+                self.start(now);
+            }
+        }
         if let Some(h) = &mut self.handshake {
             if now >= h.give_up_at {
                 self.handshake = None;
                 self.waiting.clear();
             } else if now >= h.resend_at {
                 h.resend_at = now + RESEND;
+                h.sent_at = now;
                 self.out.push_back(h.initiation.clone());
             }
         }
@@ -229,6 +270,7 @@ impl ClientChannel {
             state,
             index: u32::from_le_bytes(index),
             initiation,
+            sent_at: now,
             resend_at: now + RESEND,
             give_up_at: now + GIVE_UP,
         });
@@ -236,9 +278,15 @@ impl ClientChannel {
 
     fn on_cookie(&mut self, now: Instant, bytes: &[u8]) -> bool {
         let Some(h) = self.handshake.as_mut().filter(|h| u32_at(bytes, 1) == Some(h.index)) else { return false };
+        let first = h.initiation[5..5 + COOKIE_LEN].iter().all(|b| *b == 0);
         h.initiation[5..5 + COOKIE_LEN].copy_from_slice(&bytes[5..5 + COOKIE_LEN]);
-        h.resend_at = now + RESEND;
-        self.out.push_back(h.initiation.clone());
+        // At once for the first cookie, then at most once a resend interval: a flood of forged
+        // cookies (the index is in clear) must not make this client send more than it gets.
+        if first || now.duration_since(h.sent_at) >= RESEND {
+            h.sent_at = now;
+            h.resend_at = now + RESEND;
+            self.out.push_back(h.initiation.clone());
+        }
         true
     }
 
@@ -253,10 +301,13 @@ impl ClientChannel {
         let shown = PublicKey::from(shown);
         match self.pinned {
             Some(pinned) if pinned != shown => {
-                self.refused = true;
+                // Maybe forged (an attacker who saw our initiation can answer it): this
+                // handshake is spent, another starts shortly; only if nothing but the other
+                // key answers until the deadline is the server refused.
                 self.handshake = None;
-                self.waiting.clear();
-                self.events.push_back(ClientEvent::KeyRefused { shown, pinned });
+                let deadline = self.wrong_key.map_or(now + REFUSE_AFTER, |(_, at)| at);
+                self.wrong_key = Some((shown, deadline));
+                self.retry_at = Some(now + RESEND);
                 return true;
             }
             Some(_) => {}
@@ -289,6 +340,7 @@ impl ClientChannel {
                 // The server's first datagram under the new session: it has the session.
                 if let Some(c) = self.confirming.take() {
                     self.session = Some(Session { transport: c.transport, index: c.index, since: now });
+                    self.wrong_key = None;
                     self.flush_waiting();
                 }
             }
@@ -298,6 +350,9 @@ impl ClientChannel {
         } else {
             None
         };
+        if len.is_some() {
+            self.data_in = Some(now);
+        }
         match len {
             None => {
                 self.dropped += 1;
@@ -309,16 +364,43 @@ impl ClientChannel {
     }
 
     fn on_no_session(&mut self, now: Instant) -> bool {
-        if self.starting() || self.last_start.is_some_and(|at| now.duration_since(at) < RESTART_GAP) {
+        if self.handshake.is_some() {
+            return false;
+        }
+        if self.confirming.is_some() {
+            // The server lost the handshake we are finishing (it restarted): start again now,
+            // rather than wait out the retries of our last datagram.
+            if self.last_start.is_some_and(|at| now.duration_since(at) < RESEND) {
+                return false;
+            }
+            self.confirming = None;
+            self.start(now);
+            return true;
+        }
+        // Believed only if the server has not answered since we last sent: a `no session` is
+        // not authenticated, and a forged one must not cost a handshake while all is well.
+        let unanswered = self.data_out.is_some_and(|out| self.data_in.is_none_or(|got| got < out));
+        if !unanswered || self.last_start.is_some_and(|at| now.duration_since(at) < RESTART_GAP) {
             return false;
         }
         self.start(now);
         true
     }
 
+    fn refuse(&mut self, shown: PublicKey) {
+        let Some(pinned) = self.pinned else { return };
+        self.refused = true;
+        self.retry_at = None;
+        self.handshake = None;
+        self.confirming = None;
+        self.waiting.clear();
+        self.events.push_back(ClientEvent::KeyRefused { shown, pinned });
+    }
+
     fn flush_waiting(&mut self) {
         while let Some(plaintext) = self.waiting.pop_front() {
             if let Some(datagram) = self.session.as_mut().and_then(|s| s.transport.seal(&plaintext)) {
+                self.data_out = self.data_in;
                 self.out.push_back(datagram);
             }
         }

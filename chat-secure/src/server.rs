@@ -22,6 +22,11 @@ const PENDING_FOR: Duration = Duration::from_secs(5);
 pub(crate) const COOKIE_PERIOD: Duration = Duration::from_secs(60);
 /// At most one `no session` per address this often.
 const HINT_GAP: Duration = Duration::from_secs(1);
+/// A session not heard from for this long is dropped (online clients keep alive far more
+/// often); its client, if it comes back, is told `no session` and makes another.
+pub(crate) const IDLE_FOR: Duration = Duration::from_secs(3600);
+/// How often idle sessions are looked for.
+const IDLE_SWEEP: Duration = Duration::from_secs(60);
 
 /// The server channel's limits.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +56,8 @@ struct Session {
     transport: Transport,
     from: SocketAddr,
     key: PublicKey,
+    /// When authentic data last came under it (or it was made).
+    heard: Instant,
 }
 
 /// The sessions at one address: the newest, and the one before it while the client may still
@@ -78,6 +85,7 @@ pub struct ServerChannel {
     hinted: BoundedMap<SocketAddr, Instant>,
     out: VecDeque<Transmit>,
     dropped: u64,
+    next_idle_sweep: Instant,
 }
 
 impl ServerChannel {
@@ -99,6 +107,7 @@ impl ServerChannel {
             hinted: BoundedMap::new(4096),
             out: VecDeque::new(),
             dropped: 0,
+            next_idle_sweep: now + IDLE_SWEEP,
         }
     }
 
@@ -114,7 +123,7 @@ impl ServerChannel {
         let taken = match bytes.first().copied() {
             Some(DATA) => return self.on_data(now, from, bytes, out),
             Some(INITIATION) if bytes.len() == INITIATION_LEN => self.on_initiation(now, from, bytes),
-            Some(FINAL) if bytes.len() == FINAL_LEN => self.on_final(from, bytes),
+            Some(FINAL) if bytes.len() == FINAL_LEN => self.on_final(now, from, bytes),
             _ => false,
         };
         if !taken {
@@ -123,10 +132,14 @@ impl ServerChannel {
         None
     }
 
-    /// Sends `plaintext` to the client at `to`, under its session; without one, the client is
-    /// told to start one (the cores send again).
-    pub fn send(&mut self, now: Instant, to: SocketAddr, plaintext: &[u8]) {
-        let sealed = self.current(to).and_then(|s| s.transport.seal(plaintext));
+    /// Sends `plaintext` to the client at `to`, under its session: of the sessions at that
+    /// address with `key` (the key of the client the server knows there, or of the one whose
+    /// request this answers; any key if none is given), the one heard from last.
+    /// An attacker who makes a session from a client's address (it is on the path) so gets
+    /// nothing meant for that client. Without such a session, the client is told to start one
+    /// (the cores send again).
+    pub fn send(&mut self, now: Instant, to: SocketAddr, key: Option<PublicKey>, plaintext: &[u8]) {
+        let sealed = self.session_for(to, key).and_then(|s| s.transport.seal(plaintext));
         match sealed {
             Some(bytes) => self.out.push_back(Transmit { to, bytes: bytes.into() }),
             None => self.hint(now, to),
@@ -140,11 +153,24 @@ impl ServerChannel {
 
     /// When [`ServerChannel::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending_order.front().map(|(at, _)| *at)
+        let idle = (!self.sessions.is_empty()).then_some(self.next_idle_sweep);
+        self.pending_order.front().map(|(at, _)| *at).into_iter().chain(idle).min()
     }
 
-    /// Forgets handshakes left half-open too long.
+    /// Forgets handshakes left half-open too long, and sessions idle for an hour.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_idle_sweep {
+            self.next_idle_sweep = now + IDLE_SWEEP;
+            let idle: Vec<u32> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| now.duration_since(s.heard) >= IDLE_FOR)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in idle {
+                self.forget_session(index);
+            }
+        }
         while let Some(&(at, index)) = self.pending_order.front() {
             if at > now {
                 break;
@@ -180,9 +206,17 @@ impl ServerChannel {
         self.dropped
     }
 
-    fn current(&mut self, to: SocketAddr) -> Option<&mut Session> {
+    /// The session to send to `to` under: see [`ServerChannel::send`].
+    fn session_for(&mut self, to: SocketAddr, key: Option<PublicKey>) -> Option<&mut Session> {
         let slots = *self.by_addr.get(&to)?;
-        self.sessions.get_mut(&slots.current)
+        let candidates = [Some(slots.current), slots.previous];
+        let best = candidates
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.sessions.get(&i).filter(|s| key.is_none_or(|k| s.key == k)).map(|s| (s.heard, i)))
+            .max()
+            .map(|(_, i)| i)?;
+        self.sessions.get_mut(&best)
     }
 
     fn hint(&mut self, now: Instant, to: SocketAddr) {
@@ -267,7 +301,7 @@ impl ServerChannel {
         true
     }
 
-    fn on_final(&mut self, from: SocketAddr, bytes: &[u8]) -> bool {
+    fn on_final(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
         let Some(index) = u32_at(bytes, 1) else { return false };
         if self.sessions.get(&index).is_some_and(|s| s.from == from) {
             // The client did not get the confirmation: another one.
@@ -275,6 +309,9 @@ impl ServerChannel {
             return true;
         }
         if self.pending.get(&index).is_none_or(|p| p.from != from) {
+            // A handshake this server does not have (it restarted in the middle): the client is
+            // told to start again rather than wait out its retries.
+            self.hint(now, from);
             return false;
         }
         let mut payload = [0u8; 64];
@@ -291,7 +328,7 @@ impl ServerChannel {
             let Some(oldest) = self.session_order.pop_front() else { break };
             self.forget_session(oldest);
         }
-        self.sessions.insert(index, Session { transport, from, key });
+        self.sessions.insert(index, Session { transport, from, key, heard: now });
         self.session_order.push_back(index);
         if self.session_order.len() > 2 * self.sessions.len() + 64 {
             let sessions = &self.sessions;
@@ -329,6 +366,7 @@ impl ServerChannel {
             return None;
         };
         let key = session.key;
+        session.heard = now;
         if let Some(slots) = self.by_addr.get_mut(&from).filter(|s| s.previous.is_some() && s.current == index) {
             // The client uses the newest session: the one before is done.
             if let Some(older) = slots.previous.take() {

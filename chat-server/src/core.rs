@@ -82,8 +82,10 @@ pub struct Server<S> {
     presence: Presence,
     /// Punch requests passed on per client address, in the current one-second window.
     punches: BoundedMap<SocketAddr, (Instant, u32)>,
-    /// Chats and ACKs relayed per client address, in the current one-second window.
+    /// Chats relayed per client address, in the current one-second window.
     relays: BoundedMap<SocketAddr, (Instant, u32)>,
+    /// ACKs relayed per client address, in the current one-second window.
+    relay_acks: BoundedMap<SocketAddr, (Instant, u32)>,
     /// The LAN address each registering address told, for its row once it is online.
     lans: BoundedMap<SocketAddr, SocketAddr>,
     out: Outbox,
@@ -128,6 +130,7 @@ impl<S: Store> Server<S> {
             presence: Presence::new(cfg.keepalive, start, version_base),
             punches: BoundedMap::new(cfg.dedup_capacity),
             relays: BoundedMap::new(cfg.dedup_capacity),
+            relay_acks: BoundedMap::new(cfg.dedup_capacity),
             lans: BoundedMap::new(cfg.dedup_capacity),
             out: Outbox::new(cfg.dedup_capacity),
             ids: Ids::new(entropy),
@@ -159,7 +162,9 @@ impl<S: Store> Server<S> {
     /// is the one that holds the session, not one the datagram merely claims.
     pub fn handle_from(&mut self, now: Instant, from: SocketAddr, key: PublicKey, bytes: &[u8]) {
         self.session_key = Some(key);
+        self.out.answering(Some((from, key)));
         self.handle_bytes(now, from, bytes);
+        self.out.answering(None);
         self.session_key = None;
     }
 
@@ -173,6 +178,14 @@ impl<S: Store> Server<S> {
     }
 
     fn dispatch(&mut self, now: Instant, from: SocketAddr, len: usize, d: Datagram) {
+        // Under a session of another key than the client online at this address (an attacker
+        // on its path can make one): nothing but a registration, which has its own checks.
+        let foreign = self.session_key.is_some_and(|k| self.key_at(from).is_some_and(|online| online != k));
+        if foreign && !matches!(d, Datagram::Register { .. } | Datagram::Confirm { .. }) {
+            self.dropped += 1;
+            tracing::debug!(%from, "dropped a datagram under another key's session than the client's there");
+            return;
+        }
         match d {
             Datagram::Register { .. } if len < REGISTER_PAD_TO && !self.out.is_proven(from) => {
                 tracing::debug!(%from, len, "dropped an unpadded register from an unproven address");
@@ -190,7 +203,13 @@ impl<S: Store> Server<S> {
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
-            Datagram::Keepalive => {} // heard: that is all it says
+            // Heard: that is all it says, unless the server had marked the client gone (its
+            // network was out longer than three intervals): told, it registers again.
+            Datagram::Keepalive => {
+                if self.clients.online_at(from).is_none() {
+                    self.tables.tell_offline(from);
+                }
+            }
             Datagram::PunchRequest { to } => self.on_punch_request(now, from, &to),
             Datagram::RelayChat { from: ref sender, ref to, .. }
             | Datagram::RelayAck { from: ref sender, ref to, .. } => {
@@ -281,7 +300,20 @@ impl<S: Store> Server<S> {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.poll_transmit().map(|(t, _)| t)
+    }
+
+    /// The next datagram to send, with the key of the session it must go under when it answers
+    /// a datagram that came under one (see [`Server::handle_from`]); otherwise the driver sends
+    /// it under the session of [`Server::key_at`] its address.
+    pub fn poll_transmit_keyed(&mut self) -> Option<(Transmit, Option<PublicKey>)> {
         self.out.poll_transmit()
+    }
+
+    /// The key of the client online at `addr`: what the server sends there goes under that
+    /// client's session, never another that an attacker on the path opened from its address.
+    pub fn key_at(&self, addr: SocketAddr) -> Option<PublicKey> {
+        self.clients.online_at(addr).and_then(|name| self.clients.key(name)).copied()
     }
 
     /// When [`Server::handle_timeout`] next has work to do.
@@ -304,6 +336,9 @@ impl<S: Store> Server<S> {
         for addr in online {
             self.out.prove(addr);
         }
+        // Clients restored online are swept like any: one that died while the server was down
+        // is noticed three intervals on.
+        self.presence.arm();
     }
 
     /// The table with the hashes of its secrets (never a secret), to be saved.

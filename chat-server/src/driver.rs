@@ -87,8 +87,9 @@ pub async fn run<S: Store>(
         // docs/BENCHMARKS.md). The core allows either: no handler touches the disk.
         run_jobs(&mut core, now);
         saved.keep(&core, &table_file);
-        while let Some(t) = core.poll_transmit() {
-            channel.send(now, t.to, &t.bytes);
+        while let Some((t, key)) = core.poll_transmit_keyed() {
+            let key = key.or_else(|| core.key_at(t.to));
+            channel.send(now, t.to, key, &t.bytes);
         }
         while let Some(t) = channel.poll_transmit() {
             if let Err(e) = socket.send_to(&t.bytes, t.to).await {

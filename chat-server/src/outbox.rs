@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chat_core::Transmit;
-use chat_proto::{Datagram, encode};
+use chat_proto::{Datagram, PublicKey, encode};
 
 use crate::budget::Budgets;
 
@@ -15,13 +15,22 @@ use crate::budget::Budgets;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     budgets: Budgets,
-    queue: VecDeque<Transmit>,
+    /// Each datagram with the key of the session it answers, if it answers one.
+    queue: VecDeque<(Transmit, Option<PublicKey>)>,
+    /// While a datagram is handled: its address and the key of the session it came under.
+    answering: Option<(SocketAddr, PublicKey)>,
 }
 
 impl Outbox {
     /// Remembers the budgets of at most `capacity` unproven addresses.
     pub fn new(capacity: usize) -> Self {
-        Self { budgets: Budgets::new(capacity), queue: VecDeque::new() }
+        Self { budgets: Budgets::new(capacity), queue: VecDeque::new(), answering: None }
+    }
+
+    /// A datagram from `from` under the session of `key` is being handled (`None`: done):
+    /// what is queued for `from` meanwhile answers it, and goes back under that session.
+    pub fn answering(&mut self, input: Option<(SocketAddr, PublicKey)>) {
+        self.answering = input;
     }
 
     /// `len` bytes came from `from`.
@@ -46,7 +55,8 @@ impl Outbox {
     /// Queues `t`, unless `t.to` is unproven and past its budget.
     pub fn push(&mut self, t: Transmit) {
         if self.budgets.allow(t.to, t.bytes.len()) {
-            self.queue.push_back(t);
+            let key = self.answering.filter(|(from, _)| *from == t.to).map(|(_, key)| key);
+            self.queue.push_back((t, key));
         } else {
             tracing::debug!(to = %t.to, len = t.bytes.len(), "held back: the address has not proven it receives");
         }
@@ -67,8 +77,8 @@ impl Outbox {
         }
     }
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    /// The next datagram to send, with the key of the session it answers, if it answers one.
+    pub fn poll_transmit(&mut self) -> Option<(Transmit, Option<PublicKey>)> {
         self.queue.pop_front()
     }
 }

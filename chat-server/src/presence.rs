@@ -33,6 +33,11 @@ impl Presence {
         self.interval
     }
 
+    /// The table changed in a way the version does not show (it was restored): sweep it.
+    pub(crate) fn arm(&mut self) {
+        self.swept_version = None;
+    }
+
     /// A datagram came from `addr`.
     pub(crate) fn heard(&mut self, addr: SocketAddr, now: Instant) {
         if let Some(at) = self.heard.get_mut(&addr) {

@@ -279,6 +279,7 @@ mod channel;
 mod disk;
 mod jobs;
 mod register;
+mod review;
 mod save;
 mod tables;
 

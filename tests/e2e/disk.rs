@@ -15,7 +15,7 @@ use crate::harness::{CHANNEL_ACKED, NOT_RESPONDING, OFFLINE_BYE, SAVED, Server, 
 /// fills it, then execs the server (the arguments).
 const FULL_DISK: &str = r#"for dir; do :; done
 mount -t tmpfs -o size=256k tmpfs "$dir" || exit 97
-echo 0707070707070707070707070707070707070707070707070707070707070707 > "$dir/server.key"
+echo 0707070707070707070707070707070707070707070707070707070707070707 > "$dir/server.identity"
 dd if=/dev/zero of="$dir/filler" bs=4096 2>/dev/null
 exec "$@""#;
 

@@ -13,6 +13,7 @@ mod direct;
 mod disk;
 mod faults;
 mod nat;
+mod nat_review;
 mod offline;
 mod order;
 mod presence;

@@ -80,9 +80,11 @@ impl Client {
         }
     }
 
-    /// An ACK from the peer's address.
+    /// An ACK from the peer's address (or from its public one, for a chat sent to its LAN
+    /// address that only got through at the public one).
     pub(super) fn on_chat_ack(&mut self, from: SocketAddr, id: MsgId, proof: &Sealed) {
-        self.delivered(from, id, proof, Path::Direct);
+        let target = self.requests.target(id).filter(|t| *t != from && self.table.public_of_lan(*t) == Some(from));
+        self.delivered(target.unwrap_or(from), id, proof, Path::Direct);
     }
 
     /// An ACK counts only if the recipient made it, for this message; the path it came by is

@@ -339,9 +339,14 @@ impl Client {
             match self.requests.poll_due(now) {
                 Some(Due::Retransmit { transmit, id, first }) => {
                     if transmit.to != self.server {
-                        // No ACK at once: ask for a punch; still none: through the server too.
+                        // No ACK at once: ask for a punch (and, if it went to a LAN address, try
+                        // the public one too: two networks may share one public IP); still
+                        // none: through the server too.
                         if first {
                             self.ask_to_punch(id, transmit.to);
+                            if let Some(public) = self.table.public_of_lan(transmit.to) {
+                                self.out.push_back(Transmit { to: public, bytes: transmit.bytes.clone() });
+                            }
                         } else {
                             self.relay_copy(id, transmit.to);
                         }
@@ -367,7 +372,8 @@ impl Client {
 
     /// When [`Client::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let keepalive = self.keepalive.next.filter(|_| self.session.confirmed() && self.exit.is_none());
+        let online = self.session.confirmed() || matches!(self.session.stage(), Stage::Leaving { .. });
+        let keepalive = self.keepalive.next.filter(|_| online && self.exit.is_none());
         self.requests.next_timeout().into_iter().chain(self.table.next_timeout()).chain(keepalive).min()
     }
 
@@ -375,7 +381,8 @@ impl Client {
     /// the server does not mark it gone, and the NAT in between keeps its mapping open. Offline
     /// (after `dereg`, or before the welcome), nothing.
     fn keep_alive(&mut self, now: Instant) {
-        if !self.session.confirmed() || self.exit.is_some() || self.keepalive.every.is_zero() {
+        let online = self.session.confirmed() || matches!(self.session.stage(), Stage::Leaving { .. });
+        if !online || self.exit.is_some() || self.keepalive.every.is_zero() {
             self.keepalive.next = None;
             return;
         }

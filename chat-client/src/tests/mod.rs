@@ -236,6 +236,7 @@ fn stored_text(t: &str) -> StoredMessage {
 mod fetch;
 mod lossy;
 mod register;
+mod review;
 mod send;
 mod tables;
 mod trust;

@@ -39,7 +39,13 @@ impl<S: Store> Server<S> {
             return;
         }
         let Some(target) = self.clients.get(to).filter(|e| e.online && e.addr != from) else { return };
-        if !within_rate(&mut self.relays, from, now, RELAYS_PER_SECOND) {
+        // Chats and ACKs have a budget each: a client relaying a burst of its own must still be
+        // able to ACK what it is relayed.
+        let (windows, limit) = match d {
+            Datagram::RelayAck { .. } => (&mut self.relay_acks, RELAYS_PER_SECOND),
+            _ => (&mut self.relays, RELAYS_PER_SECOND),
+        };
+        if !within_rate(windows, from, now, limit) {
             tracing::debug!(%sender, "relayed datagrams over the rate: dropped");
             return;
         }

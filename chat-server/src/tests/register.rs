@@ -381,3 +381,28 @@ fn the_lan_address_a_client_tells_is_in_its_row_unless_it_is_its_address() {
         assert_eq!(row.lan, kept, "{who}");
     }
 }
+
+#[test]
+fn under_another_keys_session_from_a_clients_address_only_a_registration_is_taken() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    let bytes = |d: &Datagram| chat_proto::encode(d).expect("encode");
+    // Mallory on alice's path, under a session of her own key from alice's address: alice's
+    // dereg (with her secret, seen on the path before the channel) and a fetch are dropped.
+    let dereg = Datagram::Dereg { id: MsgId(90), name: name("alice"), secret: f.secret_of("alice") };
+    f.server.handle_from(f.now, addr(ALICE), key("mallory"), &bytes(&dereg));
+    f.server.handle_from(f.now, addr(ALICE), key("mallory"), &bytes(&Datagram::Fetch { id: MsgId(91), index: 0 }));
+    assert_eq!(f.drain(), vec![]);
+    assert!(f.server.table().clients.iter().any(|r| r.name.as_str() == "alice" && r.online));
+    // What the server sends alice's address goes under alice's key, also when it answers.
+    assert_eq!(f.server.key_at(addr(ALICE)), Some(key("alice")));
+    // Alice's own session: taken.
+    f.server.handle_from(f.now, addr(ALICE), key("alice"), &bytes(&dereg));
+    f.commit();
+    let out: Vec<_> = std::iter::from_fn(|| f.server.poll_transmit_keyed()).collect();
+    let acks: Vec<_> = out.iter().filter(|(t, _)| t.to == addr(ALICE)).collect();
+    assert!(!acks.is_empty(), "alice's dereg is answered");
+    // An answer held until the batch is on disk leaves with no key: the driver sends it under
+    // the key of the client online there, else the address's session heard from last (alice's,
+    // which just spoke); never one that names mallory.
+    assert!(acks.iter().all(|(_, k)| k.is_none_or(|k| k == key("alice"))), "{acks:?}");
+}
