@@ -85,6 +85,11 @@ fn secret() -> Secret {
     Secret::new("00112233445566778899aabbccddeeff").expect("secret")
 }
 
+/// `n`'s row, online at `addr` (and at `lan` on its own network), with its key.
+fn online_row(n: &str, addr: SocketAddr, lan: Option<SocketAddr>) -> ClientRow {
+    ClientRow { name: name(n), addr, online: true, key: Some(key(n)), lan }
+}
+
 fn table(version: u64, me_online: bool, bob_online: bool) -> Table {
     let row =
         |n: &str, port, online| ClientRow { lan: None, name: name(n), addr: addr(port), online, key: Some(key(n)) };

@@ -15,16 +15,9 @@ fn a_peer_behind_the_same_public_ip_but_silent_at_its_lan_address_is_tried_at_it
     let mut f = Fixture::online(true);
     let cgn = |port: u16| SocketAddr::from(([100, 64, 0, 1], port));
     let bob_lan: SocketAddr = "192.168.1.20:6002".parse().expect("addr");
-    let row = |n: &str, addr: SocketAddr, lan: Option<SocketAddr>| ClientRow {
-        name: name(n),
-        addr,
-        online: true,
-        key: Some(key(n)),
-        lan,
-    };
     let rows = vec![
-        row("alice", cgn(6001), Some("192.168.1.10:6001".parse().expect("addr"))),
-        row("bob", cgn(6002), Some(bob_lan)),
+        online_row("alice", cgn(6001), Some("192.168.1.10:6001".parse().expect("addr"))),
+        online_row("bob", cgn(6002), Some(bob_lan)),
     ];
     f.recv(SERVER, Datagram::Table(Table { version: 20, clients: rows }));
     f.events();

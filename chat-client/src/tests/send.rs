@@ -435,15 +435,8 @@ fn a_peer_behind_the_same_public_address_is_sent_to_at_its_lan_address() {
     let mut f = Fixture::online(true);
     let public = |port: u16| SocketAddr::from(([198, 51, 100, 11], port));
     let lan: SocketAddr = "10.0.1.3:6002".parse().expect("addr");
-    let row = |n: &str, addr: SocketAddr, lan: Option<SocketAddr>| ClientRow {
-        name: name(n),
-        addr,
-        online: true,
-        key: Some(key(n)),
-        lan,
-    };
     // Both behind 198.51.100.11: bob's LAN address.
-    let same = vec![row("alice", public(6001), None), row("bob", public(6002), Some(lan))];
+    let same = vec![online_row("alice", public(6001), None), online_row("bob", public(6002), Some(lan))];
     f.recv(SERVER, Datagram::Table(Table { version: 20, clients: same }));
     f.events();
     f.sent();
@@ -451,8 +444,10 @@ fn a_peer_behind_the_same_public_address_is_sent_to_at_its_lan_address() {
     let sent: Vec<SocketAddr> = std::iter::from_fn(|| f.client.poll_transmit()).map(|t| t.to).collect();
     assert_eq!(sent, [lan]);
     // Bob behind another public address: his public one, whatever LAN address he has.
-    let apart =
-        vec![row("alice", public(6001), None), row("bob", SocketAddr::from(([203, 0, 113, 5], 6002)), Some(lan))];
+    let apart = vec![
+        online_row("alice", public(6001), None),
+        online_row("bob", SocketAddr::from(([203, 0, 113, 5], 6002)), Some(lan)),
+    ];
     f.recv(SERVER, Datagram::Table(Table { version: 21, clients: apart }));
     f.events();
     f.sent();
