@@ -187,7 +187,7 @@ impl ClientChannel {
         if self.refused {
             return;
         }
-        if let Some((shown, deadline)) = self.wrong_key.filter(|_| !self.refused && self.session.is_none()) {
+        if let Some((shown, deadline)) = self.wrong_key.filter(|_| self.session.is_none()) {
             if now >= deadline {
                 // Only the other key answered, all this time: it is the server's.
                 self.refuse(shown);
@@ -310,7 +310,8 @@ impl ClientChannel {
                 self.retry_at = Some(now + RESEND);
                 return true;
             }
-            Some(_) => {}
+            // The pinned key answered: whatever showed another key before was not the server.
+            Some(_) => self.wrong_key = None,
             None => {
                 self.pinned = Some(shown);
                 self.events.push_back(ClientEvent::KeyLearned(shown));
@@ -340,8 +341,7 @@ impl ClientChannel {
                 // The server's first datagram under the new session: it has the session.
                 if let Some(c) = self.confirming.take() {
                     self.session = Some(Session { transport: c.transport, index: c.index, since: now });
-                    self.wrong_key = None;
-                    self.flush_waiting();
+                    self.flush_waiting(now);
                 }
             }
             len
@@ -397,10 +397,10 @@ impl ClientChannel {
         self.events.push_back(ClientEvent::KeyRefused { shown, pinned });
     }
 
-    fn flush_waiting(&mut self) {
+    fn flush_waiting(&mut self, now: Instant) {
         while let Some(plaintext) = self.waiting.pop_front() {
             if let Some(datagram) = self.session.as_mut().and_then(|s| s.transport.seal(&plaintext)) {
-                self.data_out = self.data_in;
+                self.data_out = Some(now);
                 self.out.push_back(datagram);
             }
         }

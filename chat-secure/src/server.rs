@@ -180,17 +180,6 @@ impl ServerChannel {
         }
     }
 
-    /// The key of the client whose session is at `addr`.
-    pub fn client_key(&self, addr: SocketAddr) -> Option<PublicKey> {
-        let slots = self.by_addr.get(&addr)?;
-        self.sessions.get(&slots.current).map(|s| s.key)
-    }
-
-    /// The server's public key, the one clients pin.
-    pub fn public_key(&self) -> PublicKey {
-        self.key.public()
-    }
-
     /// How many sessions are kept.
     pub fn sessions(&self) -> usize {
         self.sessions.len()
