@@ -339,17 +339,7 @@ impl Client {
             match self.requests.poll_due(now) {
                 Some(Due::Retransmit { transmit, id, first }) => {
                     if transmit.to != self.server {
-                        // No ACK at once: ask for a punch (and, if it went to a LAN address, try
-                        // the public one too: two networks may share one public IP); still
-                        // none: through the server too.
-                        if first {
-                            self.ask_to_punch(id, transmit.to);
-                            if let Some(public) = self.table.public_of_lan(transmit.to) {
-                                self.out.push_back(Transmit { to: public, bytes: transmit.bytes.clone() });
-                            }
-                        } else {
-                            self.relay_copy(id, transmit.to);
-                        }
+                        self.reach_further(id, &transmit, first);
                     }
                     self.out.push_back(transmit);
                 }
@@ -372,8 +362,7 @@ impl Client {
 
     /// When [`Client::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let online = self.session.confirmed() || matches!(self.session.stage(), Stage::Leaving { .. });
-        let keepalive = self.keepalive.next.filter(|_| online && self.exit.is_none());
+        let keepalive = self.keepalive.next.filter(|_| self.keeps_alive());
         self.requests.next_timeout().into_iter().chain(self.table.next_timeout()).chain(keepalive).min()
     }
 
@@ -381,23 +370,27 @@ impl Client {
     /// the server does not mark it gone, and the NAT in between keeps its mapping open. Offline
     /// (after `dereg`, or before the welcome), nothing.
     fn keep_alive(&mut self, now: Instant) {
-        let online = self.session.confirmed() || matches!(self.session.stage(), Stage::Leaving { .. });
-        if !online || self.exit.is_some() || self.keepalive.every.is_zero() {
+        if !self.keeps_alive() || self.keepalive.every.is_zero() {
             self.keepalive.next = None;
             return;
         }
         match self.keepalive.next {
             None => self.keepalive.next = Some(now + self.keepalive.every),
             Some(at) if at <= now => {
-                if let Ok(bytes) = chat_proto::encode(&Datagram::Keepalive) {
-                    self.out.push_back(Transmit { to: self.server, bytes: bytes.into() });
-                }
+                self.send_once(self.server, &Datagram::Keepalive);
                 // On the beat, unless a whole interval was missed (a suspended laptop).
                 let beat = at + self.keepalive.every;
                 self.keepalive.next = Some(if beat > now { beat } else { now + self.keepalive.every });
             }
             Some(_) => {}
         }
+    }
+
+    /// Whether the server counts this client online: from the welcome until a `dereg` is done
+    /// (also while it waits for sends to end) or the client exits.
+    fn keeps_alive(&self) -> bool {
+        let online = self.session.confirmed() || matches!(self.session.stage(), Stage::Leaving { .. });
+        online && self.exit.is_none()
     }
 
     /// Keys first seen (or trusted) that the driver has not kept in the key book yet.
@@ -516,6 +509,20 @@ impl Client {
         if !copies.is_empty() {
             self.punched.insert(from, now);
             self.out.extend(copies);
+        }
+    }
+
+    /// The direct message `id`, sent as `t`, got no ACK in time: the first time, the server is
+    /// asked to have the peer punch, and a chat sent to a LAN address also goes to the public
+    /// one (two networks may share one public IP); from then on, a copy goes through the relay.
+    fn reach_further(&mut self, id: MsgId, t: &Transmit, first: bool) {
+        if !first {
+            self.relay_copy(id, t.to);
+            return;
+        }
+        self.ask_to_punch(id, t.to);
+        if let Some(public) = self.table.public_of_lan(t.to) {
+            self.out.push_back(Transmit { to: public, bytes: t.bytes.clone() });
         }
     }
 
