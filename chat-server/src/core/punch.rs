@@ -41,11 +41,8 @@ impl<S: Store> Server<S> {
         let Some(target) = self.clients.get(to).filter(|e| e.online && e.addr != from) else { return };
         // Chats and ACKs have a budget each: a client relaying a burst of its own must still be
         // able to ACK what it is relayed.
-        let (windows, limit) = match d {
-            Datagram::RelayAck { .. } => (&mut self.relay_acks, RELAYS_PER_SECOND),
-            _ => (&mut self.relays, RELAYS_PER_SECOND),
-        };
-        if !within_rate(windows, from, now, limit) {
+        let windows = if matches!(d, Datagram::RelayAck { .. }) { &mut self.relay_acks } else { &mut self.relays };
+        if !within_rate(windows, from, now, RELAYS_PER_SECOND) {
             tracing::debug!(%sender, "relayed datagrams over the rate: dropped");
             return;
         }
@@ -54,8 +51,9 @@ impl<S: Store> Server<S> {
     }
 }
 
-/// At most this many chats and ACKs from one client are relayed per second: enough for a person
-/// typing, with retransmissions, and a ceiling on what one client can make the server send.
+/// At most this many chats, and as many ACKs, from one client are relayed per second: enough for
+/// a person typing, with retransmissions, and a ceiling on what one client can make the server
+/// send.
 pub(super) const RELAYS_PER_SECOND: u32 = 50;
 
 /// Counts one more from `from` in its one-second window; whether it is within `per_second`.
