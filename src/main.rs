@@ -66,7 +66,7 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
         keepalive: opts.keepalive,
         ..Default::default()
     };
-    let table = chat_server::TableFile::new(&opts.data_dir);
+    let table = chat_server::Tables::Files(chat_server::TableFile::new(&opts.data_dir));
     chat_server::run(socket, key, store, table, cfg, shutdown).await?;
     Ok(0)
 }

@@ -58,7 +58,7 @@ impl ServerHandle {
                 tx.send(socket.local_addr().expect("addr")).expect("report the address");
                 let limits = Limits { max_messages: 1_000_000, max_bytes: 1 << 32 };
                 let store = FileStore::open(path.join("mailboxes"), limits).expect("store");
-                let table = chat_server::TableFile::new(&path);
+                let table = chat_server::Tables::Files(chat_server::TableFile::new(&path));
                 let key = chat_proto::KeyPair::generate().expect("OS randomness");
                 let _ = chat_server::run(socket, key, store, table, chat_server::Config::default(), token).await;
             });

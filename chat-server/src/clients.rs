@@ -13,7 +13,13 @@ use crate::secret_hash::SecretHash;
 pub(crate) struct Entry {
     pub addr: SocketAddr,
     pub online: bool,
+    /// The node the client is registered at when it is not this one (several nodes sharing
+    /// one table): its probes, table pushes and channel copies are that node's to send.
+    pub home: Option<NodeId>,
 }
+
+/// A server node sharing the table, as the shared store numbers them.
+pub type NodeId = u64;
 
 /// The table as it is kept on disk: the rows with the hashes of their secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,12 +28,26 @@ pub struct SavedTable {
     pub(crate) clients: Vec<SavedRow>,
 }
 
+/// One row of the table with the hash of its secret, as it is saved, or shared with other
+/// nodes through the shared store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RowOnDisk")]
-pub(crate) struct SavedRow {
+pub struct SavedRow {
     #[serde(flatten)]
     row: ClientRow,
     secret_hash: SecretHash,
+}
+
+impl SavedRow {
+    /// The client's name.
+    pub fn name(&self) -> &Name {
+        &self.row.name
+    }
+
+    /// Whether the client is online.
+    pub fn online(&self) -> bool {
+        self.row.online
+    }
 }
 
 /// A row as read: with the hash of its secret, or, written before hashes, the secret itself,
@@ -88,6 +108,9 @@ struct Row {
     key: Option<PublicKey>,
     /// Where the client listens on its own network, if it differs from its address.
     lan: Option<SocketAddr>,
+    /// The version the shared store gave the row's latest state known here (0: none, or a
+    /// table kept in files): an older change from the store is not applied over it.
+    shared: u64,
 }
 
 impl Row {
@@ -121,8 +144,8 @@ impl Clients {
             if row.online || !c.by_addr.contains_key(&row.addr) {
                 c.by_addr.insert(row.addr, row.name.clone());
             }
-            let entry = Entry { addr: row.addr, online: row.online };
-            c.rows.insert(row.name, Row { entry, secret: Some(secret_hash), key: row.key, lan: row.lan });
+            let entry = Entry { addr: row.addr, online: row.online, home: None };
+            c.rows.insert(row.name, Row { entry, secret: Some(secret_hash), key: row.key, lan: row.lan, shared: 0 });
         }
         c
     }
@@ -232,10 +255,13 @@ impl Clients {
     /// Puts `name` online at `addr`. Another name that was registered at `addr` is marked
     /// offline: only one process can listen on one address.
     pub fn set_online(&mut self, name: &Name, addr: SocketAddr) {
-        let entry = Entry { addr, online: true };
+        let entry = Entry { addr, online: true, home: None };
         let old = match self.rows.get_mut(name) {
             Some(r) => Some(std::mem::replace(&mut r.entry, entry)),
-            None => self.rows.insert(name.clone(), Row { entry, secret: None, key: None, lan: None }).map(|r| r.entry),
+            None => {
+                let row = Row { entry, secret: None, key: None, lan: None, shared: 0 };
+                self.rows.insert(name.clone(), row).map(|r| r.entry)
+            }
         };
         // The old address may belong to another client by now: only drop our own mapping.
         if let Some(old) = old.filter(|old| old.addr != addr && self.by_addr.get(&old.addr) == Some(name)) {
@@ -244,6 +270,7 @@ impl Clients {
         let displaced = self.by_addr.insert(addr, name.clone()).filter(|prev| prev != name);
         if let Some(r) = displaced.as_ref().and_then(|prev| self.rows.get_mut(prev)) {
             r.entry.online = false;
+            r.entry.home = None;
         }
         self.version += 1;
         self.changed(name);
@@ -266,6 +293,7 @@ impl Clients {
         match self.rows.get_mut(name) {
             Some(r) if r.entry.online => {
                 r.entry.online = false;
+                r.entry.home = None;
                 self.version += 1;
                 self.changed(name);
                 true
@@ -274,9 +302,51 @@ impl Clients {
         }
     }
 
-    /// Every online client's name and address.
+    /// Every client online at this node, with its address (not those registered at other
+    /// nodes: they are swept, pushed tables and probed by their own).
     pub fn online(&self) -> impl Iterator<Item = (&Name, SocketAddr)> {
-        self.rows.iter().filter(|(_, r)| r.entry.online).map(|(n, r)| (n, r.entry.addr))
+        self.rows.iter().filter(|(_, r)| r.entry.online && r.entry.home.is_none()).map(|(n, r)| (n, r.entry.addr))
+    }
+
+    /// Takes a row as another node (or this one, earlier) left it in the shared store, at the
+    /// store's version `shared`, registered at `home` (`None`: this node). A change no newer
+    /// than what is known of the row is ignored. Returns the row's entry before, if it was
+    /// applied.
+    pub fn apply_shared(&mut self, saved: SavedRow, home: Option<NodeId>, shared: u64) -> Option<Option<Entry>> {
+        let SavedRow { row, secret_hash } = saved;
+        if self.rows.get(&row.name).is_some_and(|r| r.shared >= shared) {
+            return None;
+        }
+        let entry = Entry { addr: row.addr, online: row.online, home };
+        let new = Row { entry, secret: Some(secret_hash), key: row.key, lan: row.lan, shared };
+        let old = self.rows.insert(row.name.clone(), new).map(|r| r.entry);
+        if let Some(old) = old.filter(|old| self.by_addr.get(&old.addr) == Some(&row.name)) {
+            self.by_addr.remove(&old.addr);
+        }
+        if row.online || !self.by_addr.contains_key(&row.addr) {
+            self.by_addr.insert(row.addr, row.name.clone());
+        }
+        self.version += 1;
+        self.changed(&row.name);
+        Some(old)
+    }
+
+    /// Notes that the shared store holds `name`'s row as this node wrote it, at version
+    /// `shared`.
+    pub fn shared_as(&mut self, name: &Name, shared: u64) {
+        if let Some(r) = self.rows.get_mut(name) {
+            r.shared = r.shared.max(shared);
+        }
+    }
+
+    /// The rows this node changed after version `base`, to be written to the shared store: the
+    /// whole table's when the change log no longer reaches back.
+    pub fn shared_since(&self, base: u64) -> Vec<SavedRow> {
+        let rows = self.rows_since(base).unwrap_or_else(|| self.snapshot().clients);
+        rows.into_iter()
+            .filter(|row| self.rows.get(&row.name).is_some_and(|r| r.entry.home.is_none()))
+            .filter_map(|row| Some(SavedRow { secret_hash: self.secret_hash(&row.name)?.clone(), row }))
+            .collect()
     }
 
     /// The current row of `name`.

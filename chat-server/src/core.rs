@@ -12,6 +12,7 @@
 //! `joining`, `outbox`, `ids`, `storage`), none of which knows this module.
 
 mod channel;
+mod cluster;
 mod confirm;
 mod fetch;
 mod probe;
@@ -30,6 +31,7 @@ use chrono::{DateTime, Utc};
 use offline_store::Store;
 
 use crate::clients::{Clients, SavedTable};
+use crate::cluster::Peers;
 use crate::dedup::{Check, Dedup};
 use crate::deliveries::Deliveries;
 use crate::ids::Ids;
@@ -80,6 +82,8 @@ pub struct Server<S> {
     /// New names registering from addresses not yet proven: their rows wait for `confirm`.
     joining: Joining,
     presence: Presence,
+    /// The other nodes sharing the table, and what is to be said to them.
+    peers: Peers,
     /// Punch requests passed on per client address, in the current one-second window.
     punches: BoundedMap<SocketAddr, (Instant, u32)>,
     /// Chats relayed per client address, in the current one-second window.
@@ -128,6 +132,7 @@ impl<S: Store> Server<S> {
             dedup: Dedup::new(cfg.dedup_capacity, keep),
             joining: Joining::new(cfg.dedup_capacity),
             presence: Presence::new(cfg.keepalive, start, version_base),
+            peers: Peers::default(),
             punches: BoundedMap::new(cfg.dedup_capacity),
             relays: BoundedMap::new(cfg.dedup_capacity),
             relay_acks: BoundedMap::new(cfg.dedup_capacity),

@@ -14,14 +14,24 @@ use offline_store::Store;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{ClusterEvent, NodeId, PeerMsg, SharedTable};
 use crate::{Config, Server, ServerError, TableFile};
+
+/// Where the client table is kept.
+pub enum Tables {
+    /// In files in the data directory, this node's alone.
+    Files(TableFile),
+    /// In a store several nodes share.
+    Shared(Box<dyn SharedTable>),
+}
 
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
 
 /// Serves on `socket` with the static key `key` until `shutdown` is cancelled, then finishes
-/// the disk work and checkpoints the store. The client table is loaded from `table_file` at
-/// start and saved there whenever it changes.
+/// the disk work and checkpoints the store. The client table is loaded from `tables` at start
+/// and written there whenever it changes; a shared one also brings the other nodes' changes
+/// and messages, and carries this node's.
 ///
 /// # Errors
 /// [`ServerError`]: the OS gives no randomness, the saved table cannot be read, or the store
@@ -30,24 +40,33 @@ pub async fn run<S: Store>(
     socket: UdpSocket,
     key: KeyPair,
     store: S,
-    table_file: TableFile,
+    mut tables: Tables,
     cfg: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let entropy = Entropy::from_os()?;
     let mut core = Server::new(cfg, store, Instant::now(), Utc::now(), entropy);
     let mut channel = ServerChannel::new(key, ServerConfig::default(), Instant::now(), Entropy::from_os()?);
-    if let Some(saved) = table_file.load()? {
-        tracing::info!(clients = saved.clients.len(), "client table restored");
-        core.restore_table(saved);
+    match &mut tables {
+        Tables::Files(file) => {
+            if let Some(saved) = file.load()? {
+                tracing::info!(clients = saved.clients.len(), "client table restored");
+                core.restore_table(saved);
+            }
+        }
+        Tables::Shared(shared) => {
+            let rows = shared.load().map_err(ServerError::Shared)?;
+            tracing::info!(clients = rows.len(), "shared client table loaded");
+            core.apply_shared(rows);
+        }
     }
-    let mut saved = Saved { version: core.table_version(), logged_rows: 0 };
+    let mut saved = Saved { version: core.table_version(), logged_rows: 0, peers: Vec::new(), retry_at: None };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut plain = vec![0u8; MAX_DATAGRAM + 1];
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        let wake = core.poll_timeout().into_iter().chain(channel.poll_timeout()).min();
+        let wake = core.poll_timeout().into_iter().chain(channel.poll_timeout()).chain(saved.retry_at).min();
         let wake = wake.map(tokio::time::Instant::from_std);
         if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
             timer.as_mut().reset(at);
@@ -77,6 +96,14 @@ pub async fn run<S: Store>(
                 }
             }
             () = &mut timer, if wake.is_some() => {}
+            Some(event) = next_event(&mut tables) => {
+                let now = Instant::now();
+                match event {
+                    ClusterEvent::Rows(rows) => core.apply_shared(rows),
+                    ClusterEvent::Peer(node, msg) => core.handle_peer(now, node, msg),
+                    ClusterEvent::Nodes(live) => core.set_live_nodes(now, live),
+                }
+            }
         }
         let now = Instant::now();
         core.handle_timeout(now);
@@ -86,7 +113,7 @@ pub async fn run<S: Store>(
         // cross-core wake-ups of a hand-off cost more than the overlap gained (see
         // docs/BENCHMARKS.md). The core allows either: no handler touches the disk.
         run_jobs(&mut core, now);
-        saved.keep(&core, &table_file);
+        saved.keep(&mut core, &mut tables);
         while let Some((t, key)) = core.poll_transmit_keyed() {
             let key = key.or_else(|| core.key_at(t.to));
             channel.send(now, t.to, key, &t.bytes);
@@ -100,7 +127,7 @@ pub async fn run<S: Store>(
     tracing::info!("server stopping");
     // Nothing is out (jobs run inline): what is left to start is run, then the checkpoint.
     run_jobs(&mut core, Instant::now());
-    saved.keep(&core, &table_file);
+    saved.keep(&mut core, &mut tables);
     Ok(core.store_mut().checkpoint()?)
 }
 
@@ -112,17 +139,70 @@ fn run_jobs<S: Store>(core: &mut Server<S>, now: Instant) {
     }
 }
 
-/// What of the client table is on disk.
+/// The next event of a shared table; never, for files.
+async fn next_event(tables: &mut Tables) -> Option<ClusterEvent> {
+    match tables {
+        Tables::Files(_) => std::future::pending().await,
+        Tables::Shared(shared) => shared.events().recv().await,
+    }
+}
+
+/// What of the client table is written.
 struct Saved {
     version: u64,
     /// Rows appended to the log since the whole table was last written.
     logged_rows: usize,
+    /// Messages for other nodes not written to the shared store yet.
+    peers: Vec<(NodeId, PeerMsg)>,
+    /// After a failed write to the shared store, when to try again.
+    retry_at: Option<Instant>,
 }
 
+/// How long to wait before writing to a shared store that failed.
+const SHARED_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Saved {
-    /// Writes what changed since the last call: appended to the log, or the whole table when
-    /// the log has grown past it (or no longer reaches back).
-    fn keep<S: Store>(&mut self, core: &Server<S>, file: &TableFile) {
+    /// Writes what changed since the last call, before the replies that rest on it leave.
+    fn keep<S: Store>(&mut self, core: &mut Server<S>, tables: &mut Tables) {
+        match tables {
+            Tables::Files(file) => self.keep_in_files(core, file),
+            Tables::Shared(shared) => self.share(core, shared.as_mut()),
+        }
+    }
+
+    /// Writes the rows this node changed and its messages to other nodes in one transaction;
+    /// after a failure (logged) they are written with the next.
+    fn share<S: Store>(&mut self, core: &mut Server<S>, shared: &mut dyn SharedTable) {
+        self.peers.extend(std::iter::from_fn(|| core.poll_peer()));
+        let version = core.table_version();
+        let rows = if version == self.version { Vec::new() } else { core.shared_changes(self.version) };
+        if rows.is_empty() && self.peers.is_empty() {
+            self.version = version;
+            return;
+        }
+        let now = Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        match shared.write(&rows, &self.peers) {
+            Ok(versions) => {
+                for (row, v) in rows.iter().zip(versions) {
+                    core.shared_as(row.name(), v);
+                }
+                self.peers.clear();
+                self.version = version;
+                self.retry_at = None;
+            }
+            Err(e) => {
+                tracing::error!("cannot write to the shared store: {}", chat_core::report(e.as_ref()));
+                self.retry_at = Some(now + SHARED_RETRY);
+            }
+        }
+    }
+
+    /// Appends what changed to the log, or writes the whole table when the log has grown past
+    /// it (or no longer reaches back).
+    fn keep_in_files<S: Store>(&mut self, core: &Server<S>, file: &TableFile) {
         if core.table_version() == self.version {
             return;
         }

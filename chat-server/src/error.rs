@@ -27,6 +27,9 @@ pub enum ServerError {
     /// The store failed (at shutdown, its last sync).
     #[error("the message store failed")]
     Store(#[from] StoreError),
+    /// The shared client table could not be read.
+    #[error("cannot read the shared client table")]
+    Shared(#[source] crate::cluster::SharedError),
 }
 
 impl ServerError {

@@ -14,6 +14,7 @@
 
 mod budget;
 mod clients;
+pub mod cluster;
 mod core;
 mod dedup;
 mod deliveries;
@@ -33,7 +34,7 @@ mod tables;
 
 pub use crate::clients::SavedTable;
 pub use crate::core::{Config, Server, Transmit};
-pub use driver::run;
+pub use driver::{Tables, run};
 pub use error::ServerError;
 pub use jobs::{Job, JobDone, JobKind};
 pub use table_file::TableFile;

@@ -276,6 +276,7 @@ fn table_version(d: &Datagram) -> Option<u64> {
 mod amplification;
 mod at_rest;
 mod channel;
+mod cluster;
 mod disk;
 mod jobs;
 mod register;

@@ -1,6 +1,7 @@
 //! The `send_all` handler: fan-out to every online member (through the deliveries), storage
 //! for those that are offline or gone, and the reply once the copies are durable.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use offline_store::{Store, StoreError};
 
 use super::Server;
 use super::waiting::Resume;
+use crate::cluster::NodeId;
 use crate::deliveries::Delivery;
 
 /// What became of one channel copy for an offline member.
@@ -71,7 +73,12 @@ impl<S: Store> Server<S> {
         sender: &Name,
         (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
     ) {
-        let rows: Vec<ClientRow> = self.clients.snapshot().clients.into_iter().filter(|r| &r.name != sender).collect();
+        let mut rows: Vec<ClientRow> =
+            self.clients.snapshot().clients.into_iter().filter(|r| &r.name != sender).collect();
+        // A member registered at a node that is gone gets its copy stored, as if offline.
+        for r in rows.iter_mut().filter(|r| r.online) {
+            r.online = self.reachable_home(&r.name).is_some();
+        }
         let offline: Vec<Name> = rows.iter().filter(|r| !r.online).map(|r| r.name.clone()).collect();
         let waiter =
             || Resume::Channel { from, id, sender: sender.clone(), msg: Arc::clone(&msg), bytes: Arc::clone(&bytes) };
@@ -118,9 +125,14 @@ impl<S: Store> Server<S> {
         (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>),
     ) -> Option<FannedOut> {
         let (mut live, mut failed, mut out) = (0, false, FannedOut::default());
+        let mut elsewhere: BTreeMap<NodeId, Vec<Name>> = BTreeMap::new();
         for row in rows {
             if row.online {
                 live += 1;
+                if let Some(Some(node)) = self.reachable_home(&row.name) {
+                    elsewhere.entry(node).or_default().push(row.name);
+                    continue;
+                }
                 let d = Delivery::new(now, row.name, row.addr, msg.id, (msg.clone(), bytes.clone()));
                 self.deliveries.deliver(now, d, &mut self.out);
                 continue;
@@ -131,6 +143,11 @@ impl<S: Store> Server<S> {
                 Appended::NoSpace => out.unstored.push(row.name),
                 Appended::Failed => failed = true,
             }
+        }
+        // Members registered at other nodes: each node delivers to its own, and stores the
+        // copies of those that do not take it.
+        for (node, members) in elsewhere {
+            self.send_channel_to(node, members, &msg);
         }
         tracing::debug!(%sender, live, stored = out.stored.len(), "channel message");
         (!failed).then_some(out)

@@ -9,6 +9,7 @@ use chat_proto::{Datagram, MsgId, Name, Refusal};
 use offline_store::Store;
 
 use super::Server;
+use crate::cluster::PeerMsg;
 use crate::probe::Waiter;
 
 impl<S: Store> Server<S> {
@@ -22,7 +23,11 @@ impl<S: Store> Server<S> {
 
     pub(super) fn probe_timeouts(&mut self, now: Instant) {
         for p in self.probes.handle_timeout(now, &mut self.out) {
-            self.mark_gone(&p.name, p.addr);
+            // A client of another node is marked by its node (or, if that one died, by the
+            // shared store's sweep of its clients).
+            if p.via.is_none() {
+                self.mark_gone(&p.name, p.addr);
+            }
             for w in p.waiters {
                 self.on_dead(now, w);
             }
@@ -37,7 +42,7 @@ impl<S: Store> Server<S> {
         }
     }
 
-    fn on_alive(&mut self, now: Instant, w: Waiter) {
+    pub(super) fn on_alive(&mut self, now: Instant, w: Waiter) {
         match w {
             Waiter::Register { from, id, name, .. } => {
                 tracing::info!(%name, %from, "registration refused: name in use");
@@ -54,14 +59,16 @@ impl<S: Store> Server<S> {
                     self.store_channel(&d.to, &d.msg);
                 }
             }
+            Waiter::Peer { node, token } => self.peers.send(node, PeerMsg::Probed { token, alive: true }),
         }
     }
 
-    fn on_dead(&mut self, _now: Instant, w: Waiter) {
+    pub(super) fn on_dead(&mut self, _now: Instant, w: Waiter) {
         match w {
             Waiter::Register { from, id, name, secret, key } => self.register(from, id, &name, secret, key),
             Waiter::Save { from, id, to, msg } => self.store_for(from, id, &to, msg),
             Waiter::Channel(d) => self.store_channel(&d.to, &d.msg),
+            Waiter::Peer { node, token } => self.peers.send(node, PeerMsg::Probed { token, alive: false }),
         }
     }
 }

@@ -52,7 +52,7 @@ impl<S: Store> Server<S> {
                 tracing::info!(%name, %from, old = %e.addr, "name online elsewhere");
                 self.dedup.pending(from, id);
                 let waiter = Waiter::Register { from, id, name: name.clone(), secret, key };
-                self.probes.probe(now, &name, e.addr, waiter, &mut self.ids, &mut self.out);
+                self.probe(now, &name, e.addr, waiter);
             }
             _ => self.register(from, id, &name, secret, key),
         }

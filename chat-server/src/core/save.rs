@@ -42,7 +42,7 @@ impl<S: Store> Server<S> {
         self.dedup.pending(from, id);
         if entry.online && !force {
             let waiter = Waiter::Save { from, id, to: to.clone(), msg };
-            self.probes.probe(now, &to, entry.addr, waiter, &mut self.ids, &mut self.out);
+            self.probe(now, &to, entry.addr, waiter);
             return;
         }
         // A forced save is for a client that answers probes but not messages: marking it
