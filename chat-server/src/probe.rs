@@ -127,7 +127,7 @@ impl Probes {
 
     /// Node `from` answered the probe request `token`: returns its waiters, if it was one.
     pub fn handle_peer_answer(&mut self, from: NodeId, token: MsgId) -> Option<Vec<Waiter>> {
-        if !self.probes.get(&token).is_some_and(|p| p.via == Some(from)) {
+        if self.probes.get(&token).is_none_or(|p| p.via != Some(from)) {
             return None;
         }
         self.due.cancel(&token);
