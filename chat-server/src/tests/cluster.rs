@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::cluster::{NodeId, PeerMsg, SharedRow};
 
+/// What one node sent, by port.
+type Sent = Vec<(u16, Datagram)>;
+
 const NODE_A: NodeId = 1;
 const NODE_B: NodeId = 2;
 
@@ -37,7 +40,7 @@ impl Pair {
 
     /// Carries what each node wrote and said to the other, until nothing is left to carry;
     /// returns what each sent meanwhile (A's, then B's).
-    fn sync(&mut self) -> (Vec<(u16, Datagram)>, Vec<(u16, Datagram)>) {
+    fn sync(&mut self) -> (Sent, Sent) {
         let mut sent = (Vec::new(), Vec::new());
         loop {
             let mut carried = false;
@@ -80,7 +83,7 @@ impl Pair {
     }
 
     /// Moves both clocks to `t0 + ms` and fires their timers, then syncs.
-    fn at(&mut self, ms: u64) -> (Vec<(u16, Datagram)>, Vec<(u16, Datagram)>) {
+    fn at(&mut self, ms: u64) -> (Sent, Sent) {
         let (mut a, mut b) = (self.a.at(ms), self.b.at(ms));
         let (sa, sb) = self.sync();
         a.extend(sa);
