@@ -19,16 +19,23 @@ impl<S: Store> Server<S> {
     /// Takes rows as the shared store holds them (changed by other nodes, or by this one
     /// earlier); a row no newer than what this node knows of it is ignored. Clients here are
     /// pushed the table. A client of this node whose row now says it is registered elsewhere (it
-    /// moved) is no longer this node's.
+    /// moved) is no longer this node's; one marked offline by another node is told, and
+    /// registers again.
     pub fn apply_shared(&mut self, rows: Vec<SharedRow>) {
         let mut changed = false;
         for SharedRow { row, home, version } in rows {
             let name = row.name().clone();
             let Some(old) = self.clients.apply_shared(row, home, version) else { continue };
             changed = true;
-            if let Some(old) = old.filter(|o| o.online && o.home.is_none() && home.is_some()) {
+            let Some(old) = old.filter(|o| o.online && o.home.is_none()) else { continue };
+            if home.is_some() {
                 tracing::info!(%name, addr = %old.addr, node = home, "registered at another node now");
                 self.tables.forget(old.addr);
+            } else if !self.clients.get(&name).is_some_and(|e| e.online) {
+                // Marked offline by another node (which took this one for dead): told, the
+                // client registers again.
+                tracing::warn!(%name, addr = %old.addr, "marked offline by another node");
+                self.tables.tell_offline(old.addr);
             }
         }
         if changed {
