@@ -257,7 +257,7 @@ impl Client {
     fn route_server(&mut self, now: Instant, d: Datagram) {
         let server = self.server;
         match d {
-            Datagram::Registered { id, version, stored, secret, cookie, keepalive_ms } => {
+            Datagram::Registered { id, version, stored, secret, cookie, keepalive_ms, nodes: _ } => {
                 self.keepalive.every = Duration::from_millis(keepalive_ms);
                 self.on_registered(now, id, (version, stored), secret, cookie);
             }
