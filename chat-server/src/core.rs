@@ -14,6 +14,7 @@
 mod channel;
 mod confirm;
 mod fetch;
+mod nodes;
 mod probe;
 mod punch;
 mod register;
@@ -80,6 +81,8 @@ pub struct Server<S> {
     /// New names registering from addresses not yet proven: their rows wait for `confirm`.
     joining: Joining,
     presence: Presence,
+    /// The other live nodes, told to clients.
+    nodes: nodes::Nodes,
     /// Punch requests passed on per client address, in the current one-second window.
     punches: BoundedMap<SocketAddr, (Instant, u32)>,
     /// Chats relayed per client address, in the current one-second window.
@@ -128,6 +131,7 @@ impl<S: Store> Server<S> {
             dedup: Dedup::new(cfg.dedup_capacity, keep),
             joining: Joining::new(cfg.dedup_capacity),
             presence: Presence::new(cfg.keepalive, start, version_base),
+            nodes: nodes::Nodes::default(),
             punches: BoundedMap::new(cfg.dedup_capacity),
             relays: BoundedMap::new(cfg.dedup_capacity),
             relay_acks: BoundedMap::new(cfg.dedup_capacity),
@@ -203,11 +207,13 @@ impl<S: Store> Server<S> {
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
-            // Heard: that is all it says, unless the server had marked the client gone (its
+            // Heard, and answered `alive`, unless the server had marked the client gone (its
             // network was out longer than three intervals): told, it registers again.
             Datagram::Keepalive => {
                 if self.clients.online_at(from).is_none() {
                     self.tables.tell_offline(from);
+                } else {
+                    self.answer_alive(from);
                 }
             }
             Datagram::PunchRequest { to } => self.on_punch_request(now, from, &to),

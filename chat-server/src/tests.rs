@@ -278,6 +278,7 @@ mod at_rest;
 mod channel;
 mod disk;
 mod jobs;
+mod nodes;
 mod register;
 mod review;
 mod save;

@@ -110,7 +110,7 @@ impl<S: Store> Server<S> {
         self.answer(
             from,
             id,
-            Datagram::Registered { id, version, stored: count, secret, cookie, keepalive_ms, nodes: Vec::new() },
+            Datagram::Registered { id, version, stored: count, secret, cookie, keepalive_ms, nodes: self.nodes.list() },
         );
     }
 }
