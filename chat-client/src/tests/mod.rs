@@ -249,6 +249,7 @@ fn stored_text(t: &str) -> StoredMessage {
     stored_direct(t.bytes().map(u64::from).sum(), "bob", t, at)
 }
 
+mod failover;
 mod fetch;
 mod lossy;
 mod register;
