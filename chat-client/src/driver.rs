@@ -1,6 +1,8 @@
 //! The async driver: one loop over the UDP socket, user input, the core's next timeout and
 //! shutdown. What goes to and comes from the server passes the encrypted channel
-//! (`chat-secure`); peers' datagrams are sealed end to end by the core itself.
+//! (`chat-secure`); peers' datagrams are sealed end to end by the core itself. When the core
+//! moves to another node of the server, the driver opens a channel to it that expects the key
+//! pinned for the node it leaves, and ignores what the old node still sends.
 
 use std::io;
 use std::net::SocketAddr;
@@ -103,13 +105,56 @@ impl Sink for mpsc::UnboundedSender<Event> {
     }
 }
 
+/// How many nodes the client left are remembered, to ignore what they still send.
+const FORMER_KEPT: usize = 64;
+
+/// The encrypted channel to the node the core talks to, and the nodes it left.
+struct Link {
+    server: SocketAddr,
+    channel: ClientChannel,
+    /// Nodes the core moved away from: what they send is ignored.
+    former: Vec<SocketAddr>,
+}
+
+impl Link {
+    /// Follows the core to the node it moved to, if it did: a new channel there, which expects
+    /// the key pinned for the node it leaves (all nodes show one key: a move never makes the
+    /// client take another), and that key pinned for the new address in `known_servers`.
+    fn follow(&mut self, core: &mut Client, files: Option<&Files>) {
+        let to = core.server();
+        if to == self.server {
+            return;
+        }
+        let pinned = self.channel.pinned();
+        if pinned.is_none() {
+            tracing::warn!(from = %self.server, %to, "moving with no key pinned for the node left");
+        }
+        let entropy = Entropy::from_seed(core.channel_seed());
+        self.channel = ClientChannel::new(core.key_pair().clone(), pinned, entropy);
+        self.former.retain(|a| *a != to && *a != self.server);
+        if self.former.len() == FORMER_KEPT {
+            self.former.remove(0);
+        }
+        self.former.push(self.server);
+        tracing::info!(from = %self.server, %to, "moved to another node");
+        self.server = to;
+        let (Some(files), Some(key)) = (files, pinned) else { return };
+        if matches!(read_server_key(&files.servers, to), Ok(Some(known)) if known == key) {
+            return;
+        }
+        if let Err(e) = append_server_key(&files.servers, to, key) {
+            core.notice(format!("Cannot keep the server's key: {e}."));
+        }
+    }
+}
+
 /// Drives `core` on `socket`, talking to its server through `channel`, with commands from
 /// `input` and events to `out` until it exits; keeps a new secret, new entries of the key book
 /// and a newly pinned server key in `files`. [`run`] uses it with the terminal; a program that
 /// embeds a client (a benchmark, a gateway) uses it with channels.
 pub async fn drive(
     mut core: Client,
-    mut channel: ClientChannel,
+    channel: ClientChannel,
     socket: &UdpSocket,
     mut input: mpsc::UnboundedReceiver<Input>,
     out: &mut impl Sink,
@@ -117,7 +162,7 @@ pub async fn drive(
     shutdown: CancellationToken,
 ) -> i32 {
     core.start(Instant::now());
-    let server = core.server();
+    let mut link = Link { server: core.server(), channel, former: Vec::new() };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut plain = vec![0u8; MAX_DATAGRAM + 1];
     let mut input_open = true;
@@ -125,10 +170,10 @@ pub async fn drive(
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        if let Some(code) = flush(&mut core, &mut channel, socket, out, files).await {
+        if let Some(code) = flush(&mut core, &mut link, socket, out, files).await {
             return code;
         }
-        let wake = core.poll_timeout().into_iter().chain(channel.poll_timeout()).min();
+        let wake = core.poll_timeout().into_iter().chain(link.channel.poll_timeout()).min();
         let wake = wake.map(tokio::time::Instant::from_std);
         if let Some(at) = wake.filter(|at| *at != timer.deadline()) {
             timer.as_mut().reset(at);
@@ -137,11 +182,14 @@ pub async fn drive(
             biased;
             () = shutdown.cancelled() => core.handle_interrupt(),
             received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) if from == server => {
+                Ok((len, from)) if from == link.server => {
                     let now = Instant::now();
-                    if let Some(bytes) = channel.receive(now, &buf[..len], &mut plain) {
+                    if let Some(bytes) = link.channel.receive(now, &buf[..len], &mut plain) {
                         core.handle_bytes(now, from, bytes);
                     }
+                }
+                Ok((_, from)) if link.former.contains(&from) => {
+                    tracing::debug!(%from, "ignored a datagram from a node the client left");
                 }
                 Ok((len, from)) => core.handle_bytes(Instant::now(), from, &buf[..len]),
                 Err(e) => tracing::debug!("receive error: {e}"),
@@ -159,7 +207,7 @@ pub async fn drive(
         }
         let now = Instant::now();
         core.handle_timeout(now);
-        channel.handle_timeout(now);
+        link.channel.handle_timeout(now);
         keep(&mut core, files);
     }
 }
@@ -182,17 +230,20 @@ fn keep(core: &mut Client, files: Option<&Files>) {
     }
 }
 
-/// Sends what the core queued (to the server through `channel`), acts on what the channel
-/// found out about the server's key, and prints the core's events; the exit code once it is
-/// done, or 0 if the output is gone (a closed terminal is a silent leave).
+/// Follows the core to another node if it moved, sends what the core queued (to the server
+/// through the link's channel), acts on what the channel found out about the server's key, and
+/// prints the core's events; the exit code once it is done, or 0 if the output is gone (a
+/// closed terminal is a silent leave).
 async fn flush(
     core: &mut Client,
-    channel: &mut ClientChannel,
+    link: &mut Link,
     socket: &UdpSocket,
     out: &mut impl Sink,
     files: Option<&Files>,
 ) -> Option<i32> {
-    let server = core.server();
+    link.follow(core, files);
+    let Link { server, channel, .. } = link;
+    let server = *server;
     while let Some(Transmit { to, bytes }) = core.poll_transmit() {
         if to == server {
             channel.send(Instant::now(), &bytes);
@@ -349,6 +400,36 @@ mod tests {
         let err = read_keys(&path).expect_err("damaged");
         assert_eq!(err.to_string(), format!("the key book {} is damaged", path.display()));
         assert_eq!(err.source().expect("a cause").to_string(), "line 1: not a key (64 hex digits)");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn following_a_move_expects_the_key_pinned_for_the_node_left_and_pins_it_for_the_new_one() {
+        let dir = std::env::temp_dir().join(format!("chat-client-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = Files {
+            history: dir.join("alice.history"),
+            secret: dir.join("alice.secret"),
+            keys: dir.join("alice.keys"),
+            servers: dir.join("known_servers"),
+        };
+        let (old, new): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:4000".parse().expect("addr"), "127.0.0.1:4001".parse().expect("addr"));
+        let key = KeyPair::from_secret([5; 32]);
+        let pinned = PublicKey::from([7; 32]);
+        let identity = Identity::new(key.clone(), None);
+        let name = Name::new("alice").expect("name");
+        // The core talks to `new` now; the link still to `old`, whose key is pinned.
+        let mut core = Client::new(Config::default(), name, new, identity, Entropy::from_seed([1; 32]));
+        let channel = ClientChannel::new(key, Some(pinned), Entropy::from_seed([2; 32]));
+        let mut link = Link { server: old, channel, former: Vec::new() };
+        link.follow(&mut core, Some(&files));
+        assert_eq!((link.server, link.channel.pinned()), (new, Some(pinned)), "the same key, expected at the new node");
+        assert_eq!(link.former, [old], "what the old node sends is ignored");
+        assert_eq!(read_server_key(&files.servers, new).expect("read"), Some(pinned));
+        link.follow(&mut core, Some(&files));
+        let lines = std::fs::read_to_string(&files.servers).expect("read");
+        assert_eq!(lines.lines().count(), 1, "pinned once: {lines}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

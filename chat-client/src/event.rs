@@ -70,6 +70,14 @@ pub enum Event {
     Notice(String),
     /// The server did not answer a request the client cannot go on without; the client exits 1.
     ServerGone,
+    /// The server's node at `from` stopped answering: the client moves to the node at `to`
+    /// and registers there (a notice, not an answer to a command).
+    ServerMoved {
+        /// The node that stopped answering.
+        from: SocketAddr,
+        /// The node the client moves to.
+        to: SocketAddr,
+    },
     /// The name is online at another address that answers; the client exits 1.
     NameTaken(Name),
     /// The name is registered and this client does not have its secret; the client exits 1.
@@ -127,6 +135,7 @@ impl fmt::Display for Event {
             }
             Self::Notice(s) => write!(f, ">>> [{s}]"),
             Self::ServerGone => f.write_str(">>> [Server not responding]\n>>> [Exiting]"),
+            Self::ServerMoved { from, to } => write!(f, ">>> [Server {from} not responding: moving to {to}.]"),
             Self::NameTaken(name) => write!(f, ">>> [Name {name} is in use by another client.]\n>>> [Exiting]"),
             Self::ServerKeyRefused { server, shown, pinned } => write!(
                 f,
@@ -187,6 +196,16 @@ mod tests {
         for (event, line) in cases {
             assert_eq!(event.to_string(), line);
         }
+    }
+
+    #[test]
+    fn a_move_to_another_node_is_one_line_naming_both() {
+        let from: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
+        let to: SocketAddr = "[::1]:4001".parse().expect("addr");
+        assert_eq!(
+            Event::ServerMoved { from, to }.to_string(),
+            ">>> [Server 127.0.0.1:4000 not responding: moving to [::1]:4001.]"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod fetch;
 mod identity;
 mod inbox;
 mod keybook;
+mod nodes;
 mod output;
 mod requests;
 mod send;

@@ -1,5 +1,6 @@
 //! The requests in flight: each datagram sent and not yet answered, with its retries and its
-//! deadline, and the requests parked until the client is registered again.
+//! deadline, the requests parked until the client is registered again, and those taken off a
+//! server that stopped answering, to go to the next one the same.
 //!
 //! It owns the encoded bytes (a retransmission is the same datagram), the retries left and the
 //! deadlines (kept in order by [`Deadlines`], so a wake-up looks only at what is due). It does
@@ -38,7 +39,14 @@ pub(crate) enum Due<K> {
         first: bool,
     },
     /// No answer after every retry: the request is over.
-    GaveUp(K),
+    GaveUp {
+        /// What it was for.
+        kind: K,
+        /// Its id.
+        id: MsgId,
+        /// The datagram, to send the same elsewhere.
+        bytes: Arc<[u8]>,
+    },
 }
 
 /// The requests in flight, by id.
@@ -49,6 +57,9 @@ pub(crate) struct Requests<K> {
     /// Requests the server refused because it does not know this client: made again once
     /// registered.
     parked: Vec<K>,
+    /// Requests taken off a server that stopped answering: sent again, the same id and bytes,
+    /// to the next server once the client is registered there.
+    moved: Vec<(MsgId, Arc<[u8]>, K)>,
     ack_timeout: Duration,
     retries: u32,
 }
@@ -56,7 +67,14 @@ pub(crate) struct Requests<K> {
 impl<K> Requests<K> {
     /// Requests that wait `ack_timeout` for each answer and retransmit `retries` times.
     pub fn new(ack_timeout: Duration, retries: u32) -> Self {
-        Self { in_flight: HashMap::new(), deadlines: Deadlines::default(), parked: Vec::new(), ack_timeout, retries }
+        Self {
+            in_flight: HashMap::new(),
+            deadlines: Deadlines::default(),
+            parked: Vec::new(),
+            moved: Vec::new(),
+            ack_timeout,
+            retries,
+        }
     }
 
     /// Puts request `id` of `kind` in flight and returns its first transmission.
@@ -90,7 +108,7 @@ impl<K> Requests<K> {
             return self.poll_due(now);
         };
         if r.left == 0 {
-            return self.in_flight.remove(&id).map(|r| Due::GaveUp(r.kind));
+            return self.in_flight.remove(&id).map(|r| Due::GaveUp { kind: r.kind, id, bytes: r.bytes });
         }
         let first = r.left == self.retries;
         r.left -= 1;
@@ -121,7 +139,7 @@ impl<K> Requests<K> {
 
     /// The kinds of the requests in flight and parked.
     pub fn kinds(&self) -> impl Iterator<Item = &K> {
-        self.in_flight.values().map(|r| &r.kind).chain(&self.parked)
+        self.in_flight.values().map(|r| &r.kind).chain(&self.parked).chain(self.moved.iter().map(|(_, _, k)| k))
     }
 
     /// Whether a request in flight is of a kind `pred` accepts.
@@ -153,9 +171,35 @@ impl<K> Requests<K> {
         std::mem::take(&mut self.parked)
     }
 
-    /// Whether requests are parked.
+    /// Whether requests are parked, or wait to go to the next server.
     pub fn has_parked(&self) -> bool {
-        !self.parked.is_empty()
+        !self.parked.is_empty() || !self.moved.is_empty()
+    }
+
+    /// The server at `from` stopped answering: every request in flight to it is taken off,
+    /// those `keep` accepts to go to the next server (oldest first, by id) once the client is
+    /// registered there, the others dropped.
+    pub fn move_off(&mut self, from: SocketAddr, keep: impl Fn(&K) -> bool) {
+        let mut ids: Vec<MsgId> = self.in_flight.iter().filter(|(_, r)| r.to == from).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.deadlines.cancel(&id);
+            if let Some(r) = self.in_flight.remove(&id).filter(|r| keep(&r.kind)) {
+                self.moved.push((id, r.bytes, r.kind));
+            }
+        }
+    }
+
+    /// Keeps request `id` that gave up (`bytes`, of `kind`) to go to the next server.
+    pub fn hold(&mut self, id: MsgId, bytes: Arc<[u8]>, kind: K) {
+        self.moved.push((id, bytes, kind));
+    }
+
+    /// Sends the requests taken off the last server to `to`: the same ids and bytes (so a
+    /// request the old server did is not done twice), each with its retries anew.
+    pub fn resend_moved(&mut self, now: Instant, to: SocketAddr) -> Vec<Transmit> {
+        let moved = std::mem::take(&mut self.moved);
+        moved.into_iter().map(|(id, bytes, kind)| self.start(now, to, id, bytes.to_vec(), kind)).collect()
     }
 }
 
@@ -181,7 +225,7 @@ mod tests {
         assert!(r.poll_due(t0 + ms(500)).is_none(), "not twice at one time");
         assert_eq!(r.next_timeout(), Some(t0 + ms(1000)));
         assert!(matches!(r.poll_due(t0 + ms(1000)), Some(Due::Retransmit { first: false, .. })));
-        assert!(matches!(r.poll_due(t0 + ms(1500)), Some(Due::GaveUp('k'))));
+        assert!(matches!(r.poll_due(t0 + ms(1500)), Some(Due::GaveUp { kind: 'k', .. })));
         assert!(r.is_empty() && r.next_timeout().is_none());
     }
 
@@ -196,6 +240,25 @@ mod tests {
         assert_eq!(r.answer(MsgId(7), addr(1), any), Some('k'));
         assert_eq!(r.answer(MsgId(7), addr(1), any), None, "answered once");
         assert!(r.next_timeout().is_none());
+    }
+
+    #[test]
+    fn requests_taken_off_a_server_go_to_the_next_the_same_once_asked() {
+        let t0 = Instant::now();
+        let mut r = Requests::new(Duration::from_millis(500), 5);
+        r.start(t0, addr(1), MsgId(2), vec![2], 'b');
+        r.start(t0, addr(1), MsgId(1), vec![1], 'a');
+        r.start(t0, addr(1), MsgId(3), vec![3], 'x');
+        r.start(t0, addr(9), MsgId(4), vec![4], 'p');
+        r.move_off(addr(1), |k| *k != 'x');
+        assert!(r.has_parked() && r.get(MsgId(1), addr(1)).is_none(), "off the old server");
+        assert_eq!(r.kinds().filter(|k| **k != 'p').count(), 2, "x dropped, a and b kept");
+        assert_eq!(r.next_timeout(), Some(t0 + Duration::from_millis(500)), "the peer's request stays");
+        let again = r.resend_moved(t0, addr(2));
+        let again: Vec<(SocketAddr, Vec<u8>)> = again.into_iter().map(|t| (t.to, t.bytes.to_vec())).collect();
+        assert_eq!(again, [(addr(2), vec![1]), (addr(2), vec![2])], "oldest first, the same bytes");
+        assert_eq!(r.answer(MsgId(2), addr(2), |_| true), Some('b'));
+        assert!(!r.has_parked());
     }
 
     #[test]

@@ -167,7 +167,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         1 => (msg_id(), a_name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         1 => msg_id().prop_map(|id| D::ChannelAck { id }),
         4 => (msg_id(), version(), small(), secret(), any::<u64>())
-            .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie, keepalive_ms: 0 }),
+            .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie, keepalive_ms: 0, nodes: vec![] }),
         3 => (msg_id(), refusal()).prop_map(|(id, reason)| D::Refused { id, reason }),
         4 => msg_id().prop_map(|id| D::Ack { id }),
         2 => (msg_id(), table()).prop_filter_map("a row", |(id, table)| Some(D::Exists { id, row: table.clients.first()?.clone() })),
@@ -376,9 +376,15 @@ impl Answer {
         Some(match *d {
             Datagram::Register { id, .. } if how % 16 == 0 => refuse(id),
             // The cookie a server hands out is the same for every registration from one address.
-            Datagram::Register { id, .. } => {
-                Datagram::Registered { id, version, stored: stored % 3, secret, cookie: 7, keepalive_ms: 0 }
-            }
+            Datagram::Register { id, .. } => Datagram::Registered {
+                id,
+                version,
+                stored: stored % 3,
+                secret,
+                cookie: 7,
+                keepalive_ms: 0,
+                nodes: vec![],
+            },
             Datagram::Confirm { id, cookie: 7 } if how % 8 != 7 => Datagram::Ack { id },
             Datagram::Save { id, .. } if how % 4 == 0 => refuse(id),
             Datagram::Save { id, .. } if how % 4 == 1 && !table.clients.is_empty() => {

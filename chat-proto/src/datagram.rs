@@ -302,7 +302,8 @@ pub enum Datagram {
         to: Name,
     },
     /// The client is still there: sent while online, every interval the server gave in
-    /// [`Datagram::Registered`]. Unanswered; it also keeps the client's NAT mapping open.
+    /// [`Datagram::Registered`]. It also keeps the client's NAT mapping open. A server answers
+    /// [`Datagram::Alive`] if the client is online at that address (an older one, nothing).
     Keepalive,
     /// The client applied the table at `version` (or a newer one).
     TableAck {
@@ -339,6 +340,11 @@ pub enum Datagram {
         /// (0: never, as from a server before keepalives).
         #[serde(default)]
         keepalive_ms: u64,
+        /// Where the client reaches the other live nodes of the server (at most
+        /// [`crate::MAX_NODES`]), in the order to try them if this one stops answering; absent
+        /// on the wire when empty (a single server).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        nodes: Vec<SocketAddr>,
     },
     /// The request was turned down.
     Refused {
@@ -413,6 +419,16 @@ pub enum Datagram {
         /// The message.
         text: Text,
     },
+    /// The set of the server's other live nodes changed: where the client reaches them now
+    /// (at most [`crate::MAX_NODES`]), replacing the list of [`Datagram::Registered`]. Sent once
+    /// to each online client, not ACKed: the list in `registered` is the reliable copy.
+    Nodes {
+        /// The other live nodes, in the order to try them.
+        nodes: Vec<SocketAddr>,
+    },
+    /// The answer to a [`Datagram::Keepalive`] from a client online at that address: the node
+    /// is alive, so a client that hears nothing at all for three intervals moves to another.
+    Alive,
     /// "Are you there?": the server checks that a client still answers.
     Probe {
         /// Probe id.

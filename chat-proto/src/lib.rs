@@ -30,6 +30,11 @@ pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - CHANNEL_OVERHEAD;
 /// A `register` datagram is padded to at least this many bytes (see [`Datagram::Register`]).
 pub const REGISTER_PAD_TO: usize = 256;
 
+/// The most other nodes a server lists in [`Datagram::Registered`] and [`Datagram::Nodes`]: a
+/// `registered` with this many of the longest addresses is still no more than three times a
+/// padded `register`, what a server may send an address that has not proven it receives.
+pub const MAX_NODES: usize = 8;
+
 /// Why bytes could not be turned into a datagram, or a datagram into bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {

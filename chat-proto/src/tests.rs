@@ -1,5 +1,7 @@
 //! Round trips for every variant, golden strings that pin the format, and rejects.
 
+use std::net::SocketAddr;
+
 use chrono::{TimeZone, Utc};
 
 use super::*;
@@ -78,7 +80,27 @@ fn every_variant() -> Vec<Datagram> {
         Datagram::TableAck { version: 9 },
         Datagram::ProbeAck { id, name: name("b") },
         Datagram::ChannelAck { id },
-        Datagram::Registered { id, version: 5, stored: 2, secret: secret(), cookie: 7, keepalive_ms: 25_000 },
+        Datagram::Registered {
+            id,
+            version: 5,
+            stored: 2,
+            secret: secret(),
+            cookie: 7,
+            keepalive_ms: 25_000,
+            nodes: vec![],
+        },
+        Datagram::Registered {
+            id,
+            version: 5,
+            stored: 2,
+            secret: secret(),
+            cookie: 7,
+            keepalive_ms: 25_000,
+            nodes: vec!["10.0.0.2:4000".parse().expect("addr"), "[::1]:4001".parse().expect("addr")],
+        },
+        Datagram::Nodes { nodes: vec!["10.0.0.2:4000".parse().expect("addr")] },
+        Datagram::Nodes { nodes: vec![] },
+        Datagram::Alive,
         Datagram::Keepalive,
         Datagram::Refused { id, reason: Refusal::NameTaken },
         Datagram::Refused { id, reason: Refusal::MailboxFull },
@@ -184,9 +206,27 @@ fn golden_strings_pin_the_format() {
                 secret: secret(),
                 cookie: 9,
                 keepalive_ms: 25_000,
+                nodes: vec![],
             },
             r#"{"type":"registered","id":6,"version":7,"stored":0,"secret":"0123456789abcdefABCDEF","cookie":9,"keepalive_ms":25000}"#,
         ),
+        (
+            Datagram::Registered {
+                id: MsgId(6),
+                version: 7,
+                stored: 0,
+                secret: secret(),
+                cookie: 9,
+                keepalive_ms: 25_000,
+                nodes: vec!["10.0.0.2:4000".parse().expect("addr"), "[::1]:4001".parse().expect("addr")],
+            },
+            r#"{"type":"registered","id":6,"version":7,"stored":0,"secret":"0123456789abcdefABCDEF","cookie":9,"keepalive_ms":25000,"nodes":["10.0.0.2:4000","[::1]:4001"]}"#,
+        ),
+        (
+            Datagram::Nodes { nodes: vec!["10.0.0.2:4000".parse().expect("addr")] },
+            r#"{"type":"nodes","nodes":["10.0.0.2:4000"]}"#,
+        ),
+        (Datagram::Alive, r#"{"type":"alive"}"#),
     ];
     for (d, golden) in cases {
         assert_eq!(String::from_utf8(encode(&d).expect("encode")).expect("utf8"), golden);
@@ -293,4 +333,36 @@ fn secrets_are_equal_only_when_every_byte_is() {
     assert_eq!(a, same);
     assert_ne!(a, last_differs);
     assert_ne!(a, shorter, "a prefix is not the secret");
+}
+
+#[test]
+fn a_registered_from_an_older_server_decodes_with_no_nodes() {
+    let old = r#"{"type":"registered","id":6,"version":7,"stored":0,"secret":"0123456789abcdefABCDEF","cookie":9}"#;
+    let Datagram::Registered { nodes, keepalive_ms, .. } = decode(old.as_bytes()).expect("an older server's") else {
+        panic!("a registered")
+    };
+    assert!(nodes.is_empty() && keepalive_ms == 0);
+}
+
+#[test]
+fn alive_is_no_larger_than_the_keepalive_it_answers() {
+    let alive = encode(&Datagram::Alive).expect("encode").len();
+    assert!(alive <= encode(&Datagram::Keepalive).expect("encode").len(), "{alive} bytes");
+}
+
+#[test]
+fn a_registered_with_the_most_nodes_fits_the_budget_of_an_unproven_address() {
+    // The longest address there is, scope id and all.
+    let longest: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535".parse().expect("addr");
+    let d = Datagram::Registered {
+        id: MsgId(u64::MAX),
+        version: u64::MAX,
+        stored: u32::MAX,
+        secret: Secret::new("s".repeat(64)).expect("the longest secret"),
+        cookie: u64::MAX,
+        keepalive_ms: u64::MAX,
+        nodes: vec![longest; MAX_NODES],
+    };
+    let len = encode(&d).expect("encode").len();
+    assert!(len <= 3 * REGISTER_PAD_TO, "{len} bytes to an address that sent {REGISTER_PAD_TO}");
 }

@@ -161,16 +161,26 @@ fn datagram_with(at: BoxedStrategy<DateTime<Utc>>) -> impl Strategy<Value = Data
         (msg_id(), name(), name(), sealed()).prop_map(|(id, from, to, proof)| D::RelayAck { id, from, to, proof }),
         (msg_id(), name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         msg_id().prop_map(|id| D::ChannelAck { id }),
-        (msg_id(), any::<u64>(), any::<u32>(), secret(), any::<u64>(), any::<u64>()).prop_map(
-            |(id, version, stored, secret, cookie, keepalive_ms)| D::Registered {
+        (
+            msg_id(),
+            any::<u64>(),
+            any::<u32>(),
+            secret(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(addr(), 0..4)
+        )
+            .prop_map(|(id, version, stored, secret, cookie, keepalive_ms, nodes)| D::Registered {
                 id,
                 version,
                 stored,
                 secret,
                 cookie,
-                keepalive_ms
-            }
-        ),
+                keepalive_ms,
+                nodes
+            }),
+        prop::collection::vec(addr(), 0..4).prop_map(|nodes| D::Nodes { nodes }),
+        Just(D::Alive),
         (msg_id(), refusal()).prop_map(|(id, reason)| D::Refused { id, reason }),
         msg_id().prop_map(|id| D::Ack { id }),
         (msg_id(), table())

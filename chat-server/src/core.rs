@@ -15,6 +15,7 @@ mod channel;
 mod cluster;
 mod confirm;
 mod fetch;
+mod nodes;
 mod probe;
 mod punch;
 mod register;
@@ -84,6 +85,8 @@ pub struct Server<S> {
     presence: Presence,
     /// The other nodes sharing the table, and what is to be said to them.
     peers: Peers,
+    /// The other live nodes, told to clients.
+    nodes: nodes::Nodes,
     /// Punch requests passed on per client address, in the current one-second window.
     punches: BoundedMap<SocketAddr, (Instant, u32)>,
     /// Chats relayed per client address, in the current one-second window.
@@ -133,6 +136,7 @@ impl<S: Store> Server<S> {
             joining: Joining::new(cfg.dedup_capacity),
             presence: Presence::new(cfg.keepalive, start, version_base),
             peers: Peers::default(),
+            nodes: nodes::Nodes::default(),
             punches: BoundedMap::new(cfg.dedup_capacity),
             relays: BoundedMap::new(cfg.dedup_capacity),
             relay_acks: BoundedMap::new(cfg.dedup_capacity),
@@ -208,11 +212,13 @@ impl<S: Store> Server<S> {
             }
             Datagram::Fetch { id, index } => self.on_fetch(from, id, index),
             Datagram::FetchDone { id, count, last } => self.on_fetch_done(from, id, count, last),
-            // Heard: that is all it says, unless the server had marked the client gone (its
+            // Heard, and answered `alive`, unless the server had marked the client gone (its
             // network was out longer than three intervals): told, it registers again.
             Datagram::Keepalive => {
                 if self.clients.online_at(from).is_none() {
                     self.tables.tell_offline(from);
+                } else {
+                    self.answer_alive(from);
                 }
             }
             Datagram::PunchRequest { to } => self.on_punch_request(now, from, &to),

@@ -279,6 +279,7 @@ mod channel;
 mod cluster;
 mod disk;
 mod jobs;
+mod nodes;
 mod register;
 mod review;
 mod save;

@@ -161,7 +161,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         3 => (msg_id(), a_name()).prop_map(|(id, name)| D::ProbeAck { id, name }),
         3 => msg_id().prop_map(|id| D::ChannelAck { id }),
         1 => (msg_id(), version(), small(), secret(), any::<u64>())
-            .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie, keepalive_ms: 25_000 }),
+            .prop_map(|(id, version, stored, secret, cookie)| D::Registered { id, version, stored, secret, cookie, keepalive_ms: 25_000, nodes: vec![] }),
         1 => (msg_id(), refusal).prop_map(|(id, reason)| D::Refused { id, reason }),
         1 => msg_id().prop_map(|id| D::Ack { id }),
         1 => (msg_id(), table()).prop_filter_map("a row", |(id, table)| Some(D::Exists { id, row: table.clients.first()?.clone() })),

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_core::{BoundedMap, Entropy, Transmit};
-use chat_proto::{Datagram, MsgId, Name, PublicKey, Sealed, Secret, Text};
+use chat_proto::{Datagram, KeyPair, MsgId, Name, PublicKey, Sealed, Secret, Text};
 
 use crate::answers::Answers;
 use crate::command::{Command, parse};
@@ -22,11 +22,13 @@ use crate::event::Event;
 use crate::identity::Identity;
 use crate::inbox::Inbox;
 use crate::keybook::KeyBook;
+use crate::nodes::Nodes;
 use crate::requests::{Due, Requests};
 use crate::send::Outgoing;
 use crate::session::{Session, Stage};
 use crate::table::LocalTable;
 
+mod failover;
 mod messages;
 mod server;
 mod trust;
@@ -150,6 +152,8 @@ pub struct Client {
     paths: BoundedMap<Name, Path>,
     /// This client's address on its own network.
     lan: Option<SocketAddr>,
+    /// The server's other nodes, to move to when the current one stops answering.
+    nodes: Nodes,
 }
 
 /// How a peer was last reached.
@@ -197,6 +201,7 @@ impl Client {
             punched: BoundedMap::new(256),
             paths: BoundedMap::new(4096),
             lan: cfg.lan,
+            nodes: Nodes::default(),
         }
     }
 
@@ -207,9 +212,20 @@ impl Client {
         self
     }
 
-    /// The server's address.
+    /// The server's address: the node the client talks to now (it changes when the client
+    /// moves to another node).
     pub fn server(&self) -> SocketAddr {
         self.server
+    }
+
+    /// The client's long-term key pair, for a channel to a new node.
+    pub fn key_pair(&self) -> &KeyPair {
+        self.identity.key()
+    }
+
+    /// A fresh seed from the core's randomness, for a channel to a new node.
+    pub fn channel_seed(&mut self) -> [u8; 32] {
+        self.entropy.bytes()
     }
 
     /// The server showed `shown` in the handshake, not the key pinned for it: the client says
@@ -238,6 +254,7 @@ impl Client {
     /// Handles one decoded datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, d: Datagram) {
         if from == self.server {
+            self.nodes.heard(now);
             self.route_server(now, d);
         } else {
             self.route_peer(now, from, d);
@@ -257,10 +274,13 @@ impl Client {
     fn route_server(&mut self, now: Instant, d: Datagram) {
         let server = self.server;
         match d {
-            Datagram::Registered { id, version, stored, secret, cookie, keepalive_ms } => {
+            Datagram::Registered { id, version, stored, secret, cookie, keepalive_ms, nodes } => {
                 self.keepalive.every = Duration::from_millis(keepalive_ms);
-                self.on_registered(now, id, (version, stored), secret, cookie);
+                self.on_registered(now, id, (version, stored), secret, cookie, nodes);
             }
+            // The other nodes changed; `alive` only says the node is there (heard above).
+            Datagram::Nodes { nodes } => self.nodes.handle_list(nodes),
+            Datagram::Alive => {}
             Datagram::Refused { id, reason } => self.on_refused(now, id, reason),
             Datagram::Ack { id } => self.on_ack(now, id),
             Datagram::ChannelPartial { id, full, unstored } => self.on_channel_partial(now, id, &full, &unstored),
@@ -335,6 +355,7 @@ impl Client {
     /// Retransmits and gives up on whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.keep_alive(now);
+        self.check_silence(now);
         while self.exit.is_none() {
             match self.requests.poll_due(now) {
                 Some(Due::Retransmit { transmit, id, first }) => {
@@ -343,7 +364,7 @@ impl Client {
                     }
                     self.out.push_back(transmit);
                 }
-                Some(Due::GaveUp(kind)) => self.on_gave_up(now, kind),
+                Some(Due::GaveUp { kind, id, bytes }) => self.on_gave_up(now, id, bytes, kind),
                 None => break,
             }
         }
@@ -363,7 +384,8 @@ impl Client {
     /// When [`Client::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let keepalive = self.keepalive.next.filter(|_| self.keeps_alive());
-        self.requests.next_timeout().into_iter().chain(self.table.next_timeout()).chain(keepalive).min()
+        let timers = [self.requests.next_timeout(), self.table.next_timeout(), keepalive, self.silent_at()];
+        timers.into_iter().flatten().min()
     }
 
     /// While online, tells the server it is still here every interval the server asked for: so
@@ -378,8 +400,12 @@ impl Client {
             None => self.keepalive.next = Some(now + self.keepalive.every),
             Some(at) if at <= now => {
                 self.send_once(self.server, &Datagram::Keepalive);
-                // On the beat, unless a whole interval was missed (a suspended laptop).
+                // On the beat, unless a whole interval was missed (a suspended laptop, which heard
+                // nothing meanwhile: its node's silence is counted from now).
                 let beat = at + self.keepalive.every;
+                if beat <= now {
+                    self.nodes.heard(now);
+                }
                 self.keepalive.next = Some(if beat > now { beat } else { now + self.keepalive.every });
             }
             Some(_) => {}

@@ -2,6 +2,8 @@
 //! of stored messages, `dereg`, refusals, `exists`, give-ups and tables. Part of the core: it
 //! routes to the session, the requests, the table and the inbox, and owns no state of its own.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chat_proto::{
@@ -46,10 +48,13 @@ impl Client {
         (version, stored): (u64, u32),
         secret: Secret,
         cookie: u64,
+        nodes: Vec<SocketAddr>,
     ) {
         if self.requests.answer(id, self.server, |k| matches!(k, Kind::Register)).is_none() {
             return;
         }
+        self.nodes.handle_list(nodes);
+        self.nodes.handle_registered();
         self.identity.handle_issued(secret);
         // Online for datagrams now; the welcome waits for the server to confirm the address, so
         // that it means the registration is done (what arrives meanwhile is shown after it).
@@ -66,6 +71,9 @@ impl Client {
         if let Some(welcome) = welcome {
             self.emit(welcome);
         }
+        // What was in flight to a node that stopped answering: the same requests, here.
+        let moved = self.requests.resend_moved(now, self.server);
+        self.out.extend(moved);
         for kind in self.requests.unpark() {
             match kind {
                 Kind::Save(o) => self.save(now, o),
@@ -273,8 +281,17 @@ impl Client {
         });
     }
 
-    /// A request got no answer after every retry.
-    pub(super) fn on_gave_up(&mut self, now: Instant, kind: Kind) {
+    /// Request `id` (`bytes`) got no answer after every retry. One to the server moves the
+    /// client to another node if it knows one (the request goes there too, if the user asked
+    /// for it).
+    pub(super) fn on_gave_up(&mut self, now: Instant, id: MsgId, bytes: Arc<[u8]>, kind: Kind) {
+        let kind = match kind {
+            Kind::Direct(_) => kind,
+            kind => match self.move_with(now, id, bytes, kind) {
+                Some(kind) => kind,
+                None => return,
+            },
+        };
         self.in_turn(kind.turn(), |c| c.gave_up(now, kind));
     }
 

@@ -72,6 +72,7 @@ impl FakeServer {
                     secret,
                     cookie: 7,
                     keepalive_ms: 0,
+                    nodes: vec![],
                 }]
             }
             Datagram::Confirm { id, .. } if self.online => vec![Datagram::Ack { id }],

@@ -167,7 +167,15 @@ impl Fixture {
         let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
         f.recv(
             SERVER,
-            Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 5, keepalive_ms: 0 },
+            Datagram::Registered {
+                id,
+                version: 10,
+                stored: 0,
+                secret: secret(),
+                cookie: 5,
+                keepalive_ms: 0,
+                nodes: vec![],
+            },
         );
         f
     }
@@ -178,7 +186,10 @@ impl Fixture {
 
     /// Answers a `register` with `registered`, and its `confirm` with an ACK.
     fn registered(&mut self, id: MsgId, version: u64, stored: u32) {
-        self.recv(SERVER, Datagram::Registered { id, version, stored, secret: secret(), cookie: 42, keepalive_ms: 0 });
+        self.recv(
+            SERVER,
+            Datagram::Registered { id, version, stored, secret: secret(), cookie: 42, keepalive_ms: 0, nodes: vec![] },
+        );
         let sent = self.sent();
         let Some(&(SERVER, Datagram::Confirm { id, cookie: 42 })) = sent.last() else { panic!("confirm: {sent:?}") };
         self.recv(SERVER, Datagram::Ack { id });
@@ -238,6 +249,7 @@ fn stored_text(t: &str) -> StoredMessage {
     stored_direct(t.bytes().map(u64::from).sum(), "bob", t, at)
 }
 
+mod failover;
 mod fetch;
 mod lossy;
 mod register;

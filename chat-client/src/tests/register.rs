@@ -345,7 +345,15 @@ fn an_online_client_keeps_alive_every_interval_the_server_gave_and_stops_after_d
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
     f.recv(
         SERVER,
-        Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 42, keepalive_ms: 1_000 },
+        Datagram::Registered {
+            id,
+            version: 10,
+            stored: 0,
+            secret: secret(),
+            cookie: 42,
+            keepalive_ms: 1_000,
+            nodes: vec![],
+        },
     );
     f.at(5_000);
     let sent = f.sent();

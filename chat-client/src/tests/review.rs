@@ -49,7 +49,15 @@ fn an_online_client_keeps_alive_while_its_sends_end_before_the_dereg() {
     let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
     f.recv(
         SERVER,
-        Datagram::Registered { id, version: 10, stored: 0, secret: secret(), cookie: 42, keepalive_ms: 1_000 },
+        Datagram::Registered {
+            id,
+            version: 10,
+            stored: 0,
+            secret: secret(),
+            cookie: 42,
+            keepalive_ms: 1_000,
+            nodes: vec![],
+        },
     );
     let Some((SERVER, Datagram::Confirm { id, .. })) = f.sent().pop() else { panic!("confirm") };
     f.recv(SERVER, Datagram::Ack { id });

@@ -107,6 +107,10 @@ impl<S: Store> Server<S> {
         let _ = self.storage.take_shrunk(name);
         let version = self.clients.version();
         let keepalive_ms = u64::try_from(self.presence.interval().as_millis()).unwrap_or(u64::MAX);
-        self.answer(from, id, Datagram::Registered { id, version, stored: count, secret, cookie, keepalive_ms });
+        self.answer(
+            from,
+            id,
+            Datagram::Registered { id, version, stored: count, secret, cookie, keepalive_ms, nodes: self.nodes.list() },
+        );
     }
 }
