@@ -54,9 +54,12 @@ impl<S: Store> Server<S> {
         self.clients.shared_as(name, version);
     }
 
-    /// Takes the other live nodes and the addresses their clients reach them at. What waited
-    /// on a node that is gone goes on as if its client did not answer.
+    /// Takes the other live nodes and the addresses their clients reach them at (told to this
+    /// node's clients). What waited on a node that is gone goes on as if its client did not
+    /// answer.
     pub fn set_live_nodes(&mut self, now: Instant, live: BTreeMap<NodeId, SocketAddr>) {
+        // Clients learn where to move when this node stops answering them.
+        self.set_nodes(now, live.values().copied().collect());
         for node in self.peers.set_live(live) {
             tracing::warn!(node, "node gone");
             for p in self.probes.abandon_via(node) {
