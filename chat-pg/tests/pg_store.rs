@@ -262,3 +262,24 @@ fn a_newer_schema_is_refused() {
     let err = Db::connect(db.url(), TIMEOUT).expect_err("newer schema");
     assert!(err.to_string().contains("has schema version 99; this build knows up to 1"), "{err}");
 }
+
+#[test]
+fn jobs_run_inline_inside_a_current_thread_runtime() {
+    let db = testing::database();
+    let (mut store, bob) = (node(&db), name("bob"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        append_all(&mut store, &bob, 0..2);
+        store.sync().expect("a blocking call from inside a runtime does not nest runtimes");
+        assert_eq!(read_all(&mut store, &bob), msgs(0..2));
+        let db = Db::connect(db.url(), TIMEOUT).expect("connect");
+        let rows = db
+            .run_async(|pool| async move {
+                let client = pool.get().await.expect("a connection");
+                client.query_one("SELECT count(*) FROM offline_messages", &[]).await.expect("count").get::<_, i64>(0)
+            })
+            .await
+            .expect("the database thread");
+        assert_eq!(rows, 2);
+    });
+}
