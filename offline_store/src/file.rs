@@ -460,7 +460,11 @@ impl Store for FileStore {
     }
 
     fn open_job(&mut self, to: &Name) -> OpenJob {
-        OpenJob { path: (!self.boxes.contains_key(to)).then(|| self.mailbox_path(to)), stamp: self.evictions }
+        OpenJob {
+            path: (!self.boxes.contains_key(to)).then(|| self.mailbox_path(to)),
+            stamp: self.evictions,
+            deferred: None,
+        }
     }
 
     fn install(&mut self, to: &Name, scan: MailboxScan) {
@@ -505,7 +509,7 @@ impl Store for FileStore {
         let path = self.mailbox_path(to);
         let count = mailbox::cached(&mut self.boxes, to, &path)?.usage.count;
         if n == 0 || count == 0 {
-            return Ok(RemoveJob { n, plan: None });
+            return Ok(RemoveJob { n, plan: None, deferred: None });
         }
         self.write_all_out()?;
         // Everything journalled so far goes to the file, for the job's checkpoint to empty it.
@@ -517,7 +521,7 @@ impl Store for FileStore {
         let tmp = self.dir.join(format!("{}.tmp", file_name(to)));
         let plan = RemovePlan { checkpoint, path, tmp, all: n >= count };
         self.out = Some(Maintenance { removing: Some(to.clone()), synced });
-        Ok(RemoveJob { n, plan: Some(plan) })
+        Ok(RemoveJob { n, plan: Some(plan), deferred: None })
     }
 
     fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {

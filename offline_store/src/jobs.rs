@@ -9,6 +9,11 @@
 //! - [`RemoveJob`] checkpoints and rewrites a mailbox without its first records;
 //!   [`crate::Store::finish_remove`] takes its [`Removed`].
 //!
+//! A store that keeps its mailboxes elsewhere (a database) makes the same jobs from a closure:
+//! `deferred` ([`crate::SyncJob::deferred`], [`OpenJob::deferred`], [`ReadJob::deferred`],
+//! [`RemoveJob::deferred`]), with [`MailboxScan::listed`] and [`Removed::count`] for what they
+//! hand back.
+//!
 //! This module owns the jobs' file work; it must not touch a store's state (only the store's
 //! `install`/`finish_*` steps do), nor hold more than one record of a mailbox in memory.
 
@@ -16,11 +21,30 @@ use std::fs::{self, File};
 use std::io::{BufReader, ErrorKind, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use chat_proto::{MsgId, StoredMessage};
+use chat_proto::{MsgId, Name, StoredMessage};
 
 use crate::StoreError;
 use crate::mailbox::{self, Mailbox};
 use crate::record::{Line, Lines};
+
+/// Work of a store outside this crate, run by a job: a closure that owns what it needs.
+pub(crate) struct Deferred<T>(Box<dyn FnOnce() -> Result<T, StoreError> + Send>);
+
+impl<T> Deferred<T> {
+    pub(crate) fn new(work: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Self {
+        Self(Box::new(work))
+    }
+
+    pub(crate) fn run(self) -> Result<T, StoreError> {
+        (self.0)()
+    }
+}
+
+impl<T> std::fmt::Debug for Deferred<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
 
 /// The scan of one mailbox that the store does not know yet, from [`crate::Store::open_job`].
 #[derive(Debug)]
@@ -30,9 +54,16 @@ pub struct OpenJob {
     pub(crate) path: Option<PathBuf>,
     /// The store's count of evictions when the job was made (see [`crate::Store::install`]).
     pub(crate) stamp: u64,
+    /// The work of a store outside this crate, instead of a file scan.
+    pub(crate) deferred: Option<Deferred<MailboxScan>>,
 }
 
 impl OpenJob {
+    /// A job that runs `work` (a store outside this crate learning a mailbox its own way).
+    pub fn deferred(work: impl FnOnce() -> Result<MailboxScan, StoreError> + Send + 'static) -> Self {
+        Self { path: None, stamp: 0, deferred: Some(Deferred::new(work)) }
+    }
+
     /// Reads the whole mailbox file, one line at a time, then syncs it (`fdatasync`: a record
     /// written by a run killed before its sync is made durable before it counts), and returns
     /// what the store keeps of it (usage, each record's id, sender-and-id key and offset, and
@@ -40,9 +71,14 @@ impl OpenJob {
     ///
     /// # Errors
     /// [`StoreError::Io`] when the file exists but cannot be read.
+    ///
+    /// A job made by [`OpenJob::deferred`] runs its work instead, with its errors.
     pub fn run(self) -> Result<MailboxScan, StoreError> {
+        if let Some(work) = self.deferred {
+            return work.run();
+        }
         let mailbox = self.path.map(|path| mailbox::scan(&path, |_| {})).transpose()?;
-        Ok(MailboxScan { mailbox, stamp: self.stamp })
+        Ok(MailboxScan { mailbox, stamp: self.stamp, listed: Vec::new() })
     }
 }
 
@@ -51,6 +87,38 @@ impl OpenJob {
 pub struct MailboxScan {
     pub(crate) mailbox: Option<Mailbox>,
     pub(crate) stamp: u64,
+    /// What a store outside this crate learnt ([`MailboxScan::listed`]).
+    listed: Vec<Listed>,
+}
+
+impl MailboxScan {
+    /// What a store outside this crate learnt: the mailbox's messages, oldest first, and a
+    /// stamp of its own (e.g. to tell a scan made before a change it must ignore).
+    pub fn listed(records: Vec<Listed>, stamp: u64) -> Self {
+        Self { mailbox: None, stamp, listed: records }
+    }
+
+    /// The stamp given to [`MailboxScan::listed`] (or the file store's own).
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// The messages given to [`MailboxScan::listed`], oldest first (none for a file scan).
+    pub fn into_listed(self) -> Vec<Listed> {
+        self.listed
+    }
+}
+
+/// One message of a mailbox as a store outside this crate lists it ([`MailboxScan::listed`]):
+/// its key (sender and id) and its size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Who sent it.
+    pub from: Name,
+    /// Its id (unique per sender).
+    pub id: MsgId,
+    /// The bytes it counts against the limits ([`crate::record_len`]).
+    pub bytes: u64,
 }
 
 /// The read of one stored message, from [`crate::Store::read_job`].
@@ -66,11 +134,19 @@ enum Source {
     Ready(StoredMessage),
     /// The line at `offset` of the file at `path`, a record of message `id`.
     At { path: PathBuf, offset: u64, id: MsgId },
+    /// The work of a store outside this crate.
+    Deferred(Deferred<StoredMessage>),
 }
 
 impl ReadJob {
-    pub(crate) fn ready(msg: StoredMessage) -> Self {
+    /// A job that has the message already (held in memory).
+    pub fn ready(msg: StoredMessage) -> Self {
         Self { source: Source::Ready(msg) }
+    }
+
+    /// A job that runs `work` (a store outside this crate reading a message its own way).
+    pub fn deferred(work: impl FnOnce() -> Result<StoredMessage, StoreError> + Send + 'static) -> Self {
+        Self { source: Source::Deferred(Deferred::new(work)) }
     }
 
     pub(crate) fn at(path: PathBuf, offset: u64, id: MsgId) -> Self {
@@ -82,10 +158,12 @@ impl ReadJob {
     /// # Errors
     /// [`StoreError::Io`] when the file cannot be opened or read (e.g. it was removed);
     /// [`StoreError::Changed`] when the line there is not the record indexed (the file was
-    /// replaced or damaged since).
+    /// replaced or damaged since). A job made by [`ReadJob::deferred`] runs its work instead,
+    /// with its errors.
     pub fn run(self) -> Result<StoredMessage, StoreError> {
         let (path, offset, id) = match self.source {
             Source::Ready(msg) => return Ok(msg),
+            Source::Deferred(work) => return work.run(),
             Source::At { path, offset, id } => (path, offset, id),
         };
         let mut file = File::open(&path).map_err(StoreError::io("open", &path))?;
@@ -138,6 +216,11 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 impl CheckpointJob {
+    /// A checkpoint with nothing to do (a store that keeps no journal).
+    pub fn none() -> Self {
+        Self { plan: None }
+    }
+
     /// Syncs the mailboxes and the directory, then empties the journal.
     ///
     /// # Errors
@@ -164,6 +247,8 @@ pub struct RemoveJob {
     pub(crate) n: usize,
     /// The file work; `None` when there is none (nothing to remove, or a store in memory).
     pub(crate) plan: Option<RemovePlan>,
+    /// The work of a store outside this crate, instead of file work.
+    pub(crate) deferred: Option<Deferred<Removed>>,
 }
 
 /// The file work of a [`RemoveJob`].
@@ -179,14 +264,23 @@ pub(crate) struct RemovePlan {
 }
 
 impl RemoveJob {
+    /// A job that runs `work` (a store outside this crate deleting messages its own way).
+    pub fn deferred(work: impl FnOnce() -> Result<Removed, StoreError> + Send + 'static) -> Self {
+        Self { n: 0, plan: None, deferred: Some(Deferred::new(work)) }
+    }
+
     /// Makes every mailbox written so far durable and empties the journal (a checkpoint), then
     /// rewrites the mailbox without its first records (a synced temporary file renamed over
     /// it) or removes it, and syncs the directory.
     ///
     /// # Errors
     /// [`StoreError::Io`] when a step fails; the mailbox is then either as it was or as asked
-    /// (no temporary file is left).
+    /// (no temporary file is left). A job made by [`RemoveJob::deferred`] runs its work
+    /// instead, with its errors.
     pub fn run(self) -> Result<Removed, StoreError> {
+        if let Some(work) = self.deferred {
+            return work.run();
+        }
         let Some(plan) = self.plan else { return Ok(Removed { n: self.n, kept: None }) };
         plan.checkpoint.run()?;
         let mut kept = if plan.all {
@@ -218,4 +312,16 @@ pub struct Removed {
     pub(crate) n: usize,
     /// The mailbox file as the job left it; `None` when it had no file work.
     pub(crate) kept: Option<Mailbox>,
+}
+
+impl Removed {
+    /// What a store outside this crate removed: `n` messages.
+    pub fn count(n: usize) -> Self {
+        Self { n, kept: None }
+    }
+
+    /// How many messages the job removed (or was asked to).
+    pub fn n(&self) -> usize {
+        self.n
+    }
 }

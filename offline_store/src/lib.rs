@@ -1,10 +1,13 @@
 //! The server's offline mailboxes: messages kept for clients that are not there to take them.
 //!
-//! This crate owns the on-disk layout (one file per recipient, named by [`file_name`]), the
-//! record format (one checksummed JSON line per message), durable appends with group commit,
-//! durable clearing, and the per-mailbox limits. It is plain `std::fs`: it must not know about
-//! sockets, tokio, the protocol's requests, or who is online; the server decides when to store,
-//! when to sync ([`Store::start_sync`], then the [`SyncJob`]) before ACKing, and when to delete.
+//! This crate owns the [`Store`] trait (what every backend promises), the on-disk layout (one
+//! file per recipient, named by [`file_name`]), the record format (one checksummed JSON line per
+//! message), durable appends with group commit, durable clearing, and the per-mailbox limits. Its
+//! own stores are plain `std::fs` (or memory): it must not know about sockets, tokio, databases,
+//! the protocol's requests, or who is online; the server decides when to store, when to sync
+//! ([`Store::start_sync`], then the [`SyncJob`]) before ACKing, and when to delete. A store kept
+//! elsewhere (the `chat-pg` crate's PostgreSQL store) implements the same trait and makes the
+//! same jobs from closures (`deferred`).
 //!
 //! Disk work can leave the caller's thread as jobs: [`SyncJob`] (from [`Store::start_sync`]),
 //! [`OpenJob`] (learn a mailbox), [`ReadJob`] (one message by index), [`CheckpointJob`] and
@@ -26,7 +29,7 @@
 //! drops its batch (from memory and from the files), so that what its requests were refused for
 //! is never delivered later.
 //!
-//! [`FileStore`] is the real store; [`MemStore`] has the same semantics in memory, for other
+//! [`FileStore`] is the store on disk; [`MemStore`] has the same semantics in memory, for other
 //! crates' unit tests.
 
 use std::io;
@@ -46,7 +49,7 @@ mod record;
 mod tests;
 
 pub use file::FileStore;
-pub use jobs::{CheckpointJob, Checkpointed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
+pub use jobs::{CheckpointJob, Checkpointed, Listed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
 pub use mem::MemStore;
 pub use name::file_name;
 
@@ -80,7 +83,10 @@ impl Default for Limits {
 
 impl Limits {
     /// Checks that a record of `line_len` bytes fits in a mailbox at `usage`.
-    fn check(&self, name: &Name, usage: Usage, line_len: u64) -> Result<(), StoreError> {
+    ///
+    /// # Errors
+    /// [`StoreError::MailboxFull`] when it does not fit.
+    pub fn check(&self, name: &Name, usage: Usage, line_len: u64) -> Result<(), StoreError> {
         let full = |limit: String| StoreError::MailboxFull { name: name.clone(), limit };
         if usage.count.saturating_add(1) > self.max_messages {
             return Err(full(format!("{} messages", self.max_messages)));
@@ -124,6 +130,16 @@ pub enum StoreError {
         /// Where the record was.
         offset: u64,
     },
+    /// A database operation failed. Its message names the operation only; the cause (the
+    /// database's error) is the [`std::error::Error::source`].
+    #[error("database: {op}")]
+    Database {
+        /// What was being done (`commit the stored messages`, `read a message`, ...).
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A [`RemoveJob`] is out: nothing else may write the mailboxes or the journal until it is
     /// finished ([`Store::finish_remove`]). Nothing was done.
     #[error("a removal of stored messages is still running")]
@@ -147,6 +163,15 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// The bytes `msg` takes in a mailbox (its record line, newline included): what it counts
+/// against [`Limits::max_bytes`] in every store.
+///
+/// # Errors
+/// The serializer's error; it does not happen for a valid [`StoredMessage`].
+pub fn record_len(msg: &StoredMessage) -> Result<u64, serde_json::Error> {
+    record::encode(msg).map(|line| line.len() as u64)
 }
 
 /// What [`Store::append_once`] did.
@@ -175,28 +200,46 @@ pub struct Discarded {
 #[derive(Debug)]
 #[must_use = "the appends are durable only once the job has run"]
 pub struct SyncJob {
-    /// The file to `fdatasync`, if any (a store in memory has none).
-    file: Option<(std::fs::File, PathBuf)>,
+    wait: Wait,
+}
+
+/// What a [`SyncJob`] waits for.
+#[derive(Debug)]
+enum Wait {
+    /// Nothing (a store in memory).
+    Nothing,
+    /// The file to `fdatasync`.
+    File(std::fs::File, PathBuf),
+    /// The work of a store outside this crate (a database's commit).
+    Deferred(jobs::Deferred<()>),
 }
 
 impl SyncJob {
     /// A job with nothing to wait for.
     pub fn done() -> Self {
-        Self { file: None }
+        Self { wait: Wait::Nothing }
     }
 
     pub(crate) fn sync_data(file: std::fs::File, path: PathBuf) -> Self {
-        Self { file: Some((file, path)) }
+        Self { wait: Wait::File(file, path) }
+    }
+
+    /// A job that runs `work`, which makes the appends it covers durable (a store outside this
+    /// crate: e.g. one database transaction for the whole batch).
+    pub fn deferred(work: impl FnOnce() -> Result<(), StoreError> + Send + 'static) -> Self {
+        Self { wait: Wait::Deferred(jobs::Deferred::new(work)) }
     }
 
     /// Waits until the appends it covers are on disk.
     ///
     /// # Errors
-    /// [`StoreError::Io`] when the sync fails: those appends may be lost.
+    /// [`StoreError::Io`] when the sync fails: those appends may be lost; a job made by
+    /// [`SyncJob::deferred`] gives its work's error.
     pub fn run(self) -> Result<(), StoreError> {
-        match self.file {
-            Some((file, path)) => file.sync_data().map_err(StoreError::io("sync", path)),
-            None => Ok(()),
+        match self.wait {
+            Wait::File(file, path) => file.sync_data().map_err(StoreError::io("sync", path)),
+            Wait::Deferred(work) => work.run(),
+            Wait::Nothing => Ok(()),
         }
     }
 }

@@ -172,7 +172,7 @@ impl Store for MemStore {
     }
 
     fn open_job(&mut self, _to: &Name) -> OpenJob {
-        OpenJob { path: None, stamp: 0 }
+        OpenJob { path: None, stamp: 0, deferred: None }
     }
 
     fn install(&mut self, _to: &Name, _scan: MailboxScan) {}
@@ -191,7 +191,7 @@ impl Store for MemStore {
 
     fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
         // Only what is there now: appends made while the job is out stay.
-        Ok(RemoveJob { n: n.min(self.usage_of(to).count), plan: None })
+        Ok(RemoveJob { n: n.min(self.usage_of(to).count), plan: None, deferred: None })
     }
 
     fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {

@@ -1,0 +1,449 @@
+//! [`PgStore`]: the offline mailboxes in PostgreSQL, behind [`offline_store::Store`], for several
+//! server nodes that share one database.
+//!
+//! This module owns what one node knows of each mailbox (the ordered keys, sizes, which
+//! messages are durable, the bodies not yet committed) and turns the trait's steps into jobs that
+//! run [`crate::queries`] through the [`Db`] thread; it must not hold a durable message's body
+//! in memory, nor run a statement outside a job (the blocking trait methods run the same jobs
+//! at once).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use chat_proto::{MsgId, Name, StoredMessage};
+use offline_store::{
+    Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
+    StoreError, SyncJob, Usage,
+};
+
+use crate::Db;
+use crate::queries::{self, Batch, QueryError};
+
+/// A message's key: its sender and its id (ids are unique per sender).
+type Key = (Name, MsgId);
+
+/// Offline mailboxes in PostgreSQL (table `offline_messages`, see [`crate::schema`]).
+///
+/// Semantics are [`Store`]'s, with these differences, all from the database:
+///
+/// - A sync is one transaction (synchronous commit) that inserts the batch with `ON CONFLICT
+///   (recipient, sender, id) DO NOTHING`: a message is stored once per (sender, id), whichever
+///   node takes it, and a batch whose commit failed, or whose outcome is unknown, is inserted
+///   again by the next sync, harmlessly. So an append of a copy handed to a sync not known to
+///   have succeeded returns [`Appended::Stored`] (no ACK rests on it: it waits for the next
+///   sync) but adds no second copy.
+/// - What a node knows of a mailbox is what it learnt ([`Store::open_job`]: one query for the
+///   ordered keys and sizes) and appended since. Messages another node appends meanwhile are
+///   not in this node's count or index (they are found by the next open after an eviction),
+///   and [`Limits`] are checked against what this node knows, so concurrent appends on two
+///   nodes can pass them slightly.
+/// - A read is by key (recipient, sender, id), never by position, and a removal deletes the
+///   first `n` known messages by their keys: running it twice removes nothing more, and
+///   messages other nodes appended meanwhile stay.
+/// - Checkpoints have nothing to do; removals do not make other disk work
+///   [`StoreError::Busy`] (only a second removal is refused while one is out).
+/// - A failed statement is [`StoreError::Database`]; [`StoreError::is_no_space`] is false
+///   for it, so [`Store::discard_failed_batch`] (which drops a failed batch from memory: a
+///   failed transaction stored nothing) is not called by the server.
+#[derive(Debug)]
+pub struct PgStore {
+    db: Db,
+    limits: Limits,
+    boxes: HashMap<Name, PgBox>,
+    /// The mailboxes that hold messages not known durable.
+    dirty: HashSet<Name>,
+    /// A sync was handed out and not reported done ([`Store::sync_done`]).
+    out: bool,
+    /// Appended to since the last sync started.
+    appended: bool,
+    /// The removal out, if any: its mailbox and the keys it deletes.
+    removing: Option<(Name, Vec<Key>)>,
+    /// Counts evictions and finished removals: a scan made before one is stale.
+    stamp: u64,
+}
+
+/// What this node knows of one mailbox.
+#[derive(Debug, Default)]
+struct PgBox {
+    /// Each message's key, oldest first.
+    order: VecDeque<Key>,
+    entries: HashMap<Key, Entry>,
+    /// The sum of the entries' bytes.
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// What it counts against [`Limits::max_bytes`].
+    bytes: u64,
+    state: State,
+}
+
+/// Where a message stands; the body is held until it is known durable.
+#[derive(Debug)]
+enum State {
+    /// Committed (or found in the database).
+    Durable,
+    /// Not handed to a sync yet.
+    Pending(StoredMessage),
+    /// Handed to a sync not known to have succeeded (the one out, or one that failed).
+    Out(StoredMessage),
+    /// As `Out`, and appended again since: the append waits for the next sync.
+    OutAgain(StoredMessage),
+}
+
+impl State {
+    fn body(&self) -> Option<&StoredMessage> {
+        match self {
+            Self::Durable => None,
+            Self::Pending(msg) | Self::Out(msg) | Self::OutAgain(msg) => Some(msg),
+        }
+    }
+}
+
+impl PgBox {
+    fn usage(&self) -> Usage {
+        Usage { count: self.order.len(), bytes: self.bytes }
+    }
+
+    fn settled(&self) -> bool {
+        self.entries.values().all(|e| matches!(e.state, State::Durable))
+    }
+
+    /// Drops the entries `drop` says to, and returns how many went.
+    fn drop_where(&mut self, mut drop: impl FnMut(&Key, &mut State) -> bool) -> usize {
+        let mut gone = HashSet::new();
+        for (key, entry) in &mut self.entries {
+            if drop(key, &mut entry.state) {
+                gone.insert(key.clone());
+            }
+        }
+        self.forget(&gone)
+    }
+
+    fn forget(&mut self, keys: &HashSet<Key>) -> usize {
+        let mut n = 0;
+        for key in keys {
+            if let Some(entry) = self.entries.remove(key) {
+                self.bytes = self.bytes.saturating_sub(entry.bytes);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.order.retain(|key| !keys.contains(key));
+        }
+        n
+    }
+}
+
+/// The closure that turns a failed statement into [`StoreError::Database`].
+fn failed(op: &'static str) -> impl FnOnce(QueryError) -> StoreError {
+    move |e| StoreError::Database { op, source: Box::new(e) }
+}
+
+/// Runs `work` on the database thread, for a job: a stopped thread is a failed `op` too.
+fn run<T, F, Fut>(db: &Db, op: &'static str, work: F) -> Result<T, StoreError>
+where
+    F: FnOnce(deadpool_postgres::Pool) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
+    T: Send + 'static,
+{
+    db.run(work).map_err(|e| StoreError::Database { op, source: Box::new(e) })?.map_err(failed(op))
+}
+
+impl PgStore {
+    /// A store on `db` with these limits; it learns each mailbox at its first use.
+    pub fn new(db: Db, limits: Limits) -> Self {
+        Self {
+            db,
+            limits,
+            boxes: HashMap::new(),
+            dirty: HashSet::new(),
+            out: false,
+            appended: false,
+            removing: None,
+            stamp: 0,
+        }
+    }
+
+    /// Learns `to`'s mailbox on this thread if the store does not know it.
+    fn learn(&mut self, to: &Name) -> Result<&mut PgBox, StoreError> {
+        if !self.boxes.contains_key(to) {
+            let scan = self.open_job(to).run()?;
+            self.install(to, scan);
+        }
+        Ok(self.boxes.entry(to.clone()).or_default())
+    }
+
+    /// Notes that `to`'s mailbox may now hold only durable messages.
+    fn settle(&mut self, to: &Name) {
+        if self.boxes.get(to).is_none_or(PgBox::settled) {
+            self.dirty.remove(to);
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn append_once(&mut self, to: &Name, msg: &StoredMessage) -> Result<Appended, StoreError> {
+        let limits = self.limits;
+        let b = self.learn(to)?;
+        let key = (msg.from.clone(), msg.id);
+        if let Some(entry) = b.entries.get_mut(&key) {
+            match std::mem::replace(&mut entry.state, State::Durable) {
+                State::Out(held) => entry.state = State::OutAgain(held),
+                state => {
+                    entry.state = state;
+                    return Ok(Appended::Duplicate);
+                }
+            }
+        } else {
+            let bytes = offline_store::record_len(msg)
+                .map_err(|e| StoreError::Database { op: "encode a message", source: Box::new(e) })?;
+            limits.check(to, b.usage(), bytes)?;
+            b.order.push_back(key.clone());
+            b.entries.insert(key, Entry { bytes, state: State::Pending(msg.clone()) });
+            b.bytes += bytes;
+            self.dirty.insert(to.clone());
+        }
+        self.appended = true;
+        Ok(Appended::Stored)
+    }
+
+    fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
+        if !std::mem::take(&mut self.appended) {
+            return Ok(None);
+        }
+        // Everything not known durable goes, a failed sync's messages again (they may or may
+        // not have been committed: the insert is idempotent), but not what a removal deletes.
+        let removing: HashSet<&Key> = self.removing.iter().flat_map(|(_, keys)| keys).collect();
+        let mut batch = Batch::default();
+        for name in &self.dirty {
+            let Some(b) = self.boxes.get_mut(name) else { continue };
+            let is_removing = self.removing.as_ref().is_some_and(|(r, _)| r == name);
+            for key in &b.order {
+                if is_removing && removing.contains(key) {
+                    continue;
+                }
+                let Some(entry) = b.entries.get_mut(key) else { continue };
+                let msg = match std::mem::replace(&mut entry.state, State::Durable) {
+                    State::Durable => continue,
+                    State::Pending(msg) | State::Out(msg) | State::OutAgain(msg) => msg,
+                };
+                let json = serde_json::to_string(&msg)
+                    .map_err(|e| StoreError::Database { op: "encode a message", source: Box::new(e) });
+                entry.state = State::Out(msg);
+                batch.push(name, &key.0, key.1, json?);
+            }
+        }
+        self.out = true;
+        if batch.is_empty() {
+            return Ok(Some(SyncJob::done()));
+        }
+        let (db, batch) = (self.db.clone(), Arc::new(batch));
+        Ok(Some(SyncJob::deferred(move || {
+            run(&db, "commit the stored messages", move |pool| async move { queries::insert(&pool, &batch).await })
+        })))
+    }
+
+    fn sync_done(&mut self) {
+        if !std::mem::take(&mut self.out) {
+            return;
+        }
+        let names: Vec<Name> = self.dirty.iter().cloned().collect();
+        for name in names {
+            if let Some(b) = self.boxes.get_mut(&name) {
+                for entry in b.entries.values_mut() {
+                    if matches!(entry.state, State::Out(_) | State::OutAgain(_)) {
+                        entry.state = State::Durable;
+                    }
+                }
+            }
+            self.settle(&name);
+        }
+    }
+
+    fn discard_failed_batch(&mut self) -> Discarded {
+        // With a sync out, its batch (which holds the earlier failed ones'); without, every
+        // append not known durable. Appends made while the sync ran stay.
+        let out = std::mem::take(&mut self.out);
+        if !out {
+            self.appended = false;
+        }
+        let mut discarded = Discarded::default();
+        let names: Vec<Name> = self.dirty.iter().cloned().collect();
+        for name in names {
+            let Some(b) = self.boxes.get_mut(&name) else { continue };
+            let n = b.drop_where(|_, state| match std::mem::replace(state, State::Durable) {
+                State::Durable => false,
+                State::Out(_) => true,
+                State::OutAgain(msg) | State::Pending(msg) if out => {
+                    *state = State::Pending(msg);
+                    false
+                }
+                State::OutAgain(_) | State::Pending(_) => true,
+            });
+            if n > 0 {
+                discarded.mailboxes.push((name.clone(), n));
+            }
+            self.settle(&name);
+        }
+        discarded
+    }
+
+    fn holds_durable(&self, to: &Name, msg: &StoredMessage) -> bool {
+        let key = (msg.from.clone(), msg.id);
+        self.boxes.get(to).and_then(|b| b.entries.get(&key)).is_some_and(|e| matches!(e.state, State::Durable))
+    }
+
+    fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
+        Ok(CheckpointJob::none())
+    }
+
+    fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError> {
+        result.map(|_| ())
+    }
+
+    /// Every message this node knows in `to`'s mailbox, oldest first: the durable ones from the
+    /// database in one query (one another node removed meanwhile is left out), the others from
+    /// memory.
+    fn load(&mut self, to: &Name) -> Result<Vec<StoredMessage>, StoreError> {
+        self.learn(to)?;
+        let recipient = to.clone();
+        let stored =
+            run(&self.db, "read a mailbox", move |pool| async move { queries::read_all(&pool, &recipient).await })?;
+        let mut stored: HashMap<Key, StoredMessage> =
+            stored.into_iter().map(|msg| ((msg.from.clone(), msg.id), msg)).collect();
+        let Some(b) = self.boxes.get(to) else { return Ok(Vec::new()) };
+        let message = |key: &Key| match b.entries.get(key).map(|e| e.state.body()) {
+            Some(Some(msg)) => Some(msg.clone()),
+            Some(None) => stored.remove(key),
+            None => None,
+        };
+        Ok(b.order.iter().filter_map(message).collect())
+    }
+
+    fn open_job(&mut self, to: &Name) -> OpenJob {
+        let stamp = self.stamp;
+        if self.boxes.contains_key(to) {
+            return OpenJob::deferred(move || Ok(MailboxScan::listed(Vec::new(), stamp)));
+        }
+        let (db, to) = (self.db.clone(), to.clone());
+        OpenJob::deferred(move || {
+            let listed = run(&db, "learn a mailbox", move |pool| async move { queries::list(&pool, &to).await })?;
+            Ok(MailboxScan::listed(listed, stamp))
+        })
+    }
+
+    fn install(&mut self, to: &Name, scan: MailboxScan) {
+        if self.boxes.contains_key(to) || scan.stamp() != self.stamp {
+            return;
+        }
+        let mut b = PgBox::default();
+        for listed in scan.into_listed() {
+            let key = (listed.from, listed.id);
+            b.bytes += listed.bytes;
+            b.order.push_back(key.clone());
+            b.entries.insert(key, Entry { bytes: listed.bytes, state: State::Durable });
+        }
+        self.boxes.insert(to.clone(), b);
+    }
+
+    fn known_usage(&self, to: &Name) -> Option<Usage> {
+        self.boxes.get(to).map(PgBox::usage)
+    }
+
+    fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
+        self.boxes.get(to)?.order.get(index).map(|(_, id)| *id)
+    }
+
+    fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
+        let db = self.db.clone();
+        let b = self.learn(to)?;
+        let Some(key) = b.order.get(index) else { return Ok(None) };
+        if let Some(msg) = b.entries.get(key).and_then(|e| e.state.body()) {
+            return Ok(Some(ReadJob::ready(msg.clone())));
+        }
+        let (to, (from, id)) = (to.clone(), key.clone());
+        Ok(Some(ReadJob::deferred(move || {
+            run(&db, "read a message", move |pool| async move { queries::read(&pool, &to, &from, id).await })
+        })))
+    }
+
+    fn remove_first_job(&mut self, to: &Name, n: usize) -> Result<RemoveJob, StoreError> {
+        if self.removing.is_some() {
+            return Err(StoreError::Busy);
+        }
+        let b = self.learn(to)?;
+        let keys: Vec<Key> = b.order.iter().take(n).cloned().collect();
+        self.removing = Some((to.clone(), keys.clone()));
+        let (db, to) = (self.db.clone(), to.clone());
+        Ok(RemoveJob::deferred(move || {
+            let n = keys.len();
+            if n > 0 {
+                run(
+                    &db,
+                    "remove delivered messages",
+                    move |pool| async move { queries::delete(&pool, &to, &keys).await },
+                )?;
+            }
+            Ok(Removed::count(n))
+        }))
+    }
+
+    fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError> {
+        let keys = match self.removing.take() {
+            Some((name, keys)) if name == *to => keys,
+            other => {
+                self.removing = other;
+                return result.map(drop);
+            }
+        };
+        self.stamp += 1;
+        match result {
+            Ok(_) => {
+                if let Some(b) = self.boxes.get_mut(to) {
+                    b.forget(&keys.into_iter().collect());
+                }
+                self.settle(to);
+                Ok(())
+            }
+            Err(e) => {
+                // Either as it was or as asked: learn it again, unless it holds appends.
+                if self.boxes.get(to).is_some_and(PgBox::settled) {
+                    self.boxes.remove(to);
+                } else {
+                    self.appended = true; // what the removal held back from a sync
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn evict(&mut self, to: &Name) {
+        let removing = self.removing.as_ref().is_some_and(|(name, _)| name == to);
+        if !removing && !self.dirty.contains(to) && self.boxes.remove(to).is_some() {
+            self.stamp += 1;
+        }
+    }
+}
+
+/// Keeps [`queries::RECORD_OVERHEAD`] honest: a message's bytes are the same in every store.
+#[cfg(test)]
+mod tests {
+    use chat_proto::{MsgId, Name, Origin, StoredMessage, Text};
+
+    use crate::queries::RECORD_OVERHEAD;
+
+    #[test]
+    fn bytes_count_as_in_a_file_store() {
+        let msg = StoredMessage {
+            id: MsgId(7),
+            from: Name::new("alice").expect("valid name"),
+            origin: Origin::Direct,
+            at: chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid time"),
+            body: Text::new("λ \"hi\"").expect("valid text").into(),
+        };
+        let json = serde_json::to_string(&msg).expect("encodes");
+        assert_eq!(offline_store::record_len(&msg).expect("encodes"), json.len() as u64 + RECORD_OVERHEAD);
+    }
+}
