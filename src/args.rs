@@ -71,6 +71,26 @@ struct Cli {
     /// Server: most bytes kept for one offline client
     #[arg(long, value_name = "bytes", default_value_t = 16 << 20)]
     max_mailbox_bytes: u64,
+
+    /// Server: where the client table and stored messages live: `files` in the data directory,
+    /// or a PostgreSQL URL (`postgres://user@host:port/db`) that several server nodes share
+    #[arg(long, value_name = "files|url", default_value = "files")]
+    store: String,
+
+    /// Server on a shared store: the address its clients reach this node at, which the other
+    /// nodes give theirs to move to [default: the --listen address, or 127.0.0.1 when that is
+    /// unspecified, with the server's port]
+    #[arg(long, value_name = "ip:port")]
+    advertise: Option<SocketAddr>,
+}
+
+/// Where the server keeps its table and stored messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// Files in the data directory (the default).
+    Files,
+    /// A PostgreSQL database several nodes share, by its URL.
+    Postgres(String),
 }
 
 /// What to run.
@@ -95,6 +115,8 @@ pub struct Options {
     pub max_mailbox_bytes: u64,
     pub server_key: Option<chat_proto::PublicKey>,
     pub keepalive: Duration,
+    pub store: StoreChoice,
+    pub advertise: Option<SocketAddr>,
 }
 
 /// Parses the command line. `Err` carries the exit code after help, version or an error line
@@ -118,6 +140,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         ExitCode::from(USAGE_ERROR)
     })?;
     let is_server = matches!(mode, Mode::Server { .. });
+    let store = store_choice(&cli.store).map_err(|msg| {
+        eprintln!("error: {msg}");
+        ExitCode::from(USAGE_ERROR)
+    })?;
     let data_dir = match cli.data_dir {
         Some(dir) => dir,
         None => default_data_dir(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")).ok_or_else(|| {
@@ -136,7 +162,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         max_mailbox_bytes: cli.max_mailbox_bytes,
         server_key: cli.server_key,
         keepalive: crate::millis(cli.keepalive_ms),
+        store,
+        advertise: cli.advertise,
     })
+}
+
+/// `files`, or a PostgreSQL URL.
+fn store_choice(arg: &str) -> Result<StoreChoice, String> {
+    if arg == "files" {
+        Ok(StoreChoice::Files)
+    } else if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+        Ok(StoreChoice::Postgres(arg.to_owned()))
+    } else {
+        Err(format!("invalid --store '{arg}': expected `files` or a URL such as postgres://chat@127.0.0.1:5432/chat"))
+    }
 }
 
 fn mode(cli: &Cli) -> Result<Mode, String> {
@@ -218,5 +257,22 @@ mod tests {
         }
         assert!(mode_of(&[]).is_err());
         assert!(mode_of(&["-s", "5000", "-c", "a", "127.0.0.1", "5000", "6000"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_files_or_a_postgres_url_and_anything_else_is_named() {
+        assert_eq!(store_choice("files"), Ok(StoreChoice::Files));
+        assert_eq!(
+            store_choice("postgres://chat@127.0.0.1:5432/chat"),
+            Ok(StoreChoice::Postgres("postgres://chat@127.0.0.1:5432/chat".into()))
+        );
+        assert!(matches!(store_choice("postgresql://u@/db?host=/tmp"), Ok(StoreChoice::Postgres(_))));
+        let err = store_choice("mysql://x").expect_err("not a store");
+        assert!(err.starts_with("invalid --store 'mysql://x'"), "{err}");
     }
 }

@@ -35,6 +35,10 @@ pub enum AppError {
     /// The server's key pair cannot be read or kept: it does not serve.
     #[error("no server key, so no service")]
     ServerKey(#[source] crate::identity::IdentityError),
+    /// PostgreSQL cannot be reached, or its schema cannot be brought up to date, or the
+    /// node cannot join the others there.
+    #[error(transparent)]
+    Database(#[from] chat_pg::DbError),
     /// The server stopped on an error.
     #[error("the server stopped")]
     Server(#[from] chat_server::ServerError),

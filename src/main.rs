@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::args::{Mode, Options};
+use crate::args::{Mode, Options, StoreChoice};
 use crate::error::AppError;
 
 fn main() -> ExitCode {
@@ -52,23 +52,59 @@ fn run(opts: &Options) -> Result<u8, AppError> {
 
 async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result<u8, AppError> {
     let limits = Limits { max_messages: opts.max_messages, max_bytes: opts.max_mailbox_bytes };
-    let dir = opts.data_dir.join("mailboxes");
-    let store = FileStore::open(&dir, limits)?;
     let socket = bind(SocketAddr::new(opts.listen, port)).await?;
     let local = socket.local_addr().map_err(AppError::LocalAddr)?;
     // The key clients pin: the same across restarts, so they keep trusting this server.
     let key = identity::load_or_create(&opts.data_dir.join("server.identity")).map_err(AppError::ServerKey)?;
-    tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
-    tracing::info!("server key {} (clients may pin it with --server-key)", key.public());
     let cfg = chat_server::Config {
         ack_timeout: opts.ack_timeout,
         retries: opts.retries,
         keepalive: opts.keepalive,
         ..Default::default()
     };
-    let table = chat_server::Tables::Files(chat_server::TableFile::new(&opts.data_dir));
-    chat_server::run(socket, key, store, table, cfg, shutdown).await?;
+    match &opts.store {
+        StoreChoice::Files => {
+            let dir = opts.data_dir.join("mailboxes");
+            let store = FileStore::open(&dir, limits)?;
+            tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
+            tracing::info!("server key {} (clients may pin it with --server-key)", key.public());
+            let table = chat_server::Tables::Files(chat_server::TableFile::new(&opts.data_dir));
+            chat_server::run(socket, key, store, table, cfg, shutdown).await?;
+        }
+        StoreChoice::Postgres(url) => {
+            let db = chat_pg::Db::connect(url, DB_TIMEOUT)?;
+            // The nodes share one identity: the first node's, kept in the database.
+            let key = chat_pg::shared_identity(&db, &key)?;
+            let store = chat_pg::PgStore::new(db.clone(), limits);
+            let advertise = opts.advertise.unwrap_or_else(|| advertised(local));
+            let cluster = chat_pg::Cluster::join(db, advertise, chat_pg::ClusterConfig::default())?;
+            tracing::info!(
+                "chatapp server node {} listening on {local} (clients reach it at {advertise}), table and messages in {}",
+                cluster.node(),
+                redact(url)
+            );
+            tracing::info!("server key {} (clients may pin it with --server-key)", key.public());
+            chat_server::run(socket, key, store, chat_server::Tables::Shared(Box::new(cluster)), cfg, shutdown).await?;
+        }
+    }
     Ok(0)
+}
+
+/// How long the server waits for PostgreSQL at start.
+const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The address clients reach a node bound at `local` at, when `--advertise` does not say:
+/// loopback for an unspecified address.
+fn advertised(local: SocketAddr) -> SocketAddr {
+    match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
+        _ => local,
+    }
+}
+
+fn redact(url: &str) -> String {
+    chat_pg::redact(url)
 }
 
 async fn chat(

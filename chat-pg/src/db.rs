@@ -64,6 +64,9 @@ pub enum DbError {
         /// The newest this build knows.
         known: i32,
     },
+    /// The server identity kept in the database is damaged.
+    #[error("the server identity kept in the database is damaged: {0}")]
+    Identity(String),
     /// The database thread could not be started, or has stopped.
     #[error("the PostgreSQL thread {0}")]
     Thread(&'static str),

@@ -14,6 +14,7 @@ mod disk;
 mod faults;
 mod nat;
 mod nat_review;
+mod nodes;
 mod offline;
 mod order;
 mod presence;

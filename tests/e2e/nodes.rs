@@ -1,0 +1,233 @@
+//! SPEC 13: several server nodes over one PostgreSQL database, each test on a fresh database
+//! (or a PostgreSQL server of its own, where it restarts it). The nodes are the real binary
+//! with `--store <url>`; PostgreSQL is never skipped (see `chat_pg::testing`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chat_pg::testing::{TestDb, database, dedicated};
+
+use crate::harness::{
+    CHANNEL_ACKED, Client, HAVE_MESSAGES, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, acked_by, channel, chat,
+    free_port, new_dir,
+};
+
+/// The keepalive the nodes run with: short, so an idle client notices a dead node quickly.
+const KEEPALIVE_MS: &str = "500";
+
+/// A node on `db`'s database.
+fn node(db: &TestDb) -> Server {
+    Server::start_with(&["--store", db.url(), "--keepalive-ms", KEEPALIVE_MS])
+}
+
+/// Starts `name` at `node` and waits until `others` see it online.
+fn join(name: &str, node: &Server, others: &[&Client]) -> Client {
+    let c = Client::start(name, node);
+    for o in others {
+        o.expect_line(TABLE, WAIT);
+    }
+    c
+}
+
+/// The line a client prints when it moves from node `from` to node `to`.
+fn moving(from: &Server, to: &Server) -> String {
+    format!(">>> [Server 127.0.0.1:{} not responding: moving to 127.0.0.1:{}.]", from.port, to.port)
+}
+
+#[test]
+fn clients_of_two_nodes_see_one_table_and_chat_directly() {
+    let db = database();
+    let (a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let mut bob = join("bob", &b, &[&alice]);
+    let (alice_port, bob_port) = (alice.port, bob.port);
+    for c in [&mut alice, &mut bob] {
+        let rows = c.list_all();
+        let seen: HashMap<String, (u16, bool)> = rows.into_iter().map(|r| (r.name, (r.port, r.online))).collect();
+        assert_eq!(seen.get("alice"), Some(&(alice_port, true)), "{seen:?}");
+        assert_eq!(seen.get("bob"), Some(&(bob_port, true)), "{seen:?}");
+    }
+    alice.send_line("send bob across nodes");
+    alice.expect_line(&acked_by("bob"), WAIT);
+    bob.expect_line(&chat("alice", "across nodes"), WAIT);
+    bob.send_line("send alice and back");
+    bob.expect_line(&acked_by("alice"), WAIT);
+    alice.expect_line(&chat("bob", "and back"), WAIT);
+}
+
+#[test]
+fn a_name_live_at_one_node_is_refused_at_the_other() {
+    let db = database();
+    let (a, b) = (node(&db), node(&db));
+    let alice = Client::start("alice", &a);
+    let impostor = Client::spawn("alice", b.port, free_port(), new_dir(), &[]);
+    impostor.expect_line(">>> [Name alice is in use by another client.]", WAIT);
+    assert_eq!(impostor.wait_exit(WAIT).code(), Some(1));
+    alice.assert_alive();
+}
+
+#[test]
+fn a_message_saved_at_one_node_is_fetched_once_at_the_other() {
+    let db = database();
+    let (a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let mut bob = join("bob", &b, &[&alice]);
+    alice.send_line("dereg alice");
+    alice.expect_line(OFFLINE_BYE, WAIT);
+    bob.expect_line(TABLE, WAIT);
+    bob.send_line("send alice kept by node b");
+    bob.expect_line(SAVED, WAIT);
+    alice.kill();
+    // alice comes back at the other node.
+    let alice = Client::spawn("alice", b.port, alice.port, std::sync::Arc::clone(&alice.dir), &[]);
+    alice.expect_line(WELCOME, WAIT);
+    alice.expect_line(HAVE_MESSAGES, WAIT);
+    alice.expect_stored("bob", "kept by node b");
+    alice.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
+    assert_eq!(alice.stdout_lines().iter().filter(|l| l.ends_with(" kept by node b")).count(), 1);
+}
+
+#[test]
+fn the_channel_reaches_members_of_both_nodes_and_a_silent_ones_copy_is_stored_by_its_node() {
+    let db = database();
+    let (a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let bob = join("bob", &b, &[&alice]);
+    let carol = join("carol", &b, &[&alice, &bob]);
+    carol.signal("STOP");
+    alice.send_line("send_all to both nodes");
+    alice.expect_line(CHANNEL_ACKED, WAIT);
+    bob.expect_line(&channel("alice", "to both nodes"), WAIT);
+    // carol takes nothing: node b probes her, stores her copy and marks her offline.
+    alice.expect_line(TABLE, WAIT);
+    let carol_row = alice.list_all().into_iter().find(|r| r.name == "carol").expect("carol's row");
+    assert!(!carol_row.online, "carol is offline for alice: {carol_row:?}");
+    carol.signal("CONT");
+    // Woken, carol learns she was marked offline, registers again and fetches her copy.
+    carol.expect_line(HAVE_MESSAGES, WAIT);
+    carol.expect_stored("Channel_Message alice", "to both nodes");
+}
+
+#[test]
+fn a_killed_node_s_clients_move_to_the_other_and_what_it_acknowledged_is_delivered_once() {
+    let db = database();
+    let (mut a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let mut bob = join("bob", &b, &[&alice]);
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    for i in 0..5 {
+        alice.send_line(&format!("send bob saved by node a {i}"));
+    }
+    for _ in 0..5 {
+        alice.expect_line(SAVED, WAIT);
+    }
+
+    a.kill();
+    let killed = Instant::now();
+    alice.expect_line(&moving(&a, &b), WAIT);
+    let moved = killed.elapsed();
+    assert!(moved < Duration::from_secs(8), "alice moved {moved:?} after the kill");
+
+    bob.send_line("reg bob");
+    bob.expect_line(HAVE_MESSAGES, WAIT);
+    for i in 0..5 {
+        bob.expect_stored("alice", &format!("saved by node a {i}"));
+    }
+    alice.send_line("send bob after the move");
+    alice.expect_line(&acked_by("bob"), WAIT);
+    bob.expect_line(&chat("alice", "after the move"), WAIT);
+    bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
+    for i in 0..5 {
+        let text = format!(" saved by node a {i}");
+        assert_eq!(bob.stdout_lines().iter().filter(|l| l.ends_with(&text)).count(), 1, "{text} shown once");
+    }
+}
+
+/// A storm of saves, with node a killed in the middle of it: every save alice's client was
+/// told was kept is delivered, once, and the rest are sent again by the client at node b.
+#[test]
+fn a_node_killed_in_a_save_storm_loses_nothing_acknowledged() {
+    let db = database();
+    let (mut a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let mut bob = join("bob", &b, &[&alice]);
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    const N: usize = 40;
+    for i in 0..N {
+        alice.send_line(&format!("send bob storm {i}"));
+        if i == N / 2 {
+            a.kill();
+        }
+    }
+    alice.expect_line(&moving(&a, &b), WAIT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alice.stdout_lines().iter().filter(|l| *l == SAVED).count() < N && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let saved = alice.stdout_lines().iter().filter(|l| *l == SAVED).count();
+    assert_eq!(saved, N, "every save answered, at node a or b: {:?}", alice.stdout_lines());
+
+    bob.send_line("reg bob");
+    bob.expect_line(HAVE_MESSAGES, WAIT);
+    for i in 0..N {
+        bob.expect_stored("alice", &format!("storm {i}"));
+    }
+    bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
+    for i in 0..N {
+        let text = format!(" storm {i}");
+        assert_eq!(bob.stdout_lines().iter().filter(|l| l.ends_with(&text)).count(), 1, "{text} shown once");
+    }
+}
+
+/// PostgreSQL itself restarts (`pg_ctl restart -m fast`) in the middle of a storm of saves:
+/// the nodes reconnect on their own, and every save is kept once.
+#[test]
+fn postgres_restarted_in_a_save_storm_loses_nothing_and_the_nodes_reconnect() {
+    let db = dedicated();
+    let (a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let mut bob = join("bob", &b, &[&alice]);
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    const N: usize = 30;
+    for i in 0..N {
+        alice.send_line(&format!("send bob through a restart {i}"));
+        if i == N / 3 {
+            db.restart().expect("restart PostgreSQL");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alice.stdout_lines().iter().filter(|l| *l == SAVED).count() < N && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let saved = alice.stdout_lines().iter().filter(|l| *l == SAVED).count();
+    assert_eq!(saved, N, "every save answered: {:?}", alice.stdout_lines());
+    bob.send_line("reg bob");
+    bob.expect_line(HAVE_MESSAGES, WAIT);
+    for i in 0..N {
+        bob.expect_stored("alice", &format!("through a restart {i}"));
+    }
+    bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
+    for i in 0..N {
+        let text = format!(" through a restart {i}");
+        assert_eq!(bob.stdout_lines().iter().filter(|l| l.ends_with(&text)).count(), 1, "{text} shown once");
+    }
+    // The table still flows between the nodes after the restart.
+    let carol = join("carol", &a, &[&alice, &bob]);
+    carol.assert_alive();
+}
+
+#[test]
+fn a_node_without_its_database_says_so_in_one_line_and_exits_1() {
+    let port = free_port().to_string();
+    let dir = new_dir();
+    let dir_arg = dir.path().to_str().expect("utf-8").to_owned();
+    let dead = format!("postgres://chat@127.0.0.1:{}/chat", free_port());
+    let node = crate::harness::Proc::spawn("node without db", &["-s", &port, "--data-dir", &dir_arg, "--store", &dead]);
+    assert_eq!(node.wait_exit(Duration::from_secs(15)).code(), Some(1));
+    let errors: Vec<String> = node.stderr_lines().into_iter().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with(&format!("error: cannot reach PostgreSQL at {dead}")), "{errors:?}");
+}
