@@ -234,7 +234,10 @@ async fn follow_once(
                 }
             }
             while woken.try_recv().is_ok() {}
-            catch_up(&client, f, seen).await?;
+            if catch_up(&client, f, seen).await? {
+                // A row from a node this one has not seen beat yet: a node that just joined.
+                live_nodes(&client, f, seen).await?;
+            }
             if f.tx.is_closed() {
                 return Ok(());
             }
@@ -245,9 +248,11 @@ async fn follow_once(
     result
 }
 
-/// Passes on the rows changed after the last version seen, and the messages for this node.
-async fn catch_up(client: &tokio_postgres::Client, f: &Follower, seen: &mut Seen) -> Result<(), tokio_postgres::Error> {
+/// Passes on the rows changed after the last version seen, and the messages for this node;
+/// returns whether a row was registered at a node not known live.
+async fn catch_up(client: &tokio_postgres::Client, f: &Follower, seen: &mut Seen) -> Result<bool, tokio_postgres::Error> {
     let me = signed(f.me);
+    let mut stranger = false;
     loop {
         let rows = client
             .query(
@@ -265,6 +270,7 @@ async fn catch_up(client: &tokio_postgres::Client, f: &Follower, seen: &mut Seen
             match serde_json::from_str::<SavedRow>(&data) {
                 Ok(row) => {
                     let home = home.filter(|h| *h != me).map(i64::unsigned_abs);
+                    stranger |= home.is_some_and(|h| !seen.live.as_ref().is_some_and(|l| l.contains_key(&h)));
                     shared.push(SharedRow { row, home, version: version.unsigned_abs() });
                 }
                 Err(e) => tracing::warn!(version, "skipped a damaged row of the shared table: {e}"),
@@ -285,7 +291,7 @@ async fn catch_up(client: &tokio_postgres::Client, f: &Follower, seen: &mut Seen
             Err(e) => tracing::warn!(from, "skipped a damaged message from another node: {e}"),
         }
     }
-    Ok(())
+    Ok(stranger)
 }
 
 /// Beats (entering this node again if another removed it), removes the dead nodes when this one
@@ -340,6 +346,12 @@ async fn heartbeat(
         }
         tx.commit().await?;
     }
+    live_nodes(client, f, seen).await
+}
+
+/// Reads the other live nodes, and passes them on if they changed.
+async fn live_nodes(client: &tokio_postgres::Client, f: &Follower, seen: &mut Seen) -> Result<(), tokio_postgres::Error> {
+    let (me, dead_after) = (signed(f.me), f.cfg.dead_after.as_secs_f64());
     let live: BTreeMap<NodeId, SocketAddr> = client
         .query(
             "SELECT id, addr FROM nodes WHERE id <> $1 AND heartbeat >= now() - make_interval(secs => $2)",
