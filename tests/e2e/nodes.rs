@@ -93,8 +93,8 @@ fn the_channel_reaches_members_of_both_nodes_and_a_silent_ones_copy_is_stored_by
     let (a, b) = (node(&db), node(&db));
     let mut alice = Client::start("alice", &a);
     let bob = join("bob", &b, &[&alice]);
-    let carol = join("carol", &b, &[&alice, &bob]);
-    carol.signal("STOP");
+    let mut carol = join("carol", &b, &[&alice, &bob]);
+    carol.kill();
     alice.send_line("send_all to both nodes");
     alice.expect_line(CHANNEL_ACKED, WAIT);
     bob.expect_line(&channel("alice", "to both nodes"), WAIT);
@@ -102,8 +102,9 @@ fn the_channel_reaches_members_of_both_nodes_and_a_silent_ones_copy_is_stored_by
     alice.expect_line(TABLE, WAIT);
     let carol_row = alice.list_all().into_iter().find(|r| r.name == "carol").expect("carol's row");
     assert!(!carol_row.online, "carol is offline for alice: {carol_row:?}");
-    carol.signal("CONT");
-    // Woken, carol learns she was marked offline, registers again and fetches her copy.
+    // Back (at the other node), carol fetches her copy.
+    let carol = Client::spawn("carol", a.port, carol.port, std::sync::Arc::clone(&carol.dir), &[]);
+    carol.expect_line(WELCOME, WAIT);
     carol.expect_line(HAVE_MESSAGES, WAIT);
     carol.expect_stored("Channel_Message alice", "to both nodes");
 }
