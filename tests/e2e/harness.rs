@@ -128,6 +128,25 @@ pub struct Server {
     dir: TempDir,
     /// The options it was started with, kept for a restart.
     extra: Vec<String>,
+    /// Its database, when the scenarios run over PostgreSQL (see [`STORE_ENV`]).
+    _db: Option<chat_pg::testing::TestDb>,
+}
+
+/// With this variable set to `postgres`, every server the scenarios start without a `--store`
+/// of their own keeps its table and messages in a fresh PostgreSQL database: CI runs the
+/// scenarios once so, to prove SPEC 2–10 with either backend.
+pub const STORE_ENV: &str = "CHATAPP_E2E_STORE";
+
+/// A fresh database and the options that put a server on it, when [`STORE_ENV`] asks for one
+/// and `extra` names no store.
+fn store_for(extra: &[&str]) -> (Option<chat_pg::testing::TestDb>, Vec<String>) {
+    let wanted = std::env::var(STORE_ENV).is_ok_and(|v| v == "postgres");
+    if !wanted || extra.contains(&"--store") {
+        return (None, Vec::new());
+    }
+    let db = chat_pg::testing::database();
+    let args = vec!["--store".to_owned(), db.url().to_owned()];
+    (Some(db), args)
 }
 
 impl Server {
@@ -159,6 +178,10 @@ impl Server {
     }
 
     fn start_through(wrapper: &[&str], extra: &[&str]) -> Server {
+        let (db, store) = store_for(extra);
+        let mut db = db;
+        let extra: Vec<&str> = extra.iter().copied().chain(store.iter().map(String::as_str)).collect();
+        let extra = &extra[..];
         for attempt in 1..=3 {
             let port = free_port();
             let dir = TempDir::new().expect("create the server's data directory");
@@ -173,7 +196,7 @@ impl Server {
                     proc.stderr_lines().iter().chain(proc.stdout_lines().iter()).any(|l| l.contains("listening on"));
                 if listening {
                     let extra = extra.iter().map(|s| (*s).to_owned()).collect();
-                    return Server { proc, port, dir, extra };
+                    return Server { proc, port, dir, extra, _db: db.take() };
                 }
                 if proc.exit_status().is_some() {
                     break;
