@@ -55,7 +55,7 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
     let socket = bind(SocketAddr::new(opts.listen, port)).await?;
     let local = socket.local_addr().map_err(AppError::LocalAddr)?;
     // The key clients pin: the same across restarts, so they keep trusting this server.
-    let key = identity::load_or_create(&opts.data_dir.join("server.identity")).map_err(AppError::ServerKey)?;
+    let key_file = opts.data_dir.join("server.identity");
     let cfg = chat_server::Config {
         ack_timeout: opts.ack_timeout,
         retries: opts.retries,
@@ -66,6 +66,7 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
         StoreChoice::Files => {
             let dir = opts.data_dir.join("mailboxes");
             let store = FileStore::open(&dir, limits)?;
+            let key = identity::load_or_create(&key_file).map_err(AppError::ServerKey)?;
             tracing::info!("chatapp server listening on {local}, messages in {}", dir.display());
             tracing::info!("server key {} (clients may pin it with --server-key)", key.public());
             let table = chat_server::Tables::Files(chat_server::TableFile::new(&opts.data_dir));
@@ -74,7 +75,8 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
         StoreChoice::Postgres(url) => {
             let db = chat_pg::Db::connect(url, DB_TIMEOUT)?;
             // The nodes share one identity: the first node's, kept in the database.
-            let key = chat_pg::shared_identity(&db, &key)?;
+            let own = identity::load_or_create(&key_file).map_err(AppError::ServerKey)?;
+            let key = chat_pg::shared_identity(&db, &own)?;
             let store = chat_pg::PgStore::new(db.clone(), limits);
             let advertise = opts.advertise.unwrap_or_else(|| advertised(local));
             let cluster = chat_pg::Cluster::join(db, advertise, chat_pg::ClusterConfig::default())?;

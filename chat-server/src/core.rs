@@ -301,7 +301,10 @@ impl<S: Store> Server<S> {
                 Outcome::Durable(Held { to, id, reply, .. }) => self.answer(to, id, reply),
                 Outcome::NoSpace(Held { to, id, no_space, .. }) => self.answer(to, id, no_space),
                 Outcome::Lost(Held { to, id, .. }) => self.dedup.forget(to, id),
-                Outcome::Resume { waiter, failed } => self.resume(now, waiter, &failed),
+                Outcome::Resume { waiter, failed, transient } if transient && !failed.is_empty() => {
+                    self.retry_later(waiter);
+                }
+                Outcome::Resume { waiter, failed, .. } => self.resume(now, waiter, &failed),
                 Outcome::Read { read, result } => self.on_read(read, result),
                 Outcome::Removed { waiter, result } => self.on_removed(waiter, result),
             }

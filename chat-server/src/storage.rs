@@ -46,8 +46,9 @@ pub(crate) enum Outcome<W> {
     /// Its sync failed because the disk is full: it gets its `no_space` answer.
     NoSpace(Held),
     /// The mailboxes `waiter` waited for are known now, but those in `failed`, which could not
-    /// be read.
-    Resume { waiter: W, failed: Vec<Name> },
+    /// be read; `transient`: the last failure was a database's that may pass (see
+    /// [`StoreError::is_transient`]).
+    Resume { waiter: W, failed: Vec<Name>, transient: bool },
     /// A stored message was read for a fetch (or could not be).
     Read { read: Read, result: Result<StoredMessage, StoreError> },
     /// A removal of fetched messages ended.
@@ -161,7 +162,7 @@ impl<S: Store, W> Storage<S, W> {
     /// back as [`Outcome::Resume`]. With no names it comes back at once.
     pub fn when_known(&mut self, names: Vec<Name>, waiter: W) {
         if names.is_empty() {
-            self.outcomes.push_back(Outcome::Resume { waiter, failed: Vec::new() });
+            self.outcomes.push_back(Outcome::Resume { waiter, failed: Vec::new(), transient: false });
             return;
         }
         for name in self.parked.park(names, waiter) {
@@ -398,6 +399,7 @@ impl<S: Store, W> Storage<S, W> {
     /// An open job ended: what waited on the mailbox goes on (a scan made stale by an
     /// eviction is done again).
     fn opened(&mut self, name: Name, result: Result<offline_store::MailboxScan, StoreError>) {
+        let transient = matches!(&result, Err(e) if e.is_transient());
         let failed = match result {
             Ok(scan) => {
                 self.store.install(&name, scan);
@@ -413,7 +415,7 @@ impl<S: Store, W> Storage<S, W> {
             }
         };
         for (waiter, failed) in self.parked.learnt(&name, failed) {
-            self.outcomes.push_back(Outcome::Resume { waiter, failed });
+            self.outcomes.push_back(Outcome::Resume { waiter, failed, transient });
         }
     }
 

@@ -153,6 +153,13 @@ impl StoreError {
         move |source| Self::Io { op, path, source }
     }
 
+    /// Whether the failure is a database's that may be gone in a moment (a restart, a lost
+    /// connection): the request is better left unanswered, for its retransmission to try again,
+    /// than refused.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Database { .. })
+    }
+
     /// Whether the disk is full (`ENOSPC`): the server refuses a save it cannot take with
     /// `Refusal::StorageUnavailable` rather than leaving it unanswered.
     pub fn is_no_space(&self) -> bool {

@@ -79,6 +79,20 @@ impl<S: Store> Server<S> {
         }
     }
 
+    /// A mailbox `waiter` needs could not be read for a failure that may pass (the shared
+    /// database restarting): the request is forgotten unanswered, so that its retransmission
+    /// tries again, rather than refused or answered without its stored messages.
+    pub(super) fn retry_later(&mut self, waiter: Resume) {
+        match waiter {
+            Resume::Register { from, id, .. }
+            | Resume::Save { from, id, .. }
+            | Resume::FetchDone { from, id, .. }
+            | Resume::Channel { from, id, .. } => self.dedup.forget(from, id),
+            Resume::Fetch { .. } | Resume::StartFetch(_) => {}
+            Resume::Copy { to, msg } => tracing::error!(%to, from = %msg.from, "channel message not stored"),
+        }
+    }
+
     /// Answers a registration of `name` with `count` stored messages; with none, the table goes
     /// out at once (with some, after the fetch).
     pub(super) fn registered(

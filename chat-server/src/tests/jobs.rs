@@ -162,3 +162,26 @@ fn a_save_for_a_mailbox_that_cannot_be_read_is_refused_not_left_to_retransmit() 
     assert_eq!(out, vec![(ALICE, Datagram::Refused { id, reason: Refusal::StorageUnavailable })]);
     assert!(f.stored("bob").is_empty());
 }
+
+#[test]
+fn a_save_whose_mailbox_the_database_cannot_read_now_is_left_for_its_retransmission() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    f.dereg("bob", BOB);
+    f.disk.forget("bob");
+    let id = f.id();
+    let save = f.save_request(id, "alice", "bob", "while the database restarts");
+    f.server.handle_datagram(f.now, addr(ALICE), save.clone());
+    while let Some(job) = f.server.poll_job(f.now) {
+        let done = if job.kind() == JobKind::Open {
+            let source = std::io::Error::other("the database system is shutting down").into();
+            job.fail(StoreError::Database { op: "read a mailbox", source })
+        } else {
+            job.run()
+        };
+        f.server.handle_job_done(f.now, done);
+    }
+    assert_eq!(f.drain(), vec![], "not refused: the database may be back for the retransmission");
+    let out = f.recv(ALICE, save);
+    assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
+    assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "while the database restarts".into())]);
+}
