@@ -132,6 +132,10 @@ impl Db {
             .parse()
             .map_err(|e: tokio_postgres::Error| DbError::BadUrl { url: shown.clone(), reason: deepest(&e) })?;
         config.connect_timeout(timeout);
+        // The schema's `IF NOT EXISTS` notices are not worth a log line at every start.
+        if config.get_options().is_none() {
+            config.options("-c client_min_messages=warning");
+        }
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
