@@ -317,11 +317,14 @@ fn a_server_killed_mid_stream_loses_no_acknowledged_save_and_shows_none_twice() 
     assert!(a < 2 * N && c < 2 * N, "the crash came mid-stream");
     alice.send_line(wave("a", 2).trim_end());
     carol.send_line(wave("c", 2).trim_end());
-    // A crash in the middle of a write leaves half a record at the end of the file.
-    let mailbox = server.data_dir().join("mailboxes").join("bob.mbox");
-    let mut file = std::fs::OpenOptions::new().append(true).open(&mailbox).expect("bob's mailbox exists");
-    file.write_all(br#"0badf00d {"id":1,"from":"ali"#).expect("write a torn record");
-    drop(file);
+    // A crash in the middle of a write leaves half a record at the end of the file (over
+    // PostgreSQL a transaction is all or nothing: there is no file to tear).
+    if !crate::harness::over_postgres() {
+        let mailbox = server.data_dir().join("mailboxes").join("bob.mbox");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&mailbox).expect("bob's mailbox exists");
+        file.write_all(br#"0badf00d {"id":1,"from":"ali"#).expect("write a torn record");
+        drop(file);
+    }
     server.restart();
 
     for c in [&alice, &carol] {

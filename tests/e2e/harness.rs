@@ -137,11 +137,15 @@ pub struct Server {
 /// scenarios once so, to prove SPEC 2–10 with either backend.
 pub const STORE_ENV: &str = "CHATAPP_E2E_STORE";
 
+/// Whether the scenarios run their servers over PostgreSQL (see [`STORE_ENV`]).
+pub fn over_postgres() -> bool {
+    std::env::var(STORE_ENV).is_ok_and(|v| v == "postgres")
+}
+
 /// A fresh database and the options that put a server on it, when [`STORE_ENV`] asks for one
 /// and `extra` names no store.
 fn store_for(extra: &[&str]) -> (Option<chat_pg::testing::TestDb>, Vec<String>) {
-    let wanted = std::env::var(STORE_ENV).is_ok_and(|v| v == "postgres");
-    if !wanted || extra.contains(&"--store") {
+    if !over_postgres() || extra.contains(&"--store") {
         return (None, Vec::new());
     }
     let db = chat_pg::testing::database();
