@@ -1,0 +1,59 @@
+//! `Cluster` against a real PostgreSQL (`chat_pg::testing`): what a node finds in the shared
+//! table when it starts, and what two nodes writing one row at once leave there.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_pg::testing::{self, TestDb};
+use chat_pg::{Cluster, ClusterConfig, Db};
+use chat_server::cluster::{SavedRow, SharedTable};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `name`'s row online at `port` (or offline), belonging to key `key` (a hex digit, repeated).
+fn row(name: &str, port: u16, online: bool, key: char) -> SavedRow {
+    let json = serde_json::json!({
+        "name": name,
+        "addr": addr(port).to_string(),
+        "online": online,
+        "key": key.to_string().repeat(64),
+        "lan": null,
+        "secret": format!("{key}").repeat(16),
+    });
+    serde_json::from_value(json).expect("a valid row")
+}
+
+fn node(db: &TestDb, port: u16) -> Cluster {
+    let db = Db::connect(db.url(), TIMEOUT).expect("connects");
+    Cluster::join(db, addr(port), ClusterConfig::default()).expect("joins")
+}
+
+/// The shared table as a node that starts now loads it: (name, key, online).
+fn table(db: &TestDb) -> Vec<(String, Option<String>, bool)> {
+    let mut c = node(db, 7999);
+    let rows = c.load().expect("loads");
+    let mut rows: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            let v = serde_json::to_value(&r.row).expect("encodes");
+            (r.row.name().to_string(), v["key"].as_str().map(str::to_owned), r.row.online())
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_node_that_starts_loads_the_shared_table_before_it_serves() {
+    let db = testing::database();
+    let mut a = node(&db, 7001);
+    a.write(&[row("zoe", 5001, true, 'a')], &[]).expect("writes");
+    // A node that starts later must know zoe (and her key) before it answers anyone: with an
+    // empty table a `register` for "zoe" from another key is taken as a new name, and its row
+    // replaces hers in the shared table.
+    assert_eq!(table(&db), [("zoe".to_string(), Some("a".repeat(64)), true)]);
+}
