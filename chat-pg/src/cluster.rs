@@ -347,7 +347,8 @@ async fn heartbeat(
             let version: i64 = tx.query_one("SELECT version FROM table_version FOR UPDATE", &[]).await?.try_get(0)?;
             let names: Vec<String> = tx
                 .query(
-                    "SELECT name FROM clients WHERE home = ANY($1) AND (data->>'online')::boolean ORDER BY name",
+                    // Compared as text, not cast: a damaged row must not fail the sweep.
+                    "SELECT name FROM clients WHERE home = ANY($1) AND data->>'online' = 'true' ORDER BY name",
                     &[&dead],
                 )
                 .await?

@@ -93,3 +93,36 @@ fn a_node_behind_does_not_write_its_stale_view_over_a_newer_row() {
     let _ = a.write(&[row("alice", 5001, false, 'a')], &[]);
     assert_eq!(table(&db), [("alice".to_string(), Some("a".repeat(64)), true)], "A's stale change won");
 }
+
+/// A row whose `online` is not a boolean (damaged, or written by a buggy node) made the
+/// dead-node sweep's transaction fail (`(data->>'online')::boolean`), and the follower
+/// reconnect: no node was ever swept again, and every client of a dead node stayed online.
+#[test]
+fn a_damaged_row_does_not_stop_the_sweep_of_dead_nodes() {
+    let db = testing::database();
+    let raw = Db::connect(db.url(), TIMEOUT).expect("connects");
+    raw.run(|pool| async move {
+        let c = pool.get().await.expect("a connection");
+        c.batch_execute(
+            "INSERT INTO nodes (id, addr, heartbeat) VALUES (900, '127.0.0.1:7900', now() - interval '1 hour');
+             INSERT INTO clients (name, home, version, data) VALUES ('broken', 900, 1, '{\"online\": \"maybe\"}');
+             UPDATE table_version SET version = 1;",
+        )
+        .await
+        .expect("damaged rows in");
+    })
+    .expect("runs");
+    let mut dead = node(&db, 7001);
+    dead.write(&[row("zoe", 5001, true, 'a')], &[]).expect("writes");
+    raw.run(|pool| async move {
+        let c = pool.get().await.expect("a connection");
+        c.batch_execute("UPDATE clients SET home = 900 WHERE name = 'zoe'").await.expect("zoe is the dead node's");
+    })
+    .expect("runs");
+    let cfg = ClusterConfig { heartbeat: Duration::from_millis(100), dead_after: Duration::from_millis(500) };
+    let judge = Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(7002), cfg).expect("joins");
+    std::thread::sleep(Duration::from_secs(3));
+    drop(judge);
+    let zoe: Vec<_> = table(&db).into_iter().filter(|(n, ..)| n == "zoe").map(|(.., online)| online).collect();
+    assert_eq!(zoe, [false], "the dead node's client is marked offline");
+}
