@@ -113,6 +113,18 @@ impl LocalTable {
         self.table.as_ref().map(|t| t.version)
     }
 
+    /// The client moved to another node of the server: that node numbers its versions its
+    /// own way (from its start, not the other's), so its next table or page is taken whatever
+    /// its version (nothing from the old node is taken any more). The rows are kept to route
+    /// by until then; a delta (based on the new node's versions) is answered with an ACK of 0,
+    /// which asks for the whole table.
+    pub fn moved(&mut self) {
+        if let Some(t) = self.table.as_mut() {
+            t.version = 0;
+        }
+        self.pages = None;
+    }
+
     /// The server registered this client at `version`.
     pub fn handle_registered(&mut self, version: u64) {
         self.registered_version = version;

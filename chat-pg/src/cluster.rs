@@ -116,8 +116,27 @@ impl Cluster {
 
 impl SharedTable for Cluster {
     fn load(&mut self) -> Result<Vec<SharedRow>, SharedError> {
-        // The follower reads every row from version 0 on as it starts: nothing to do here.
-        Ok(Vec::new())
+        // Read here, before the node answers anyone: the follower reads the same rows again as
+        // it starts, but a node that served first would take a known name for a new one. The
+        // rows it passes on again are no newer than these, and ignored.
+        let me = signed(self.node);
+        let rows = self.db.run(move |pool| async move {
+            let client = pool.get().await.map_err(|e| -> SharedError { Box::new(e) })?;
+            let rows = client.query("SELECT home, version, data::text FROM clients ORDER BY version", &[]).await?;
+            let mut shared = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let (home, version, data): (Option<i64>, i64, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                match serde_json::from_str::<SavedRow>(&data) {
+                    Ok(row) => {
+                        let home = home.filter(|h| *h != me).map(i64::unsigned_abs);
+                        shared.push(SharedRow { row, home, version: version.unsigned_abs() });
+                    }
+                    Err(e) => tracing::warn!(version, "skipped a damaged row of the shared table: {e}"),
+                }
+            }
+            Ok::<_, SharedError>(shared)
+        })??;
+        Ok(rows)
     }
 
     fn write(&mut self, rows: &[SavedRow], peers: &[(NodeId, PeerMsg)]) -> Result<Vec<u64>, SharedError> {
@@ -328,7 +347,8 @@ async fn heartbeat(
             let version: i64 = tx.query_one("SELECT version FROM table_version FOR UPDATE", &[]).await?.try_get(0)?;
             let names: Vec<String> = tx
                 .query(
-                    "SELECT name FROM clients WHERE home = ANY($1) AND (data->>'online')::boolean ORDER BY name",
+                    // Compared as text, not cast: a damaged row must not fail the sweep.
+                    "SELECT name FROM clients WHERE home = ANY($1) AND data->>'online' = 'true' ORDER BY name",
                     &[&dead],
                 )
                 .await?

@@ -464,7 +464,9 @@ impl<S: Store> Server<S> {
     /// Marks `name` offline if it is still online at `addr`, and tells it too: a client that is
     /// alive after all (its answers were lost) sees itself offline and registers again.
     fn mark_gone(&mut self, name: &Name, addr: SocketAddr) {
-        if self.clients.get(name).is_some_and(|e| e.addr == addr) && self.clients.set_offline(name) {
+        // A client registered at another node now is that node's to mark.
+        if self.clients.get(name).is_some_and(|e| e.addr == addr && e.home.is_none()) && self.clients.set_offline(name)
+        {
             self.tables.tell_offline(addr);
         }
     }

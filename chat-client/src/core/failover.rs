@@ -43,6 +43,7 @@ impl Client {
         // A notice, not the answer of the command whose request gave up.
         self.in_turn(None, |c| c.emit(Event::ServerMoved { from: old, to: next }));
         self.server = next;
+        self.table.moved();
         self.nodes.heard(now);
         // Nothing more goes to the old node (the driver would not know where to send it).
         self.out.retain(|t| t.to != old);

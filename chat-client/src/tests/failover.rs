@@ -197,3 +197,24 @@ fn a_dereg_in_flight_when_the_node_dies_is_done_at_the_next_node() {
     assert_eq!(f.events(), [">>> [You are Offline. Bye.]"]);
     assert_eq!(f.client.poll_exit(), None, "offline, still running");
 }
+
+/// Each node numbers its own table's versions (from its start time, one more per change), so
+/// the versions of two nodes do not compare: a node started later is far ahead. A client that
+/// moves to a node with lower versions must take that node's tables all the same, or its
+/// table stays frozen at the dead node's last one for as long as the gap lasts.
+#[test]
+fn after_a_move_the_new_nodes_tables_are_taken_whatever_their_versions() {
+    let mut f = clustered(Config::default(), &[NODE_B], 0, false);
+    // The first node started after the second one: its versions are ahead by its head start.
+    f.recv(SERVER, Datagram::Table(table(2_000_000_000, true, false)));
+    assert_eq!(f.events(), [">>> [Client table updated.]"]);
+    f.sent();
+    f.cmd("send_all one");
+    f.until(3_000);
+    assert_eq!(f.events(), [MOVED]);
+    let [(NODE_B, Datagram::Register { id, .. })] = f.sent()[..] else { panic!() };
+    registered_at(&mut f, NODE_B, id, &[]);
+    f.recv(NODE_B, Datagram::Table(table(11, true, true)));
+    let events = f.events();
+    assert!(events.contains(&">>> [Client table updated.]".to_string()), "the new node's table is taken: {events:?}");
+}

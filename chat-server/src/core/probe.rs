@@ -37,8 +37,28 @@ impl<S: Store> Server<S> {
     /// Channel deliveries unACKed through their window: their recipients are probed.
     pub(super) fn delivery_timeouts(&mut self, now: Instant) {
         for d in self.deliveries.handle_timeout(now, &mut self.out) {
+            let Some(d) = self.unless_moved(d) else { continue };
             let (to, addr) = (d.to.clone(), d.addr);
             self.probes.probe(now, &to, addr, Waiter::Channel(d), &mut self.ids, &mut self.out);
+        }
+    }
+
+    /// A channel copy whose recipient is registered at another node now (it moved while the
+    /// copy was on its way here): handed to that node, which delivers it or stores it, or
+    /// stored if that node is gone. This node neither probes nor marks a client that is not
+    /// its own. Returns the copy if its recipient is still this node's.
+    fn unless_moved(&mut self, d: crate::deliveries::Delivery) -> Option<crate::deliveries::Delivery> {
+        match self.clients.get(&d.to).and_then(|e| e.home) {
+            None => Some(d),
+            Some(node) if self.peers.is_live(node) => {
+                tracing::info!(to = %d.to, node, "channel copy follows its recipient to its node");
+                self.send_channel_to(node, vec![d.to.clone()], &d.msg);
+                None
+            }
+            Some(_) => {
+                self.store_channel(&d.to, &d.msg);
+                None
+            }
         }
     }
 
@@ -67,7 +87,11 @@ impl<S: Store> Server<S> {
         match w {
             Waiter::Register { from, id, name, secret, key } => self.register(from, id, &name, secret, key),
             Waiter::Save { from, id, to, msg } => self.store_for(from, id, &to, msg),
-            Waiter::Channel(d) => self.store_channel(&d.to, &d.msg),
+            Waiter::Channel(d) => {
+                if let Some(d) = self.unless_moved(d) {
+                    self.store_channel(&d.to, &d.msg);
+                }
+            }
             Waiter::Peer { node, token } => self.peers.send(node, PeerMsg::Probed { token, alive: false }),
         }
     }

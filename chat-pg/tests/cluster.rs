@@ -1,0 +1,128 @@
+//! `Cluster` against a real PostgreSQL (`chat_pg::testing`): what a node finds in the shared
+//! table when it starts, and what two nodes writing one row at once leave there.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_pg::testing::{self, TestDb};
+use chat_pg::{Cluster, ClusterConfig, Db};
+use chat_server::cluster::{SavedRow, SharedTable};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `name`'s row online at `port` (or offline), belonging to key `key` (a hex digit, repeated).
+fn row(name: &str, port: u16, online: bool, key: char) -> SavedRow {
+    let json = serde_json::json!({
+        "name": name,
+        "addr": addr(port).to_string(),
+        "online": online,
+        "key": key.to_string().repeat(64),
+        "lan": null,
+        "secret": format!("{key}").repeat(16),
+    });
+    serde_json::from_value(json).expect("a valid row")
+}
+
+fn node(db: &TestDb, port: u16) -> Cluster {
+    let db = Db::connect(db.url(), TIMEOUT).expect("connects");
+    Cluster::join(db, addr(port), ClusterConfig::default()).expect("joins")
+}
+
+/// The shared table as a node that starts now loads it: (name, key, online).
+fn table(db: &TestDb) -> Vec<(String, Option<String>, bool)> {
+    let mut c = node(db, 7999);
+    let rows = c.load().expect("loads");
+    let mut rows: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            let v = serde_json::to_value(&r.row).expect("encodes");
+            (r.row.name().to_string(), v["key"].as_str().map(str::to_owned), r.row.online())
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_node_that_starts_loads_the_shared_table_before_it_serves() {
+    let db = testing::database();
+    let mut a = node(&db, 7001);
+    a.write(&[row("zoe", 5001, true, 'a')], &[]).expect("writes");
+    // A node that starts later must know zoe (and her key) before it answers anyone: with an
+    // empty table a `register` for "zoe" from another key is taken as a new name, and its row
+    // replaces hers in the shared table.
+    assert_eq!(table(&db), [("zoe".to_string(), Some("a".repeat(64)), true)]);
+}
+
+/// Finding (needs a design decision, see the attack report): `write` is a blind upsert, last
+/// writer wins. Two nodes that each took "zoe" for a new name (neither had seen the other's
+/// row yet) both commit, and the second key replaces the first: the name then belongs to
+/// whichever node wrote last, and the first client, already welcomed, holds a name that is no
+/// longer its own.
+#[test]
+#[ignore = "finding: the shared write is not conditional on the version the node knew (last writer wins)"]
+fn two_nodes_registering_one_new_name_at_once_leave_it_to_one_key() {
+    let db = testing::database();
+    let (mut a, mut b) = (node(&db, 7001), node(&db, 7002));
+    let first = a.write(&[row("zoe", 5001, true, 'a')], &[]);
+    assert!(first.is_ok(), "{first:?}");
+    // B had not seen A's row: for B, too, "zoe" was new.
+    let second = b.write(&[row("zoe", 5002, true, 'b')], &[]);
+    let keys: Vec<_> = table(&db).into_iter().map(|(_, key, _)| key).collect();
+    assert!(
+        second.is_err() || keys == [Some("a".repeat(64))],
+        "the name went to the second key: {second:?}, keys {keys:?}"
+    );
+}
+
+/// Finding (same cause): a node writes its own view of a row over a newer one that another
+/// node committed meanwhile. Here alice moved from A to B (B wrote her row online); A, paused
+/// past the dead time or simply behind its follower, then marks her offline from its stale
+/// view, and the shared table says she is offline, registered at A, while she is live at B.
+#[test]
+#[ignore = "finding: the shared write is not conditional on the version the node knew (last writer wins)"]
+fn a_node_behind_does_not_write_its_stale_view_over_a_newer_row() {
+    let db = testing::database();
+    let (mut a, mut b) = (node(&db, 7001), node(&db, 7002));
+    a.write(&[row("alice", 5001, true, 'a')], &[]).expect("A writes");
+    b.write(&[row("alice", 5001, true, 'a')], &[]).expect("B writes: she moved there");
+    let _ = a.write(&[row("alice", 5001, false, 'a')], &[]);
+    assert_eq!(table(&db), [("alice".to_string(), Some("a".repeat(64)), true)], "A's stale change won");
+}
+
+/// A row whose `online` is not a boolean (damaged, or written by a buggy node) made the
+/// dead-node sweep's transaction fail (`(data->>'online')::boolean`), and the follower
+/// reconnect: no node was ever swept again, and every client of a dead node stayed online.
+#[test]
+fn a_damaged_row_does_not_stop_the_sweep_of_dead_nodes() {
+    let db = testing::database();
+    let raw = Db::connect(db.url(), TIMEOUT).expect("connects");
+    raw.run(|pool| async move {
+        let c = pool.get().await.expect("a connection");
+        c.batch_execute(
+            "INSERT INTO nodes (id, addr, heartbeat) VALUES (900, '127.0.0.1:7900', now() - interval '1 hour');
+             INSERT INTO clients (name, home, version, data) VALUES ('broken', 900, 1, '{\"online\": \"maybe\"}');
+             UPDATE table_version SET version = 1;",
+        )
+        .await
+        .expect("damaged rows in");
+    })
+    .expect("runs");
+    let mut dead = node(&db, 7001);
+    dead.write(&[row("zoe", 5001, true, 'a')], &[]).expect("writes");
+    raw.run(|pool| async move {
+        let c = pool.get().await.expect("a connection");
+        c.batch_execute("UPDATE clients SET home = 900 WHERE name = 'zoe'").await.expect("zoe is the dead node's");
+    })
+    .expect("runs");
+    let cfg = ClusterConfig { heartbeat: Duration::from_millis(100), dead_after: Duration::from_millis(500) };
+    let judge = Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(7002), cfg).expect("joins");
+    std::thread::sleep(Duration::from_secs(3));
+    drop(judge);
+    let zoe: Vec<_> = table(&db).into_iter().filter(|(n, ..)| n == "zoe").map(|(.., online)| online).collect();
+    assert_eq!(zoe, [false], "the dead node's client is marked offline");
+}
