@@ -139,11 +139,15 @@ impl SharedTable for Cluster {
         Ok(rows)
     }
 
-    fn write(&mut self, rows: &[SavedRow], peers: &[(NodeId, PeerMsg)]) -> Result<Vec<u64>, SharedError> {
+    fn write(
+        &mut self,
+        rows: &[(SavedRow, u64)],
+        peers: &[(NodeId, PeerMsg)],
+    ) -> Result<Vec<Option<u64>>, SharedError> {
         let me = signed(self.node);
-        let rows: Vec<(String, String)> = rows
+        let rows: Vec<(String, String, i64)> = rows
             .iter()
-            .map(|r| Ok((r.name().to_string(), serde_json::to_string(r)?)))
+            .map(|(r, base)| Ok((r.name().to_string(), serde_json::to_string(r)?, signed(*base))))
             .collect::<Result<_, serde_json::Error>>()?;
         let peers: Vec<(i64, String)> = peers
             .iter()
@@ -159,13 +163,17 @@ impl SharedTable for Cluster {
                 let upsert = tx
                     .prepare(
                         "INSERT INTO clients (name, home, version, data) VALUES ($1, $2, $3, $4::text::json) \
-                         ON CONFLICT (name) DO UPDATE SET home = EXCLUDED.home, version = EXCLUDED.version, data = EXCLUDED.data",
+                         ON CONFLICT (name) DO UPDATE SET home = EXCLUDED.home, version = EXCLUDED.version, data = EXCLUDED.data \
+                         WHERE clients.version = $5 RETURNING version",
                     )
                     .await?;
-                for (i, (name, data)) in rows.iter().enumerate() {
+                // Each row only over the state this node's change was made from (0: none, a new
+                // name): a row another node changed meanwhile keeps its change, and this node
+                // takes it from the follower.
+                for (i, (name, data, base)) in rows.iter().enumerate() {
                     let v = top - n + 1 + i64::try_from(i).unwrap_or(0);
-                    tx.execute(&upsert, &[name, &me, &v, data]).await?;
-                    versions.push(v.unsigned_abs());
+                    let written = tx.query_opt(&upsert, &[name, &me, &v, data, base]).await?;
+                    versions.push(written.map(|_| v.unsigned_abs()));
                 }
             }
             if !peers.is_empty() {

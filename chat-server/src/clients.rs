@@ -339,13 +339,16 @@ impl Clients {
         }
     }
 
-    /// The rows this node changed after version `base`, to be written to the shared store: the
-    /// whole table's when the change log no longer reaches back.
-    pub fn shared_since(&self, base: u64) -> Vec<SavedRow> {
+    /// The rows this node changed after version `base`, to be written to the shared store, each
+    /// with the store's version of the row it was changed from: the whole table's when the
+    /// change log no longer reaches back.
+    pub fn shared_since(&self, base: u64) -> Vec<(SavedRow, u64)> {
         let rows = self.rows_since(base).unwrap_or_else(|| self.snapshot().clients);
         rows.into_iter()
-            .filter(|row| self.rows.get(&row.name).is_some_and(|r| r.entry.home.is_none()))
-            .filter_map(|row| Some(SavedRow { secret_hash: self.secret_hash(&row.name)?.clone(), row }))
+            .filter_map(|row| {
+                let r = self.rows.get(&row.name).filter(|r| r.entry.home.is_none())?;
+                Some((SavedRow { secret_hash: r.secret.clone()?, row }, r.shared))
+            })
             .collect()
     }
 

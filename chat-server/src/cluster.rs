@@ -108,12 +108,16 @@ pub trait SharedTable: Send {
     /// The store cannot be read.
     fn load(&mut self) -> Result<Vec<SharedRow>, SharedError>;
 
-    /// Writes the rows this node changed and its messages to other nodes, in one transaction;
-    /// returns the version each row got, in order.
+    /// Writes the rows this node changed, each with the store's version of the row the change
+    /// was made from (0 for a name the store did not have), and its messages to other nodes, in
+    /// one transaction. A row the store holds at another version than that (another node
+    /// changed it meanwhile) is not written. Returns the version each row got, in order, or
+    /// `None` for a row not written.
     ///
     /// # Errors
     /// The transaction failed: nothing was written.
-    fn write(&mut self, rows: &[SavedRow], peers: &[(NodeId, PeerMsg)]) -> Result<Vec<u64>, SharedError>;
+    fn write(&mut self, rows: &[(SavedRow, u64)], peers: &[(NodeId, PeerMsg)])
+    -> Result<Vec<Option<u64>>, SharedError>;
 
     /// Where the store's events come.
     fn events(&mut self) -> &mut tokio::sync::mpsc::UnboundedReceiver<ClusterEvent>;

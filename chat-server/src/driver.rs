@@ -186,8 +186,15 @@ impl Saved {
         }
         match shared.write(&rows, &self.peers) {
             Ok(versions) => {
-                for (row, v) in rows.iter().zip(versions) {
-                    core.shared_as(row.name(), v);
+                for ((row, _), v) in rows.iter().zip(versions) {
+                    match v {
+                        Some(v) => core.shared_as(row.name(), v),
+                        // Changed by another node meanwhile: its change stands, and comes from
+                        // the follower.
+                        None => {
+                            tracing::info!(name = %row.name(), "another node changed this row first: its change stands")
+                        }
+                    }
                 }
                 self.peers.clear();
                 self.version = version;

@@ -25,16 +25,20 @@ impl<S: Store> Server<S> {
         let mut changed = false;
         for SharedRow { row, home, version } in rows {
             let name = row.name().clone();
+            let old_key = self.clients.key(&name).copied();
             let Some(old) = self.clients.apply_shared(row, home, version) else { continue };
             changed = true;
             let Some(old) = old.filter(|o| o.online && o.home.is_none()) else { continue };
-            if home.is_some() {
+            let now = self.clients.get(&name);
+            let same_key = self.clients.key(&name).copied() == old_key;
+            if home.is_some() && same_key {
                 tracing::info!(%name, addr = %old.addr, node = home, "registered at another node now");
                 self.tables.forget(old.addr);
-            } else if !self.clients.get(&name).is_some_and(|e| e.online) {
-                // Marked offline by another node (which took this one for dead): told, the
-                // client registers again.
-                tracing::warn!(%name, addr = %old.addr, "marked offline by another node");
+            } else if !now.is_some_and(|e| e.online && e.addr == old.addr) {
+                // Marked offline by another node (which took this one for dead), or the name
+                // went to another key at another node in the same instant: told, the client
+                // registers again, and learns which.
+                tracing::warn!(%name, addr = %old.addr, "this client's row was changed by another node");
                 self.tables.tell_offline(old.addr);
             }
         }
@@ -44,8 +48,9 @@ impl<S: Store> Server<S> {
     }
 
     /// The rows this node changed after version `base` of its table (see
-    /// [`Server::table_version`]), for the driver to write to the shared store.
-    pub fn shared_changes(&self, base: u64) -> Vec<SavedRow> {
+    /// [`Server::table_version`]), for the driver to write to the shared store, each with the
+    /// store's version of the row it was changed from.
+    pub fn shared_changes(&self, base: u64) -> Vec<(SavedRow, u64)> {
         self.clients.shared_since(base)
     }
 

@@ -51,7 +51,12 @@ impl Pair {
                 let version = f.server.table_version();
                 let peers: Vec<(NodeId, PeerMsg)> = std::iter::from_fn(|| f.server.poll_peer()).collect();
                 self.written[i] = version;
-                for row in rows {
+                for (row, base) in rows {
+                    // As the store does: only over the version the change was made from.
+                    let held = self.log.iter().rev().find(|(_, _, r)| r.name() == row.name()).map_or(0, |(v, _, _)| *v);
+                    if held != base {
+                        continue;
+                    }
                     let v = self.log.len() as u64 + 1;
                     self.node(id).server.shared_as(row.name(), v);
                     self.log.push((v, id, row));
@@ -295,4 +300,42 @@ fn a_channel_copy_for_a_node_that_dies_before_taking_it_is_stored() {
         p.a.at(ms);
     }
     assert_eq!(p.a.stored("bob"), [("alice".into(), Origin::Channel, "all".into())], "bob's copy is lost");
+}
+
+#[test]
+fn a_new_name_taken_at_both_nodes_in_one_instant_goes_to_one_key_and_the_other_client_learns_it() {
+    let mut p = Pair::new();
+    p.a.register("zoe", ALICE);
+    // At B, before either row reached the store, another key takes "zoe" for a new name.
+    let id = p.b.id();
+    let reg = Datagram::Register {
+        lan: None,
+        id,
+        name: name("zoe"),
+        secret: None,
+        key: key("mallory"),
+        pad: " ".repeat(REGISTER_PAD_TO),
+    };
+    let out = p.b.recv(BOB, reg);
+    let Some((_, Datagram::Registered { cookie, .. })) = out.first().cloned() else { panic!("{out:?}") };
+    let id = p.b.id();
+    p.b.recv(BOB, Datagram::Confirm { id, cookie });
+    let (to_a, to_b) = p.sync();
+    // A wrote first: the name is the first key's, and B's client is told it is offline.
+    assert!(to_a.iter().all(|(_, d)| online_in(d, "zoe") != Some(false)), "{to_a:?}");
+    assert!(to_b.iter().any(|(port, d)| *port == BOB && online_in(d, "zoe") == Some(true)), "{to_b:?}");
+    let told: Vec<_> = to_b.iter().filter(|(port, _)| *port == BOB).collect();
+    assert!(!told.is_empty(), "B's client hears of it");
+    // Registering again, it is refused: the name is in use by the other key.
+    let id = p.b.id();
+    let reg = Datagram::Register {
+        lan: None,
+        id,
+        name: name("zoe"),
+        secret: None,
+        key: key("mallory"),
+        pad: " ".repeat(REGISTER_PAD_TO),
+    };
+    let out = p.b.recv(BOB, reg);
+    assert_eq!(out, [(BOB, Datagram::Refused { id, reason: Refusal::NameTaken })]);
 }
