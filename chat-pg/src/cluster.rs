@@ -102,6 +102,22 @@ impl Cluster {
         })??;
         let node = node.unsigned_abs();
         let (tx, events) = mpsc::unbounded_channel();
+        // The live nodes before this one serves: until it knows them, a client of another
+        // node would count as one of a node that is gone, whose name anyone may take.
+        let (me, dead_after, url) = (signed(node), cfg.dead_after.as_secs_f64(), db.url().to_owned());
+        let live = db.run(move |pool| async move {
+            let client =
+                pool.get().await.map_err(|e| DbError::Unreachable { url: url.clone(), reason: deepest(&e) })?;
+            let rows = client
+                .query(
+                    "SELECT id, addr FROM nodes WHERE id <> $1 AND heartbeat >= now() - make_interval(secs => $2)",
+                    &[&me, &dead_after],
+                )
+                .await
+                .map_err(|source| DbError::Query { url, op: "read the live nodes", source })?;
+            Ok::<_, DbError>(live_from(&rows))
+        })??;
+        let _ = tx.send(ClusterEvent::Nodes(live));
         let config = db.config().clone();
         db.spawn(move |_pool| follow(config, Follower { me: node, addr, cfg, tx }))?;
         tracing::info!(node, %addr, "joined the cluster");
@@ -376,9 +392,40 @@ async fn heartbeat(
             tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
             tracing::warn!(nodes = ?dead, clients = names.len(), "nodes stopped beating: removed, their clients offline");
         }
+        // Messages for nodes that are gone: channel copies their members were to get are this
+        // node's to store now (they are offline), so that no copy whose sender was answered is
+        // lost with the node it was handed to.
+        let mut orphans = tx
+            .query(
+                "DELETE FROM peer_messages p WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = p.to_node) \
+                 RETURNING id, from_node, body::text",
+                &[],
+            )
+            .await?;
         tx.commit().await?;
+        orphans.sort_by_key(|r| r.try_get::<_, i64>(0).unwrap_or_default());
+        for r in &orphans {
+            let (from, body): (i64, String) = (r.try_get(1)?, r.try_get(2)?);
+            match serde_json::from_str::<PeerMsg>(&body) {
+                Ok(msg @ PeerMsg::Channel { .. }) => {
+                    let _ = f.tx.send(ClusterEvent::Peer(from.unsigned_abs(), msg));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(from, "skipped a damaged message for a node that is gone: {e}"),
+            }
+        }
     }
     live_nodes(client, f, seen).await
+}
+
+/// The nodes in rows of `id, addr` (a damaged address is left out).
+fn live_from(rows: &[tokio_postgres::Row]) -> BTreeMap<NodeId, SocketAddr> {
+    rows.iter()
+        .filter_map(|r| {
+            let (id, addr): (i64, String) = (r.try_get(0).ok()?, r.try_get(1).ok()?);
+            Some((id.unsigned_abs(), addr.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Reads the other live nodes, and passes them on if they changed.
@@ -388,18 +435,13 @@ async fn live_nodes(
     seen: &mut Seen,
 ) -> Result<(), tokio_postgres::Error> {
     let (me, dead_after) = (signed(f.me), f.cfg.dead_after.as_secs_f64());
-    let live: BTreeMap<NodeId, SocketAddr> = client
+    let live = client
         .query(
             "SELECT id, addr FROM nodes WHERE id <> $1 AND heartbeat >= now() - make_interval(secs => $2)",
             &[&me, &dead_after],
         )
-        .await?
-        .iter()
-        .filter_map(|r| {
-            let (id, addr): (i64, String) = (r.try_get(0).ok()?, r.try_get(1).ok()?);
-            Some((id.unsigned_abs(), addr.parse().ok()?))
-        })
-        .collect();
+        .await?;
+    let live = live_from(&live);
     if seen.live.as_ref() != Some(&live) {
         seen.live = Some(live.clone());
         let _ = f.tx.send(ClusterEvent::Nodes(live));

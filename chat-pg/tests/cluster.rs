@@ -126,3 +126,58 @@ fn a_damaged_row_does_not_stop_the_sweep_of_dead_nodes() {
     let zoe: Vec<_> = table(&db).into_iter().filter(|(n, ..)| n == "zoe").map(|(.., online)| online).collect();
     assert_eq!(zoe, [false], "the dead node's client is marked offline");
 }
+
+/// A channel copy handed to a node that stops beating before it took it is not lost: the node
+/// that sweeps the dead one is handed it, to store for the members (who are offline now).
+#[test]
+fn a_channel_copy_for_a_node_that_stops_beating_is_handed_to_the_node_that_sweeps_it() {
+    use chat_proto::{Body, MsgId, Name, Origin, StoredMessage, Text};
+    use chat_server::cluster::{ClusterEvent, PeerMsg};
+
+    let db = testing::database();
+    let cfg = ClusterConfig { heartbeat: Duration::from_millis(100), dead_after: Duration::from_millis(600) };
+    let b = Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(7002), cfg).expect("B joins");
+    let b_node = b.node();
+    drop(b); // B's thread and its heartbeat stop here
+    let mut a = Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(7001), cfg).expect("A joins");
+    let msg = PeerMsg::Channel {
+        members: vec![Name::new("bob").expect("name")],
+        msg: StoredMessage {
+            id: MsgId(7),
+            from: Name::new("alice").expect("name"),
+            origin: Origin::Channel,
+            at: chrono::Utc::now(),
+            body: Body::Text(Text::new("all").expect("text")),
+        },
+    };
+    a.write(&[], &[(b_node, msg.clone())]).expect("A hands B the copy");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let handed = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match a.events().recv().await {
+                    Some(ClusterEvent::Peer(_, got)) => return got,
+                    Some(_) => {}
+                    None => panic!("A's follower stopped"),
+                }
+            }
+        })
+        .await
+    });
+    assert_eq!(handed.ok(), Some(msg), "the copy for the dead node came back to A");
+}
+
+/// A node knows the live nodes before it serves anyone: until then a client of another node
+/// would count as one of a node that is gone, whose name anyone could take.
+#[test]
+fn a_node_knows_the_live_nodes_as_it_joins() {
+    use chat_server::cluster::ClusterEvent;
+
+    let db = testing::database();
+    let a = node(&db, 7001);
+    let mut b = node(&db, 7002);
+    match b.events().try_recv() {
+        Ok(ClusterEvent::Nodes(live)) => assert_eq!(live.into_iter().collect::<Vec<_>>(), [(a.node(), addr(7001))]),
+        other => panic!("the live nodes first, at once: {other:?}"),
+    }
+}

@@ -58,6 +58,10 @@ pub async fn run<S: Store>(
             let rows = shared.load().map_err(ServerError::Shared)?;
             tracing::info!(clients = rows.len(), "shared client table loaded");
             core.apply_shared(rows);
+            // What the store told already (the live nodes), before anyone is answered.
+            while let Ok(event) = shared.events().try_recv() {
+                handle_event(&mut core, Instant::now(), event);
+            }
         }
     }
     let mut saved = Saved { version: core.table_version(), logged_rows: 0, peers: Vec::new(), retry_at: None };
@@ -96,14 +100,7 @@ pub async fn run<S: Store>(
                 }
             }
             () = &mut timer, if wake.is_some() => {}
-            Some(event) = next_event(&mut tables) => {
-                let now = Instant::now();
-                match event {
-                    ClusterEvent::Rows(rows) => core.apply_shared(rows),
-                    ClusterEvent::Peer(node, msg) => core.handle_peer(now, node, msg),
-                    ClusterEvent::Nodes(live) => core.set_live_nodes(now, live),
-                }
-            }
+            Some(event) = next_event(&mut tables) => handle_event(&mut core, Instant::now(), event),
         }
         let now = Instant::now();
         core.handle_timeout(now);
@@ -136,6 +133,15 @@ fn run_jobs<S: Store>(core: &mut Server<S>, now: Instant) {
     while let Some(job) = core.poll_job(now) {
         let done = job.run();
         core.handle_job_done(now, done);
+    }
+}
+
+/// Hands the core what the shared store told.
+fn handle_event<S: Store>(core: &mut Server<S>, now: Instant, event: ClusterEvent) {
+    match event {
+        ClusterEvent::Rows(rows) => core.apply_shared(rows),
+        ClusterEvent::Peer(node, msg) => core.handle_peer(now, node, msg),
+        ClusterEvent::Nodes(live) => core.set_live_nodes(now, live),
     }
 }
 
