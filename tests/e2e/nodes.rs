@@ -235,3 +235,28 @@ fn a_node_without_its_database_says_so_in_one_line_and_exits_1() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with(&format!("error: cannot reach PostgreSQL at {dead}")), "{errors:?}");
 }
+
+/// The same user (key and secret copied) starts a second process at the other node while the
+/// first is live: that node asks the first one's node to probe it, and, answered, refuses the
+/// name; the first process goes on.
+#[test]
+fn a_name_live_at_one_node_is_probed_by_that_node_when_claimed_at_the_other() {
+    let db = database();
+    let (a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let bob = join("bob", &b, &[&alice]);
+    let copy = new_dir();
+    for file in ["alice.key", "alice.secret", "known_servers"] {
+        std::fs::copy(alice.dir.path().join(file), copy.path().join(file)).expect("copy alice's files");
+    }
+    let second = Client::spawn("alice", b.port, free_port(), copy, &[]);
+    second.expect_line(">>> [Name alice is in use by another client.]", WAIT);
+    assert_eq!(second.wait_exit(WAIT).code(), Some(1));
+    assert!(
+        a.stderr_lines().iter().any(|l| l.contains("probing") && l.contains("name=alice")),
+        "node a probed alice for node b"
+    );
+    alice.send_line("send bob still mine");
+    alice.expect_line(&acked_by("bob"), WAIT);
+    bob.expect_line(&chat("alice", "still mine"), WAIT);
+}
