@@ -250,7 +250,11 @@ async fn follow_once(
 
 /// Passes on the rows changed after the last version seen, and the messages for this node;
 /// returns whether a row was registered at a node not known live.
-async fn catch_up(client: &tokio_postgres::Client, f: &Follower, seen: &mut Seen) -> Result<bool, tokio_postgres::Error> {
+async fn catch_up(
+    client: &tokio_postgres::Client,
+    f: &Follower,
+    seen: &mut Seen,
+) -> Result<bool, tokio_postgres::Error> {
     let me = signed(f.me);
     let mut stranger = false;
     loop {
@@ -350,7 +354,11 @@ async fn heartbeat(
 }
 
 /// Reads the other live nodes, and passes them on if they changed.
-async fn live_nodes(client: &tokio_postgres::Client, f: &Follower, seen: &mut Seen) -> Result<(), tokio_postgres::Error> {
+async fn live_nodes(
+    client: &tokio_postgres::Client,
+    f: &Follower,
+    seen: &mut Seen,
+) -> Result<(), tokio_postgres::Error> {
     let (me, dead_after) = (signed(f.me), f.cfg.dead_after.as_secs_f64());
     let live: BTreeMap<NodeId, SocketAddr> = client
         .query(
