@@ -13,6 +13,7 @@ mod raw;
 mod secure;
 mod sim;
 mod swarm;
+mod timed;
 
 use std::time::Duration;
 

@@ -79,14 +79,11 @@ impl ServerHandle {
             let limits = Limits { max_messages: 1_000_000, max_bytes: 1 << 32 };
             let store = chat_pg::PgStore::new(db.clone(), limits);
             let public = key.public();
-            let serve: ServeFn = Box::new(move |socket, token| {
-                Box::pin(async move {
-                    let addr = socket.local_addr().expect("addr");
-                    let cluster = chat_pg::Cluster::join(db, addr, chat_pg::ClusterConfig::default()).expect("join");
-                    let table = chat_server::Tables::Shared(Box::new(cluster));
-                    let _ = chat_server::run(socket, key, store, table, chat_server::Config::default(), token).await;
-                })
-            });
+            let serve = if crate::timed::enabled() {
+                serve_pg(db, key, crate::timed::Timed::new(store, "PgStore".into()))
+            } else {
+                serve_pg(db, key, store)
+            };
             (public, serve)
         })
     }
@@ -109,6 +106,18 @@ impl ServerHandle {
         let (addr, key) = rx.recv().expect("the server's address and key");
         ServerHandle { addr, key, stop, thread: Some(thread), _dir: dir }
     }
+}
+
+/// A node over `db` with `store`: it joins the cluster with its socket's address, then serves.
+fn serve_pg<S: offline_store::Store + 'static>(db: chat_pg::Db, key: chat_proto::KeyPair, store: S) -> ServeFn {
+    Box::new(move |socket, token| {
+        Box::pin(async move {
+            let addr = socket.local_addr().expect("addr");
+            let cluster = chat_pg::Cluster::join(db, addr, chat_pg::ClusterConfig::default()).expect("join");
+            let table = chat_server::Tables::Shared(Box::new(cluster));
+            let _ = chat_server::run(socket, key, store, table, chat_server::Config::default(), token).await;
+        })
+    })
 }
 
 /// What serves a bound socket until the token is cancelled.
