@@ -243,11 +243,11 @@ pub(crate) fn fanout_over(nodes: &[&ServerHandle], n: usize) -> Option<Duration>
                 full.load(Ordering::Relaxed)
             );
         }
-        // The sender's node must know the others live, or it stores their members' copies.
-        let others = nodes.len() - 1;
-        if !sender.until(&seen, Duration::from_secs(10), |s| s.nodes.len() >= others).await {
-            eprintln!("fan-out to {n}: the sender's node knows {} other nodes of {others}", sender.nodes.len());
-        }
+        // With several nodes, the sender's node must know the others live, or it stores their
+        // members' copies instead: then those never get it and this reports "did not finish",
+        // so a figure printed is always one of a fan-out that reached every node. (The sender's
+        // `nodes` list is no sign of it: `Nodes` is sent once, unacknowledged, and may be lost
+        // among the table pushes the sender does not read while the members register.)
         tokio::time::sleep(Duration::from_millis(100)).await;
         let id = sender.id();
         let d = Datagram::ChannelSend {
