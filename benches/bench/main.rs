@@ -2,9 +2,10 @@
 //!
 //! `cargo bench --bench bench` runs them all (a few minutes on 2 cores) and prints a table;
 //! `cargo bench --bench bench -- --quick` is the short smoke pass CI runs; naming groups
-//! (`rtt throughput saves fanout storm memory secure keepalive relay`) runs only those. Nothing here asserts
+//! (`rtt throughput saves fanout storm memory secure keepalive relay cluster`) runs only those. Nothing here asserts
 //! a timing: the numbers are printed, and kept in `docs/BENCHMARKS.md`.
 
+mod cluster;
 mod cpu;
 mod nat;
 mod peers;
@@ -12,6 +13,7 @@ mod raw;
 mod secure;
 mod sim;
 mod swarm;
+mod timed;
 
 use std::time::Duration;
 
@@ -25,6 +27,10 @@ pub(crate) struct Scale {
     pub(crate) fanout: usize,
     pub(crate) storms: Vec<usize>,
     pub(crate) memory_clients: usize,
+    /// The senders of the saves through PostgreSQL nodes.
+    pub(crate) cluster_savers: Vec<usize>,
+    /// How long PostgreSQL's own commit loop runs, before the nodes' saves and again after.
+    pub(crate) commit_loop: Duration,
 }
 
 impl Scale {
@@ -38,6 +44,8 @@ impl Scale {
             fanout: 1_000,
             storms: vec![250, 1_000, 5_000],
             memory_clients: 10_000,
+            cluster_savers: vec![1, 64],
+            commit_loop: Duration::from_secs(2),
         }
     }
 
@@ -51,6 +59,8 @@ impl Scale {
             fanout: 50,
             storms: vec![20],
             memory_clients: 200,
+            cluster_savers: vec![1, 4],
+            commit_loop: Duration::from_millis(250),
         }
     }
 }
@@ -116,6 +126,10 @@ fn main() {
     if run("relay") {
         eprintln!("relayed round trip…");
         lines.extend(nat::relay(&scale));
+    }
+    if run("cluster") {
+        eprintln!("nodes over PostgreSQL…");
+        lines.extend(cluster::cluster(&scale));
     }
     if run("secure") {
         eprintln!("encrypted channel…");

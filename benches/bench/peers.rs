@@ -39,40 +39,100 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
-/// A server on its own thread, stopped and its data removed when dropped.
+/// A server on its own thread, stopped (and waited for) and its data removed when dropped.
 pub(crate) struct ServerHandle {
     pub(crate) addr: SocketAddr,
+    /// The key it shows, which simulated clients may pin.
+    pub(crate) key: chat_proto::PublicKey,
     stop: CancellationToken,
+    thread: Option<thread::JoinHandle<()>>,
     _dir: TempDir,
 }
 
 impl ServerHandle {
+    /// A server with its file store and table files in a fresh directory.
     pub(crate) fn start() -> Self {
+        Self::spawn(|path| {
+            let limits = Limits { max_messages: 1_000_000, max_bytes: 1 << 32 };
+            let store = FileStore::open(path.join("mailboxes"), limits).expect("store");
+            let table = chat_server::Tables::Files(chat_server::TableFile::new(path));
+            let key = chat_proto::KeyPair::generate().expect("OS randomness");
+            let public = key.public();
+            let serve: ServeFn = Box::new(move |socket, token| {
+                Box::pin(async move {
+                    let _ = chat_server::run(socket, key, store, table, chat_server::Config::default(), token).await;
+                })
+            });
+            (public, serve)
+        })
+    }
+
+    /// A node over the PostgreSQL database at `url`, as `chatapp -s <port> --store <url>` runs
+    /// one: its mailboxes in a `PgStore`, its table shared through a `Cluster`, and the key the
+    /// nodes share (the first node's, kept in the database).
+    pub(crate) fn start_pg(url: &str) -> Self {
+        let url = url.to_owned();
+        Self::spawn(move |_| {
+            let db = chat_pg::Db::connect(&url, std::time::Duration::from_secs(10)).expect("connect to PostgreSQL");
+            let own = chat_proto::KeyPair::generate().expect("OS randomness");
+            let key = chat_pg::shared_identity(&db, &own).expect("the shared identity");
+            let limits = Limits { max_messages: 1_000_000, max_bytes: 1 << 32 };
+            let store = chat_pg::PgStore::new(db.clone(), limits);
+            let public = key.public();
+            let serve = if crate::timed::enabled() {
+                serve_pg(db, key, crate::timed::Timed::new(store, "PgStore".into()))
+            } else {
+                serve_pg(db, key, store)
+            };
+            (public, serve)
+        })
+    }
+
+    /// Runs, on a thread of its own, the server that `make` sets up in the data directory; the
+    /// server reports its address and key once its socket is bound.
+    fn spawn(make: impl FnOnce(&std::path::Path) -> (chat_proto::PublicKey, ServeFn) + Send + 'static) -> Self {
         let dir = TempDir::new().expect("server dir");
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = CancellationToken::new();
         let (path, token) = (dir.path().to_owned(), stop.clone());
-        thread::spawn(move || {
+        let thread = thread::spawn(move || {
             runtime().block_on(async move {
+                let (key, serve) = make(&path);
                 let socket = crate::sim::bind().await;
-                tx.send(socket.local_addr().expect("addr")).expect("report the address");
-                let limits = Limits { max_messages: 1_000_000, max_bytes: 1 << 32 };
-                let store = FileStore::open(path.join("mailboxes"), limits).expect("store");
-                let table = chat_server::Tables::Files(chat_server::TableFile::new(&path));
-                let key = chat_proto::KeyPair::generate().expect("OS randomness");
-                let _ = chat_server::run(socket, key, store, table, chat_server::Config::default(), token).await;
+                tx.send((socket.local_addr().expect("addr"), key)).expect("report the address");
+                serve(socket, token).await;
             });
         });
-        ServerHandle { addr: rx.recv().expect("server address"), stop, _dir: dir }
+        let (addr, key) = rx.recv().expect("the server's address and key");
+        ServerHandle { addr, key, stop, thread: Some(thread), _dir: dir }
     }
 }
+
+/// A node over `db` with `store`: it joins the cluster with its socket's address, then serves.
+fn serve_pg<S: offline_store::Store + 'static>(db: chat_pg::Db, key: chat_proto::KeyPair, store: S) -> ServeFn {
+    Box::new(move |socket, token| {
+        Box::pin(async move {
+            let addr = socket.local_addr().expect("addr");
+            let cluster = chat_pg::Cluster::join(db, addr, chat_pg::ClusterConfig::default()).expect("join");
+            let table = chat_server::Tables::Shared(Box::new(cluster));
+            let _ = chat_server::run(socket, key, store, table, chat_server::Config::default(), token).await;
+        })
+    })
+}
+
+/// What serves a bound socket until the token is cancelled.
+type ServeFn = Box<
+    dyn FnOnce(tokio::net::UdpSocket, CancellationToken) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+>;
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
-
 /// A real client on its own thread.
 pub(crate) struct Peer {
     pub(crate) input: mpsc::UnboundedSender<Input>,

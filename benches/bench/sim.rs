@@ -29,6 +29,8 @@ pub(crate) struct Sim {
     pub(crate) table: (u64, usize),
     /// The name's secret, once registered.
     pub(crate) secret: Option<Secret>,
+    /// The server's other live nodes, as it last told.
+    pub(crate) nodes: Vec<SocketAddr>,
     rows: HashMap<Name, bool>,
     pages: Option<(u64, Vec<Option<Vec<ClientRow>>>)>,
     next_id: u64,
@@ -102,7 +104,15 @@ pub(crate) fn sealed(text: &str) -> chat_proto::Sealed {
 }
 
 impl Sim {
+    /// A client of `server` that pins the first key it shows (as a client with no `--server-key`
+    /// does on its first run).
     pub(crate) async fn bind(name_: &str, server: SocketAddr) -> Sim {
+        Sim::bind_pinned(name_, server, None).await
+    }
+
+    /// A client of `server` that takes only `pinned` for its key, if given (nodes that share
+    /// a database show one key, so a client of either pins the same).
+    pub(crate) async fn bind_pinned(name_: &str, server: SocketAddr, pinned: Option<chat_proto::PublicKey>) -> Sim {
         let socket = bind().await;
         Sim {
             name: name(name_),
@@ -110,10 +120,11 @@ impl Sim {
             server,
             table: (0, 0),
             secret: None,
+            nodes: Vec::new(),
             rows: HashMap::new(),
             pages: None,
             next_id: rand_seed(),
-            channel: ClientChannel::new(key_of(&name(name_)), None, Entropy::from_os().expect("OS randomness")),
+            channel: ClientChannel::new(key_of(&name(name_)), pinned, Entropy::from_os().expect("OS randomness")),
             plain: vec![0u8; 65_536],
         }
     }
@@ -180,13 +191,16 @@ impl Sim {
         let pad = " ".repeat(REGISTER_PAD_TO);
         let key = key_of(&self.name).public();
         let reg = Datagram::Register { lan: None, id, name: self.name.clone(), secret: None, key, pad };
-        let (cookie, secret) = self
+        let (cookie, secret, nodes) = self
             .request(&reg, seen, |d| match d {
-                Datagram::Registered { id: got, cookie, secret, .. } if *got == id => Some((*cookie, secret.clone())),
+                Datagram::Registered { id: got, cookie, secret, nodes, .. } if *got == id => {
+                    Some((*cookie, secret.clone(), nodes.clone()))
+                }
                 _ => None,
             })
             .await;
         self.secret = Some(secret);
+        self.nodes = nodes;
         cookie
     }
 
@@ -282,6 +296,10 @@ impl Sim {
             }
             Datagram::Channel { id, .. } => Datagram::ChannelAck { id: *id },
             Datagram::Probe { id } => Datagram::ProbeAck { id: *id, name: self.name.clone() },
+            Datagram::Nodes { nodes } => {
+                self.nodes.clone_from(nodes);
+                return;
+            }
             _ => return,
         };
         self.send(&reply).await;
@@ -289,6 +307,28 @@ impl Sim {
 }
 
 impl Sim {
+    /// Whether the newest table seen has a row for `who` (online or not).
+    pub(crate) fn knows(&self, who: &Name) -> bool {
+        self.rows.contains_key(who)
+    }
+
+    /// Handles what the server sends, as a client would, until `done` holds; false if it did
+    /// not within `limit`.
+    pub(crate) async fn until(&mut self, seen: &Seen, limit: Duration, done: impl Fn(&Sim) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut buf = Buf::take();
+        while !done(self) {
+            let Ok(Ok((len, _))) = tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf)).await else {
+                return false;
+            };
+            let Some(got) = self.open(&buf[..len]).await else { continue };
+            seen.datagrams.fetch_add(1, Ordering::Relaxed);
+            seen.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            self.answer(&got).await;
+        }
+        true
+    }
+
     fn replace(&mut self, version: u64, rows: &[ClientRow]) {
         self.rows = rows.iter().map(|r| (r.name.clone(), r.online)).collect();
         self.table = (version, self.rows.values().filter(|on| **on).count());

@@ -68,6 +68,10 @@ struct PgBox {
     /// Each message's key, oldest first.
     order: VecDeque<Key>,
     entries: HashMap<Key, Entry>,
+    /// The keys of the entries that may not be durable, oldest first (a key whose entry became
+    /// durable or went is dropped at the next [`PgBox::prune`]), so that a sync and its end
+    /// touch the batch, not the whole mailbox.
+    unsettled: Vec<Key>,
     /// The sum of the entries' bytes.
     bytes: u64,
 }
@@ -107,18 +111,27 @@ impl PgBox {
     }
 
     fn settled(&self) -> bool {
-        self.entries.values().all(|e| matches!(e.state, State::Durable))
+        self.unsettled.iter().all(|key| self.entries.get(key).is_none_or(|e| matches!(e.state, State::Durable)))
     }
 
-    /// Drops the entries `drop` says to, and returns how many went.
+    /// Forgets the keys of [`PgBox::unsettled`] whose entries are durable or gone.
+    fn prune(&mut self) {
+        let entries = &self.entries;
+        self.unsettled.retain(|key| entries.get(key).is_some_and(|e| !matches!(e.state, State::Durable)));
+    }
+
+    /// Drops the entries not known durable that `drop` says to, and returns how many went.
     fn drop_where(&mut self, mut drop: impl FnMut(&Key, &mut State) -> bool) -> usize {
         let mut gone = HashSet::new();
-        for (key, entry) in &mut self.entries {
+        for key in &self.unsettled {
+            let Some(entry) = self.entries.get_mut(key) else { continue };
             if drop(key, &mut entry.state) {
                 gone.insert(key.clone());
             }
         }
-        self.forget(&gone)
+        let n = self.forget(&gone);
+        self.prune();
+        n
     }
 
     fn forget(&mut self, keys: &HashSet<Key>) -> usize {
@@ -131,6 +144,7 @@ impl PgBox {
         }
         if n > 0 {
             self.order.retain(|key| !keys.contains(key));
+            self.prune();
         }
         n
     }
@@ -201,6 +215,7 @@ impl Store for PgStore {
                 .map_err(|e| StoreError::Database { op: "encode a message", source: Box::new(e) })?;
             limits.check(to, b.usage(), bytes)?;
             b.order.push_back(key.clone());
+            b.unsettled.push(key.clone());
             b.entries.insert(key, Entry { bytes, state: State::Pending(msg.clone()) });
             b.bytes += bytes;
             self.dirty.insert(to.clone());
@@ -220,7 +235,7 @@ impl Store for PgStore {
         for name in &self.dirty {
             let Some(b) = self.boxes.get_mut(name) else { continue };
             let is_removing = self.removing.as_ref().is_some_and(|(r, _)| r == name);
-            for key in &b.order {
+            for key in &b.unsettled {
                 if is_removing && removing.contains(key) {
                     continue;
                 }
@@ -252,11 +267,14 @@ impl Store for PgStore {
         let names: Vec<Name> = self.dirty.iter().cloned().collect();
         for name in names {
             if let Some(b) = self.boxes.get_mut(&name) {
-                for entry in b.entries.values_mut() {
-                    if matches!(entry.state, State::Out(_) | State::OutAgain(_)) {
+                for key in &b.unsettled {
+                    if let Some(entry) = b.entries.get_mut(key)
+                        && matches!(entry.state, State::Out(_) | State::OutAgain(_))
+                    {
                         entry.state = State::Durable;
                     }
                 }
+                b.prune();
             }
             self.settle(&name);
         }
