@@ -110,13 +110,13 @@ impl Batch {
 }
 
 /// Stores the batch in one transaction, with a synchronous commit: each message is stored once
-/// per (recipient, sender, id), whoever stored it first.
+/// per (recipient, sender, id), whoever stored it first. One statement, so its own transaction
+/// (all or nothing) and one round trip; the connection's session has `synchronous_commit=on`
+/// (see [`crate::Db::connect`]).
 pub(crate) async fn insert(pool: &Pool, batch: &Batch) -> Result<(), QueryError> {
     retrying(pool, "insert", |pool| async move {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL synchronous_commit = on").await?;
-        let insert = tx
+        let client = pool.get().await?;
+        let insert = client
             .prepare_cached(
                 "INSERT INTO offline_messages (recipient, sender, id, body) \
                  SELECT r, s, i, b::json FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) \
@@ -124,8 +124,7 @@ pub(crate) async fn insert(pool: &Pool, batch: &Batch) -> Result<(), QueryError>
                  ON CONFLICT (recipient, sender, id) DO NOTHING",
             )
             .await?;
-        tx.execute(&insert, &[&batch.recipients, &batch.senders, &batch.ids, &batch.bodies]).await?;
-        tx.commit().await?;
+        client.execute(&insert, &[&batch.recipients, &batch.senders, &batch.ids, &batch.bodies]).await?;
         Ok(())
     })
     .await

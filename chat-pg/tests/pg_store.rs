@@ -284,3 +284,21 @@ fn jobs_run_inline_inside_a_current_thread_runtime() {
         assert_eq!(rows, 2);
     });
 }
+
+/// A save is ACKed on its commit: the store's connections commit synchronously even when the
+/// URL (or the server's configuration) asks for asynchronous commits.
+#[test]
+fn commits_wait_for_the_wal_flush_whatever_the_url_asks() {
+    let db = testing::database();
+    let sep = if db.url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}options=-c%20synchronous_commit%3Doff", db.url());
+    let store_db = Db::connect(&url, TIMEOUT).expect("connects");
+    let setting = store_db
+        .run(|pool| async move {
+            let client = pool.get().await.expect("a connection");
+            let row = client.query_one("SHOW synchronous_commit", &[]).await.expect("show");
+            row.get::<_, String>(0)
+        })
+        .expect("runs");
+    assert_eq!(setting, "on");
+}
