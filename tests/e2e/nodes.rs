@@ -34,6 +34,26 @@ fn moving(from: &Server, to: &Server) -> String {
     format!(">>> [Server 127.0.0.1:{} not responding: moving to 127.0.0.1:{}.]", from.port, to.port)
 }
 
+/// Waits (30 s at most) until `client` has said `n` saves were kept, and checks it said no more.
+fn wait_saved(client: &Client, n: usize) {
+    let saved = || client.stdout_lines().iter().filter(|l| *l == SAVED).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while saved() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(saved(), n, "every save answered once: {:?}", client.stdout_lines());
+}
+
+/// Checks that `client` showed `<text> 0` to `<text> n-1` once each, and no second
+/// `[You have messages]` comes.
+fn assert_each_once(client: &Client, text: &str, n: usize) {
+    client.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
+    for i in 0..n {
+        let line = format!(" {text} {i}");
+        assert_eq!(client.stdout_lines().iter().filter(|l| l.ends_with(&line)).count(), 1, "{line} shown once");
+    }
+}
+
 #[test]
 fn clients_of_two_nodes_see_one_table_and_chat_directly() {
     let db = database();
@@ -138,11 +158,7 @@ fn a_killed_node_s_clients_move_to_the_other_and_what_it_acknowledged_is_deliver
     alice.send_line("send bob after the move");
     alice.expect_line(&acked_by("bob"), WAIT);
     bob.expect_line(&chat("alice", "after the move"), WAIT);
-    bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
-    for i in 0..5 {
-        let text = format!(" saved by node a {i}");
-        assert_eq!(bob.stdout_lines().iter().filter(|l| l.ends_with(&text)).count(), 1, "{text} shown once");
-    }
+    assert_each_once(&bob, "saved by node a", 5);
 }
 
 /// A storm of saves, with node a killed in the middle of it: every save alice's client was
@@ -163,23 +179,14 @@ fn a_node_killed_in_a_save_storm_loses_nothing_acknowledged() {
         }
     }
     alice.expect_line(&moving(&a, &b), WAIT);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while alice.stdout_lines().iter().filter(|l| *l == SAVED).count() < N && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let saved = alice.stdout_lines().iter().filter(|l| *l == SAVED).count();
-    assert_eq!(saved, N, "every save answered, at node a or b: {:?}", alice.stdout_lines());
+    wait_saved(&alice, N);
 
     bob.send_line("reg bob");
     bob.expect_line(HAVE_MESSAGES, WAIT);
     for i in 0..N {
         bob.expect_stored("alice", &format!("storm {i}"));
     }
-    bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
-    for i in 0..N {
-        let text = format!(" storm {i}");
-        assert_eq!(bob.stdout_lines().iter().filter(|l| l.ends_with(&text)).count(), 1, "{text} shown once");
-    }
+    assert_each_once(&bob, "storm", N);
 }
 
 /// PostgreSQL itself restarts (`pg_ctl restart -m fast`) in the middle of a storm of saves:
@@ -199,12 +206,7 @@ fn postgres_restarted_in_a_save_storm_loses_nothing_and_the_nodes_reconnect() {
             db.restart().expect("restart PostgreSQL");
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while alice.stdout_lines().iter().filter(|l| *l == SAVED).count() < N && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let saved = alice.stdout_lines().iter().filter(|l| *l == SAVED).count();
-    assert_eq!(saved, N, "every save answered: {:?}", alice.stdout_lines());
+    wait_saved(&alice, N);
     bob.send_line("reg bob");
     bob.expect_line(HAVE_MESSAGES, WAIT);
     // The saves whose transaction failed in the restart were stored when their retransmissions
@@ -213,11 +215,7 @@ fn postgres_restarted_in_a_save_storm_loses_nothing_and_the_nodes_reconnect() {
     while Instant::now() < deadline && bob.stdout_lines().iter().filter(|l| l.starts_with(">>> alice: ")).count() < N {
         std::thread::sleep(Duration::from_millis(50));
     }
-    bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
-    for i in 0..N {
-        let text = format!(" through a restart {i}");
-        assert_eq!(bob.stdout_lines().iter().filter(|l| l.ends_with(&text)).count(), 1, "{text} shown once");
-    }
+    assert_each_once(&bob, "through a restart", N);
     // The table still flows between the nodes after the restart.
     let carol = join("carol", &a, &[&alice, &bob]);
     carol.assert_alive();

@@ -87,6 +87,17 @@ impl Pair {
         }
     }
 
+    /// alice registered at A and bob at B, each holding the table that shows both.
+    fn alice_at_a_bob_at_b() -> Self {
+        let mut p = Self::new();
+        p.a.register("alice", ALICE);
+        p.b.register("bob", BOB);
+        let (to_a, to_b) = p.sync();
+        p.a.ack_tables(&to_a);
+        p.b.ack_tables(&to_b);
+        p
+    }
+
     /// Moves both clocks to `t0 + ms` and fires their timers, then syncs.
     fn at(&mut self, ms: u64) -> (Sent, Sent) {
         let (mut a, mut b) = (self.a.at(ms), self.b.at(ms));
@@ -126,12 +137,7 @@ fn a_save_for_a_client_of_the_other_node_is_probed_by_that_node() {
 
 #[test]
 fn a_save_for_a_silent_client_of_the_other_node_is_stored_and_it_is_marked_offline() {
-    let mut p = Pair::new();
-    p.a.register("alice", ALICE);
-    p.b.register("bob", BOB);
-    let (to_a, to_b) = p.sync();
-    p.a.ack_tables(&to_a);
-    p.b.ack_tables(&to_b);
+    let mut p = Pair::alice_at_a_bob_at_b();
     let (id, _) = p.b.save(("bob", BOB), "alice", "hi");
     p.sync();
     let (_, to_b) = p.at(600);
@@ -199,12 +205,7 @@ fn what_waited_on_a_node_that_died_goes_on_as_unanswered() {
 
 #[test]
 fn a_client_that_moves_to_the_other_node_is_taken_over_without_a_probe_and_left_by_the_first() {
-    let mut p = Pair::new();
-    p.a.register("alice", ALICE);
-    p.b.register("bob", BOB);
-    let (to_a, to_b) = p.sync();
-    p.a.ack_tables(&to_a);
-    p.b.ack_tables(&to_b);
+    let mut p = Pair::alice_at_a_bob_at_b();
     // alice's node stops answering her; she registers at B from the same address.
     p.b.secrets = p.a.secrets.clone();
     let id = p.b.id();
@@ -221,12 +222,7 @@ fn a_client_that_moves_to_the_other_node_is_taken_over_without_a_probe_and_left_
 
 #[test]
 fn a_channel_copy_in_flight_at_the_old_node_does_not_mark_a_client_that_moved_offline() {
-    let mut p = Pair::new();
-    p.a.register("alice", ALICE);
-    p.b.register("bob", BOB);
-    let (to_a, to_b) = p.sync();
-    p.a.ack_tables(&to_a);
-    p.b.ack_tables(&to_b);
+    let mut p = Pair::alice_at_a_bob_at_b();
     // bob writes to the channel: A gets the copy for alice and sends it to her.
     let id = p.b.id();
     p.b.recv(BOB, p.b.channel_send(id, "bob", "all"));
@@ -279,12 +275,7 @@ fn a_channel_copy_in_flight_at_the_old_node_does_not_mark_a_client_that_moved_of
 /// who are not its own.
 #[test]
 fn a_channel_copy_for_a_node_that_dies_before_taking_it_is_stored() {
-    let mut p = Pair::new();
-    p.a.register("alice", ALICE);
-    p.b.register("bob", BOB);
-    let (to_a, to_b) = p.sync();
-    p.a.ack_tables(&to_a);
-    p.b.ack_tables(&to_b);
+    let mut p = Pair::alice_at_a_bob_at_b();
     let id = p.a.id();
     let out = p.a.recv(ALICE, p.a.channel_send(id, "alice", "all"));
     assert!(out.contains(&(ALICE, Datagram::Ack { id })), "{out:?}");
