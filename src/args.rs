@@ -50,6 +50,7 @@ struct Cli {
     retries: u32,
 
     /// Log level or filter for stderr (error, warn, info, debug, trace; RUST_LOG syntax)
+    /// [default: info for the server, warn for a client]
     #[arg(long, value_name = "filter", env = "RUST_LOG")]
     log_level: Option<String>,
 
@@ -167,6 +168,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
     })
 }
 
+/// The server at `host` (an IP address, or a name such as `localhost`, resolved here, an IPv4
+/// address preferred) and `port`.
+fn server_address(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let bad = || format!("invalid server IP '{host}': expected an address such as 127.0.0.1 (or IPv6), or a host name");
+    // A dotted quad that did not parse (999.1.1.1) is a bad address, not a name to look up.
+    if host.is_empty() || host.split('.').all(|part| part.chars().all(|c| c.is_ascii_digit())) {
+        return Err(bad());
+    }
+    let found: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve the server '{host}': {e}"))?
+        .collect();
+    found.iter().find(|a| a.is_ipv4()).or(found.first()).copied().ok_or_else(bad)
+}
+
 /// `files`, or a PostgreSQL URL.
 fn store_choice(arg: &str) -> Result<StoreChoice, String> {
     if arg == "files" {
@@ -186,10 +204,7 @@ fn mode(cli: &Cli) -> Result<Mode, String> {
         return Err("-c takes four values: <name> <server-ip> <server-port> <client-port>".into());
     };
     let name = Name::new(name.as_str()).map_err(|e| format!("invalid client name '{name}': {e}"))?;
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("invalid server IP '{ip}': expected a dotted IPv4 address such as 127.0.0.1 (or IPv6)"))?;
-    let server = SocketAddr::new(ip, port_arg("server port", server_port)?);
+    let server = server_address(ip, port_arg("server port", server_port)?)?;
     Ok(Mode::Client { name, server, port: port_arg("client port", port)? })
 }
 
@@ -274,5 +289,26 @@ mod store_tests {
         assert!(matches!(store_choice("postgresql://u@/db?host=/tmp"), Ok(StoreChoice::Postgres(_))));
         let err = store_choice("mysql://x").expect_err("not a store");
         assert!(err.starts_with("invalid --store 'mysql://x'"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn the_server_may_be_named_and_localhost_is_loopback() {
+        let Ok(Mode::Client { server, .. }) = parse_mode(&["-c", "bob", "localhost", "5000", "6000"]) else {
+            panic!("localhost is taken")
+        };
+        assert!(server.ip().is_loopback() && server.port() == 5000, "{server}");
+        let err = server_address("999.1.1.1", 5000).expect_err("not an address");
+        assert!(err.contains("server IP '999.1.1.1'"), "{err}");
+    }
+
+    fn parse_mode(args: &[&str]) -> Result<Mode, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("chatapp").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        mode(&cli)
     }
 }

@@ -87,10 +87,11 @@ impl Printer {
 }
 
 /// Starts reading commands on a thread of their own; `history` is where a terminal's command
-/// history is kept.
+/// history is kept. Line editing only when both ends are a terminal: with its output piped (to
+/// `tee`, say) the client reads plain lines and prints plain lines, without a word about it.
 pub(crate) fn start(history: Option<PathBuf>) -> (mpsc::UnboundedReceiver<Input>, Printer) {
     let (tx, rx) = mpsc::unbounded_channel();
-    if io::stdin().is_terminal() {
+    if io::stdin().is_terminal() && io::stdout().is_terminal() {
         match rustyline::DefaultEditor::new() {
             Ok(mut editor) => match editor.create_external_printer() {
                 Ok(printer) => {

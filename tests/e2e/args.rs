@@ -153,3 +153,20 @@ fn a_data_dir_that_is_a_file_gives_one_error_line_with_each_cause_once() {
         proc.fail(&format!("the cause {reason:?} should be said once on stderr, was said {said} times"));
     }
 }
+
+/// A server whose port is taken stops with one line, and leaves its data directory as it was:
+/// no key, no table, no mailboxes made for a server that never served.
+#[test]
+fn a_server_whose_port_is_taken_says_so_and_makes_no_files() {
+    let taken = std::net::UdpSocket::bind("0.0.0.0:0").expect("take a port");
+    let port = taken.local_addr().expect("its address").port().to_string();
+    let dir = tempfile::TempDir::new().expect("a data directory");
+    let dir_arg = dir.path().to_str().expect("utf-8").to_owned();
+    let (proc, code) = run(&["-s", &port, "--data-dir", &dir_arg]);
+    assert_eq!(code, Some(1));
+    let errors: Vec<String> = proc.stderr_lines().into_iter().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with(&format!("error: cannot listen on UDP port {port}")), "{errors:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read the directory").collect();
+    assert!(left.is_empty(), "files made by a server that never served: {left:?}");
+}
