@@ -149,7 +149,7 @@ impl<S: Store> Server<S> {
         for (node, members) in elsewhere {
             self.send_channel_to(node, members, &msg);
         }
-        tracing::debug!(%sender, live, stored = out.stored.len(), "channel message");
+        tracing::info!(%sender, online = live, stored = out.stored.len(), "channel message relayed");
         (!failed).then_some(out)
     }
 

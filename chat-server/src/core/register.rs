@@ -43,7 +43,11 @@ impl<S: Store> Server<S> {
             // address without the data directory, it still belongs to its owner.
             let elsewhere = self.clients.get(&name).is_some_and(|e| e.online && e.addr != from);
             let reason = if elsewhere { Refusal::NameTaken } else { Refusal::NotOwner };
-            tracing::warn!(%name, %from, ?reason, wrong_key, "registration without the name's secret or key refused");
+            if elsewhere {
+                tracing::info!(%name, %from, "registration refused: the name is in use at another address");
+            } else {
+                tracing::warn!(%name, %from, wrong_key, "registration refused: not the name's secret or key");
+            }
             self.answer(from, id, Datagram::Refused { id, reason });
             return;
         }

@@ -59,7 +59,7 @@ impl<S: Store> Server<S> {
         }
         match self.storage.append(to, &msg) {
             Ok(appended) => {
-                tracing::debug!(%to, from = %msg.from, ?appended, "message saved");
+                tracing::info!(%to, from = %msg.from, duplicate = appended == Appended::Duplicate, "message kept for an offline client (ACKed once durable)");
                 // A duplicate of a durable copy is stored whatever becomes of the batch; anything
                 // else is dropped with the batch if its sync fails for lack of space.
                 let no_space = if appended == Appended::Duplicate && self.storage.holds_durable(to, &msg) {

@@ -105,7 +105,7 @@ impl<S: Store> Server<S> {
         joining: bool,
     ) {
         if joining {
-            tracing::info!(%name, %from, stored = count, "new name: its row waits for the address to be confirmed");
+            tracing::info!(%name, %from, stored = count, "new name, registered once its address is confirmed");
         } else {
             tracing::info!(%name, %from, stored = count, "registered");
             if count == 0 {
