@@ -15,14 +15,16 @@ const USAGE_ERROR: u8 = 2;
 
 /// A UDP chat with a registration server.
 ///
-/// Start the server first, then one client per user:
+/// Start the server first, then one client per user, in a terminal or with a browser page:
 ///
 ///   chatapp -s <port>
 ///
 ///   chatapp -c <name> <server-ip> <server-port> <client-port>
+///
+///   chatapp web <name> <server-ip> <server-port> <client-port>
 #[derive(Debug, Parser)]
 #[command(name = "chatapp", version, about, long_about, verbatim_doc_comment)]
-#[command(group = clap::ArgGroup::new("mode").required(true).args(["server", "client"]))]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["server", "client", "web"]))]
 struct Cli {
     /// Run the server on <port> (1024-65535)
     #[arg(short = 's', value_name = "port")]
@@ -31,6 +33,15 @@ struct Cli {
     /// Run a client: its name, the server's IP and port, and the client's own port
     #[arg(short = 'c', num_args = 4, value_names = ["name", "server-ip", "server-port", "client-port"])]
     client: Option<Vec<String>>,
+
+    /// Run a client with a browser page (`chatapp web …`, the same four values as -c): it prints
+    /// the page's address, with its token, on standard output
+    #[arg(long = "web", num_args = 4, value_names = ["name", "server-ip", "server-port", "client-port"])]
+    web: Option<Vec<String>>,
+
+    /// Web: where the page is served (loopback by default; port 0 is a free one)
+    #[arg(long, value_name = "ip:port", default_value = "127.0.0.1:0")]
+    http: SocketAddr,
 
     /// Server: the address to listen on (`::` for IPv6, which takes IPv4 too)
     #[arg(long, value_name = "ip", default_value = "0.0.0.0")]
@@ -101,6 +112,8 @@ pub enum Mode {
     Server { port: u16 },
     /// `-c <name> <server-ip> <server-port> <client-port>`
     Client { name: Name, server: SocketAddr, port: u16 },
+    /// `web <name> <server-ip> <server-port> <client-port>`: a client with a browser page.
+    Web { name: Name, server: SocketAddr, port: u16 },
 }
 
 /// Everything the command line decided.
@@ -118,12 +131,14 @@ pub struct Options {
     pub keepalive: Duration,
     pub store: StoreChoice,
     pub advertise: Option<SocketAddr>,
+    /// Where the browser page is served (`web`).
+    pub http: SocketAddr,
 }
 
 /// Parses the command line. `Err` carries the exit code after help, version or an error line
 /// has been printed.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCode> {
-    let cli = Cli::try_parse_from(args).map_err(|e| {
+    let cli = Cli::try_parse_from(web_as_option(args)).map_err(|e| {
         if e.use_stderr() {
             // clap's message, without its usage block, on one line.
             let rendered = e.to_string();
@@ -165,7 +180,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Options, ExitCo
         keepalive: crate::millis(cli.keepalive_ms),
         store,
         advertise: cli.advertise,
+        http: cli.http,
     })
+}
+
+/// `chatapp web …` is `chatapp --web …`: the word is the mode, as `-s` and `-c` are.
+fn web_as_option(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == "web") {
+        args[1] = "--web".into();
+    }
+    args
 }
 
 /// The server at `host` (an IP address, or a name such as `localhost`, resolved here, an IPv4
@@ -200,12 +225,19 @@ fn mode(cli: &Cli) -> Result<Mode, String> {
     if let Some(port) = &cli.server {
         return Ok(Mode::Server { port: port_arg("server port", port)? });
     }
-    let [name, ip, server_port, port] = cli.client.as_deref().unwrap_or_default() else {
-        return Err("-c takes four values: <name> <server-ip> <server-port> <client-port>".into());
+    let (values, web) = match (&cli.client, &cli.web) {
+        (Some(values), _) => (values.as_slice(), false),
+        (None, Some(values)) => (values.as_slice(), true),
+        (None, None) => (&[][..], false),
+    };
+    let [name, ip, server_port, port] = values else {
+        let mode = if web { "web" } else { "-c" };
+        return Err(format!("{mode} takes four values: <name> <server-ip> <server-port> <client-port>"));
     };
     let name = Name::new(name.as_str()).map_err(|e| format!("invalid client name '{name}': {e}"))?;
     let server = server_address(ip, port_arg("server port", server_port)?)?;
-    Ok(Mode::Client { name, server, port: port_arg("client port", port)? })
+    let port = port_arg("client port", port)?;
+    Ok(if web { Mode::Web { name, server, port } } else { Mode::Client { name, server, port } })
 }
 
 /// The user's own data directory for ChatApp, never the current folder: `$XDG_DATA_HOME/chatapp`,
@@ -244,6 +276,21 @@ mod tests {
         };
         assert_eq!((name.as_str(), server.to_string(), port), ("bob", "127.0.0.1:5000".into(), 6000));
         assert!(mode_of(&["-c", "bob", "::1", "5000", "6000"]).is_ok());
+    }
+
+    #[test]
+    fn web_is_a_third_mode_with_the_clients_values() {
+        let args = ["chatapp", "web", "bob", "127.0.0.1", "5000", "6000"].map(OsString::from);
+        let cli = Cli::try_parse_from(web_as_option(args)).expect("web form");
+        let Ok(Mode::Web { name, server, port }) = mode(&cli) else { panic!("web mode") };
+        assert_eq!((name.as_str(), server.to_string(), port), ("bob", "127.0.0.1:5000".into(), 6000));
+        assert_eq!(cli.http, "127.0.0.1:0".parse::<SocketAddr>().expect("addr"), "loopback, a free port");
+        let args = ["chatapp", "web", "b b", "127.0.0.1", "5000", "6000"].map(OsString::from);
+        let err = mode(&Cli::try_parse_from(web_as_option(args)).expect("parsed")).expect_err("bad name");
+        assert!(err.contains("client name 'b b'"), "{err}");
+        let args = ["chatapp", "-c", "web", "127.0.0.1", "5000", "6000"].map(OsString::from);
+        let cli = Cli::try_parse_from(web_as_option(args)).expect("a client named web");
+        assert!(matches!(mode(&cli), Ok(Mode::Client { .. })), "only the mode's place makes it the mode");
     }
 
     #[test]

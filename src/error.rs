@@ -45,6 +45,9 @@ pub enum AppError {
     /// The client stopped on an error (its secret file cannot be read, say).
     #[error("the client stopped")]
     Client(#[from] chat_client::ClientError),
+    /// The browser page's client could not start.
+    #[error("the web client stopped")]
+    Web(#[from] chat_web::WebError),
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! `chatapp`: the one program users run, as the server (`-s`) or a client (`-c`).
+//! `chatapp`: the one program users run, as the server (`-s`), a client (`-c`), or a client
+//! with a browser page (`web`).
 //!
 //! A thin `main`: parse and check the arguments, set up logging, bind the socket, map
-//! Ctrl+C/SIGTERM/SIGHUP to a shutdown token, and hand over to `chat_server::run` or
-//! `chat_client::run`. Whatever stops it early is an [`AppError`], printed as one line,
+//! Ctrl+C/SIGTERM/SIGHUP to a shutdown token, and hand over to `chat_server::run`,
+//! `chat_client::run` or `chat_web::run`. Whatever stops it early is an [`AppError`], printed as one line,
 //! `error: <what failed>: <cause>: <its cause>…` with each cause said once, and exit code 1.
 
 mod args;
@@ -45,7 +46,8 @@ fn run(opts: &Options) -> Result<u8, AppError> {
         tokio::spawn(on_signal(shutdown.clone()));
         match &opts.mode {
             Mode::Server { port } => serve(*port, opts, shutdown).await,
-            Mode::Client { name, server, port } => chat(name, *server, *port, opts, shutdown).await,
+            Mode::Client { name, server, port } => chat(name, *server, *port, opts, None, shutdown).await,
+            Mode::Web { name, server, port } => chat(name, *server, *port, opts, Some(opts.http), shutdown).await,
         }
     })
 }
@@ -114,6 +116,7 @@ async fn chat(
     server: SocketAddr,
     port: u16,
     opts: &Options,
+    http: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<u8, AppError> {
     let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
@@ -131,7 +134,15 @@ async fn chat(
     };
     let lan = lan_address(server, port);
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, lan, ..Default::default() };
-    let code = chat_client::run(socket, cfg, name.clone(), server, opts.server_key, key, files, shutdown).await?;
+    let code = match http {
+        None => chat_client::run(socket, cfg, name.clone(), server, opts.server_key, key, files, shutdown).await?,
+        Some(http) => {
+            let page = chat_web::Page::bind(http).await?;
+            // The one line a web client prints: where to open its page.
+            println!("{}", page.line());
+            chat_web::run(socket, cfg, name.clone(), server, opts.server_key, key, files, page, shutdown).await?
+        }
+    };
     Ok(u8::try_from(code).unwrap_or(1))
 }
 

@@ -72,6 +72,32 @@ pub async fn run(
     Ok(code)
 }
 
+/// Reads what earlier runs kept in `files` (the name's secret, the key book, the server's
+/// pinned key unless `server_key` is given) and makes the core named `me` and its channel to
+/// `server`, as [`run`] does: for a program that embeds a client (a gateway) and calls
+/// [`drive`] with them.
+///
+/// # Errors
+/// As [`run`]: a file exists but cannot be read or holds something else, or the OS gives no
+/// randomness.
+pub fn open(
+    cfg: Config,
+    me: Name,
+    server: SocketAddr,
+    server_key: Option<PublicKey>,
+    key: KeyPair,
+    files: &Files,
+) -> Result<(Client, ClientChannel), ClientError> {
+    let pinned = match server_key {
+        Some(given) => Some(given),
+        None => read_server_key(&files.servers, server)?,
+    };
+    let channel = ClientChannel::new(key.clone(), pinned, Entropy::from_os()?);
+    let identity = Identity::new(key, read_secret(&files.secret)?);
+    let core = Client::new(cfg, me, server, identity, Entropy::from_os()?).with_key_book(read_keys(&files.keys)?);
+    Ok((core, channel))
+}
+
 /// Where a client's events go.
 pub trait Sink {
     /// Shows one event.
@@ -85,6 +111,16 @@ pub trait Sink {
     /// # Errors
     /// The output is gone.
     fn show_last(&mut self, event: Event) -> io::Result<()> {
+        self.show(event)
+    }
+
+    /// Shows one event with the turn of the command it answers, if any (see
+    /// [`Client::poll_answer`]); [`Sink::show`] unless the sink tells answers apart.
+    ///
+    /// # Errors
+    /// The output is gone: the client stops (a silent leave).
+    fn show_answer(&mut self, event: Event, turn: Option<u64>) -> io::Result<()> {
+        let _ = turn;
         self.show(event)
     }
 }
@@ -268,8 +304,8 @@ async fn flush(
         }
     }
     let exiting = core.poll_exit().is_some();
-    while let Some(event) = core.poll_event() {
-        let shown = if exiting { out.show_last(event) } else { out.show(event) };
+    while let Some((event, turn)) = core.poll_answer() {
+        let shown = if exiting { out.show_last(event) } else { out.show_answer(event, turn) };
         if shown.is_err() {
             return Some(0);
         }

@@ -28,7 +28,7 @@ pub use crate::event::Event;
 pub use crate::identity::Identity;
 pub use crate::keybook::{KeyBook, KeyBookError};
 pub use chat_core::{Entropy, Transmit};
-pub use driver::{Files, Sink, drive, run};
+pub use driver::{Files, Sink, drive, open, run};
 pub use output::Input;
 
 #[cfg(test)]

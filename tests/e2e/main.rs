@@ -28,3 +28,4 @@ mod secure;
 mod security;
 mod spoof;
 mod trust;
+mod web;

@@ -131,7 +131,9 @@ pub struct Client {
     closing: bool,
     exit: Option<i32>,
     out: VecDeque<Transmit>,
-    events: VecDeque<Event>,
+    /// What to show, each with the turn of the command it answers (none: not an answer, or
+    /// held for the order of the commands first).
+    events: VecDeque<(Event, Option<u64>)>,
     next_id: u64,
     /// Nonces for sealing.
     entropy: Entropy,
@@ -378,6 +380,16 @@ impl Client {
 
     /// The next thing to show the user.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.poll_answer().map(|(e, _)| e)
+    }
+
+    /// The next thing to show the user, with the turn of the command it answers: turns are
+    /// numbered from 0 in the order the core takes lines that are not blank (a blank line, one
+    /// [`parse`] makes `Ok(None)` of, takes none). None for what answers no command (a message
+    /// coming in, a table update), and for lines held for the order of the commands
+    /// ([`Config::answers_in_order`]). A program that shows messages' states (a gateway) uses it
+    /// to tell which `send` an outcome belongs to.
+    pub fn poll_answer(&mut self) -> Option<(Event, Option<u64>)> {
         self.events.pop_front()
     }
 
@@ -446,7 +458,7 @@ impl Client {
             Some(turn) => self.answers.say(turn, e),
             None => Some(e),
         };
-        self.events.extend(e);
+        self.events.extend(e.map(|e| (e, self.turn)));
     }
 
     /// Emits what `f` emits as lines of command `turn` (none: not caused by a command).
@@ -459,7 +471,7 @@ impl Client {
     /// Shows every line held for the order of the commands (the client is exiting).
     fn show_held_answers(&mut self) {
         let held = self.answers.drain();
-        self.events.extend(held);
+        self.events.extend(held.into_iter().map(|e| (e, None)));
     }
 
     /// Finishes the turns of commands that have nothing more in flight, showing what waited
@@ -469,7 +481,7 @@ impl Client {
         for turn in self.answers.open() {
             if !live.contains(&turn) {
                 let show = self.answers.finish(turn);
-                self.events.extend(show);
+                self.events.extend(show.into_iter().map(|e| (e, None)));
             }
         }
     }
@@ -477,7 +489,7 @@ impl Client {
     /// Shows what was held back while registering or fetching.
     fn release_held(&mut self) {
         let held = self.session.release();
-        self.events.extend(held);
+        self.events.extend(held.into_iter().map(|e| (e, None)));
     }
 
     /// Stops the client with `code` after `e` is shown (and whatever was held back: messages
