@@ -20,6 +20,7 @@ mod requests;
 mod send;
 mod session;
 mod table;
+mod terminal;
 
 pub use crate::command::{Command, CommandError, parse};
 pub use crate::core::{Client, Config};
