@@ -27,4 +27,5 @@ mod sealed;
 mod secure;
 mod security;
 mod spoof;
+mod terminal;
 mod trust;
