@@ -29,11 +29,11 @@ const PALETTE: [u8; 8] = [32, 33, 35, 36, 94, 92, 95, 96];
 /// Names listed in full beside a table update before the rest are counted.
 const NAMED: usize = 4;
 
-/// The commands, for Tab completion: those that take a name first.
-const NAMED_COMMANDS: [&str; 5] = ["send", "dereg", "reg", "verify", "trust"];
+/// The commands that take more after them, for Tab completion (which adds the space).
+const WITH_MORE: [&str; 6] = ["send", "send_all", "dereg", "reg", "verify", "trust"];
 
-/// The commands, for Tab completion: the others.
-const OTHER_COMMANDS: [&str; 4] = ["send_all", "list", "help", "quit"];
+/// The commands that stand alone, for Tab completion.
+const ALONE: [&str; 3] = ["list", "help", "quit"];
 
 /// The names Tab completes, shared between the display (which learns them from the tables) and
 /// the line editor's thread.
@@ -215,19 +215,17 @@ impl Completer for Helper {
         let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
         let word = &before[start..];
         let earlier: Vec<&str> = before[..start].split_whitespace().collect();
-        let candidates = match earlier.as_slice() {
+        let mut candidates: Vec<String> = match earlier.as_slice() {
             [] => {
-                let takes_more = NAMED_COMMANDS.iter().chain(&["send_all"]);
-                let with_space = takes_more.map(|c| format!("{c} "));
-                let bare = OTHER_COMMANDS.iter().filter(|c| **c != "send_all").map(|c| (*c).to_owned());
-                with_space.chain(bare).filter(|c| c.starts_with(word)).collect()
+                let with_space = WITH_MORE.iter().map(|c| format!("{c} "));
+                let alone = ALONE.iter().map(|c| (*c).to_owned());
+                with_space.chain(alone).filter(|c| c.starts_with(word)).collect()
             }
             ["dereg" | "reg"] if self.me.as_str().starts_with(word) => vec![self.me.to_string()],
             ["send"] => self.matching(word, " "),
             ["verify" | "trust"] => self.matching(word, ""),
             _ => Vec::new(),
         };
-        let mut candidates: Vec<String> = candidates;
         candidates.sort();
         Ok((start, candidates))
     }
