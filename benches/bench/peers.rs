@@ -185,7 +185,7 @@ impl Peer {
         });
         let tid = tid_rx.recv().expect("the client's thread");
         let mut peer = Peer { input: in_tx, events: ev_rx, printing, stop, tid };
-        peer.wait(|e| matches!(e, Event::TableUpdated));
+        peer.wait(|e| matches!(e, Event::TableUpdated(_)));
         peer
     }
 
@@ -259,7 +259,7 @@ fn with_alice<T>(
         });
         loop {
             match ev_rx.recv().await {
-                Some(Event::TableUpdated) => break,
+                Some(Event::TableUpdated(_)) => break,
                 Some(_) => {}
                 None => panic!("the benchmark's client stopped before it was registered"),
             }

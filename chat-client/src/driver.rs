@@ -63,7 +63,7 @@ pub async fn run(
     let identity = Identity::new(key, read_secret(&files.secret)?);
     let book = read_keys(&files.keys)?;
     let entropy = Entropy::from_os()?;
-    let (input, mut printer) = output::start(Some(files.history.clone()));
+    let (input, mut printer) = output::start(&me, Some(files.history.clone()));
     // A script reads answers line by line: it gets them in the order of its commands.
     let cfg = Config { answers_in_order: printer.is_plain(), ..cfg };
     let core = Client::new(cfg, me, server, identity, entropy).with_key_book(book);
@@ -127,11 +127,11 @@ pub trait Sink {
 
 impl Sink for Printer {
     fn show(&mut self, event: Event) -> io::Result<()> {
-        self.print(event.to_string())
+        Printer::show(self, &event)
     }
 
     fn show_last(&mut self, event: Event) -> io::Result<()> {
-        self.print_last(event.to_string())
+        Printer::show_last(self, &event)
     }
 }
 

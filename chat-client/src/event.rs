@@ -16,8 +16,9 @@ pub enum Event {
     HaveMessages,
     /// One stored message, in the order the server received it.
     Stored(StoredMessage),
-    /// A newer client table was applied.
-    TableUpdated,
+    /// A newer client table was applied; who came or went with it (the terminal says so beside
+    /// the line, a script sees the line alone).
+    TableUpdated(Presence),
     /// A direct message arrived.
     Chat {
         /// The sender.
@@ -93,6 +94,29 @@ pub enum Event {
     },
 }
 
+/// Who a table update shows coming online and going offline: what the terminal says beside
+/// `[Client table updated.]`. A table that comes when there was none counts every row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Now online, and before offline or not in the table.
+    pub came: Vec<Name>,
+    /// Now offline, and before online or not in the table; or online before and no longer in
+    /// the table.
+    pub went: Vec<Name>,
+}
+
+impl Presence {
+    /// Notes that `name` is now `online` or not.
+    pub(crate) fn note(&mut self, name: Name, online: bool) {
+        if online { self.came.push(name) } else { self.went.push(name) }
+    }
+
+    /// Whether nobody came or went.
+    pub fn is_empty(&self) -> bool {
+        self.came.is_empty() && self.went.is_empty()
+    }
+}
+
 /// A stored message's text (a message still sealed is never shown: the core drops it).
 fn body(m: &StoredMessage) -> &str {
     match &m.body {
@@ -115,7 +139,7 @@ impl fmt::Display for Event {
                 write!(f, ">>> Channel_Message {}: {} {}", m.from, stamp(m), body(m))
             }
             Self::Stored(m) => write!(f, ">>> {}: {} {}", m.from, stamp(m), body(m)),
-            Self::TableUpdated => f.write_str(">>> [Client table updated.]"),
+            Self::TableUpdated(_) => f.write_str(">>> [Client table updated.]"),
             Self::Chat { from, text } => write!(f, ">>> {from}: {text}"),
             Self::Delivered { to } => write!(f, ">>> [Message received by {to}.]"),
             Self::NoAck { to } => write!(f, ">>> [No ACK from {to}, message sent to server.]"),

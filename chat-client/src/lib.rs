@@ -20,11 +20,12 @@ mod requests;
 mod send;
 mod session;
 mod table;
+mod terminal;
 
 pub use crate::command::{Command, CommandError, parse};
 pub use crate::core::{Client, Config};
 pub use crate::error::ClientError;
-pub use crate::event::Event;
+pub use crate::event::{Event, Presence};
 pub use crate::identity::Identity;
 pub use crate::keybook::{KeyBook, KeyBookError};
 pub use chat_core::{Entropy, Transmit};

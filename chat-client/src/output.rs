@@ -1,18 +1,26 @@
 //! The terminal side: where commands come from and where lines go. The only module that
 //! prints.
 //!
-//! On a terminal, rustyline gives the prompt line editing and history, and incoming lines are
-//! printed above the line being typed. Otherwise (a script, a pipe) commands are read line by
-//! line and every event is written as its own line and flushed at once, with no prompt.
+//! On a terminal, rustyline gives the prompt (with the name) line editing, history and Tab
+//! completion, and incoming lines are printed above the line being typed, as
+//! [`crate::terminal`] shows them. Otherwise (a script, a pipe) commands are read line by line
+//! and every event is written as its own line, exactly [`Event`]'s, and flushed at once, with no
+//! prompt.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+use chat_proto::Name;
+use rustyline::config::{CompletionType, Config};
 use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
 use tokio::sync::mpsc;
 
-/// The prompt.
-const PROMPT: &str = ">>> ";
+use crate::event::Event;
+use crate::terminal::{self, Helper, Screen};
+
+/// The line editor, with its helper.
+type Editor = rustyline::Editor<Helper, DefaultHistory>;
 
 /// What the user did.
 #[derive(Debug)]
@@ -30,7 +38,7 @@ pub enum Input {
 /// Where output lines go.
 pub(crate) enum Printer {
     Plain(io::Stdout),
-    Terminal { printer: Box<dyn rustyline::ExternalPrinter + Send>, saved: Option<TermState> },
+    Terminal { printer: Box<dyn rustyline::ExternalPrinter + Send>, saved: Option<TermState>, screen: Box<Screen> },
 }
 
 impl Printer {
@@ -38,6 +46,31 @@ impl Printer {
     /// without line editing), rather than above a prompt.
     pub fn is_plain(&self) -> bool {
         matches!(self, Self::Plain(_))
+    }
+
+    /// Prints `event`: its lines as they are in a script, as the terminal shows them there.
+    ///
+    /// # Errors
+    /// The output is gone (a closed terminal or pipe).
+    pub fn show(&mut self, event: &Event) -> io::Result<()> {
+        let lines = self.lines(event);
+        self.print(lines)
+    }
+
+    /// Prints `event` as one of the last before the client exits (see [`Printer::print_last`]).
+    ///
+    /// # Errors
+    /// The output is gone.
+    pub fn show_last(&mut self, event: &Event) -> io::Result<()> {
+        let lines = self.lines(event);
+        self.print_last(lines)
+    }
+
+    fn lines(&mut self, event: &Event) -> String {
+        match self {
+            Self::Plain(_) => event.to_string(),
+            Self::Terminal { screen, .. } => screen.render(event),
+        }
     }
 
     /// Prints one event's lines.
@@ -86,18 +119,24 @@ impl Printer {
     }
 }
 
-/// Starts reading commands on a thread of their own; `history` is where a terminal's command
-/// history is kept. Line editing only when both ends are a terminal: with its output piped (to
-/// `tee`, say) the client reads plain lines and prints plain lines, without a word about it.
-pub(crate) fn start(history: Option<PathBuf>) -> (mpsc::UnboundedReceiver<Input>, Printer) {
+/// Starts reading the commands of the client named `me` on a thread of their own; `history` is
+/// where a terminal's command history is kept. Line editing only when both ends are a terminal:
+/// with its output piped (to `tee`, say) the client reads plain lines and prints plain lines,
+/// without a word about it.
+pub(crate) fn start(me: &Name, history: Option<PathBuf>) -> (mpsc::UnboundedReceiver<Input>, Printer) {
     let (tx, rx) = mpsc::unbounded_channel();
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
-        match rustyline::DefaultEditor::new() {
+        let config = Config::builder().completion_type(CompletionType::List).build();
+        match Editor::with_config(config) {
             Ok(mut editor) => match editor.create_external_printer() {
                 Ok(printer) => {
+                    let colour = terminal::colour_wanted();
+                    let screen = Box::new(Screen::new(me.clone(), colour));
+                    editor.set_helper(Some(Helper::new(me.clone(), colour, screen.names())));
                     let saved = TermState::save();
-                    std::thread::spawn(move || read_terminal(editor, history, &tx));
-                    return (rx, Printer::Terminal { printer: Box::new(printer), saved });
+                    let prompt = terminal::prompt(me);
+                    std::thread::spawn(move || read_terminal(editor, &prompt, history, &tx));
+                    return (rx, Printer::Terminal { printer: Box::new(printer), saved, screen });
                 }
                 Err(e) => tracing::warn!("no line editing: {e}"),
             },
@@ -108,12 +147,12 @@ pub(crate) fn start(history: Option<PathBuf>) -> (mpsc::UnboundedReceiver<Input>
     (rx, Printer::Plain(io::stdout()))
 }
 
-fn read_terminal(mut editor: rustyline::DefaultEditor, history: Option<PathBuf>, tx: &mpsc::UnboundedSender<Input>) {
+fn read_terminal(mut editor: Editor, prompt: &str, history: Option<PathBuf>, tx: &mpsc::UnboundedSender<Input>) {
     if let Some(path) = &history {
         let _ = editor.load_history(path); // none yet is fine
     }
     loop {
-        let input = match editor.readline(PROMPT) {
+        let input = match editor.readline(prompt) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());

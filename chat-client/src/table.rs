@@ -3,13 +3,17 @@
 //! asking for the table after a registration.
 //!
 //! It owns the table, the pages still arriving, the version of this client's registration and
-//! the wait/pull deadlines. It returns what to do (the version to ACK, whether the table changed,
-//! whether the server lost track of this client); it sends and shows nothing itself.
+//! the wait/pull deadlines. It returns what to do (the version to ACK, whether the table changed
+//! and who came or went with it, whether the server lost track of this client); it sends and
+//! shows nothing itself.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chat_proto::{ClientRow, Name, Table};
+
+use crate::event::Presence;
 
 /// A table arriving in several datagrams.
 #[derive(Debug)]
@@ -23,8 +27,8 @@ struct Pages {
 pub(crate) struct Applied {
     /// The version to ACK (`table_ack`), if any.
     pub ack: Option<u64>,
-    /// A newer table replaced the local one.
-    pub changed: bool,
+    /// A newer table replaced the local one, and who came or went with it.
+    pub changed: Option<Presence>,
 }
 
 /// The local table and its timing.
@@ -189,7 +193,7 @@ impl LocalTable {
             return Applied::default();
         }
         if self.version().is_some_and(|v| v >= version) {
-            return Applied { ack: Some(version), changed: false };
+            return Applied { ack: Some(version), changed: None };
         }
         let fresh = || Pages { version, pages: vec![None; usize::from(pages)] };
         let p = self.pages.get_or_insert_with(fresh);
@@ -208,31 +212,42 @@ impl LocalTable {
     /// it is, and the server sends what it needs from there.
     pub fn handle_delta(&mut self, base: u64, version: u64, rows: Vec<ClientRow>) -> Applied {
         let Some(table) = self.table.as_mut().filter(|t| t.version >= base) else {
-            return Applied { ack: Some(self.version().unwrap_or(0)), changed: false };
+            return Applied { ack: Some(self.version().unwrap_or(0)), changed: None };
         };
         if table.version >= version {
-            return Applied { ack: Some(version), changed: false };
+            return Applied { ack: Some(version), changed: None };
         }
+        let mut presence = Presence::default();
         for row in rows {
-            upsert(table, row);
+            let (name, online) = (row.name.clone(), row.online);
+            if upsert(table, row) != Some(online) {
+                presence.note(name, online);
+            }
         }
         table.version = version;
-        Applied { ack: Some(version), changed: true }
+        Applied { ack: Some(version), changed: Some(presence) }
     }
 
-    /// The row of a recipient that answered the server's probe (with `exists`).
-    pub fn apply_row(&mut self, row: ClientRow) {
+    /// The row of a recipient that answered the server's probe (with `exists`); who came or
+    /// went with it.
+    pub fn apply_row(&mut self, row: ClientRow) -> Presence {
         let table = self.table.get_or_insert_with(|| Table { version: 0, clients: Vec::new() });
-        upsert(table, row);
+        let (name, online) = (row.name.clone(), row.online);
+        let mut presence = Presence::default();
+        if upsert(table, row) != Some(online) {
+            presence.note(name, online);
+        }
+        presence
     }
 
-    /// Replaces the local table with a newer one; true if it did.
-    fn apply(&mut self, table: Table) -> bool {
+    /// Replaces the local table with a newer one; who came or went, if it did.
+    fn apply(&mut self, table: Table) -> Option<Presence> {
         if self.version().is_some_and(|v| table.version <= v) {
-            return false;
+            return None;
         }
+        let presence = presence_between(self.table.as_ref(), &table);
         self.table = Some(table);
-        true
+        Some(presence)
     }
 
     /// Whether the table (just changed) says the server lost track of `me`: a table newer than
@@ -247,10 +262,33 @@ impl LocalTable {
     }
 }
 
-/// Puts `row` in `table`, kept sorted by name.
-fn upsert(table: &mut Table, row: ClientRow) {
+/// Puts `row` in `table`, kept sorted by name; whether the row it replaced was online (none if
+/// the name is new).
+fn upsert(table: &mut Table, row: ClientRow) -> Option<bool> {
     match table.clients.binary_search_by(|r| r.name.cmp(&row.name)) {
-        Ok(i) => table.clients[i] = row,
-        Err(i) => table.clients.insert(i, row),
+        Ok(i) => Some(std::mem::replace(&mut table.clients[i], row).online),
+        Err(i) => {
+            table.clients.insert(i, row);
+            None
+        }
     }
+}
+
+/// Who is online in `new` and was not in `old`, and who is offline in `new` and was not, or
+/// was online and left the table (every row counts when there was no table before).
+fn presence_between(old: Option<&Table>, new: &Table) -> Presence {
+    let before: HashMap<&Name, bool> = old.iter().flat_map(|t| &t.clients).map(|r| (&r.name, r.online)).collect();
+    let mut presence = Presence::default();
+    for row in &new.clients {
+        if before.get(&row.name) != Some(&row.online) {
+            presence.note(row.name.clone(), row.online);
+        }
+    }
+    if !before.is_empty() {
+        let now: HashSet<&Name> = new.clients.iter().map(|r| &r.name).collect();
+        for row in old.iter().flat_map(|t| &t.clients).filter(|r| r.online && !now.contains(&r.name)) {
+            presence.note(row.name.clone(), false);
+        }
+    }
+    presence
 }

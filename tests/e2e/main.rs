@@ -27,5 +27,6 @@ mod sealed;
 mod secure;
 mod security;
 mod spoof;
+mod terminal;
 mod trust;
 mod web;

@@ -11,7 +11,7 @@ use chat_proto::{
 };
 
 use super::{Client, Kind};
-use crate::event::Event;
+use crate::event::{Event, Presence};
 use crate::session::Stage;
 use crate::table::{Applied, LocalTable};
 
@@ -273,8 +273,8 @@ impl Client {
         self.in_turn(o.turn(), |c| {
             c.emit(Event::Exists { to: o.to().clone() });
             let keyed = super::trust::keyed(std::slice::from_ref(&row));
-            c.table.apply_row(row);
-            c.emit(Event::TableUpdated);
+            let presence = c.table.apply_row(row);
+            c.emit(Event::TableUpdated(presence));
             c.check_keys(keyed);
             o.handle_exists();
             c.direct(now, o);
@@ -323,8 +323,8 @@ impl Client {
         if let Some(version) = ack {
             self.send_once(self.server, &Datagram::TableAck { version });
         }
-        if changed {
-            self.table_changed(now);
+        if let Some(presence) = changed {
+            self.table_changed(now, presence);
             let keyed = keyed.unwrap_or_else(|| self.table.keys());
             self.check_keys(keyed);
         }
@@ -332,16 +332,16 @@ impl Client {
 
     /// Shows the update; a table that says the server lost track of this client (its probe
     /// answers were lost) makes it register again.
-    pub(super) fn table_changed(&mut self, now: Instant) {
+    pub(super) fn table_changed(&mut self, now: Instant, presence: Presence) {
         if self.table.lost(&self.me) && self.session.confirmed() {
             tracing::info!("the server lists this client offline: registering again");
             self.register(now);
         }
         // While stored messages are shown, table updates are not held back.
         if matches!(self.session.stage(), Stage::Fetching { .. }) {
-            self.emit(Event::TableUpdated);
+            self.emit(Event::TableUpdated(presence));
         } else {
-            self.show_live(Event::TableUpdated);
+            self.show_live(Event::TableUpdated(presence));
         }
         // Chats that came before their senders' keys: opened now, or dropped.
         for (from, id, sender, sealed) in std::mem::take(&mut self.unverified) {

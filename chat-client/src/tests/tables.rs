@@ -131,3 +131,39 @@ fn listed_offline_while_fetching_stored_messages_registers_again() {
         "the server marked it gone mid-fetch: waiting on would end in a give-up"
     );
 }
+
+/// The presence each table update carries, in the order the events come.
+fn presences(f: &mut Fixture) -> Vec<(Vec<String>, Vec<String>)> {
+    let names = |v: &[Name]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    std::iter::from_fn(|| f.client.poll_event())
+        .filter_map(|e| match e {
+            crate::Event::TableUpdated(p) => Some((names(&p.came), names(&p.went))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_table_update_says_who_came_and_who_went_whole_tables_and_deltas() {
+    let mut f = Fixture::new();
+    let [(SERVER, Datagram::Register { id, .. })] = f.sent()[..] else { panic!("register first") };
+    f.registered(id, 10, 0);
+    f.recv(SERVER, Datagram::Table(table(10, true, false)));
+    let first = (vec!["alice".to_owned()], vec!["bob".to_owned()]);
+    assert_eq!(presences(&mut f), [first], "the first table counts every row");
+    f.recv(SERVER, Datagram::TableDelta { base: 10, version: 11, rows: vec![row("bob", BOB, true)] });
+    assert_eq!(presences(&mut f), [(vec!["bob".to_owned()], vec![])]);
+    // A row sent again unchanged is no news; a new name offline is.
+    let rows = vec![row("bob", BOB, true), row("carl", 5003, false)];
+    f.recv(SERVER, Datagram::TableDelta { base: 11, version: 12, rows });
+    assert_eq!(presences(&mut f), [(vec![], vec!["carl".to_owned()])]);
+    // A whole table: bob went, carl came.
+    let clients = vec![row("alice", ME, true), row("bob", BOB, false), row("carl", 5003, true)];
+    f.recv(SERVER, Datagram::Table(Table { version: 13, clients }));
+    assert_eq!(presences(&mut f), [(vec!["carl".to_owned()], vec!["bob".to_owned()])]);
+    // Online rows that leave the table went; offline ones are no news.
+    f.recv(SERVER, Datagram::Table(Table { version: 14, clients: vec![row("alice", ME, true)] }));
+    assert_eq!(presences(&mut f), [(vec![], vec!["carl".to_owned()])]);
+    f.recv(SERVER, Datagram::Table(Table { version: 14, clients: vec![] }));
+    assert!(presences(&mut f).is_empty(), "not newer: not applied");
+}
