@@ -60,9 +60,12 @@ fn a_table_update_asks_for_the_table_once_and_its_answer_is_not_a_line() {
     let mut hub = Hub::new("alice");
     let fx = hub.handle_event(t0(), Event::Welcome, None);
     assert!(fx.updates.iter().any(|u| matches!(u, Update::People { presence: Presence::Online, .. })));
-    let fx = hub.handle_event(t0(), Event::TableUpdated, None);
+    let fx = hub.handle_event(t0(), Event::TableUpdated(chat_client::Presence::default()), None);
     assert_eq!(fx.lines, ["list"]);
-    assert!(hub.handle_event(t0(), Event::TableUpdated, None).lines.is_empty(), "one list covers both");
+    assert!(
+        hub.handle_event(t0(), Event::TableUpdated(chat_client::Presence::default()), None).lines.is_empty(),
+        "one list covers both"
+    );
     let row = |name: &str, online| ClientRow {
         name: n(name),
         addr: "127.0.0.1:5000".parse().expect("addr"),
@@ -75,7 +78,11 @@ fn a_table_update_asks_for_the_table_once_and_its_answer_is_not_a_line() {
     assert!(!fx.updates.iter().any(|u| matches!(u, Update::Line { .. })), "the gateway's own list shows no line");
     let Some(Update::People { people, .. }) = fx.updates.last() else { panic!("people") };
     assert_eq!(people[1], Person { name: "bob".into(), online: false });
-    assert_eq!(hub.handle_event(t0(), Event::TableUpdated, None).lines, ["list"], "asked again after the answer");
+    assert_eq!(
+        hub.handle_event(t0(), Event::TableUpdated(chat_client::Presence::default()), None).lines,
+        ["list"],
+        "asked again after the answer"
+    );
 }
 
 #[test]
