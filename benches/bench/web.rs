@@ -139,12 +139,14 @@ async fn update(ws: &mut Ws) -> serde_json::Value {
     }
 }
 
-/// Waits until the page shows this client online and bob online in its table.
+/// Waits until the page shows this client online and bob online in its table: in the snapshot
+/// (the client may have registered and read the table before the page connected) or in an
+/// update after it.
 async fn online(ws: &mut Ws) {
     loop {
         let u = update(ws).await;
         let people = match u["type"].as_str() {
-            Some("people") if u["presence"] == "online" => &u["people"],
+            Some("snapshot" | "people") if u["presence"] == "online" => &u["people"],
             _ => continue,
         };
         let bob = people.as_array().into_iter().flatten().any(|p| p["name"] == "bob" && p["online"] == true);
