@@ -2,8 +2,9 @@
 //!
 //! `cargo bench --bench bench` runs them all (a few minutes on 2 cores) and prints a table;
 //! `cargo bench --bench bench -- --quick` is the short smoke pass CI runs; naming groups
-//! (`rtt throughput saves fanout storm memory secure keepalive relay cluster`) runs only those. Nothing here asserts
-//! a timing: the numbers are printed, and kept in `docs/BENCHMARKS.md`.
+//! (`rtt throughput saves fanout storm memory secure keepalive relay cluster web`) runs only
+//! those. Nothing here asserts a timing: the numbers are printed, and kept in
+//! `docs/BENCHMARKS.md`.
 
 mod cluster;
 mod cpu;
@@ -14,6 +15,7 @@ mod secure;
 mod sim;
 mod swarm;
 mod timed;
+mod web;
 
 use std::time::Duration;
 
@@ -130,6 +132,11 @@ fn main() {
     if run("cluster") {
         eprintln!("nodes over PostgreSQL…");
         lines.extend(cluster::cluster(&scale));
+    }
+    if run("web") {
+        eprintln!("the browser page…");
+        lines.extend(web::round_trip(&scale));
+        lines.extend(web::throughput(&scale));
     }
     if run("secure") {
         eprintln!("encrypted channel…");

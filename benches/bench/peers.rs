@@ -225,7 +225,7 @@ impl Drained {
     }
 }
 
-const PAYLOAD: &str = "hello, this is a 40-byte chat message!!!";
+pub(crate) const PAYLOAD: &str = "hello, this is a 40-byte chat message!!!";
 
 fn wire_sizes() -> (Vec<u8>, Vec<u8>) {
     let (alice, bob, id) = (name("alice"), name("bob"), MsgId(u64::MAX / 3));
@@ -240,7 +240,7 @@ fn wire_sizes() -> (Vec<u8>, Vec<u8>) {
 /// handing it a command and seeing its event cost no thread switch (as typing into a terminal
 /// and reading it do not count as network time); the peer and the server run on their own
 /// threads like separate processes.
-fn with_alice<T>(
+pub(crate) fn with_alice<T>(
     server: SocketAddr,
     who: &str,
     f: impl AsyncFnOnce(&mpsc::UnboundedSender<Input>, &mut mpsc::UnboundedReceiver<Event>) -> T,
@@ -270,11 +270,11 @@ fn with_alice<T>(
     })
 }
 
-async fn delivered(events: &mut mpsc::UnboundedReceiver<Event>) {
+pub(crate) async fn delivered(events: &mut mpsc::UnboundedReceiver<Event>) {
     while !matches!(events.recv().await.expect("alice runs"), Event::Delivered { .. }) {}
 }
 
-fn send(input: &mpsc::UnboundedSender<Input>) {
+pub(crate) fn send(input: &mpsc::UnboundedSender<Input>) {
     input.send(Input::Line(format!("send bob {PAYLOAD}"))).expect("alice runs");
 }
 

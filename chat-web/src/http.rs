@@ -80,7 +80,13 @@ async fn serve(gw: Arc<Gateway>, ws: WebSocket) {
         tokio::select! {
             update = updates.recv() => match update {
                 Some(json) => {
-                    if to_page.send(Frame::Text(json.as_ref().into())).await.is_err() {
+                    // The updates waiting now go out in one write, not one each.
+                    let mut sent = to_page.feed(Frame::Text(json.as_ref().into())).await;
+                    while sent.is_ok() {
+                        let Ok(json) = updates.try_recv() else { break };
+                        sent = to_page.feed(Frame::Text(json.as_ref().into())).await;
+                    }
+                    if sent.is_err() || to_page.flush().await.is_err() {
                         break;
                     }
                 }

@@ -4,7 +4,7 @@
 //! `chat_client::Client::poll_answer`) and returns the updates for the page and the lines for
 //! the core. Sans-IO: no sockets, no clock (`now` comes in), no tasks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use chat_client::{Command, Event};
 use chat_proto::{Body, Origin, StoredMessage};
@@ -56,8 +56,9 @@ pub struct Hub {
     lines: VecDeque<LogLine>,
     /// The turn the next line sent to the core takes.
     next_turn: u64,
-    /// Turns whose answers mean something for the page.
-    asked: HashMap<u64, Asked>,
+    /// Turns whose answers mean something for the page, oldest first (forgetting the oldest
+    /// costs no walk over the others).
+    asked: BTreeMap<u64, Asked>,
     /// Whether a `list` of the gateway's own is on its way (one covers any number of updates).
     table_asked: bool,
     next_message: u64,
@@ -73,7 +74,7 @@ impl Hub {
             messages: VecDeque::new(),
             lines: VecDeque::new(),
             next_turn: 0,
-            asked: HashMap::new(),
+            asked: BTreeMap::new(),
             table_asked: false,
             next_message: 0,
         }
@@ -198,9 +199,8 @@ impl Hub {
     }
 
     fn ask(&mut self, what: Asked) {
-        if self.asked.len() >= TURNS_KEPT {
-            let oldest = self.next_turn.saturating_sub(TURNS_KEPT as u64);
-            self.asked.retain(|t, _| *t > oldest);
+        while self.asked.len() >= TURNS_KEPT {
+            self.asked.pop_first();
         }
         self.asked.insert(self.next_turn, what);
         self.next_turn += 1;
@@ -246,7 +246,11 @@ impl Hub {
     /// (an outcome that came without its turn) the oldest unsettled one to `whom`.
     fn settle(&mut self, fx: &mut Effects, asked: Option<Asked>, whom: Whom<'_>, state: State, detail: Option<String>) {
         let by_turn = match asked {
-            Some(Asked::Message(id)) => self.messages.iter_mut().find(|m| m.id == id),
+            // Kept in the order of their ids: no walk over thousands of messages per outcome.
+            Some(Asked::Message(id)) => match self.messages.binary_search_by_key(&id, |m| m.id) {
+                Ok(i) => self.messages.get_mut(i),
+                Err(_) => None,
+            },
             _ => None,
         };
         let found = match by_turn {

@@ -100,3 +100,20 @@ fn the_snapshot_keeps_lines_and_messages_for_a_reload() {
     assert!(json.starts_with("{\"type\":\"snapshot\""), "{json}");
     assert!(json.contains("\"at\":\"2026-11-23T14:05:09Z\""), "{json}");
 }
+
+#[test]
+fn past_the_turns_kept_the_oldest_is_forgotten_and_the_newest_still_settles_its_message() {
+    let mut hub = Hub::new("alice");
+    let lines: Vec<String> = (0..=TURNS_KEPT).map(|i| format!("send bob m{i}")).collect();
+    hub.handle_text(t0(), &lines.join("\n"));
+    assert_eq!(hub.asked.len(), TURNS_KEPT, "bounded");
+    assert!(!hub.asked.contains_key(&0), "the oldest turn is forgotten");
+    let newest = TURNS_KEPT as u64;
+    let fx = hub.handle_event(t0(), Event::Delivered { to: n("bob") }, Some(newest));
+    let newest_text = format!("m{TURNS_KEPT}");
+    assert_eq!((messages(&fx)[0].text.as_str(), messages(&fx)[0].state), (newest_text.as_str(), State::Delivered));
+    // An outcome whose turn is forgotten settles the oldest unsettled message to bob still kept.
+    let fx = hub.handle_event(t0(), Event::Delivered { to: n("bob") }, Some(0));
+    let oldest_kept = format!("m{}", TURNS_KEPT + 1 - MESSAGES_KEPT);
+    assert_eq!((messages(&fx)[0].text.as_str(), messages(&fx)[0].state), (oldest_kept.as_str(), State::Delivered));
+}
