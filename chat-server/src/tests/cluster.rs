@@ -296,21 +296,25 @@ fn a_channel_copy_for_a_node_that_dies_before_taking_it_is_stored() {
     assert!(p.a.drain().iter().all(|(port, _)| *port != BOB), "A sends nothing to B's client");
 }
 
-#[test]
-fn a_new_name_taken_at_both_nodes_in_one_instant_goes_to_one_key_and_the_other_client_learns_it() {
-    let mut p = Pair::new();
-    p.a.register("zoe", ALICE);
-    // At B, before either row reached the store, another key takes "zoe" for a new name.
-    let id = p.b.id();
-    let reg = Datagram::Register {
+/// A padded `register` of "zoe" with mallory's key and no secret.
+fn mallory_as_zoe(id: MsgId) -> Datagram {
+    Datagram::Register {
         lan: None,
         id,
         name: name("zoe"),
         secret: None,
         key: key("mallory"),
         pad: " ".repeat(REGISTER_PAD_TO),
-    };
-    let out = p.b.recv(BOB, reg);
+    }
+}
+
+#[test]
+fn a_new_name_taken_at_both_nodes_in_one_instant_goes_to_one_key_and_the_other_client_learns_it() {
+    let mut p = Pair::new();
+    p.a.register("zoe", ALICE);
+    // At B, before either row reached the store, another key takes "zoe" for a new name.
+    let id = p.b.id();
+    let out = p.b.recv(BOB, mallory_as_zoe(id));
     let Some((_, Datagram::Registered { cookie, .. })) = out.first().cloned() else { panic!("{out:?}") };
     let id = p.b.id();
     p.b.recv(BOB, Datagram::Confirm { id, cookie });
@@ -322,14 +326,6 @@ fn a_new_name_taken_at_both_nodes_in_one_instant_goes_to_one_key_and_the_other_c
     assert!(!told.is_empty(), "B's client hears of it");
     // Registering again, it is refused: the name is in use by the other key.
     let id = p.b.id();
-    let reg = Datagram::Register {
-        lan: None,
-        id,
-        name: name("zoe"),
-        secret: None,
-        key: key("mallory"),
-        pad: " ".repeat(REGISTER_PAD_TO),
-    };
-    let out = p.b.recv(BOB, reg);
+    let out = p.b.recv(BOB, mallory_as_zoe(id));
     assert_eq!(out, [(BOB, Datagram::Refused { id, reason: Refusal::NameTaken })]);
 }
