@@ -34,6 +34,17 @@ fn moving(from: &Server, to: &Server) -> String {
     format!(">>> [Server 127.0.0.1:{} not responding: moving to 127.0.0.1:{}.]", from.port, to.port)
 }
 
+/// Waits until `client`'s table shows `name` offline.
+fn wait_offline(client: &mut Client, name: &str) {
+    let deadline = Instant::now() + WAIT;
+    while client.list_all().iter().any(|r| r.name == name && r.online) {
+        if Instant::now() > deadline {
+            client.fail(&format!("{name} never listed offline"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits (30 s at most) until `client` has said `n` saves were kept, and checks it said no more.
 fn wait_saved(client: &Client, n: usize) {
     let saved = || client.stdout_lines().iter().filter(|l| *l == SAVED).count();
@@ -94,7 +105,7 @@ fn a_message_saved_at_one_node_is_fetched_once_at_the_other() {
     let mut bob = join("bob", &b, &[&alice]);
     alice.send_line("dereg alice");
     alice.expect_line(OFFLINE_BYE, WAIT);
-    bob.expect_line(TABLE, WAIT);
+    wait_offline(&mut bob, "alice");
     bob.send_line("send alice kept by node b");
     bob.expect_line(SAVED, WAIT);
     alice.kill();
@@ -137,6 +148,8 @@ fn a_killed_node_s_clients_move_to_the_other_and_what_it_acknowledged_is_deliver
     let mut bob = join("bob", &b, &[&alice]);
     bob.send_line("dereg bob");
     bob.expect_line(OFFLINE_BYE, WAIT);
+    // alice's table shows bob offline: her sends go to the server at once, in order.
+    wait_offline(&mut alice, "bob");
     for i in 0..5 {
         alice.send_line(&format!("send bob saved by node a {i}"));
     }
@@ -171,6 +184,8 @@ fn a_node_killed_in_a_save_storm_loses_nothing_acknowledged() {
     let mut bob = join("bob", &b, &[&alice]);
     bob.send_line("dereg bob");
     bob.expect_line(OFFLINE_BYE, WAIT);
+    // alice's table shows bob offline: her sends go to the server at once, in order.
+    wait_offline(&mut alice, "bob");
     const N: usize = 40;
     for i in 0..N {
         alice.send_line(&format!("send bob storm {i}"));
@@ -199,6 +214,8 @@ fn postgres_restarted_in_a_save_storm_loses_nothing_and_the_nodes_reconnect() {
     let mut bob = join("bob", &b, &[&alice]);
     bob.send_line("dereg bob");
     bob.expect_line(OFFLINE_BYE, WAIT);
+    // alice's table shows bob offline: her sends go to the server at once, in order.
+    wait_offline(&mut alice, "bob");
     const N: usize = 30;
     for i in 0..N {
         alice.send_line(&format!("send bob through a restart {i}"));
