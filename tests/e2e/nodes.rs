@@ -34,6 +34,19 @@ fn moving(from: &Server, to: &Server) -> String {
     format!(">>> [Server 127.0.0.1:{} not responding: moving to 127.0.0.1:{}.]", from.port, to.port)
 }
 
+/// Two nodes on `db`: alice online at the first, bob registered at the second and gone
+/// offline (`dereg`), and alice's table showing it, so that her sends go to the server at once,
+/// in order.
+fn alice_at_a_bob_away_at_b(db: &TestDb) -> (Server, Server, Client, Client) {
+    let (a, b) = (node(db), node(db));
+    let mut alice = Client::start("alice", &a);
+    let mut bob = join("bob", &b, &[&alice]);
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    wait_offline(&mut alice, "bob");
+    (a, b, alice, bob)
+}
+
 /// Waits until `client`'s table shows `name` offline.
 fn wait_offline(client: &mut Client, name: &str) {
     let deadline = Instant::now() + WAIT;
@@ -143,13 +156,7 @@ fn the_channel_reaches_members_of_both_nodes_and_a_silent_ones_copy_is_stored_by
 #[test]
 fn a_killed_node_s_clients_move_to_the_other_and_what_it_acknowledged_is_delivered_once() {
     let db = database();
-    let (mut a, b) = (node(&db), node(&db));
-    let mut alice = Client::start("alice", &a);
-    let mut bob = join("bob", &b, &[&alice]);
-    bob.send_line("dereg bob");
-    bob.expect_line(OFFLINE_BYE, WAIT);
-    // alice's table shows bob offline: her sends go to the server at once, in order.
-    wait_offline(&mut alice, "bob");
+    let (mut a, b, mut alice, mut bob) = alice_at_a_bob_away_at_b(&db);
     for i in 0..5 {
         alice.send_line(&format!("send bob saved by node a {i}"));
     }
@@ -179,13 +186,7 @@ fn a_killed_node_s_clients_move_to_the_other_and_what_it_acknowledged_is_deliver
 #[test]
 fn a_node_killed_in_a_save_storm_loses_nothing_acknowledged() {
     let db = database();
-    let (mut a, b) = (node(&db), node(&db));
-    let mut alice = Client::start("alice", &a);
-    let mut bob = join("bob", &b, &[&alice]);
-    bob.send_line("dereg bob");
-    bob.expect_line(OFFLINE_BYE, WAIT);
-    // alice's table shows bob offline: her sends go to the server at once, in order.
-    wait_offline(&mut alice, "bob");
+    let (mut a, b, mut alice, mut bob) = alice_at_a_bob_away_at_b(&db);
     const N: usize = 40;
     for i in 0..N {
         alice.send_line(&format!("send bob storm {i}"));
@@ -209,13 +210,7 @@ fn a_node_killed_in_a_save_storm_loses_nothing_acknowledged() {
 #[test]
 fn postgres_restarted_in_a_save_storm_loses_nothing_and_the_nodes_reconnect() {
     let db = dedicated();
-    let (a, b) = (node(&db), node(&db));
-    let mut alice = Client::start("alice", &a);
-    let mut bob = join("bob", &b, &[&alice]);
-    bob.send_line("dereg bob");
-    bob.expect_line(OFFLINE_BYE, WAIT);
-    // alice's table shows bob offline: her sends go to the server at once, in order.
-    wait_offline(&mut alice, "bob");
+    let (a, _b, mut alice, mut bob) = alice_at_a_bob_away_at_b(&db);
     const N: usize = 30;
     for i in 0..N {
         alice.send_line(&format!("send bob through a restart {i}"));
