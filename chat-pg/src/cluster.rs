@@ -222,16 +222,72 @@ struct Follower {
     tx: mpsc::UnboundedSender<ClusterEvent>,
 }
 
-/// Follows the other nodes until the server stops listening: connects (again after a loss,
-/// every half second), listens, and reads what changed on each notification and heartbeat.
+/// Follows the other nodes until the server stops listening: connects (again after any end of
+/// the connection, clean or not, every half second), listens, and reads what changed on each
+/// notification and heartbeat, from the last version it saw.
 async fn follow(config: tokio_postgres::Config, f: Follower) {
     let mut state = Seen { version: 0, live: None };
+    let mut drift = Drift::new(f.cfg.dead_after);
     while !f.tx.is_closed() {
-        match follow_once(&config, &f, &mut state).await {
+        match follow_once(&config, &f, &mut state, &mut drift).await {
             Ok(()) => return,
-            Err(e) => tracing::warn!("lost the shared store's connection: {}; connecting again", deepest(&e)),
+            Err(e) => tracing::warn!(version = state.version, "lost the shared store: {e}; connecting again"),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        drift.handle_lost(Instant::now());
+        tokio::time::sleep(RECONNECT).await;
+        if let Some(event) = drift.poll(Instant::now()) {
+            let _ = f.tx.send(event);
+        }
+    }
+}
+
+/// How long the follower waits between two attempts to connect.
+const RECONNECT: Duration = Duration::from_millis(500);
+
+/// Why the follower stopped following for now.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("{}", deepest(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("the connection ended")]
+    Closed,
+    #[error("no answer within {0:?}")]
+    Silent(Duration),
+}
+
+/// Whether the follower follows the store, for [`ClusterEvent::Following`]: since when it has
+/// not, and whether the core was told. Sans-IO: the times come from the caller.
+#[derive(Debug)]
+struct Drift {
+    /// After this long without following, the other nodes take this one for dead.
+    window: Duration,
+    lost_at: Option<Instant>,
+    told_adrift: bool,
+}
+
+impl Drift {
+    fn new(window: Duration) -> Self {
+        Self { window, lost_at: None, told_adrift: false }
+    }
+
+    /// The follower lost the store at `now` (the first loss counts, until it follows again).
+    fn handle_lost(&mut self, now: Instant) {
+        self.lost_at.get_or_insert(now);
+    }
+
+    /// The follower follows again, caught up: the event for the core if it was told otherwise.
+    fn handle_following(&mut self) -> Option<ClusterEvent> {
+        self.lost_at = None;
+        std::mem::take(&mut self.told_adrift).then_some(ClusterEvent::Following(true))
+    }
+
+    /// The event for the core once the follower has been lost for the whole window.
+    fn poll(&mut self, now: Instant) -> Option<ClusterEvent> {
+        let adrift = self.lost_at.is_some_and(|at| now.saturating_duration_since(at) >= self.window);
+        (adrift && !self.told_adrift).then(|| {
+            self.told_adrift = true;
+            ClusterEvent::Following(false)
+        })
     }
 }
 
@@ -243,12 +299,17 @@ struct Seen {
     live: Option<BTreeMap<NodeId, SocketAddr>>,
 }
 
+/// Follows on one connection until it is lost (an error) or the server stops (`Ok`).
 async fn follow_once(
     config: &tokio_postgres::Config,
     f: &Follower,
     seen: &mut Seen,
-) -> Result<(), tokio_postgres::Error> {
-    let (mut client, mut connection) = config.connect(NoTls).await?;
+    drift: &mut Drift,
+) -> Result<(), Lost> {
+    // A store that does not answer (a paused server, a dead host) is as lost as one that said no.
+    let patience = f.cfg.dead_after;
+    let (mut client, mut connection) =
+        tokio::time::timeout(patience, config.connect(NoTls)).await.map_err(|_| Lost::Silent(patience))??;
     let (wake, mut woken) = mpsc::unbounded_channel();
     let pump = tokio::spawn(async move {
         loop {
@@ -266,20 +327,27 @@ async fn follow_once(
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         let connected = Instant::now();
         let mut beat = tokio::time::interval(f.cfg.heartbeat);
+        let mut caught_up = false;
         loop {
             tokio::select! {
-                w = woken.recv() => if w.is_none() { return Ok(()) },
+                w = woken.recv() => if w.is_none() { return Err(Lost::Closed) },
                 _ = beat.tick() => {
                     // Only a node connected for a whole dead time judges the others: after an
                     // outage of the store, they need as long to beat again.
                     let judge = connected.elapsed() >= f.cfg.dead_after;
-                    heartbeat(&mut client, f, seen, judge).await?;
+                    within(patience, heartbeat(&mut client, f, seen, judge)).await?;
                 }
             }
             while woken.try_recv().is_ok() {}
-            if catch_up(&client, f, seen).await? {
+            if within(patience, catch_up(&client, f, seen)).await? {
                 // A row from a node this one has not seen beat yet: a node that just joined.
-                live_nodes(&client, f, seen).await?;
+                within(patience, live_nodes(&client, f, seen)).await?;
+            }
+            if !std::mem::replace(&mut caught_up, true) {
+                tracing::info!(version = seen.version, "following the shared store, caught up");
+                if let Some(event) = drift.handle_following() {
+                    let _ = f.tx.send(event);
+                }
             }
             if f.tx.is_closed() {
                 return Ok(());
@@ -287,8 +355,25 @@ async fn follow_once(
         }
     }
     .await;
-    pump.abort();
-    result
+    match result {
+        // The connection's own error says more than that it ended.
+        Err(Lost::Closed) => match pump.await {
+            Ok(Err(e)) => Err(Lost::Db(e)),
+            _ => Err(Lost::Closed),
+        },
+        other => {
+            pump.abort();
+            other
+        }
+    }
+}
+
+/// `work`, or [`Lost::Silent`] if it takes longer than `patience`.
+async fn within<T>(
+    patience: Duration,
+    work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Lost> {
+    Ok(tokio::time::timeout(patience, work).await.map_err(|_| Lost::Silent(patience))??)
 }
 
 /// Passes on the rows changed after the last version seen, and the messages for this node;
@@ -447,4 +532,41 @@ async fn live_nodes(
         let _ = f.tx.send(ClusterEvent::Nodes(live));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn following(e: Option<ClusterEvent>) -> Option<bool> {
+        e.map(|e| match e {
+            ClusterEvent::Following(f) => f,
+            other => panic!("not a Following: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn a_follower_lost_for_the_dead_node_window_is_adrift_once_and_following_again_once() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(5);
+        let mut d = Drift::new(window);
+        assert_eq!(following(d.poll(t0 + window * 2)), None, "never lost");
+        d.handle_lost(t0);
+        d.handle_lost(t0 + Duration::from_secs(3)); // a second failed attempt: the first loss counts
+        assert_eq!(following(d.poll(t0 + window - Duration::from_millis(1))), None, "not yet the window");
+        assert_eq!(following(d.poll(t0 + window)), Some(false));
+        assert_eq!(following(d.poll(t0 + window * 3)), None, "told once");
+        assert_eq!(following(d.handle_following()), Some(true));
+        assert_eq!(following(d.handle_following()), None, "told once");
+    }
+
+    #[test]
+    fn a_short_loss_tells_the_core_nothing() {
+        let t0 = Instant::now();
+        let mut d = Drift::new(Duration::from_secs(5));
+        d.handle_lost(t0);
+        assert_eq!(following(d.poll(t0 + Duration::from_secs(1))), None);
+        assert_eq!(following(d.handle_following()), None, "it was never told it was adrift");
+        assert_eq!(following(d.poll(t0 + Duration::from_secs(60))), None, "the loss is over");
+    }
 }

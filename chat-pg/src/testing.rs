@@ -57,9 +57,22 @@ impl TestDb {
     /// # Errors
     /// What failed, on one line.
     pub fn restart(&self) -> Result<(), String> {
+        self.restart_as("fast")
+    }
+
+    /// [`TestDb::restart`] with `pg_ctl restart -m immediate` on a [`dedicated`] server: the
+    /// server quits without a checkpoint and recovers from its log as it starts, as after a crash.
+    ///
+    /// # Errors
+    /// What failed, on one line.
+    pub fn restart_immediate(&self) -> Result<(), String> {
+        self.restart_as("immediate")
+    }
+
+    fn restart_as(&self, mode: &str) -> Result<(), String> {
         if let Some(own) = &self.own {
             // `-l` as at the start: without it the server would write to (and hold) our pipes.
-            return own.pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60", "-l", &own.log()]).map(drop);
+            return own.pg_ctl(&["restart", "-m", mode, "-w", "-t", "60", "-l", &own.log()]).map(drop);
         }
         let name = self.name.clone();
         self.admin

@@ -181,3 +181,83 @@ fn a_node_knows_the_live_nodes_as_it_joins() {
         other => panic!("the live nodes first, at once: {other:?}"),
     }
 }
+
+/// The next event of `node` that `pick` takes, within `within`.
+fn next_event<T>(
+    node: &mut Cluster,
+    within: Duration,
+    mut pick: impl FnMut(chat_server::cluster::ClusterEvent) -> Option<T>,
+) -> Option<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(within, async {
+            loop {
+                match node.events().recv().await {
+                    Some(e) => {
+                        if let Some(t) = pick(e) {
+                            return t;
+                        }
+                    }
+                    None => panic!("the follower stopped"),
+                }
+            }
+        })
+        .await
+        .ok()
+    })
+}
+
+/// After PostgreSQL restarts (fast, then immediate: a crash and its recovery), a node's
+/// follower connects again and reads on: a row and a message another node wrote afterwards
+/// reach it. (It used to stop for good when its connection closed cleanly.)
+#[test]
+fn a_node_follows_the_others_again_after_postgres_restarts() {
+    use chat_server::cluster::{ClusterEvent, PeerMsg};
+
+    let db = testing::dedicated();
+    let cfg = ClusterConfig { heartbeat: Duration::from_millis(100), dead_after: Duration::from_millis(800) };
+    let join = |port| Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(port), cfg).expect("joins");
+    let (mut a, mut b) = (join(7001), join(7002));
+    for (round, restart) in [TestDb::restart, TestDb::restart_immediate].into_iter().enumerate() {
+        restart(&db).expect("PostgreSQL restarts");
+        let name = format!("zoe{round}");
+        let token = chat_proto::MsgId(u64::try_from(round).expect("small"));
+        // A's writes may fail while its pool reconnects: it retries, as the server's driver does.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while a
+            .write(&[(row(&name, 5001, true, 'a'), 0)], &[(b.node(), PeerMsg::Probed { token, alive: true })])
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "A cannot write after the restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (mut row_seen, mut msg_seen) = (false, false);
+        let got = next_event(&mut b, Duration::from_secs(20), |e| {
+            match e {
+                ClusterEvent::Rows(rows) => row_seen |= rows.iter().any(|r| r.row.name().as_str() == name),
+                ClusterEvent::Peer(_, PeerMsg::Probed { token: t, .. }) => msg_seen |= t == token,
+                _ => {}
+            }
+            (row_seen && msg_seen).then_some(())
+        });
+        assert_eq!(got, Some(()), "round {round}: B read A's row: {row_seen}, A's message: {msg_seen}");
+    }
+}
+
+/// A node whose follower cannot reach the store for the dead-node window says it is adrift
+/// (its server then answers no keepalive, so that its clients move), and that it follows again
+/// once the store is back.
+#[test]
+fn a_node_cut_from_postgres_for_the_dead_node_window_is_adrift_until_it_follows_again() {
+    use chat_server::cluster::ClusterEvent;
+
+    let db = testing::dedicated();
+    let cfg = ClusterConfig { heartbeat: Duration::from_millis(100), dead_after: Duration::from_millis(800) };
+    let mut a = Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(7001), cfg).expect("joins");
+    db.stop().expect("PostgreSQL stops");
+    let adrift = next_event(&mut a, Duration::from_secs(20), |e| matches!(e, ClusterEvent::Following(_)).then_some(e));
+    assert!(matches!(adrift, Some(ClusterEvent::Following(false))), "{adrift:?}");
+    db.start().expect("PostgreSQL starts");
+    let back = next_event(&mut a, Duration::from_secs(20), |e| matches!(e, ClusterEvent::Following(_)).then_some(e));
+    assert!(matches!(back, Some(ClusterEvent::Following(true))), "{back:?}");
+}

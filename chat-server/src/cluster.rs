@@ -94,6 +94,10 @@ pub enum ClusterEvent {
     Peer(NodeId, PeerMsg),
     /// The other live nodes now, with the addresses their clients reach them at.
     Nodes(BTreeMap<NodeId, SocketAddr>),
+    /// Whether this node follows the store: `false` once it has not been able to for as long
+    /// as the other nodes wait before they take a silent node for dead (they are removing it,
+    /// and it would miss their changes), `true` when it follows again, caught up.
+    Following(bool),
 }
 
 /// The cause of a failure of the shared store.

@@ -28,6 +28,9 @@ pub enum Tables {
 /// How many datagrams are handled before the store is synced and replies go out.
 const BATCH: usize = 256;
 
+/// How many replies wait at most for a write to the shared store that failed.
+const HELD_MAX: usize = 65_536;
+
 /// Serves on `socket` with the static key `key` until `shutdown` is cancelled, then finishes
 /// the disk work and checkpoints the store. The client table is loaded from `tables` at start
 /// and written there whenever it changes; a shared one also brings the other nodes' changes
@@ -65,6 +68,7 @@ pub async fn run<S: Store>(
         }
     }
     let mut saved = Saved { version: core.table_version(), logged_rows: 0, peers: Vec::new(), retry_at: None };
+    let mut held = std::collections::VecDeque::new();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut plain = vec![0u8; MAX_DATAGRAM + 1];
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
@@ -111,7 +115,15 @@ pub async fn run<S: Store>(
         // docs/BENCHMARKS.md). The core allows either: no handler touches the disk.
         run_jobs(&mut core, now);
         saved.keep(&mut core, &mut tables);
-        while let Some((t, key)) = core.poll_transmit_keyed() {
+        held.extend(std::iter::from_fn(|| core.poll_transmit_keyed()));
+        // An ACK may rest on a message to another node (a channel copy for its members): while
+        // one is not written, the replies wait with it, in order (bounded: the oldest go, and
+        // their clients retransmit).
+        while held.len() > HELD_MAX {
+            held.pop_front();
+        }
+        while !saved.peers_unwritten() {
+            let Some((t, key)) = held.pop_front() else { break };
             let key = key.or_else(|| core.key_at(t.to));
             channel.send(now, t.to, key, &t.bytes);
         }
@@ -142,6 +154,7 @@ fn handle_event<S: Store>(core: &mut Server<S>, now: Instant, event: ClusterEven
         ClusterEvent::Rows(rows) => core.apply_shared(rows),
         ClusterEvent::Peer(node, msg) => core.handle_peer(now, node, msg),
         ClusterEvent::Nodes(live) => core.set_live_nodes(now, live),
+        ClusterEvent::Following(following) => core.set_following(following),
     }
 }
 
@@ -168,6 +181,12 @@ struct Saved {
 const SHARED_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Saved {
+    /// Messages for other nodes wait to be written (after a failed write): the replies that
+    /// may rest on them wait too.
+    fn peers_unwritten(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
     /// Writes what changed since the last call, before the replies that rest on it leave.
     fn keep<S: Store>(&mut self, core: &mut Server<S>, tables: &mut Tables) {
         match tables {

@@ -270,3 +270,104 @@ fn a_name_live_at_one_node_is_probed_by_that_node_when_claimed_at_the_other() {
     alice.expect_line(&acked_by("bob"), WAIT);
     bob.expect_line(&chat("alice", "still mine"), WAIT);
 }
+
+/// PostgreSQL restarts (fast, then immediate: a crash and its recovery) while two nodes run: the
+/// nodes follow each other again, so channel messages sent at one node after each restart reach
+/// the other node's member, and a client joining one node shows in the other's table. (The
+/// follower used to stop for good when its connection closed, silently.)
+#[test]
+fn after_postgres_restarts_the_nodes_follow_each_other_again() {
+    let db = dedicated();
+    let (a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let mut bob = join("bob", &b, &[&alice]);
+    for (round, mode) in ["fast", "immediate"].into_iter().enumerate() {
+        match mode {
+            "fast" => db.restart(),
+            _ => db.restart_immediate(),
+        }
+        .expect("PostgreSQL restarts");
+        wait_ready(&db);
+        // PostgreSQL may take seconds to recover (immediate) on a loaded machine: the sends
+        // wait for it, and so do the deadlines.
+        let long = Duration::from_secs(30);
+        for i in 0..3 {
+            let text = format!("after a {mode} restart {i}");
+            alice.send_line(&format!("send_all {text}"));
+            alice.expect_line(CHANNEL_ACKED, long);
+            bob.expect_line(&channel("alice", &text), long);
+        }
+        let name = format!("dave{round}");
+        let _dave = Client::start(&name, &a);
+        let deadline = Instant::now() + long;
+        while !bob.list_all().iter().any(|r| r.name == name && r.online) {
+            if Instant::now() > deadline {
+                bob.fail(&format!("{name}, registered at the other node after a {mode} restart, never listed"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Waits (60 s at most) until `db` answers a query (after a restart, recovery can take seconds).
+fn wait_ready(db: &TestDb) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = || {
+        let conn = chat_pg::Db::connect(db.url(), WAIT).ok()?;
+        conn.run(|pool| async move { pool.get().await.ok()?.simple_query("SELECT 1").await.ok() }).ok()?
+    };
+    while ready().is_none() {
+        assert!(Instant::now() < deadline, "PostgreSQL never answered after its restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs `sql` on `db`'s database (the test's own hand on it).
+fn sql(db: &TestDb, sql: &'static str) {
+    let conn = chat_pg::Db::connect(db.url(), WAIT).expect("connects");
+    conn.run(move |pool| async move {
+        let client = pool.get().await.expect("a connection");
+        client.batch_execute(sql).await.expect("the statement runs");
+    })
+    .expect("runs");
+}
+
+/// While the messages between nodes cannot be written (a trigger refuses them here; a restart
+/// or an outage of PostgreSQL does the same), a channel copy for another node's member exists
+/// only in the sending node's memory: the sender's ACK waits until it is written (it used to
+/// leave at once). Once written, the member shows the message once.
+#[test]
+fn a_channel_ack_waits_until_the_copy_for_the_other_node_is_written() {
+    let db = database();
+    let (a, b) = (node(&db), node(&db));
+    let mut alice = Client::start("alice", &a);
+    let bob = join("bob", &b, &[&alice]);
+    sql(
+        &db,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON peer_messages FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
+    );
+    let mark = alice.stdout_len();
+    alice.send_line("send_all while the copies cannot be written");
+    alice.assert_never(CHANNEL_ACKED, Duration::from_secs(1));
+    sql(&db, "DROP TRIGGER refuse ON peer_messages");
+    let line = channel("alice", "while the copies cannot be written");
+    // Written within the sender's retries (its ACK) or just after them (`[Server not
+    // responding.]`): either way, an ACK comes only with the copy written.
+    let deadline = Instant::now() + WAIT;
+    let outcome = loop {
+        let since = alice.stdout_since(mark);
+        if let Some(l) = since.iter().find(|l| *l == CHANNEL_ACKED || *l == ">>> [Server not responding.]") {
+            break l.clone();
+        }
+        if Instant::now() > deadline {
+            alice.fail("no outcome for the send_all");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if outcome == CHANNEL_ACKED {
+        bob.expect_line(&line, WAIT);
+        bob.assert_never(&line, Duration::from_secs(2));
+    }
+}

@@ -1,6 +1,9 @@
 //! The server's other live nodes (SPEC 13): where its clients reach them, told in every
 //! `registered` and, when the set changes, in a `nodes` to each online client; and the `alive`
-//! that answers a keepalive, so that an idle client notices when its node is gone.
+//! that answers a keepalive, so that an idle client notices when its node is gone. A node that
+//! has lost the shared store for as long as the others wait before they take it for dead
+//! answers no keepalive until it follows the store again, so that its clients move to a node
+//! that does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +19,9 @@ use super::Server;
 #[derive(Debug, Default)]
 pub(crate) struct Nodes {
     list: Vec<SocketAddr>,
+    /// This node has not followed the shared store for the dead-node window: it does not claim
+    /// to be alive.
+    adrift: bool,
 }
 
 impl Nodes {
@@ -73,9 +79,30 @@ impl<S: Store> Server<S> {
         self.nodes.list()
     }
 
-    /// A keepalive from `from`, whose client is online there: the node is alive. (An online
-    /// address has proven it receives, and `alive` is smaller than the keepalive anyway.)
+    /// Whether this node follows the shared store (see [`ClusterEvent::Following`]). While it
+    /// does not, its keepalives go unanswered, so its clients move to another node.
+    ///
+    /// [`ClusterEvent::Following`]: crate::cluster::ClusterEvent::Following
+    pub fn set_following(&mut self, following: bool) {
+        if self.nodes.adrift != following {
+            return;
+        }
+        self.nodes.adrift = !following;
+        if following {
+            tracing::info!("following the shared store again: answering keepalives");
+        } else {
+            tracing::warn!("not following the shared store: answering no keepalive, so that clients move");
+        }
+    }
+
+    /// A keepalive from `from`, whose client is online there: the node is alive, unless it is
+    /// adrift from the shared store. (An online address has proven it receives, and `alive` is
+    /// smaller than the keepalive anyway.)
     pub(super) fn answer_alive(&mut self, from: SocketAddr) {
+        if self.nodes.adrift {
+            tracing::debug!(%from, "no alive: this node does not follow the shared store");
+            return;
+        }
         self.out.send(from, &Datagram::Alive);
     }
 }

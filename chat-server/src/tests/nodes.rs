@@ -51,3 +51,15 @@ fn a_keepalive_from_an_online_client_is_answered_alive_and_one_from_elsewhere_is
     let out = f.recv(ALICE, Datagram::Keepalive);
     assert!(out.iter().all(|(_, d)| *d != Datagram::Alive), "{out:?}");
 }
+
+#[test]
+fn a_node_that_does_not_follow_the_shared_store_answers_no_keepalive_until_it_does_again() {
+    let mut f = Fixture::online(&[("alice", ALICE)]);
+    f.server.set_following(false);
+    let out = f.recv(ALICE, Datagram::Keepalive);
+    assert!(out.iter().all(|(_, d)| *d != Datagram::Alive), "adrift, it claims nothing: {out:?}");
+    f.server.set_following(false);
+    assert!(f.recv(ALICE, Datagram::Keepalive).is_empty(), "still adrift");
+    f.server.set_following(true);
+    assert_eq!(f.recv(ALICE, Datagram::Keepalive), [(ALICE, Datagram::Alive)], "following again");
+}
