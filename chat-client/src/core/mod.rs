@@ -20,7 +20,7 @@ use crate::answers::Answers;
 use crate::command::{Command, parse};
 use crate::event::Event;
 use crate::identity::Identity;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Shown};
 use crate::keybook::KeyBook;
 use crate::nodes::Nodes;
 use crate::requests::{Due, Requests};
@@ -212,6 +212,23 @@ impl Client {
     pub fn with_key_book(mut self, keys: KeyBook) -> Self {
         self.keys = keys;
         self
+    }
+
+    /// The record of what an earlier run showed (kept by the driver, see [`crate::record`]):
+    /// those messages are not shown again.
+    pub(crate) fn handle_record(&mut self, inbox: Inbox) {
+        self.inbox = inbox;
+    }
+
+    /// The messages shown since the last call, for the driver to keep in the record before
+    /// the datagrams queued with them (their ACKs, a `fetch_done`) leave.
+    pub(crate) fn poll_shown(&mut self) -> Vec<Shown> {
+        self.inbox.poll_unsaved()
+    }
+
+    /// The whole record of what was shown, to compact its file.
+    pub(crate) fn record(&self) -> &Inbox {
+        &self.inbox
     }
 
     /// The server's address: the node the client talks to now (it changes when the client
