@@ -518,7 +518,12 @@ impl Client {
         }
         self.release_held();
         // The last line belongs to the command being answered (a send whose save found no
-        // server): it takes its place in the order, then every held answer is shown.
+        // server): it takes its place in the order, then every held answer is shown. A line
+        // that answers no command (a registration of the client's own that found no server)
+        // comes after every command's.
+        if self.turn.is_none() {
+            self.show_held_answers();
+        }
         if let Some(e) = e {
             self.emit(e);
         }
