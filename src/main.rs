@@ -131,6 +131,7 @@ async fn chat(
         secret: opts.data_dir.join(format!("{stem}.secret")),
         keys: opts.data_dir.join(format!("{stem}.keys")),
         servers: opts.data_dir.join("known_servers"),
+        shown: opts.data_dir.join(format!("{stem}.shown")),
     };
     let lan = lan_address(server, port);
     let cfg = chat_client::Config { ack_timeout: opts.ack_timeout, retries: opts.retries, lan, ..Default::default() };

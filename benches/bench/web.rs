@@ -104,6 +104,7 @@ async fn serve_page(
         secret: dir.path().join("secret"),
         keys: dir.path().join("keys"),
         servers: dir.path().join("known_servers"),
+        shown: dir.path().join("shown"),
     };
     let key = chat_proto::KeyPair::generate().expect("OS randomness");
     let page = chat_web::Page::bind(chat_web::DEFAULT_HTTP).await.expect("bind the page");

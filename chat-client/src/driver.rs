@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::sync::mpsc;
 
+use crate::inbox::SHOWN_KEPT;
 use crate::output::{self, Input, Printer};
+use crate::record::ShownFile;
 use crate::{Client, ClientError, Config, Event, Identity, KeyBook};
 
 /// The files a client keeps in its data directory.
@@ -32,6 +34,9 @@ pub struct Files {
     /// The servers' pinned keys, one `address hex` line each (a later line for an address
     /// replaces an earlier one).
     pub servers: PathBuf,
+    /// The record of the messages shown, so that none is shown again after a restart: one
+    /// line each, bounded (see the `record` module).
+    pub shown: PathBuf,
 }
 
 /// Runs the client named `me`, whose long-term key is `key`, on `socket` against the server at
@@ -185,9 +190,11 @@ impl Link {
 }
 
 /// Drives `core` on `socket`, talking to its server through `channel`, with commands from
-/// `input` and events to `out` until it exits; keeps a new secret, new entries of the key book
-/// and a newly pinned server key in `files`. [`run`] uses it with the terminal; a program that
-/// embeds a client (a benchmark, a gateway) uses it with channels.
+/// `input` and events to `out` until it exits; keeps a new secret, new entries of the key book,
+/// a newly pinned server key and the record of the messages shown in `files` (whose record,
+/// kept by earlier runs, it reads first: what they showed is not shown again). [`run`] uses it
+/// with the terminal; a program that embeds a client (a benchmark, a gateway) uses it with
+/// channels.
 pub async fn drive(
     mut core: Client,
     channel: ClientChannel,
@@ -197,6 +204,14 @@ pub async fn drive(
     files: Option<&Files>,
     shutdown: CancellationToken,
 ) -> i32 {
+    let mut record = files.map(|f| {
+        let (inbox, file, warning) = crate::record::load(&f.shown, SHOWN_KEPT);
+        core.handle_record(inbox);
+        if let Some(warning) = warning {
+            core.notice(warning);
+        }
+        file
+    });
     core.start(Instant::now());
     let mut link = Link { server: core.server(), channel, former: Vec::new() };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
@@ -206,7 +221,7 @@ pub async fn drive(
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     loop {
-        if let Some(code) = flush(&mut core, &mut link, socket, out, files).await {
+        if let Some(code) = flush(&mut core, &mut link, socket, out, files, record.as_mut()).await {
             return code;
         }
         let wake = core.poll_timeout().into_iter().chain(link.channel.poll_timeout()).min();
@@ -266,32 +281,30 @@ fn keep(core: &mut Client, files: Option<&Files>) {
     }
 }
 
-/// Follows the core to another node if it moved, sends what the core queued (to the server
-/// through the link's channel), acts on what the channel found out about the server's key, and
-/// prints the core's events; the exit code once it is done, or 0 if the output is gone (a
-/// closed terminal is a silent leave).
+/// Follows the core to another node if it moved, acts on what the channel found out about the
+/// server's key, prints the core's events, keeps what they showed in `record`, and sends what
+/// the core queued (to the server through the link's channel); the exit code once it is done,
+/// or 0 if the output is gone (a closed terminal is a silent leave).
+///
+/// The order is what makes a message shown once across restarts: its line is printed, then
+/// recorded, then its ACK (or the `fetch_done` of stored ones) leaves. A kill between the line
+/// and the record shows it again at the next run, but that message was never acknowledged: its
+/// sender retries (or the server still holds it), and seeing it twice is the lesser harm.
+/// Recording first would, after a kill before the line, leave a message recorded as shown that
+/// nobody saw, and ACKed again as a duplicate by the next run: lost while its sender is told it
+/// was received. Printing and recording are each one `write`, so that window is a few
+/// microseconds wide; neither needs an `fsync` to survive a process kill (see the record).
 async fn flush(
     core: &mut Client,
     link: &mut Link,
     socket: &UdpSocket,
     out: &mut impl Sink,
     files: Option<&Files>,
+    record: Option<&mut ShownFile>,
 ) -> Option<i32> {
     link.follow(core, files);
     let Link { server, channel, .. } = link;
     let server = *server;
-    while let Some(Transmit { to, bytes }) = core.poll_transmit() {
-        if to == server {
-            channel.send(Instant::now(), &bytes);
-        } else if let Err(e) = socket.send_to(&bytes, to).await {
-            tracing::debug!(%to, "send failed: {e}");
-        }
-    }
-    while let Some(bytes) = channel.poll_transmit() {
-        if let Err(e) = socket.send_to(&bytes, server).await {
-            tracing::debug!(%server, "send failed: {e}");
-        }
-    }
     while let Some(event) = channel.poll_event() {
         match event {
             ClientEvent::KeyLearned(key) => {
@@ -308,6 +321,24 @@ async fn flush(
         let shown = if exiting { out.show_last(event) } else { out.show_answer(event, turn) };
         if shown.is_err() {
             return Some(0);
+        }
+    }
+    let shown = core.poll_shown();
+    if let Some(record) = record {
+        if let Some(problem) = record.append(&shown, core.record()) {
+            core.notice(problem);
+        }
+    }
+    while let Some(Transmit { to, bytes }) = core.poll_transmit() {
+        if to == server {
+            channel.send(Instant::now(), &bytes);
+        } else if let Err(e) = socket.send_to(&bytes, to).await {
+            tracing::debug!(%to, "send failed: {e}");
+        }
+    }
+    while let Some(bytes) = channel.poll_transmit() {
+        if let Err(e) = socket.send_to(&bytes, server).await {
+            tracing::debug!(%server, "send failed: {e}");
         }
     }
     core.poll_exit()
@@ -448,6 +479,7 @@ mod tests {
             secret: dir.join("alice.secret"),
             keys: dir.join("alice.keys"),
             servers: dir.join("known_servers"),
+            shown: dir.join("alice.shown"),
         };
         let (old, new): (SocketAddr, SocketAddr) =
             ("127.0.0.1:4000".parse().expect("addr"), "127.0.0.1:4001".parse().expect("addr"));

@@ -71,6 +71,15 @@ pub enum Event {
     Notice(String),
     /// The server did not answer a request the client cannot go on without; the client exits 1.
     ServerGone,
+    /// The client exits (its server stopped answering) while this `send` still waited: for
+    /// the server's answer to its save (`saving`), or for `to`'s ACK (and then it was not sent
+    /// to the server). Its command's last line.
+    Abandoned {
+        /// The recipient.
+        to: Name,
+        /// The save was in flight (else the direct message).
+        saving: bool,
+    },
     /// The server's node at `from` stopped answering: the client moves to the node at `to`
     /// and registers there (a notice, not an answer to a command).
     ServerMoved {
@@ -159,6 +168,10 @@ impl fmt::Display for Event {
             }
             Self::Notice(s) => write!(f, ">>> [{s}]"),
             Self::ServerGone => f.write_str(">>> [Server not responding]\n>>> [Exiting]"),
+            Self::Abandoned { saving: true, .. } => f.write_str(">>> [Server not responding]"),
+            Self::Abandoned { to, saving: false } => {
+                write!(f, ">>> [No ACK from {to} yet, message not sent to server: exiting.]")
+            }
             Self::ServerMoved { from, to } => write!(f, ">>> [Server {from} not responding: moving to {to}.]"),
             Self::NameTaken(name) => write!(f, ">>> [Name {name} is in use by another client.]\n>>> [Exiting]"),
             Self::ServerKeyRefused { server, shown, pinned } => write!(
@@ -214,6 +227,11 @@ mod tests {
             (Event::Exists { to: n("bob") }, ">>> [Client bob exists!!]"),
             (Event::ChannelFailed, ">>> [Server not responding.]"),
             (Event::ServerGone, ">>> [Server not responding]\n>>> [Exiting]"),
+            (Event::Abandoned { to: n("bob"), saving: true }, ">>> [Server not responding]"),
+            (
+                Event::Abandoned { to: n("bob"), saving: false },
+                ">>> [No ACK from bob yet, message not sent to server: exiting.]",
+            ),
             (Event::Chat { from: n("alice"), text: text.clone() }, ">>> alice: Hello"),
             (Event::Channel { from: n("alice"), text }, ">>> [Channel_Message alice: Hello]"),
         ];

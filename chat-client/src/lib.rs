@@ -16,6 +16,7 @@ mod inbox;
 mod keybook;
 mod nodes;
 mod output;
+mod record;
 mod requests;
 mod send;
 mod session;

@@ -156,6 +156,21 @@ impl<K> Requests<K> {
         }
     }
 
+    /// Takes every request in flight of a kind `pred` accepts, and every parked one: they end
+    /// without an answer (the client exits).
+    pub fn take(&mut self, pred: impl Fn(&K) -> bool) -> Vec<K> {
+        let ids: Vec<MsgId> = self.in_flight.iter().filter(|(_, r)| pred(&r.kind)).map(|(id, _)| *id).collect();
+        let mut taken: Vec<K> = ids.iter().filter_map(|id| self.take_one(*id)).collect();
+        taken.append(&mut self.parked);
+        taken.extend(std::mem::take(&mut self.moved).into_iter().map(|(_, _, k)| k));
+        taken
+    }
+
+    fn take_one(&mut self, id: MsgId) -> Option<K> {
+        self.deadlines.cancel(&id);
+        self.in_flight.remove(&id).map(|r| r.kind)
+    }
+
     /// Whether nothing is in flight.
     pub fn is_empty(&self) -> bool {
         self.in_flight.is_empty()

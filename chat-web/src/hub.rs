@@ -178,6 +178,10 @@ impl Hub {
                 self.settle(&mut fx, asked, Whom::Peer(to), State::Failed, Some(why));
             }
             Event::ChannelAcked { .. } => self.settle(&mut fx, asked, Whom::Channel, State::Delivered, None),
+            Event::Abandoned { ref to, .. } => {
+                let why = event.to_string();
+                self.settle(&mut fx, asked, Whom::Peer(to), State::Failed, Some(why));
+            }
             Event::ChannelFailed { .. } => {
                 self.settle(&mut fx, asked, Whom::Channel, State::Failed, Some(event.to_string()));
             }

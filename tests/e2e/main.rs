@@ -26,6 +26,7 @@ mod robustness;
 mod sealed;
 mod secure;
 mod security;
+mod shown;
 mod spoof;
 mod terminal;
 mod trust;

@@ -1,9 +1,11 @@
 //! Answers come in the order of the commands (SPEC 4), also for a script piped in before the
 //! registration has finished.
 
+use std::time::Duration;
+
 use crate::harness::{
-    CHANNEL_ACKED, Client, Row, SAVED, Server, TABLE, WAIT, WELCOME, free_port, new_dir, no_ack_from, parse_row,
-    start_clients,
+    CHANNEL_ACKED, CHANNEL_NOT_RESPONDING, Client, EXITING, NOT_RESPONDING, OFFLINE_BYE, Row, SAVED, Server, TABLE,
+    WAIT, WELCOME, free_port, new_dir, no_ack_from, parse_row, start_clients,
 };
 
 /// The lines `help` prints, in order.
@@ -70,4 +72,43 @@ fn a_send_all_after_a_slow_send_is_answered_after_it() {
     if !(no_ack.is_some() && no_ack < saved && saved < acked) {
         alice.fail(&format!("the send's two lines should come before the send_all's answer: {answers:#?}"));
     }
+}
+
+/// A script whose server stops answering with several sends in flight (issue 17, part 5): the
+/// save that gives up first ends its command with `[Server not responding]` and `[Exiting]`,
+/// and every other command still waiting ends in its own line, in its own turn, before the
+/// held answers of the commands after it: the outcome of each command can be told from the
+/// output alone.
+#[test]
+fn in_a_script_every_send_in_flight_ends_in_its_own_line_when_the_server_stops_answering() {
+    let server = Server::start();
+    let [mut alice, mut bob, mut carol] = start_clients(&server, ["alice", "bob", "carol"]);
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    alice.expect_line(TABLE, WAIT);
+    carol.expect_line(TABLE, WAIT);
+    // carol leaves silently: alice's table still has her online, so a send to her goes direct.
+    carol.kill();
+    server.signal("STOP");
+    let from = alice.stdout_len();
+    for line in ["send bob one", "send carol two", "send bob three", "send_all four", "list"] {
+        alice.send_line(line);
+    }
+    let status = alice.wait_exit(Duration::from_secs(30));
+    server.signal("CONT");
+    let lines = alice.stdout_since(from);
+    let want = [
+        NOT_RESPONDING, // send bob one: its save, the first to give up
+        EXITING,
+        ">>> [No ACK from carol yet, message not sent to server: exiting.]", // send carol two
+        NOT_RESPONDING,                                                      // send bob three
+        CHANNEL_NOT_RESPONDING,                                              // send_all four
+    ];
+    if lines.len() != want.len() + 3
+        || lines[..want.len()] != want
+        || !lines[want.len()..].iter().all(|l| parse_row(l).is_some())
+    {
+        alice.fail(&format!("each command's own line, in order, then the 3 rows of list; got {lines:#?}"));
+    }
+    assert_eq!(status.code(), Some(1));
 }

@@ -20,7 +20,7 @@ use crate::answers::Answers;
 use crate::command::{Command, parse};
 use crate::event::Event;
 use crate::identity::Identity;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Shown};
 use crate::keybook::KeyBook;
 use crate::nodes::Nodes;
 use crate::requests::{Due, Requests};
@@ -212,6 +212,23 @@ impl Client {
     pub fn with_key_book(mut self, keys: KeyBook) -> Self {
         self.keys = keys;
         self
+    }
+
+    /// The record of what an earlier run showed (kept by the driver, see [`crate::record`]):
+    /// those messages are not shown again.
+    pub(crate) fn handle_record(&mut self, inbox: Inbox) {
+        self.inbox = inbox;
+    }
+
+    /// The messages shown since the last call, for the driver to keep in the record before
+    /// the datagrams queued with them (their ACKs, a `fetch_done`) leave.
+    pub(crate) fn poll_shown(&mut self) -> Vec<Shown> {
+        self.inbox.poll_unsaved()
+    }
+
+    /// The whole record of what was shown, to compact its file.
+    pub(crate) fn record(&self) -> &Inbox {
+        &self.inbox
     }
 
     /// The server's address: the node the client talks to now (it changes when the client
@@ -501,7 +518,12 @@ impl Client {
         }
         self.release_held();
         // The last line belongs to the command being answered (a send whose save found no
-        // server): it takes its place in the order, then every held answer is shown.
+        // server): it takes its place in the order, then every held answer is shown. A line
+        // that answers no command (a registration of the client's own that found no server)
+        // comes after every command's.
+        if self.turn.is_none() {
+            self.show_held_answers();
+        }
         if let Some(e) = e {
             self.emit(e);
         }

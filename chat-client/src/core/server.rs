@@ -302,7 +302,28 @@ impl Client {
                 self.save(now, o);
             }
             Kind::Channel(..) => self.emit(Event::ChannelFailed),
-            _ => self.exit_with(1, Some(Event::ServerGone)),
+            _ => {
+                self.abandon_sends();
+                self.exit_with(1, Some(Event::ServerGone));
+            }
+        }
+    }
+
+    /// The client exits because its server stopped answering, while other sends still wait:
+    /// each ends now in its own line, in its command's turn (SPEC 10.1: exactly one outcome), so
+    /// that in a script every command's lines stay where its turn is, and a later command's
+    /// `[Messages received by the server and saved]` is not taken for an earlier one's.
+    fn abandon_sends(&mut self) {
+        let mut kinds = self.requests.take(Kind::is_send);
+        kinds.sort_by_key(Kind::turn);
+        for kind in kinds {
+            let turn = kind.turn();
+            let e = match kind {
+                Kind::Direct(o) => Event::Abandoned { to: o.to().clone(), saving: false },
+                Kind::Save(o) => Event::Abandoned { to: o.to().clone(), saving: true },
+                _ => Event::ChannelFailed,
+            };
+            self.in_turn(turn, |c| c.emit(e));
         }
     }
 

@@ -137,9 +137,10 @@ fn when_every_node_failed_one_after_another_the_client_exits_as_before() {
     f.cmd("send bob hi");
     f.until(3_000);
     assert_eq!(f.events(), [MOVED]);
-    // The next node does not answer its registration either.
+    // The next node does not answer its registration either: the send, held for it, ends in
+    // its own line (issue 17, part 5), then the client exits as before.
     f.until(6_000);
-    assert_eq!(f.events(), [">>> [Server not responding]\n>>> [Exiting]"]);
+    assert_eq!(f.events(), [">>> [Server not responding]", ">>> [Server not responding]\n>>> [Exiting]"]);
     assert_eq!(f.client.poll_exit(), Some(1));
 }
 
@@ -217,4 +218,23 @@ fn after_a_move_the_new_nodes_tables_are_taken_whatever_their_versions() {
     f.recv(NODE_B, Datagram::Table(table(11, true, true)));
     let events = f.events();
     assert!(events.contains(&">>> [Client table updated.]".to_string()), "the new node's table is taken: {events:?}");
+}
+
+/// Issue 17, part 5: the next node does not answer the registration either (a request no
+/// command made), while a save waits for it: the save ends in its own line, in its turn, and
+/// the client's last lines come after every command's.
+#[test]
+fn in_a_script_when_every_node_failed_each_command_ends_in_its_turn_before_the_exit() {
+    let cfg = Config { answers_in_order: true, ..Config::default() };
+    let mut f = clustered(cfg, &[NODE_B], 0, false);
+    f.cmd("send bob hi");
+    f.cmd("list");
+    f.until(3_000);
+    assert_eq!(f.events(), [MOVED]);
+    f.until(6_000);
+    let events = f.events();
+    assert_eq!(events[0], ">>> [Server not responding]", "send bob hi: {events:?}");
+    assert!(events[1].starts_with(">>> alice"), "then the list: {events:?}");
+    assert_eq!(events[2..], [">>> [Server not responding]\n>>> [Exiting]"]);
+    assert_eq!(f.client.poll_exit(), Some(1));
 }

@@ -290,6 +290,78 @@ fn in_a_script_a_send_that_finds_no_server_ends_before_later_answers() {
     assert_eq!(f.client.poll_exit(), Some(1));
 }
 
+/// Issue 17, part 5: the save that gives up is not the oldest command still waiting. Each
+/// command ends in its own line, in its own turn: the older send's save (still waiting for the
+/// silent server) ends too, so the failing command's `[Server not responding]`, `[Exiting]`
+/// and the later command's `[Messages received by the server and saved]` are where their
+/// commands are.
+#[test]
+fn in_a_script_every_command_waiting_when_the_server_is_gone_ends_in_its_own_line() {
+    let cfg = Config { answers_in_order: true, ..Config::default() };
+    let mut f = Fixture::online_with(cfg, true);
+    let mut t = table(11, true, true);
+    t.clients.push(ClientRow {
+        lan: None,
+        name: name("carol"),
+        addr: addr(7000),
+        online: false,
+        key: Some(key("carol")),
+    });
+    f.recv(SERVER, Datagram::Table(t));
+    f.events();
+    f.sent();
+    f.client.handle_line(f.now, "send bob one");
+    f.at(100);
+    for line in ["send carol two", "send carol three", "list"] {
+        f.client.handle_line(f.now, line);
+    }
+    let sent = f.sent();
+    let [(BOB, Datagram::Chat { .. }), (SERVER, Datagram::Save { .. }), (SERVER, Datagram::Save { id: three, .. })] =
+        sent[..]
+    else {
+        panic!("the chat, then both saves at once: {sent:?}")
+    };
+    f.recv(SERVER, Datagram::Ack { id: three });
+    assert!(f.events().is_empty(), "held behind the send to bob");
+    // bob never ACKs (his send goes to the server at 3 s); the server answers nothing more.
+    f.until(3_200);
+    let events = f.events();
+    assert_eq!(
+        events[..4],
+        [
+            ">>> [No ACK from bob, message sent to server.]",
+            ">>> [Server not responding]",
+            ">>> [Server not responding]\n>>> [Exiting]",
+            ">>> [Messages received by the server and saved]",
+        ],
+        "send bob one, its save cut short; send carol two, which gave up; send carol three"
+    );
+    assert!(events[4].contains("carol") && events.len() == 5, "then the list: {events:?}");
+    assert_eq!(f.client.poll_exit(), Some(1));
+}
+
+#[test]
+fn at_a_terminal_a_send_waiting_when_the_server_is_gone_ends_in_its_own_line_too() {
+    let mut f = Fixture::online(true);
+    f.cmd("send bob one");
+    f.at(100);
+    f.cmd("send_all two");
+    f.until(3_000);
+    assert_eq!(f.events(), [">>> [No ACK from bob, message sent to server.]"]);
+    f.cmd("send bob three");
+    f.until(6_000);
+    assert_eq!(
+        f.events(),
+        [
+            ">>> [Server not responding.]",
+            ">>> [No ACK from bob yet, message not sent to server: exiting.]",
+            ">>> [Server not responding]\n>>> [Exiting]",
+        ],
+        "send_all two gave up at 3.1 s; at 6 s send bob one's save gives up while send bob three \
+         waits for bob: it ends, then the client exits"
+    );
+}
+
 #[test]
 fn a_chat_not_made_with_its_senders_key_is_neither_shown_nor_acked() {
     let mut f = Fixture::online(true);
