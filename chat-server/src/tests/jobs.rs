@@ -185,3 +185,19 @@ fn a_save_whose_mailbox_the_database_cannot_read_now_is_left_for_its_retransmiss
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
     assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "while the database restarts".into())]);
 }
+
+/// Issue 17, 2: a stored message another node delivered since this one learnt the mailbox is
+/// answered as gone, with its id, so that the client skips it and its fetch completes.
+#[test]
+fn a_fetch_of_a_message_another_node_delivered_is_answered_gone() {
+    let mut f = bob_away_with(&["one", "two"]);
+    bob_registers(&mut f);
+    let id = f.id();
+    f.server.handle_datagram(f.now, addr(BOB), Datagram::Fetch { id, index: 1 });
+    let job = f.server.poll_job(f.now).expect("a job");
+    let Job { work: crate::jobs::Work::Read(read, _) } = job else { panic!("a read job: {job:?}") };
+    let msg = MsgId(4242);
+    let done = crate::jobs::JobDone { done: crate::jobs::Done::Read(read, Ok(offline_store::Fetched::Gone(msg))) };
+    f.server.handle_job_done(f.now, done);
+    assert_eq!(f.drain(), vec![(BOB, Datagram::Gone { id, index: 1, msg })]);
+}
