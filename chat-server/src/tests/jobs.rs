@@ -186,6 +186,27 @@ fn a_save_whose_mailbox_the_database_cannot_read_now_is_left_for_its_retransmiss
     assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "while the database restarts".into())]);
 }
 
+/// Issue 17, 2: what memory holds of a mailbox may be stale when other nodes share the store
+/// (they store into it, or deliver from it): a registration learns it again by an open job,
+/// even when it is known.
+#[test]
+fn a_registration_learns_its_mailbox_again_even_when_it_is_known() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    let out = f.dereg("bob", BOB);
+    f.ack_tables(&out);
+    let (id, out) = f.save(("alice", ALICE), "bob", "one");
+    assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
+    assert!(f.disk.knows("bob"), "known since the save");
+    let id = f.id();
+    f.server.handle_datagram(f.now, addr(BOB), f.reg(id, "bob"));
+    assert_eq!(f.drain(), vec![], "no answer before the mailbox is learnt again");
+    let job = f.server.poll_job(f.now).expect("a job");
+    assert_eq!(job.kind(), JobKind::Open);
+    f.server.handle_job_done(f.now, job.run());
+    let out = f.drain();
+    assert!(matches!(out[..], [(BOB, Datagram::Registered { stored: 1, .. })]), "{out:?}");
+}
+
 /// Issue 17, 2: a stored message another node delivered since this one learnt the mailbox is
 /// answered as gone, with its id, so that the client skips it and its fetch completes.
 #[test]
