@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use chat_proto::{MsgId, Name, StoredMessage};
 use offline_store::{
-    Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
-    StoreError, SyncJob, Usage,
+    Appended, CheckpointJob, Checkpointed, Discarded, Fetched, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob,
+    Removed, Store, StoreError, SyncJob, Usage,
 };
 
 use crate::Db;
@@ -33,13 +33,19 @@ type Key = (Name, MsgId);
 ///   have succeeded returns [`Appended::Stored`] (no ACK rests on it: it waits for the next
 ///   sync) but adds no second copy.
 /// - What a node knows of a mailbox is what it learnt ([`Store::open_job`]: one query for the
-///   ordered keys and sizes) and appended since. Messages another node appends meanwhile are
-///   not in this node's count or index (they are found by the next open after an eviction),
-///   and [`Limits`] are checked against what this node knows, so concurrent appends on two
-///   nodes can pass them slightly.
-/// - A read is by key (recipient, sender, id), never by position, and a removal deletes the
-///   first `n` known messages by their keys: running it twice removes nothing more, and
-///   messages other nodes appended meanwhile stay.
+///   ordered keys and sizes, in the order the database took the messages, its `seq`) and
+///   appended since: a view other nodes can make stale. Messages another node appends
+///   meanwhile are not in this node's count or index, and messages another node delivers
+///   (removes) meanwhile still are. [`Store::evict`] forgets the view always (only this
+///   node's appends not known durable are kept, and go after the database's listing at the
+///   next open), so a server that evicts a mailbox before it counts it for a fetch (at each
+///   registration) fetches what every node stored, in `seq` order. [`Limits`] are checked
+///   against what this node knows, so concurrent appends on two nodes can pass them slightly
+///   (and a stale view can refuse one the mailbox would take).
+/// - A read is by key (recipient, sender, id), never by position: a message another node
+///   removed since the view was learnt is [`Fetched::Gone`], not an error, and its index still
+///   counts. A removal deletes the first `n` known messages by their keys: running it twice
+///   removes nothing more, and messages other nodes appended meanwhile stay.
 /// - Checkpoints have nothing to do; removals do not make other disk work
 ///   [`StoreError::Busy`] (only a second removal is refused while one is out).
 /// - A failed statement is [`StoreError::Database`]; [`StoreError::is_no_space`] is false
@@ -65,6 +71,10 @@ pub struct PgStore {
 /// What this node knows of one mailbox.
 #[derive(Debug, Default)]
 struct PgBox {
+    /// The mailbox was learnt from the database ([`Store::install`]); without, it holds only
+    /// this node's appends that were not known durable when it was evicted, and is learnt
+    /// again before any use but a sync.
+    listed: bool,
     /// Each message's key, oldest first.
     order: VecDeque<Key>,
     entries: HashMap<Key, Entry>,
@@ -134,6 +144,24 @@ impl PgBox {
         n
     }
 
+    /// Puts `entry` last.
+    fn push(&mut self, key: Key, entry: Entry) {
+        self.bytes += entry.bytes;
+        self.order.push_back(key.clone());
+        self.entries.insert(key, entry);
+    }
+
+    /// Forgets what the database holds (the entries known durable): only this node's appends
+    /// not known durable stay, to be learnt again with the database's listing.
+    fn forget_durable(&mut self) {
+        let entries = &mut self.entries;
+        entries.retain(|_, e| !matches!(e.state, State::Durable));
+        self.order.retain(|key| entries.contains_key(key));
+        self.bytes = entries.values().map(|e| e.bytes).sum();
+        self.listed = false;
+        self.prune();
+    }
+
     fn forget(&mut self, keys: &HashSet<Key>) -> usize {
         let mut n = 0;
         for key in keys {
@@ -180,9 +208,14 @@ impl PgStore {
         }
     }
 
+    /// `to`'s mailbox if it was learnt from the database and not evicted since.
+    fn known(&self, to: &Name) -> Option<&PgBox> {
+        self.boxes.get(to).filter(|b| b.listed)
+    }
+
     /// Learns `to`'s mailbox on this thread if the store does not know it.
     fn learn(&mut self, to: &Name) -> Result<&mut PgBox, StoreError> {
-        if !self.boxes.contains_key(to) {
+        if self.known(to).is_none() {
             let scan = self.open_job(to).run()?;
             self.install(to, scan);
         }
@@ -342,7 +375,7 @@ impl Store for PgStore {
 
     fn open_job(&mut self, to: &Name) -> OpenJob {
         let stamp = self.stamp;
-        if self.boxes.contains_key(to) {
+        if self.known(to).is_some() {
             return OpenJob::deferred(move || Ok(MailboxScan::listed(Vec::new(), stamp)));
         }
         let (db, to) = (self.db.clone(), to.clone());
@@ -352,26 +385,37 @@ impl Store for PgStore {
         })
     }
 
+    /// Takes the database's listing, in the order it received the messages (`seq`), then this
+    /// node's appends it does not hold yet (kept through an eviction), in their order. One of
+    /// those the listing holds keeps its state (a sync may still be out for it); one that became
+    /// durable and is not listed (committed after the listing, or already delivered by another
+    /// node) stays too, at the end: a read finds it or finds it [`Fetched::Gone`].
     fn install(&mut self, to: &Name, scan: MailboxScan) {
-        if self.boxes.contains_key(to) || scan.stamp() != self.stamp {
+        if self.known(to).is_some() || scan.stamp() != self.stamp {
             return;
         }
-        let mut b = PgBox::default();
+        let PgBox { order: kept, mut entries, unsettled, .. } = self.boxes.remove(to).unwrap_or_default();
+        let mut b = PgBox { listed: true, unsettled, ..PgBox::default() };
         for listed in scan.into_listed() {
             let key = (listed.from, listed.id);
-            b.bytes += listed.bytes;
-            b.order.push_back(key.clone());
-            b.entries.insert(key, Entry { bytes: listed.bytes, state: State::Durable });
+            let entry = entries.remove(&key).unwrap_or(Entry { bytes: listed.bytes, state: State::Durable });
+            b.push(key, entry);
         }
+        for key in kept {
+            if let Some(entry) = entries.remove(&key) {
+                b.push(key, entry);
+            }
+        }
+        b.prune();
         self.boxes.insert(to.clone(), b);
     }
 
     fn known_usage(&self, to: &Name) -> Option<Usage> {
-        self.boxes.get(to).map(PgBox::usage)
+        self.known(to).map(PgBox::usage)
     }
 
     fn id_at(&self, to: &Name, index: usize) -> Option<MsgId> {
-        self.boxes.get(to)?.order.get(index).map(|(_, id)| *id)
+        self.known(to)?.order.get(index).map(|(_, id)| *id)
     }
 
     fn read_job(&mut self, to: &Name, index: usize) -> Result<Option<ReadJob>, StoreError> {
@@ -383,7 +427,14 @@ impl Store for PgStore {
         }
         let (to, (from, id)) = (to.clone(), key.clone());
         Ok(Some(ReadJob::deferred(move || {
-            run(&db, "read a message", move |pool| async move { queries::read(&pool, &to, &from, id).await })
+            run(&db, "read a message", move |pool| async move {
+                match queries::read(&pool, &to, &from, id).await {
+                    Ok(msg) => Ok(Fetched::Message(msg)),
+                    // Delivered by another node since this one learnt the mailbox.
+                    Err(QueryError::Gone) => Ok(Fetched::Gone(id)),
+                    Err(e) => Err(e),
+                }
+            })
         })))
     }
 
@@ -437,11 +488,21 @@ impl Store for PgStore {
         }
     }
 
+    /// Forgets what the database holds of `to`'s mailbox (another node may change it): the
+    /// next use learns it again. This node's appends not known durable are kept, to go after
+    /// the database's listing then. Nothing is forgotten while a removal from it is out.
     fn evict(&mut self, to: &Name) {
-        let removing = self.removing.as_ref().is_some_and(|(name, _)| name == to);
-        if !removing && !self.dirty.contains(to) && self.boxes.remove(to).is_some() {
-            self.stamp += 1;
+        if self.removing.as_ref().is_some_and(|(name, _)| name == to) {
+            return;
         }
+        let dirty = self.dirty.contains(to);
+        let Some(b) = self.boxes.get_mut(to) else { return };
+        if dirty {
+            b.forget_durable();
+        } else {
+            self.boxes.remove(to);
+        }
+        self.stamp += 1;
     }
 }
 

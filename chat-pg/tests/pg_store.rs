@@ -7,7 +7,7 @@ use chat_pg::testing::{self, TestDb};
 use chat_pg::{Db, PgStore};
 use chat_proto::{MsgId, Name, Origin, StoredMessage, Text};
 use chrono::DateTime;
-use offline_store::{Appended, Limits, Store, Usage};
+use offline_store::{Appended, Fetched, Limits, Store, Usage};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -61,7 +61,7 @@ fn stored(db: &TestDb, to: &Name) -> Vec<StoredMessage> {
 fn read_all(store: &mut impl Store, to: &Name) -> Vec<StoredMessage> {
     let mut out = Vec::new();
     while let Some(job) = store.read_job(to, out.len()).expect("read job") {
-        out.push(job.run().expect("read"));
+        out.push(job.run().expect("read").message().expect("still stored"));
     }
     out
 }
@@ -301,4 +301,80 @@ fn commits_wait_for_the_wal_flush_whatever_the_url_asks() {
         })
         .expect("runs");
     assert_eq!(setting, "on");
+}
+
+/// A message from `from` with id `i` (another sender than [`msg`]'s).
+fn msg_from(from: &str, i: u32) -> StoredMessage {
+    StoredMessage { from: name(from), ..msg(i) }
+}
+
+/// Issue 17, 2: b learnt bob's mailbox, then a delivered (removed) part of it. b's reads of
+/// those keys find them gone, not an error, and the index still counts; learnt again (an
+/// eviction, as at a registration), b's view is the database's.
+#[test]
+fn a_message_another_node_removed_is_read_as_gone_and_an_eviction_learns_the_mailbox_again() {
+    let db = testing::database();
+    let (mut a, mut b, bob) = (node(&db), node(&db), name("bob"));
+    append_all(&mut b, &bob, 0..3);
+    b.sync().expect("sync");
+    a.remove_first(&bob, 2).expect("a delivers the first two");
+
+    assert_eq!(b.known_usage(&bob).map(|u| u.count), Some(3), "b's view is stale");
+    let mut read = Vec::new();
+    for i in 0..3 {
+        let job = b.read_job(&bob, i).expect("read job").expect("within b's count");
+        read.push(job.run().expect("a gone message is no error"));
+    }
+    assert_eq!(read, [Fetched::Gone(MsgId(0)), Fetched::Gone(MsgId(1)), Fetched::Message(msg(2))]);
+
+    b.evict(&bob);
+    assert_eq!(b.known_usage(&bob), None, "evicted");
+    assert_eq!(b.usage(&bob).expect("learnt again"), Usage { count: 1, bytes: line_len(2) });
+    assert_eq!(read_all(&mut b, &bob), msgs(2..3));
+}
+
+/// Issue 17, 2: what another node appended while this one had the mailbox is seen at the next
+/// open after an eviction, in the order the database took them, this node's appends that are
+/// not durable yet after them.
+#[test]
+fn another_node_s_appends_are_seen_at_the_next_open_in_the_order_the_database_took_them() {
+    let db = testing::database();
+    let (mut a, mut b, bob) = (node(&db), node(&db), name("bob"));
+    b.append(&bob, &msg_from("dave", 0)).expect("append");
+    b.sync().expect("sync");
+    a.append(&bob, &msg_from("carol", 1)).expect("append");
+    a.sync().expect("sync");
+    b.append(&bob, &msg_from("dave", 2)).expect("append");
+    b.sync().expect("sync");
+    assert_eq!(b.known_usage(&bob).map(|u| u.count), Some(2), "b knows only its own two");
+
+    // An append of b's still waiting for its sync when the mailbox is evicted stays, last.
+    b.append(&bob, &msg_from("dave", 3)).expect("append");
+    b.evict(&bob);
+    assert_eq!(b.known_usage(&bob), None, "evicted, but for the append not yet durable");
+    let scan = b.open_job(&bob).run().expect("open");
+    b.install(&bob, scan);
+    let want = [msg_from("dave", 0), msg_from("carol", 1), msg_from("dave", 2), msg_from("dave", 3)];
+    assert_eq!(read_all(&mut b, &bob), want);
+    b.sync().expect("sync");
+    assert_eq!(stored(&db, &bob), want, "the kept append was committed by the next sync");
+    assert_eq!(b.id_at(&bob, 3), Some(MsgId(3)));
+}
+
+/// An append of this node's committed by a sync still out when the mailbox is learnt again
+/// is in the listing: it is counted once, at the place the database gave it.
+#[test]
+fn an_append_whose_sync_is_out_across_an_eviction_is_counted_once() {
+    let db = testing::database();
+    let (mut b, bob) = (node(&db), name("bob"));
+    append_all(&mut b, &bob, 0..2);
+    let job = b.start_sync().expect("start").expect("a job");
+    b.evict(&bob);
+    std::thread::spawn(move || job.run()).join().expect("thread").expect("sync");
+    let scan = b.open_job(&bob).run().expect("open");
+    b.install(&bob, scan);
+    b.sync_done();
+    assert_eq!(b.usage(&bob).expect("usage"), Usage { count: 2, bytes: (0..2).map(line_len).sum() });
+    assert_eq!(read_all(&mut b, &bob), msgs(0..2));
+    assert_eq!(b.append_once(&bob, &msg(1)).expect("append"), Appended::Duplicate, "known durable");
 }

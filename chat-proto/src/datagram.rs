@@ -386,6 +386,17 @@ pub enum Datagram {
         /// The message.
         message: StoredMessage,
     },
+    /// Stored message number `index` is no longer stored, the answer to [`Datagram::Fetch`]
+    /// when another node of the server delivered it (and deleted it) since this one counted the
+    /// mailbox: the client shows nothing for it, but counts it, so its fetch completes.
+    Gone {
+        /// The fetch request's id.
+        id: MsgId,
+        /// Which stored message.
+        index: u32,
+        /// Its message id (for `fetch_done`'s `last`).
+        msg: MsgId,
+    },
     /// The whole client table, when it fits one datagram: sent to a client that has no table
     /// yet (or one too old for a delta).
     Table(Table),

@@ -132,6 +132,7 @@ fn every_variant() -> Vec<Datagram> {
                 body: Body::Sealed { sealed: sealed(), key: key() },
             },
         },
+        Datagram::Gone { id, index: 2, msg: MsgId(12) },
         Datagram::Table(table()),
         Datagram::Channel { id, from: name("a"), text: text("all") },
         Datagram::Probe { id },

@@ -7,9 +7,9 @@
 
 use std::fmt;
 
-use chat_proto::{Name, StoredMessage};
+use chat_proto::Name;
 use offline_store::{
-    CheckpointJob, Checkpointed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, StoreError, SyncJob,
+    CheckpointJob, Checkpointed, Fetched, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, StoreError, SyncJob,
 };
 
 /// What kind of disk work a [`Job`] is.
@@ -128,7 +128,7 @@ impl JobDone {
 pub(crate) enum Done {
     Synced(Result<(), StoreError>),
     Opened(Name, Result<MailboxScan, StoreError>),
-    Read(Read, Result<StoredMessage, StoreError>),
+    Read(Read, Result<Fetched, StoreError>),
     Removed(Name, Result<Removed, StoreError>),
     Checkpointed(Result<Checkpointed, StoreError>),
 }

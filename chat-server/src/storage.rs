@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use chat_proto::{Datagram, MsgId, Name, StoredMessage};
-use offline_store::{Appended, Discarded, Store, StoreError};
+use offline_store::{Appended, Discarded, Fetched, Store, StoreError};
 
 use crate::jobs::{Done, Job, Read, Work};
 use crate::parked::Parked;
@@ -50,7 +50,7 @@ pub(crate) enum Outcome<W> {
     /// [`StoreError::is_transient`]).
     Resume { waiter: W, failed: Vec<Name>, transient: bool },
     /// A stored message was read for a fetch (or could not be).
-    Read { read: Read, result: Result<StoredMessage, StoreError> },
+    Read { read: Read, result: Result<Fetched, StoreError> },
     /// A removal of fetched messages ended.
     Removed { waiter: W, result: Result<Delivered, StoreError> },
 }

@@ -121,6 +121,27 @@ pub struct Listed {
     pub bytes: u64,
 }
 
+/// What a [`ReadJob`] found at its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The message.
+    Message(StoredMessage),
+    /// The message with this id is no longer stored: in a store that several servers share (a
+    /// database), another removed it (it delivered it) after this one learnt the mailbox. Not
+    /// a failure: the index holds nothing to show, but it counts (a fetch skips it).
+    Gone(MsgId),
+}
+
+impl Fetched {
+    /// The message, if it was still stored.
+    pub fn message(self) -> Option<StoredMessage> {
+        match self {
+            Self::Message(msg) => Some(msg),
+            Self::Gone(_) => None,
+        }
+    }
+}
+
 /// The read of one stored message, from [`crate::Store::read_job`].
 #[derive(Debug)]
 #[must_use = "the message is read only when the job runs"]
@@ -135,7 +156,7 @@ enum Source {
     /// The line at `offset` of the file at `path`, a record of message `id`.
     At { path: PathBuf, offset: u64, id: MsgId },
     /// The work of a store outside this crate.
-    Deferred(Deferred<StoredMessage>),
+    Deferred(Deferred<Fetched>),
 }
 
 impl ReadJob {
@@ -144,8 +165,9 @@ impl ReadJob {
         Self { source: Source::Ready(msg) }
     }
 
-    /// A job that runs `work` (a store outside this crate reading a message its own way).
-    pub fn deferred(work: impl FnOnce() -> Result<StoredMessage, StoreError> + Send + 'static) -> Self {
+    /// A job that runs `work` (a store outside this crate reading a message its own way, which
+    /// may find it [`Fetched::Gone`]).
+    pub fn deferred(work: impl FnOnce() -> Result<Fetched, StoreError> + Send + 'static) -> Self {
         Self { source: Source::Deferred(Deferred::new(work)) }
     }
 
@@ -153,16 +175,17 @@ impl ReadJob {
         Self { source: Source::At { path, offset, id } }
     }
 
-    /// Reads the message: one `open`, one seek, and one line read.
+    /// Reads the message: one `open`, one seek, and one line read. A file store's message is
+    /// never [`Fetched::Gone`] (it has one server).
     ///
     /// # Errors
     /// [`StoreError::Io`] when the file cannot be opened or read (e.g. it was removed);
     /// [`StoreError::Changed`] when the line there is not the record indexed (the file was
     /// replaced or damaged since). A job made by [`ReadJob::deferred`] runs its work instead,
     /// with its errors.
-    pub fn run(self) -> Result<StoredMessage, StoreError> {
+    pub fn run(self) -> Result<Fetched, StoreError> {
         let (path, offset, id) = match self.source {
-            Source::Ready(msg) => return Ok(msg),
+            Source::Ready(msg) => return Ok(Fetched::Message(msg)),
             Source::Deferred(work) => return work.run(),
             Source::At { path, offset, id } => (path, offset, id),
         };
@@ -170,7 +193,7 @@ impl ReadJob {
         file.seek(SeekFrom::Start(offset)).map_err(StoreError::io("seek", &path))?;
         let mut lines = Lines::new(BufReader::new(file));
         match lines.next_line().map_err(StoreError::io("read", &path))? {
-            Some(Line::Record(msg)) if msg.id == id => Ok(msg),
+            Some(Line::Record(msg)) if msg.id == id => Ok(Fetched::Message(msg)),
             _ => Err(StoreError::Changed { path, offset }),
         }
     }

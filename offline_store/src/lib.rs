@@ -49,7 +49,7 @@ mod record;
 mod tests;
 
 pub use file::FileStore;
-pub use jobs::{CheckpointJob, Checkpointed, Listed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
+pub use jobs::{CheckpointJob, Checkpointed, Fetched, Listed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
 pub use mem::MemStore;
 pub use name::file_name;
 
@@ -429,7 +429,8 @@ pub trait Store {
     /// The read of the message at `index` (0 is the oldest) of `to`'s mailbox, to run on any
     /// thread; `None` past the end. A record not yet written out is served from memory. If the
     /// store does not know the mailbox it scans it first, here (run an [`OpenJob`] before to
-    /// keep the disk off this thread).
+    /// keep the disk off this thread). A store that several servers share may find the message
+    /// [`Fetched::Gone`] (another delivered it): the index still counts.
     ///
     /// # Errors
     /// [`StoreError::Io`] when the mailbox had to be scanned and could not be read;
@@ -460,7 +461,9 @@ pub trait Store {
 
     /// Forgets what memory holds about `to`'s mailbox (its index: 24 bytes a message), unless
     /// it has appends not yet written out or a removal out; the next use learns it again.
-    /// For a server to bound the store's memory to the mailboxes in use.
+    /// For a server to bound the store's memory to the mailboxes in use, and to learn afresh a
+    /// mailbox that other servers sharing the store may have changed (a store in a database
+    /// then keeps only its appends not yet durable, and learns the rest again).
     fn evict(&mut self, to: &Name);
 
     /// Count and bytes of `to`'s mailbox: from memory, or learnt here first ([`Store::open_job`],

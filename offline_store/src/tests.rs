@@ -545,7 +545,7 @@ fn a_retransmitted_save_after_a_restart_is_stored_once() {
 fn read_all(store: &mut impl Store, to: &Name) -> Vec<StoredMessage> {
     let mut out = Vec::new();
     while let Some(job) = store.read_job(to, out.len()).expect("read job") {
-        out.push(job.run().expect("read"));
+        out.push(job.run().expect("read").message().expect("still stored"));
     }
     out
 }
@@ -571,7 +571,10 @@ fn jobs_match_the_blocking_path(store: &mut impl Store, fresh: impl Fn() -> Box<
     append_all(store, &bob, 7..9); // while the job is out
     for i in 7..9 {
         let job = store.read_job(&bob, i).expect("the new appends are read from memory meanwhile");
-        assert_eq!(job.map(|job| job.run().expect("read")), Some(msg(u32::try_from(i).expect("small"))));
+        assert_eq!(
+            job.map(|job| job.run().expect("read").message().expect("still stored")),
+            Some(msg(u32::try_from(i).expect("small")))
+        );
     }
     let done = std::thread::spawn(move || job.run()).join().expect("the job's thread");
     store.finish_remove(&bob, done).expect("removed");

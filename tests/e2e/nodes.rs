@@ -370,4 +370,62 @@ fn a_channel_ack_waits_until_the_copy_for_the_other_node_is_written() {
         bob.expect_line(&line, WAIT);
         bob.assert_never(&line, Duration::from_secs(2));
     }
+
+/// Issue 17, 2: node a learnt bob's mailbox when alice saved there for him; bob then fetched
+/// those messages at node b, which deleted them. Node b killed, bob moves to node a, which must
+/// not offer him again what it remembered: he is welcomed with nothing to fetch (or skips what
+/// is gone), and goes on, each message shown once, in order.
+#[test]
+fn a_client_moving_to_a_node_that_cached_its_mailbox_is_not_offered_what_another_node_delivered() {
+    let db = database();
+    let (a, mut b, mut alice, mut bob) = alice_at_a_bob_away_at_b(&db);
+    for i in 0..3 {
+        alice.send_line(&format!("send bob kept by node a {i}"));
+        alice.expect_line(SAVED, WAIT);
+    }
+    bob.send_line("reg bob");
+    bob.expect_line(HAVE_MESSAGES, WAIT);
+    for i in 0..3 {
+        bob.expect_stored("alice", &format!("kept by node a {i}"));
+    }
+    // Node b has deleted what bob fetched.
+    let deleted = b.expect_contains("stored messages delivered and deleted", WAIT);
+    assert!(deleted.contains("name=bob") && deleted.contains("delivered=3"), "{deleted}");
+
+    b.kill();
+    bob.expect_line(&moving(&b, &a), WAIT);
+    bob.send_line("send alice still here");
+    bob.expect_line(&acked_by("alice"), WAIT);
+    alice.expect_line(&chat("bob", "still here"), WAIT);
+    assert_each_once(&bob, "kept by node a", 3);
+    bob.assert_alive();
+}
+
+/// Issue 17, 2: node b knows bob's mailbox (dave saved there for him) when alice saves for him
+/// at node a: bob's next fetch at node b has all three, in the order the server took them.
+#[test]
+fn a_message_stored_by_another_node_is_fetched_in_order_from_a_node_that_knew_the_mailbox() {
+    let db = database();
+    let (_a, b, mut alice, mut bob) = alice_at_a_bob_away_at_b(&db);
+    let mut dave = join("dave", &b, &[&alice]);
+    wait_offline(&mut dave, "bob");
+    dave.send_line("send bob in order 0");
+    dave.expect_line(SAVED, WAIT);
+    alice.send_line("send bob in order 1");
+    alice.expect_line(SAVED, WAIT);
+    dave.send_line("send bob in order 2");
+    dave.expect_line(SAVED, WAIT);
+
+    bob.send_line("reg bob");
+    bob.expect_line(HAVE_MESSAGES, WAIT);
+    bob.expect_stored("dave", "in order 0");
+    bob.expect_stored("alice", "in order 1");
+    bob.expect_stored("dave", "in order 2");
+    assert_each_once(&bob, "in order", 3);
+    // Nothing is left for the next registration.
+    bob.send_line("dereg bob");
+    bob.expect_line(OFFLINE_BYE, WAIT);
+    bob.send_line("reg bob");
+    bob.expect_line(WELCOME, WAIT);
+    bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
 }

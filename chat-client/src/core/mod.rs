@@ -313,6 +313,7 @@ impl Client {
             }
             Datagram::Table(table) => self.on_table(now, |t| t.handle_table(table), None),
             Datagram::Stored { id, index, message } => self.on_stored(now, id, index, message),
+            Datagram::Gone { id, index, msg } => self.on_gone(now, id, index, msg),
             Datagram::Probe { id } if self.session.answers_peers() => {
                 self.send_once(server, &Datagram::ProbeAck { id, name: self.me.clone() });
             }

@@ -102,14 +102,38 @@ impl Client {
     }
 
     pub(super) fn on_stored(&mut self, now: Instant, id: MsgId, index: u32, message: StoredMessage) {
-        // The answer must be for the index asked: another would be shown in the wrong place.
-        let asked = |k: &Kind| matches!(k, Kind::Fetch { index: i } if *i == index);
-        if self.requests.answer(id, self.server, asked).is_none() {
-            tracing::debug!(%id, index, "a stored message that answers no fetch in flight");
+        if !self.answers_fetch(id, index) {
             return;
         }
         let msg_id = message.id;
         let message = self.open_stored(message);
+        self.fetched(now, index, msg_id, message);
+    }
+
+    /// Stored message `index` (id `msg`) is no longer stored (another node delivered it): it is
+    /// skipped, and counts, as one that does not open.
+    pub(super) fn on_gone(&mut self, now: Instant, id: MsgId, index: u32, msg: MsgId) {
+        if !self.answers_fetch(id, index) {
+            return;
+        }
+        tracing::info!(index, %msg, "a stored message another node delivered: skipped");
+        self.fetched(now, index, msg, None);
+    }
+
+    /// Whether `id` answers a fetch in flight for `index` (and so ends it).
+    fn answers_fetch(&mut self, id: MsgId, index: u32) -> bool {
+        // The answer must be for the index asked: another would be shown in the wrong place.
+        let asked = |k: &Kind| matches!(k, Kind::Fetch { index: i } if *i == index);
+        if self.requests.answer(id, self.server, asked).is_none() {
+            tracing::debug!(%id, index, "a stored message that answers no fetch in flight");
+            return false;
+        }
+        true
+    }
+
+    /// The fetch has message `index` (id `msg_id`; `None` if it is not to be shown): what is
+    /// ready is shown, then the fetch asks for more or is done.
+    fn fetched(&mut self, now: Instant, index: u32, msg_id: MsgId, message: Option<StoredMessage>) {
         let Some(fetch) = self.session.fetch_mut() else { return };
         let ready = fetch.handle_stored(index, msg_id, message);
         let done = if ready.is_empty() { None } else { fetch.done() };

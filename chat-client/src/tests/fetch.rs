@@ -149,3 +149,27 @@ fn several_requests_giving_up_at_once_show_one_give_up_and_nothing_after() {
     f.until(10_000);
     assert!(f.events().is_empty());
 }
+
+#[test]
+fn a_stored_message_another_node_delivered_is_skipped_and_counted() {
+    let (mut f, fetches) = fetching(3);
+    let [(first, 0), (second, 1), (third, 2)] = fetches[..] else { panic!("{fetches:?}") };
+    f.recv(SERVER, Datagram::Stored { id: first, index: 0, message: stored_text("A") });
+    f.recv(SERVER, Datagram::Gone { id: second, index: 1, msg: MsgId(41) });
+    f.recv(SERVER, Datagram::Gone { id: third, index: 2, msg: MsgId(42) });
+    let shown = f.events();
+    assert!(shown.len() == 2 && shown[1].ends_with(" A"), "only the message still stored: {shown:?}");
+    let [(SERVER, Datagram::FetchDone { count: 3, last: MsgId(42), .. })] = f.sent()[..] else {
+        panic!("the fetch is done, with the gone ones counted: {:?}", f.sent())
+    };
+}
+
+#[test]
+fn a_gone_answer_for_another_index_is_dropped() {
+    let (mut f, fetches) = fetching(1);
+    let [(id, 0)] = fetches[..] else { panic!("{fetches:?}") };
+    f.recv(SERVER, Datagram::Gone { id, index: 1, msg: MsgId(41) });
+    assert!(f.sent().is_empty(), "not the index asked for: no fetch_done");
+    f.at(500);
+    assert_eq!(f.sent(), [(SERVER, Datagram::Fetch { id, index: 0 })], "the fetch is still in flight");
+}

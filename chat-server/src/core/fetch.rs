@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use chat_proto::{Datagram, MsgId, Name, Refusal, StoredMessage};
-use offline_store::{Store, StoreError};
+use chat_proto::{Datagram, MsgId, Name, Refusal};
+use offline_store::{Fetched, Store, StoreError};
 
 use super::Server;
 use super::waiting::Resume;
@@ -56,13 +56,18 @@ impl<S: Store> Server<S> {
         }
     }
 
-    /// A read job ended: the message goes to the client that asked (a failure is logged; the
-    /// client asks again).
-    pub(super) fn on_read(&mut self, read: Read, result: Result<StoredMessage, StoreError>) {
+    /// A read job ended: the message goes to the client that asked, or, if another node
+    /// delivered it since this one learnt the mailbox, that it is gone (the client skips it and
+    /// its fetch goes on). A failure is logged; the client asks again.
+    pub(super) fn on_read(&mut self, read: Read, result: Result<Fetched, StoreError>) {
         let Read { name, index, to, id } = read;
         match result {
-            Ok(message) => {
+            Ok(Fetched::Message(message)) => {
                 self.out.send(to, &Datagram::Stored { id, index, message });
+            }
+            Ok(Fetched::Gone(msg)) => {
+                tracing::info!(%name, index, %msg, "stored message delivered by another node meanwhile: skipped");
+                self.out.send(to, &Datagram::Gone { id, index, msg });
             }
             Err(e) => tracing::warn!(%name, index, "stored message not read: {}", chat_core::report(&e)),
         }

@@ -95,9 +95,12 @@ impl<S: Store> Server<S> {
         self.answer_registration(from, id, name, (secret, cookie), false);
     }
 
-    /// Answers the registration with the count of `name`'s mailbox, now if it is known, else
-    /// once an open job has learnt it.
+    /// Answers the registration with the count of `name`'s mailbox as an open job learns it
+    /// now: what memory held of it may be stale, as other nodes sharing the store may have
+    /// stored into it or delivered from it since (then, this node's fetch would miss the
+    /// former, or fail on the latter). The fetch that follows reads that view.
     fn answer_registration(&mut self, from: SocketAddr, id: MsgId, name: &Name, keys: (Secret, u64), joining: bool) {
+        self.storage.evict(name);
         match self.storage.known_count(name) {
             Some(count) => self.registered(from, id, name, keys, count, joining),
             None => {

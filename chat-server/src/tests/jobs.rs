@@ -185,3 +185,40 @@ fn a_save_whose_mailbox_the_database_cannot_read_now_is_left_for_its_retransmiss
     assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
     assert_eq!(f.stored("bob"), vec![("alice".into(), Origin::Direct, "while the database restarts".into())]);
 }
+
+/// Issue 17, 2: what memory holds of a mailbox may be stale when other nodes share the store
+/// (they store into it, or deliver from it): a registration learns it again by an open job,
+/// even when it is known.
+#[test]
+fn a_registration_learns_its_mailbox_again_even_when_it_is_known() {
+    let mut f = Fixture::online(&[("alice", ALICE), ("bob", BOB)]);
+    let out = f.dereg("bob", BOB);
+    f.ack_tables(&out);
+    let (id, out) = f.save(("alice", ALICE), "bob", "one");
+    assert_eq!(out, vec![(ALICE, Datagram::Ack { id })]);
+    assert!(f.disk.knows("bob"), "known since the save");
+    let id = f.id();
+    f.server.handle_datagram(f.now, addr(BOB), f.reg(id, "bob"));
+    assert_eq!(f.drain(), vec![], "no answer before the mailbox is learnt again");
+    let job = f.server.poll_job(f.now).expect("a job");
+    assert_eq!(job.kind(), JobKind::Open);
+    f.server.handle_job_done(f.now, job.run());
+    let out = f.drain();
+    assert!(matches!(out[..], [(BOB, Datagram::Registered { stored: 1, .. })]), "{out:?}");
+}
+
+/// Issue 17, 2: a stored message another node delivered since this one learnt the mailbox is
+/// answered as gone, with its id, so that the client skips it and its fetch completes.
+#[test]
+fn a_fetch_of_a_message_another_node_delivered_is_answered_gone() {
+    let mut f = bob_away_with(&["one", "two"]);
+    bob_registers(&mut f);
+    let id = f.id();
+    f.server.handle_datagram(f.now, addr(BOB), Datagram::Fetch { id, index: 1 });
+    let job = f.server.poll_job(f.now).expect("a job");
+    let Job { work: crate::jobs::Work::Read(read, _) } = job else { panic!("a read job: {job:?}") };
+    let msg = MsgId(4242);
+    let done = crate::jobs::JobDone { done: crate::jobs::Done::Read(read, Ok(offline_store::Fetched::Gone(msg))) };
+    f.server.handle_job_done(f.now, done);
+    assert_eq!(f.drain(), vec![(BOB, Datagram::Gone { id, index: 1, msg })]);
+}
