@@ -164,6 +164,18 @@ impl<S: Store> Store for Timed<S> {
         self.inner.finish_remove(to, done)
     }
 
+    fn note_owed(&mut self, owed: &offline_store::OwedChannel) -> Result<(), StoreError> {
+        self.inner.note_owed(owed)
+    }
+
+    fn owed_done(&mut self, from: &Name, id: MsgId) {
+        self.inner.owed_done(from, id);
+    }
+
+    fn owed(&self) -> Vec<offline_store::OwedChannel> {
+        self.inner.owed()
+    }
+
     fn evict(&mut self, to: &Name) {
         self.inner.evict(to);
     }

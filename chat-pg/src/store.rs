@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use chat_proto::{MsgId, Name, StoredMessage};
 use offline_store::{
-    Appended, CheckpointJob, Checkpointed, Discarded, Fetched, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob,
+    Appended, CheckpointJob, Checkpointed, Discarded, Fetched, Limits, MailboxScan, OpenJob, OwedChannel, ReadJob,
+    RemoveJob,
     Removed, Store, StoreError, SyncJob, Usage,
 };
 
@@ -66,6 +67,9 @@ pub struct PgStore {
     removing: Option<(Name, Vec<Key>)>,
     /// Counts evictions and finished removals: a scan made before one is stale.
     stamp: u64,
+    /// The channel messages still owed to online members: kept in memory only (a node that
+    /// dies loses them; see docs/ARCHITECTURE.md, "Left as it is").
+    owed: Vec<OwedChannel>,
 }
 
 /// What this node knows of one mailbox.
@@ -205,6 +209,7 @@ impl PgStore {
             appended: false,
             removing: None,
             stamp: 0,
+            owed: Vec::new(),
         }
     }
 
@@ -486,6 +491,20 @@ impl Store for PgStore {
                 Err(e)
             }
         }
+    }
+
+    fn note_owed(&mut self, owed: &OwedChannel) -> Result<(), StoreError> {
+        self.owed_done(&owed.msg.from, owed.msg.id);
+        self.owed.push(owed.clone());
+        Ok(())
+    }
+
+    fn owed_done(&mut self, from: &Name, id: MsgId) {
+        self.owed.retain(|o| &o.msg.from != from || o.msg.id != id);
+    }
+
+    fn owed(&self) -> Vec<OwedChannel> {
+        self.owed.clone()
     }
 
     /// Forgets what the database holds of `to`'s mailbox (another node may change it): the

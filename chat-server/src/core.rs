@@ -8,7 +8,7 @@
 //! the removal of fetched messages, a save to a mailbox not yet known) waits on a job. The async
 //! driver in `driver.rs` feeds it; unit tests feed it a fake clock and drop transmits to play
 //! loss. The handler of each kind of request lives in a submodule (`core/*.rs`); the
-//! state lives in the components (`clients`, `tables`, `probe`, `deliveries`, `dedup`,
+//! state lives in the components (`clients`, `tables`, `probe`, `deliveries`, `owed`, `dedup`,
 //! `joining`, `outbox`, `ids`, `storage`), none of which knows this module.
 
 mod channel;
@@ -39,6 +39,7 @@ use crate::ids::Ids;
 use crate::jobs::{Job, JobDone};
 use crate::joining::Joining;
 use crate::outbox::Outbox;
+use crate::owed::Owed;
 use crate::presence::Presence;
 use crate::probe::Probes;
 use crate::storage::{Held, Outcome, Storage};
@@ -79,6 +80,8 @@ pub struct Server<S> {
     tables: Tables,
     probes: Probes,
     deliveries: Deliveries,
+    /// The members each channel message on its way is still owed to.
+    owed: Owed,
     dedup: Dedup,
     /// New names registering from addresses not yet proven: their rows wait for `confirm`.
     joining: Joining,
@@ -132,6 +135,7 @@ impl<S: Store> Server<S> {
             tables: Tables::new(cfg.ack_timeout, cfg.retries),
             probes: Probes::new(cfg.ack_timeout),
             deliveries: Deliveries::new(cfg.ack_timeout, cfg.retries),
+            owed: Owed::default(),
             dedup: Dedup::new(cfg.dedup_capacity, keep),
             joining: Joining::new(cfg.dedup_capacity),
             presence: Presence::new(cfg.keepalive, start, version_base),
@@ -229,7 +233,11 @@ impl<S: Store> Server<S> {
             }
             Datagram::TableAck { version } => self.tables.handle_ack(now, from, version, &self.clients, &mut self.out),
             Datagram::ProbeAck { id, name } => self.on_probe_ack(now, from, id, &name),
-            Datagram::ChannelAck { id } => self.deliveries.handle_ack(from, id),
+            Datagram::ChannelAck { id } => {
+                if let Some(d) = self.deliveries.handle_ack(from, id) {
+                    self.served(&d.to, &d.msg);
+                }
+            }
             other => tracing::debug!(%from, "dropped a datagram a server does not take: {other:?}"),
         }
     }
@@ -384,6 +392,12 @@ impl<S: Store> Server<S> {
     /// The store, for the driver's shutdown and for tests.
     pub fn store_mut(&mut self) -> &mut S {
         self.storage.store_mut()
+    }
+
+    /// The store, taken back from a server that stops, as a crash leaves it (for tests).
+    #[cfg(test)]
+    pub(crate) fn into_store(self) -> S {
+        self.storage.into_store()
     }
 
     /// The cookie the server hands `addr` now (for tests).

@@ -75,10 +75,10 @@ impl Deliveries {
         None
     }
 
-    /// `from` ACKed channel message `id`.
-    pub fn handle_ack(&mut self, from: SocketAddr, id: MsgId) {
-        self.live.remove(&(from, id));
+    /// `from` ACKed channel message `id`: returns the delivery that ends, if one was in flight.
+    pub fn handle_ack(&mut self, from: SocketAddr, id: MsgId) -> Option<Delivery> {
         self.due.cancel(&(from, id));
+        self.live.remove(&(from, id))
     }
 
     /// Retransmits what is due, and returns the deliveries whose window ended unACKed.

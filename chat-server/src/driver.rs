@@ -67,6 +67,8 @@ pub async fn run<S: Store>(
             }
         }
     }
+    // Channel messages the last run acknowledged but had not delivered to every member.
+    core.resume_owed(Instant::now());
     let mut saved = Saved { version: core.table_version(), logged_rows: 0, peers: Vec::new(), retry_at: None };
     let mut held = std::collections::VecDeque::new();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];

@@ -5,7 +5,8 @@
 //! drives it over a bound UDP socket until a shutdown token is cancelled. The core only routes
 //! (`core.rs`, with one handler file per request under `core/`); the state lives in components
 //! that own it and do not know the core: `clients` (the table), `tables` (its pushes),
-//! `probe`, `deliveries` (channel copies in flight), `dedup` (recent requests), `joining`,
+//! `probe`, `deliveries` (channel copies in flight), `owed` (the members each channel message
+//! is still owed to), `dedup` (recent requests), `joining`,
 //! `secret_hash` (what is kept of a secret), `outbox` (the send queue behind the address budgets of `budget`), `ids` (cookies, ids and
 //! secrets from the handed-in [`chat_core::Entropy`]), `storage` (the port to
 //! [`offline_store::Store`]: its jobs) and `parked` (what waits on mailboxes being learnt). No
@@ -24,6 +25,7 @@ mod ids;
 mod jobs;
 mod joining;
 mod outbox;
+mod owed;
 mod parked;
 mod presence;
 mod probe;

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use chat_proto::{Datagram, MsgId, Name, StoredMessage};
-use offline_store::{Appended, Discarded, Fetched, Store, StoreError};
+use offline_store::{Appended, Discarded, Fetched, OwedChannel, Store, StoreError};
 
 use crate::jobs::{Done, Job, Read, Work};
 use crate::parked::Parked;
@@ -264,6 +264,26 @@ impl<S: Store, W> Storage<S, W> {
         Ok(())
     }
 
+    /// Notes the channel message `owed.msg` as owed to its online `owed.members`: durable with
+    /// the next sync, which the sender's reply waits on.
+    ///
+    /// # Errors
+    /// As [`Store::note_owed`].
+    pub fn note_owed(&mut self, owed: &OwedChannel) -> Result<(), StoreError> {
+        self.store.note_owed(owed)
+    }
+
+    /// Channel message `id` of `from` is owed to no one any more: noted for a later sync (no
+    /// sync is started for it; until one runs, a restart delivers it again).
+    pub fn owed_done(&mut self, from: &Name, id: MsgId) {
+        self.store.owed_done(from, id);
+    }
+
+    /// The channel messages owed to someone, as the store was opened with them.
+    pub fn owed(&self) -> Vec<OwedChannel> {
+        self.store.owed()
+    }
+
     /// `reply` to request `id` of `to` leaves once the next sync has ended well; `no_space`
     /// instead if that sync fails because the disk is full.
     pub fn hold(&mut self, to: SocketAddr, id: MsgId, reply: Datagram, no_space: Datagram) {
@@ -423,6 +443,12 @@ impl<S: Store, W> Storage<S, W> {
     /// removal that ended.
     pub fn poll_outcome(&mut self) -> Option<Outcome<W>> {
         self.outcomes.pop_front()
+    }
+
+    /// The store, taken back (for tests).
+    #[cfg(test)]
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     /// The store itself, for the driver's shutdown and for tests.

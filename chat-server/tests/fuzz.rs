@@ -286,6 +286,18 @@ impl Store for Forgetful {
         self.inner.finish_remove(to, result)
     }
 
+    fn note_owed(&mut self, owed: &offline_store::OwedChannel) -> Result<(), StoreError> {
+        self.inner.note_owed(owed)
+    }
+
+    fn owed_done(&mut self, from: &Name, id: MsgId) {
+        self.inner.owed_done(from, id);
+    }
+
+    fn owed(&self) -> Vec<offline_store::OwedChannel> {
+        self.inner.owed()
+    }
+
     fn evict(&mut self, to: &Name) {
         self.unknown.insert(to.clone());
     }

@@ -18,6 +18,7 @@ use chat_proto::{MsgId, Name, StoredMessage};
 use crate::jobs::{CheckpointPlan, RemovePlan};
 use crate::journal::Journal;
 use crate::mailbox::{self, Mailbox, Record};
+use crate::owed::{self, Owed, OwedChannel};
 use crate::record;
 use crate::{
     Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
@@ -57,6 +58,8 @@ pub struct FileStore {
     /// A mailbox file was created since the last checkpoint: the directory needs a sync too.
     dir_dirty: bool,
     journal: Journal,
+    /// The channel messages still owed to online members.
+    owed: Owed,
     /// The checkpoint or removal out, if any: until it is finished nothing writes the files.
     out: Option<Maintenance>,
     /// How many mailboxes [`Store::evict`] has dropped: a scan begun before one may be stale.
@@ -98,7 +101,8 @@ impl FileStore {
     pub fn open(dir: impl Into<PathBuf>, limits: Limits) -> Result<Self, StoreError> {
         let dir = dir.into();
         chat_core::private::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
-        let journal = Journal::open(&dir)?;
+        let mut owed = Owed::load(&dir)?;
+        let journal = Journal::open(&dir, &mut owed)?;
         Ok(Self {
             dir,
             limits,
@@ -111,6 +115,7 @@ impl FileStore {
             lost: Vec::new(),
             dir_dirty: false,
             journal,
+            owed,
             out: None,
             evictions: 0,
             discarded: false,
@@ -291,11 +296,12 @@ impl FileStore {
     }
 
     /// The checkpoint part of a job: the mailboxes to sync, as names and as paths.
-    fn checkpoint_plan(&self) -> Result<(Vec<Name>, CheckpointPlan), StoreError> {
+    fn checkpoint_plan(&mut self) -> Result<(Vec<Name>, CheckpointPlan), StoreError> {
         let journal = self.journal.handle()?;
         let synced: Vec<Name> = self.unsynced.iter().cloned().collect();
         let sync = synced.iter().map(|name| self.mailbox_path(name)).collect();
-        Ok((synced, CheckpointPlan { sync, dir: self.dir.clone(), journal }))
+        let owed = self.owed.checkpoint(&self.dir).map(Box::new);
+        Ok((synced, CheckpointPlan { sync, dir: self.dir.clone(), journal, owed }))
     }
 }
 
@@ -324,6 +330,7 @@ impl Store for FileStore {
 
     fn start_sync(&mut self) -> Result<Option<SyncJob>, StoreError> {
         self.not_busy()?;
+        self.owed.sync_started(self.sync_out.is_some());
         if let Some(lost) = self.sync_out.take() {
             // Never known to have succeeded: what it covered is durable only once the mailbox
             // file is synced (a later sync of the journal may succeed without it).
@@ -345,6 +352,7 @@ impl Store for FileStore {
 
     fn sync_done(&mut self) {
         self.journal.synced();
+        self.owed.synced();
         // Acknowledged records may follow the lost ones now: those stay (and get delivered).
         self.lost.clear();
         for Handed { name, to, .. } in self.sync_out.take().unwrap_or_default() {
@@ -436,6 +444,9 @@ impl Store for FileStore {
 
     fn finish_checkpoint(&mut self, result: Result<Checkpointed, StoreError>) -> Result<(), StoreError> {
         let Some(out) = self.out.take_if(|out| out.removing.is_none()) else { return result.map(|_| ()) };
+        if result.is_err() {
+            self.owed.checkpoint_failed();
+        }
         if result?.done {
             self.checkpointed(out.synced);
         }
@@ -542,6 +553,7 @@ impl Store for FileStore {
             }
             Ok(Removed { kept: None, .. }) => Ok(()),
             Err(e) => {
+                self.owed.checkpoint_failed();
                 // Learn the file again: the job may have failed before or after its rename.
                 match mailbox::scan(&self.mailbox_path(to), |_| {}) {
                     Ok(scanned) => self.replace(to, scanned),
@@ -550,6 +562,22 @@ impl Store for FileStore {
                 Err(e)
             }
         }
+    }
+
+    fn note_owed(&mut self, owed: &OwedChannel) -> Result<(), StoreError> {
+        let line = self.owed.note(owed)?;
+        self.journal.note(owed::NOTE_STEM, &line);
+        Ok(())
+    }
+
+    fn owed_done(&mut self, from: &Name, id: MsgId) {
+        if let Some(line) = self.owed.done(from, id) {
+            self.journal.note(owed::DONE_STEM, &line);
+        }
+    }
+
+    fn owed(&self) -> Vec<OwedChannel> {
+        self.owed.all()
     }
 
     fn evict(&mut self, to: &Name) {

@@ -217,6 +217,8 @@ pub(crate) struct CheckpointPlan {
     pub(crate) dir: PathBuf,
     /// The journal, emptied last.
     pub(crate) journal: (File, PathBuf),
+    /// The channel messages still owed, written before the journal is emptied.
+    pub(crate) owed: Option<Box<crate::owed::OwedPlan>>,
 }
 
 impl CheckpointPlan {
@@ -226,6 +228,9 @@ impl CheckpointPlan {
                 Err(e) if e.kind() != ErrorKind::NotFound => return Err(StoreError::io("sync", path)(e)),
                 _ => {}
             }
+        }
+        if let Some(owed) = &self.owed {
+            owed.run()?;
         }
         sync_dir(&self.dir)?;
         let (journal, path) = &self.journal;

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
+use crate::owed::{self, Owed};
 use crate::record::{self, Line, Lines};
 use crate::{StoreError, SyncJob};
 
@@ -42,8 +43,10 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) `dir/journal`, replaying what it holds into the mailboxes of `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) `dir/journal`, replaying what it holds into the mailboxes of `dir`
+    /// and its channel notes and dones into `owed` (whose file is written before the journal is
+    /// emptied).
+    pub(crate) fn open(dir: &Path, owed: &mut Owed) -> Result<Self, StoreError> {
         let path = dir.join("journal");
         let file = chat_core::private::file_options()
             .create(true)
@@ -54,7 +57,7 @@ impl Journal {
         let mut journal =
             Self { path, file, pending: Vec::new(), len: 0, torn_at: None, unsynced: false, last_write: None };
         if journal.file.metadata().map_err(StoreError::io("stat", &journal.path))?.len() > 0 {
-            journal.replay(dir)?;
+            journal.replay(dir, owed)?;
         }
         Ok(journal)
     }
@@ -156,7 +159,7 @@ impl Journal {
 
     /// Puts every journalled record that its mailbox lacks back at the mailbox's end, syncs
     /// the mailboxes, and empties the journal.
-    fn replay(&mut self, dir: &Path) -> Result<(), StoreError> {
+    fn replay(&mut self, dir: &Path, owed: &mut Owed) -> Result<(), StoreError> {
         let mut by_box: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         let mut order = Vec::new();
         let reader = BufReader::new(File::open(&self.path).map_err(StoreError::io("open", &self.path))?);
@@ -165,6 +168,10 @@ impl Journal {
             let Some(space) = line.iter().position(|b| *b == b' ') else { continue };
             let (stem, record_line) = (&line[..space], &line[space + 1..]);
             let stem = String::from_utf8_lossy(stem).into_owned();
+            if stem == owed::NOTE_STEM || stem == owed::DONE_STEM {
+                owed.replay(&stem, record_line);
+                continue;
+            }
             if stem.is_empty() || stem.contains(['/', '\\', '.']) || record::decode(record_line).is_err() {
                 tracing::warn!(path = %self.path.display(), "skipping a torn or corrupt journal line");
                 continue;
@@ -181,6 +188,7 @@ impl Journal {
             let lines = by_box.remove(&stem).unwrap_or_default();
             restored += restore(&dir.join(format!("{stem}.mbox")), &lines)?;
         }
+        owed.save_replayed(dir)?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", dir))?;
         if restored > 0 {
             tracing::warn!(restored, "journal replayed: records missing from their mailboxes were restored");
@@ -230,6 +238,7 @@ mod tests {
 
     use super::Journal;
     use crate::mailbox;
+    use crate::owed::Owed;
     use crate::record;
 
     fn line(i: u64) -> Vec<u8> {
@@ -246,7 +255,7 @@ mod tests {
     #[test]
     fn after_a_failed_write_the_next_write_starts_on_a_line_of_its_own() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut journal = Journal::open(tmp.path()).expect("open");
+        let mut journal = Journal::open(tmp.path(), &mut Owed::default()).expect("open");
         journal.note("bob", &line(0));
         let _job = journal.write().expect("write");
         // A write cut short (ENOSPC): part of a line reached the file, and the write failed.
@@ -258,7 +267,7 @@ mod tests {
         let _job = journal.write().expect("write");
         drop(journal);
         // The replay (the mailbox was lost) brings back every line the journal holds whole.
-        drop(Journal::open(tmp.path()).expect("replay"));
+        drop(Journal::open(tmp.path(), &mut Owed::default()).expect("replay"));
         let mbox = mailbox::scan(&tmp.path().join("bob.mbox"), |_| {}).expect("scan");
         let ids: Vec<u64> = mbox.records().iter().map(|r| r.id.0).collect();
         assert_eq!(ids, vec![0, 2], "the line after the failed write is not merged into a corrupt one");

@@ -44,6 +44,7 @@ mod journal;
 mod mailbox;
 mod mem;
 mod name;
+mod owed;
 mod record;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,7 @@ pub use file::FileStore;
 pub use jobs::{CheckpointJob, Checkpointed, Fetched, Listed, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed};
 pub use mem::MemStore;
 pub use name::file_name;
+pub use owed::OwedChannel;
 
 /// `ENOSPC` on Linux and the BSDs, for an error built from a raw OS code.
 const ENOSPC: i32 = 28;
@@ -458,6 +460,24 @@ pub trait Store {
     /// # Errors
     /// The job's error, given back.
     fn finish_remove(&mut self, to: &Name, result: Result<Removed, StoreError>) -> Result<(), StoreError>;
+
+    /// Notes that channel message `owed.msg` is on its way to the online `owed.members`: durable
+    /// with the next sync (the one that holds its sender's ACK), and handed back by
+    /// [`Store::owed`] after a restart until [`Store::owed_done`]. One record per message,
+    /// whatever the number of members.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when it cannot be encoded; [`StoreError::Database`] when a store elsewhere
+    /// cannot take it.
+    fn note_owed(&mut self, owed: &OwedChannel) -> Result<(), StoreError>;
+
+    /// Notes that channel message `id` of `from` is owed to no one any more (each member's copy
+    /// was ACKed or stored): durable with a later sync, after whatever was stored before it.
+    /// Until then a restart hands it back again (a member shows a channel id once).
+    fn owed_done(&mut self, from: &Name, id: MsgId);
+
+    /// The channel messages noted and not done: after opening, those a previous run left.
+    fn owed(&self) -> Vec<OwedChannel>;
 
     /// Forgets what memory holds about `to`'s mailbox (its index: 24 bytes a message), unless
     /// it has appends not yet written out or a removal out; the next use learns it again.

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use chat_proto::{MsgId, Name, StoredMessage};
 
 use crate::{
-    Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, OpenJob, ReadJob, RemoveJob, Removed, Store,
-    StoreError, SyncJob, Usage, durable::Durability, file_name, record,
+    Appended, CheckpointJob, Checkpointed, Discarded, Limits, MailboxScan, OpenJob, OwedChannel, ReadJob, RemoveJob,
+    Removed, Store, StoreError, SyncJob, Usage, durable::Durability, file_name, record,
 };
 
 /// Mailboxes held in memory; a sync has nothing to wait for (but after appends its job is still
@@ -32,6 +32,9 @@ pub struct MemStore {
     lost: Vec<(Name, usize, usize)>,
     /// Appended to since the last sync started.
     appended: bool,
+    /// The channel messages owed (kept as if durable at once: a test's "restart" is a new
+    /// server over the same store).
+    owed: Vec<OwedChannel>,
 }
 
 /// One mailbox in memory.
@@ -213,6 +216,20 @@ impl Store for MemStore {
     }
 
     fn evict(&mut self, _to: &Name) {}
+
+    fn note_owed(&mut self, owed: &OwedChannel) -> Result<(), StoreError> {
+        self.owed.retain(|o| o.msg.from != owed.msg.from || o.msg.id != owed.msg.id);
+        self.owed.push(owed.clone());
+        Ok(())
+    }
+
+    fn owed_done(&mut self, from: &Name, id: MsgId) {
+        self.owed.retain(|o| &o.msg.from != from || o.msg.id != id);
+    }
+
+    fn owed(&self) -> Vec<OwedChannel> {
+        self.owed.clone()
+    }
 
     fn checkpoint_job(&mut self) -> Result<CheckpointJob, StoreError> {
         Ok(CheckpointJob { plan: None })

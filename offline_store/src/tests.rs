@@ -1153,3 +1153,58 @@ fn a_lost_batch_made_durable_by_a_checkpoint_is_not_dropped() {
     drop(store);
     assert_eq!(open(tmp.path()).load(&bob).expect("load"), msgs(0..1));
 }
+
+fn owed(i: u32, members: &[&str]) -> crate::OwedChannel {
+    crate::OwedChannel { msg: msg(i), members: members.iter().map(|m| name(m)).collect() }
+}
+
+#[test]
+fn a_channel_message_owed_is_durable_with_the_sync_and_back_after_a_crash_until_done() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = open(tmp.path());
+    store.note_owed(&owed(1, &["bob", "carol"])).expect("note");
+    store.note_owed(&owed(3, &["bob"])).expect("note");
+    store.sync().expect("sync");
+    drop(store); // a crash: no checkpoint, the journal holds the notes
+    let mut store = open(tmp.path());
+    assert_eq!(store.owed(), vec![owed(1, &["bob", "carol"]), owed(3, &["bob"])]);
+    store.owed_done(&name("alice"), msg(1).id);
+    assert_eq!(store.owed(), vec![owed(3, &["bob"])]);
+    store.sync().expect("sync");
+    drop(store);
+    assert_eq!(open(tmp.path()).owed(), vec![owed(3, &["bob"])], "the done is durable with its sync");
+}
+
+#[test]
+fn a_checkpoint_that_empties_the_journal_keeps_the_messages_owed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = open(tmp.path());
+    store.note_owed(&owed(1, &["bob"])).expect("note");
+    store.note_owed(&owed(3, &["carol"])).expect("note");
+    store.sync().expect("sync");
+    store.owed_done(&name("alice"), msg(3).id); // not synced yet: kept by the checkpoint
+    store.checkpoint().expect("checkpoint");
+    assert_eq!(fs::metadata(tmp.path().join("journal")).expect("journal").len(), 0);
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.owed(), vec![owed(1, &["bob"])], "the done went with the checkpoint's sync");
+    store.owed_done(&name("alice"), msg(1).id);
+    store.checkpoint().expect("checkpoint");
+    drop(store);
+    assert!(open(tmp.path()).owed().is_empty());
+    assert!(!tmp.path().join("channel.owed").exists(), "nothing owed: no file");
+}
+
+#[test]
+fn a_note_not_synced_is_not_back_after_a_crash_and_mailboxes_ignore_the_notes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = open(tmp.path());
+    store.append(&name("bob"), &msg(0)).expect("append");
+    store.note_owed(&owed(1, &["bob"])).expect("note");
+    store.sync().expect("sync");
+    store.note_owed(&owed(3, &["bob"])).expect("note"); // its sync never ran: never ACKed
+    drop(store);
+    let mut store = open(tmp.path());
+    assert_eq!(store.owed(), vec![owed(1, &["bob"])]);
+    assert_eq!(store.load(&name("bob")).expect("load"), vec![msg(0)], "a note is no mailbox record");
+}

@@ -370,6 +370,7 @@ fn a_channel_ack_waits_until_the_copy_for_the_other_node_is_written() {
         bob.expect_line(&line, WAIT);
         bob.assert_never(&line, Duration::from_secs(2));
     }
+}
 
 /// Issue 17, 2: node a learnt bob's mailbox when alice saved there for him; bob then fetched
 /// those messages at node b, which deleted them. Node b killed, bob moves to node a, which must

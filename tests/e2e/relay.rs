@@ -121,6 +121,8 @@ struct Shared {
     later: Mutex<Sender<Delayed>>,
     seq: AtomicU64,
     stop: AtomicBool,
+    /// The link is down: every datagram, either way, on any path, is dropped.
+    cut: AtomicBool,
     counts: Counts,
     /// Datagrams the client sent, before any fault: [peer path, server path].
     sent: [AtomicU64; 2],
@@ -162,6 +164,7 @@ impl Relay {
             later: Mutex::new(tx),
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
             counts: Counts::default(),
             sent: [AtomicU64::new(0), AtomicU64::new(0)],
             captured: Mutex::new(Vec::new()),
@@ -179,6 +182,11 @@ impl Relay {
     /// server (true), counting those the relay then dropped.
     pub fn sent_by_client(&self, server_path: bool) -> u64 {
         self.shared.sent[usize::from(server_path)].load(Ordering::Relaxed)
+    }
+
+    /// Takes the client's link down (`true`: every datagram is dropped, either way) or up.
+    pub fn cut(&self, down: bool) {
+        self.shared.cut.store(down, Ordering::Relaxed);
     }
 
     /// Every datagram that reached the relay so far, in the order it arrived.
@@ -292,6 +300,10 @@ fn record(shared: &Shared, server_path: bool, from_client: bool, bytes: &[u8]) {
 
 fn forward(shared: &Shared, via: &Arc<UdpSocket>, to: SocketAddr, bytes: &[u8], server_path: bool) {
     let faults = if server_path { shared.server_faults } else { shared.peer_faults };
+    if shared.cut.load(Ordering::Relaxed) {
+        shared.counts.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let (copies, delays) = {
         let mut rng = shared.rng.lock().expect("rng");
         if rng.chance(faults.drop) {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chat_core::Key;
-use chat_proto::{ClientRow, Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
-use offline_store::{Store, StoreError};
+use chat_proto::{Body, ClientRow, Datagram, MsgId, Name, Origin, Secret, StoredMessage, Text, encode};
+use offline_store::{OwedChannel, Store, StoreError};
 
 use super::Server;
 use super::waiting::Resume;
@@ -126,6 +126,7 @@ impl<S: Store> Server<S> {
     ) -> Option<FannedOut> {
         let (mut live, mut failed, mut out) = (0, false, FannedOut::default());
         let mut elsewhere: BTreeMap<NodeId, Vec<Name>> = BTreeMap::new();
+        let mut owed = Vec::new();
         for row in rows {
             if row.online {
                 live += 1;
@@ -133,6 +134,7 @@ impl<S: Store> Server<S> {
                     elsewhere.entry(node).or_default().push(row.name);
                     continue;
                 }
+                owed.push(row.name.clone());
                 let d = Delivery::new(now, row.name, row.addr, msg.id, (msg.clone(), bytes.clone()));
                 self.deliveries.deliver(now, d, &mut self.out);
                 continue;
@@ -144,6 +146,7 @@ impl<S: Store> Server<S> {
                 Appended::Failed => failed = true,
             }
         }
+        self.note_owed(&msg, owed);
         // Members registered at other nodes: each node delivers to its own, and stores the
         // copies of those that do not take it.
         for (node, members) in elsewhere {
@@ -161,6 +164,77 @@ impl<S: Store> Server<S> {
         }
         // Kept if its batch is discarded for lack of space: appended again for a later one.
         let _ = self.append_channel(to, msg, true); // logged
+        self.served(to, msg);
+    }
+
+    /// `msg` is on its way to the online `members`: noted in the store (durable with the sync
+    /// that the sender's reply waits on), so that a restart before they all have it delivers
+    /// it again.
+    fn note_owed(&mut self, msg: &StoredMessage, members: Vec<Name>) {
+        if members.is_empty() {
+            return;
+        }
+        self.owed.open(msg, members.iter().cloned());
+        if let Err(e) = self.storage.note_owed(&OwedChannel { msg: msg.clone(), members }) {
+            tracing::error!(from = %msg.from, "channel message not noted as owed (a restart would not resume it): {e}");
+        }
+    }
+
+    /// `to`'s copy of `msg` was ACKed, stored or handed to its node: once no member is owed
+    /// it, the store's record of it is done.
+    pub(super) fn served(&mut self, to: &Name, msg: &StoredMessage) {
+        if self.owed.served(msg, to) {
+            self.storage.owed_done(&msg.from, msg.id);
+        }
+    }
+
+    /// Takes up the channel messages the store holds as still owed: a previous run
+    /// acknowledged them and stopped while copies were on their way. Each member they were
+    /// owed to gets its copy again: live (with the usual window, probe and storage) if online
+    /// here, handed to its node if online at another, stored otherwise. A member that had
+    /// shown it already shows it once: a client drops a channel id it has shown, live or
+    /// stored. Call it once, after the table is restored.
+    pub fn resume_owed(&mut self, now: Instant) {
+        for OwedChannel { msg, members } in self.storage.owed() {
+            let Body::Text(text) = msg.body.clone() else {
+                tracing::warn!(from = %msg.from, "dropped an owed channel message that is not text");
+                self.storage.owed_done(&msg.from, msg.id);
+                continue;
+            };
+            let bytes: Arc<[u8]> = match encode(&Datagram::Channel { id: msg.id, from: msg.from.clone(), text }) {
+                Ok(b) => b.into(),
+                Err(e) => {
+                    tracing::warn!(from = %msg.from, "owed channel message cannot be relayed: {e}");
+                    self.storage.owed_done(&msg.from, msg.id);
+                    continue;
+                }
+            };
+            tracing::info!(from = %msg.from, members = members.len(), "channel message owed by the last run: delivered again");
+            let msg = Arc::new(msg);
+            self.owed.open(&msg, members.iter().cloned());
+            for name in members {
+                self.resume_copy(now, name, (Arc::clone(&msg), Arc::clone(&bytes)));
+            }
+        }
+    }
+
+    /// Delivers an owed copy to `name` again (see [`Server::resume_owed`]).
+    fn resume_copy(&mut self, now: Instant, name: Name, (msg, bytes): (Arc<StoredMessage>, Arc<[u8]>)) {
+        let Some(entry) = self.clients.get(&name).filter(|e| e.online) else {
+            self.store_channel(&name, &msg);
+            return;
+        };
+        match (entry.home, entry.addr) {
+            (None, addr) => {
+                let d = Delivery::new(now, name, addr, msg.id, (msg, bytes));
+                self.deliveries.deliver(now, d, &mut self.out);
+            }
+            (Some(node), _) if self.peers.is_live(node) => {
+                self.send_channel_to(node, vec![name.clone()], &msg);
+                self.served(&name, &msg);
+            }
+            (Some(_), _) => self.store_channel(&name, &msg),
+        }
     }
 
     /// Stores a channel copy for an offline client; `kept`: one whose sender was answered long

@@ -53,6 +53,7 @@ impl<S: Store> Server<S> {
             Some(node) if self.peers.is_live(node) => {
                 tracing::info!(to = %d.to, node, "channel copy follows its recipient to its node");
                 self.send_channel_to(node, vec![d.to.clone()], &d.msg);
+                self.served(&d.to, &d.msg);
                 None
             }
             Some(_) => {

@@ -168,6 +168,18 @@ impl Store for TestStore {
         self.inner.finish_remove(to, result)
     }
 
+    fn note_owed(&mut self, owed: &offline_store::OwedChannel) -> Result<(), StoreError> {
+        self.inner.note_owed(owed)
+    }
+
+    fn owed_done(&mut self, from: &Name, id: MsgId) {
+        self.inner.owed_done(from, id);
+    }
+
+    fn owed(&self) -> Vec<offline_store::OwedChannel> {
+        self.inner.owed()
+    }
+
     fn evict(&mut self, to: &Name) {
         self.disk.unknown.borrow_mut().insert(to.clone());
         self.inner.evict(to);
