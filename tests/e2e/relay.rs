@@ -121,6 +121,8 @@ struct Shared {
     later: Mutex<Sender<Delayed>>,
     seq: AtomicU64,
     stop: AtomicBool,
+    /// Set by [`Relay::heal`]: every datagram is forwarded at once, once.
+    healed: AtomicBool,
     counts: Counts,
     /// Datagrams the client sent, before any fault: [peer path, server path].
     sent: [AtomicU64; 2],
@@ -162,6 +164,7 @@ impl Relay {
             later: Mutex::new(tx),
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            healed: AtomicBool::new(false),
             counts: Counts::default(),
             sent: [AtomicU64::new(0), AtomicU64::new(0)],
             captured: Mutex::new(Vec::new()),
@@ -212,6 +215,12 @@ impl Relay {
             .iter()
             .map(|d| self.shared.public.send_to(d, self.shared.server).expect("send from the relay's public socket"))
             .sum()
+    }
+
+    /// Ends the faults: from now on every datagram is forwarded at once, once (those already
+    /// delayed still arrive late).
+    pub fn heal(&self) {
+        self.shared.healed.store(true, Ordering::Relaxed);
     }
 
     pub fn report(&self) -> String {
@@ -291,7 +300,11 @@ fn record(shared: &Shared, server_path: bool, from_client: bool, bytes: &[u8]) {
 }
 
 fn forward(shared: &Shared, via: &Arc<UdpSocket>, to: SocketAddr, bytes: &[u8], server_path: bool) {
-    let faults = if server_path { shared.server_faults } else { shared.peer_faults };
+    let faults = match (shared.healed.load(Ordering::Relaxed), server_path) {
+        (true, _) => Faults::default(),
+        (false, true) => shared.server_faults,
+        (false, false) => shared.peer_faults,
+    };
     let (copies, delays) = {
         let mut rng = shared.rng.lock().expect("rng");
         if rng.chance(faults.drop) {
