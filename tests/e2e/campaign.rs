@@ -120,7 +120,10 @@ fn run(scenario: &str, chaos: &mut dyn Chaos) {
         if tally.lost == 0 || Instant::now() >= deadline {
             break tally;
         }
-        step(&mut world, chaos, false);
+        let next = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < next {
+            step(&mut world, chaos, false);
+        }
     };
     report(scenario, seed, secs, &tally, chaos.count(&world), &world);
 }
@@ -355,8 +358,9 @@ impl Chaos for Lossy {
     fn heal(&mut self, _: &mut World) {
         self.relays.iter().for_each(Relay::heal);
     }
+    /// The datagrams dropped or duplicated.
     fn count(&self, _: &World) -> usize {
-        0
+        self.relays.iter().map(|r| usize::try_from(r.faults()).unwrap_or(usize::MAX)).sum()
     }
 }
 

@@ -223,6 +223,12 @@ impl Relay {
         self.shared.healed.store(true, Ordering::Relaxed);
     }
 
+    /// How many datagrams it dropped or duplicated so far.
+    pub fn faults(&self) -> u64 {
+        let c = &self.shared.counts;
+        c.dropped.load(Ordering::Relaxed) + c.duplicated.load(Ordering::Relaxed)
+    }
+
     pub fn report(&self) -> String {
         let c = &self.shared.counts;
         format!(

@@ -71,11 +71,29 @@ pub enum Stage {
     },
 }
 
-/// One process of an actor and the sends it was given (indices into the world's `sent`).
+/// One process of an actor and the sends it was given: indices into the world's `sent`, and
+/// the stdout length when each was written (its answer comes after).
 pub struct Run {
     pub client: Client,
     pub sends: Vec<usize>,
+    pub issued: Vec<usize>,
     pub end: End,
+    counter: std::cell::RefCell<ledger::Counter>,
+}
+
+impl Run {
+    fn new(client: Client) -> Run {
+        let counter = std::cell::RefCell::default();
+        Run { client, sends: Vec::new(), issued: Vec::new(), end: End::Cut, counter }
+    }
+
+    /// Sends given and not answered yet.
+    fn open_sends(&self) -> usize {
+        let mut counter = self.counter.borrow_mut();
+        let new = self.client.stdout_since(counter.next());
+        let answered = counter.feed(&new, &self.issued);
+        self.sends.len().saturating_sub(answered)
+    }
 }
 
 /// One client name of the campaign.
@@ -101,7 +119,7 @@ impl Actor {
     pub fn with(name: &str, port: u16, server_port: u16) -> Actor {
         let dir = new_dir();
         let client = Client::spawn(name, server_port, port, Arc::clone(&dir), &[]);
-        let run = Run { client, sends: Vec::new(), end: End::Cut };
+        let run = Run::new(client);
         let (stage, next_at) = (Stage::Starting, Instant::now());
         Actor { name: name.to_owned(), port, dir, runs: vec![run], stage, next_at, kill_in_fetch: None, kills: 0 }
     }
@@ -116,8 +134,7 @@ impl Actor {
 
     /// Sends in flight in the current run.
     pub fn open_sends(&self) -> usize {
-        let run = self.run();
-        run.sends.len().saturating_sub(ledger::count_outcomes(&run.client.stdout_lines()))
+        self.run().open_sends()
     }
 
     /// SIGKILLs the current run and starts the next, given `server_port`.
@@ -128,7 +145,7 @@ impl Actor {
 
     fn respawn(&mut self, server_port: u16) {
         let client = Client::spawn(&self.name, server_port, self.port, Arc::clone(&self.dir), &[]);
-        self.runs.push(Run { client, sends: Vec::new(), end: End::Cut });
+        self.runs.push(Run::new(client));
         self.stage = Stage::Starting;
     }
 
@@ -140,8 +157,7 @@ impl Actor {
     /// Moves on: a run that exited is followed by the next; answers move the stage.
     pub fn settle(&mut self, server_port: u16) {
         if self.run().client.exit_status().is_some() {
-            let barrier = matches!(self.stage, Stage::Leaving { .. } | Stage::Returning { .. });
-            self.run_mut().end = if barrier { End::ExitedInBarrier } else { End::Exited };
+            self.run_mut().end = End::Exited;
             self.respawn(server_port);
             return;
         }
@@ -253,6 +269,7 @@ impl World {
         self.sent.push(sent);
         let run = self.actors[i].run_mut();
         run.sends.push(n);
+        run.issued.push(run.client.stdout_len());
         run.client.send_line(&line);
     }
 
@@ -262,7 +279,7 @@ impl World {
         let mut acked = vec![false; self.sent.len()];
         let mut unmatched = 0;
         for run in self.actors.iter().flat_map(|a| &a.runs) {
-            let (a, u) = ledger::attribute(&run.client.stdout_lines(), run.sends.len(), run.end);
+            let (a, u) = ledger::attribute(&run.client.stdout_lines(), &run.issued, run.end);
             for (n, ack) in run.sends.iter().zip(a) {
                 acked[*n] = ack;
             }

@@ -105,48 +105,80 @@ pub enum End {
     Cut,
     /// Exited on its own: every command must have its outcome line.
     Exited,
-    /// Exited on its own while a `dereg` or `reg` waited (no send was open): its last
-    /// `[Server not responding]` answered that, not a send.
-    ExitedInBarrier,
 }
 
-/// The outcome lines of one run, in order: only those after its first Welcome (a registration
-/// that fails at start answers no command).
-fn outcomes(lines: &[String], end: End) -> Vec<Line<'_>> {
+/// The send outcome lines of one run, in order, given the stdout length at which each send was
+/// written (`issued`, ascending). Only lines after the run's first Welcome count (a registration
+/// that fails at start answers no command), and a `[Server not responding]` while no send is
+/// open answers a `dereg`, `reg` or fetch, not a send. Also returns how many other outcome
+/// lines came while no send was open (answers to nothing: checker errors).
+fn outcomes<'a>(lines: &'a [String], issued: &[usize]) -> (Vec<Line<'a>>, usize) {
     let start = lines.iter().position(|l| classify(l) == Line::Welcome).map_or(lines.len(), |i| i + 1);
-    let mut outs: Vec<Line<'_>> = lines[start..]
-        .iter()
-        .map(|l| classify(l))
-        .filter(|l| matches!(l, Line::Acked | Line::NotAcked | Line::Gone))
-        .collect();
-    if end == End::ExitedInBarrier {
-        if let Some(last) = outs.iter().rposition(|l| *l == Line::Gone) {
-            outs.remove(last);
+    let (mut outs, mut stray) = (Vec::new(), 0);
+    for (i, line) in lines.iter().enumerate().skip(start) {
+        let line = classify(line);
+        let open = issued.partition_point(|at| *at <= i) > outs.len();
+        match line {
+            Line::Gone if !open => {}
+            Line::Acked | Line::NotAcked if !open => stray += 1,
+            Line::Acked | Line::NotAcked | Line::Gone => outs.push(line),
+            _ => {}
         }
     }
-    outs
+    (outs, stray)
 }
 
-/// How many of a run's send outcomes are counted so far (for the driver's window).
-pub fn count_outcomes(lines: &[String]) -> usize {
-    outcomes(lines, End::Cut).len()
+/// Counts a run's send outcomes as its lines come, as [`attribute`] does (for the driver's
+/// window: sends in flight are those given minus those answered).
+#[derive(Debug, Default)]
+pub struct Counter {
+    next: usize,
+    welcomed: bool,
+    outs: usize,
 }
 
-/// Which of a run's `n` commands were acknowledged (by order), and how many outcome lines could
-/// not be tied to a command (missing or extra). Where they do not match, only the outcomes
-/// before the first `[Server not responding]` are trusted, as answers are in order until then.
-pub fn attribute(lines: &[String], n: usize, end: End) -> (Vec<bool>, usize) {
-    let outs = outcomes(lines, end);
-    let matched = match end {
-        End::Cut => outs.len() <= n,
-        End::Exited | End::ExitedInBarrier => outs.len() == n,
-    };
+impl Counter {
+    /// The index of the next line to feed.
+    pub fn next(&self) -> usize {
+        self.next
+    }
+
+    /// Takes the lines from index [`Counter::next`] on; returns the outcomes counted so far.
+    pub fn feed(&mut self, lines: &[String], issued: &[usize]) -> usize {
+        for line in lines {
+            let (i, line) = (self.next, classify(line));
+            self.next += 1;
+            if !self.welcomed {
+                self.welcomed = line == Line::Welcome;
+                continue;
+            }
+            let open = issued.partition_point(|at| *at <= i) > self.outs;
+            if open && matches!(line, Line::Acked | Line::NotAcked | Line::Gone) {
+                self.outs += 1;
+            }
+        }
+        self.outs
+    }
+}
+
+/// Which of a run's sends (written at the stdout lengths `issued`) were acknowledged (by
+/// order), and how many outcome lines could not be tied to a send (missing or extra). Where
+/// they do not match, only the outcomes before the first `[Server not responding]` are
+/// trusted, as answers are in order until then.
+pub fn attribute(lines: &[String], issued: &[usize], end: End) -> (Vec<bool>, usize) {
+    let n = issued.len();
+    let (outs, extra) = outcomes(lines, issued);
+    let matched = extra == 0
+        && match end {
+            End::Cut => outs.len() <= n,
+            End::Exited => outs.len() == n,
+        };
     let trusted = if matched { outs.len() } else { outs.iter().position(|l| *l == Line::Gone).unwrap_or(outs.len()) };
     let mut acked = vec![false; n];
     for (i, out) in outs.iter().take(trusted.min(n)).enumerate() {
         acked[i] = *out == Line::Acked;
     }
-    let unmatched = if matched { 0 } else { outs.len().abs_diff(n).max(1) };
+    let unmatched = if matched { 0 } else { (outs.len() + extra).abs_diff(n).max(1) };
     (acked, unmatched)
 }
 
@@ -228,6 +260,7 @@ mod tests {
     const SAVED: &str = ">>> [Messages received by the server and saved]";
     const GONE: &str = ">>> [Server not responding]";
     const WELCOME: &str = ">>> [Welcome, You are registered.]";
+    const OFFLINE: &str = ">>> [You are Offline. Bye.]";
 
     #[test]
     fn lines_are_told_apart() {
@@ -244,24 +277,29 @@ mod tests {
     #[test]
     fn outcomes_are_tied_to_commands_in_order_after_the_welcome() {
         let run = lines(&[GONE, ">>> [Exiting]"]);
-        assert_eq!(attribute(&run, 0, End::Exited), (vec![], 0), "a failed start answers nothing");
+        assert_eq!(attribute(&run, &[], End::Exited), (vec![], 0), "a failed start answers nothing");
         let run = lines(&[WELCOME, SAVED, ">>> [Server not responding.]", ">>> [Message received by Server.]"]);
-        assert_eq!(attribute(&run, 3, End::Cut), (vec![true, false, true], 0));
-        assert_eq!(attribute(&run, 4, End::Cut), (vec![true, false, true, false], 0), "the last one cut off");
-        assert_eq!(attribute(&run, 4, End::Exited).1, 1, "an exit leaves no command unanswered");
-        assert_eq!(attribute(&run, 2, End::Cut).1, 1, "more outcomes than commands");
+        assert_eq!(attribute(&run, &[1, 1, 1], End::Cut), (vec![true, false, true], 0));
+        assert_eq!(attribute(&run, &[1, 1, 1, 1], End::Cut), (vec![true, false, true, false], 0), "one cut off");
+        assert_eq!(attribute(&run, &[1, 1, 1, 1], End::Exited).1, 1, "an exit leaves no command unanswered");
+        assert_eq!(attribute(&run, &[1, 1], End::Cut).1, 1, "more outcomes than commands");
+        assert_eq!(attribute(&run, &[1, 1, 4], End::Cut).1, 1, "an outcome before its command");
     }
 
     #[test]
     fn a_missing_line_after_an_exit_is_unmatched_and_only_what_came_before_counts() {
         // Three commands: the second failed; the third's held answer came after the exit.
         let run = lines(&[WELCOME, SAVED, GONE, ">>> [Exiting]", SAVED]);
-        assert_eq!(attribute(&run, 3, End::Exited), (vec![true, false, true], 0));
+        assert_eq!(attribute(&run, &[1, 1, 1], End::Exited), (vec![true, false, true], 0));
         // Four commands, one outcome missing: the SAVED after the exit is not guessed at.
-        assert_eq!(attribute(&run, 4, End::Exited), (vec![true, false, false, false], 1));
-        // The exit answered a dereg: it is not a send's outcome.
-        let run = lines(&[WELCOME, SAVED, GONE, ">>> [Exiting]"]);
-        assert_eq!(attribute(&run, 1, End::ExitedInBarrier), (vec![true], 0));
+        assert_eq!(attribute(&run, &[1, 1, 1, 1], End::Exited), (vec![true, false, false, false], 1));
+        // The exit came while no send was open (a dereg, or a fetch after reg): not a send's.
+        let run = lines(&[WELCOME, SAVED, OFFLINE, WELCOME, GONE, ">>> [Exiting]"]);
+        assert_eq!(attribute(&run, &[1], End::Exited), (vec![true], 0));
+        let mut counter = Counter::default();
+        assert_eq!(counter.feed(&run[..3], &[1]), 1);
+        assert_eq!(counter.feed(&run[3..], &[1]), 1);
+        assert_eq!(counter.next(), run.len());
     }
 
     #[test]
