@@ -369,3 +369,92 @@ fn loss_duplication_reordering() {
     let server = Server::start_with(&["--keepalive-ms", "1000"]);
     run("loss_duplication_reordering", &mut Lossy { server, relays: Vec::new(), seed: seed() });
 }
+
+/// Every process in a network namespace of its own, whose iptables drop 10 % of the UDP
+/// datagrams arriving (`statistic`, in INPUT) and duplicate 10 % of those sent (`TEE` to
+/// 127.0.0.1, in mangle OUTPUT): the kernel's loss and duplication on every path at once. (No
+/// reordering: this kernel has no netem; the relays' scenario reorders.)
+struct KernelLoss {
+    server: Server,
+    ns: Netns,
+    /// The datagrams the rules dropped or duplicated, read when they are removed.
+    hits: usize,
+}
+
+/// A network namespace with its loopback up, deleted on drop (after the processes in it, which
+/// the scenario's world owns and drops first).
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ns = Netns(format!("chatcmp{}x{n}", std::process::id()));
+        let _ = ns.ip(&["netns", "add", &ns.0]);
+        let _ = ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn wrapper(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.0]
+    }
+
+    /// Runs `args` in the namespace; returns its stdout.
+    fn exec(&self, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.0];
+        all.extend_from_slice(args);
+        self.ip(&all)
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("ip").args(args).output().expect("run ip (iproute2; as root)");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The packets the rules of `chain` (in `table`) matched, from `iptables -L -v -x`.
+    fn matched(&self, table: &str, chain: &str) -> usize {
+        let listing = self.exec(&["iptables", "-w", "-t", table, "-L", chain, "-v", "-n", "-x"]);
+        listing.lines().skip(2).filter_map(|l| l.split_whitespace().next()?.parse::<usize>().ok()).sum()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+impl Chaos for KernelLoss {
+    fn port_for(&self, _: usize) -> u16 {
+        self.server.port
+    }
+    fn actor(&mut self, i: usize) -> Actor {
+        Actor::through(&self.ns.wrapper(), NAMES[i], free_port(), self.server.port)
+    }
+    fn tick(&mut self, _: Instant, _: &mut World) {}
+    fn heal(&mut self, _: &mut World) {
+        self.hits = self.ns.matched("filter", "INPUT") + self.ns.matched("mangle", "OUTPUT");
+        let _ = self.ns.exec(&["iptables", "-w", "-F", "INPUT"]);
+        let _ = self.ns.exec(&["iptables", "-w", "-t", "mangle", "-F", "OUTPUT"]);
+    }
+    fn count(&self, _: &World) -> usize {
+        self.hits
+    }
+}
+
+#[test]
+fn kernel_loss_and_duplication() {
+    let ns = Netns::new();
+    let random = ["-m", "statistic", "--mode", "random", "--probability", "0.1"];
+    let mut drop = vec!["iptables", "-w", "-A", "INPUT", "-p", "udp"];
+    drop.extend_from_slice(&random);
+    drop.extend_from_slice(&["-j", "DROP"]);
+    let _ = ns.exec(&drop);
+    let mut tee = vec!["iptables", "-w", "-t", "mangle", "-A", "OUTPUT", "-p", "udp"];
+    tee.extend_from_slice(&random);
+    tee.extend_from_slice(&["-j", "TEE", "--gateway", "127.0.0.1"]);
+    let _ = ns.exec(&tee);
+    let server = Server::start_wrapped_with(&ns.wrapper(), &["--keepalive-ms", "1000"]);
+    run("kernel_loss_and_duplication", &mut KernelLoss { server, ns, hits: 0 });
+}

@@ -101,6 +101,8 @@ pub struct Actor {
     pub name: String,
     pub port: u16,
     dir: Arc<TempDir>,
+    /// The command each run starts through (`ip netns exec <ns>`), empty for none.
+    wrapper: Vec<String>,
     pub runs: Vec<Run>,
     pub stage: Stage,
     next_at: Instant,
@@ -117,11 +119,18 @@ impl Actor {
 
     /// An actor on `port` (a relay may have to know it first).
     pub fn with(name: &str, port: u16, server_port: u16) -> Actor {
-        let dir = new_dir();
-        let client = Client::spawn(name, server_port, port, Arc::clone(&dir), &[]);
-        let run = Run::new(client);
+        Self::through(&[], name, port, server_port)
+    }
+
+    /// An actor whose runs start through `wrapper` (see [`Client::spawn_wrapped`]).
+    pub fn through(wrapper: &[&str], name: &str, port: u16, server_port: u16) -> Actor {
         let (stage, next_at) = (Stage::Starting, Instant::now());
-        Actor { name: name.to_owned(), port, dir, runs: vec![run], stage, next_at, kill_in_fetch: None, kills: 0 }
+        let wrapper = wrapper.iter().map(|w| (*w).to_owned()).collect();
+        let (name, dir) = (name.to_owned(), new_dir());
+        let mut actor =
+            Actor { name, port, dir, wrapper, runs: Vec::new(), stage, next_at, kill_in_fetch: None, kills: 0 };
+        actor.respawn(server_port);
+        actor
     }
 
     pub fn run(&self) -> &Run {
@@ -144,7 +153,13 @@ impl Actor {
     }
 
     fn respawn(&mut self, server_port: u16) {
-        let client = Client::spawn(&self.name, server_port, self.port, Arc::clone(&self.dir), &[]);
+        let dir = Arc::clone(&self.dir);
+        let client = if self.wrapper.is_empty() {
+            Client::spawn(&self.name, server_port, self.port, dir, &[])
+        } else {
+            let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
+            Client::spawn_wrapped(&wrapper, "127.0.0.1", &self.name, server_port, self.port, dir, &[])
+        };
         self.runs.push(Run::new(client));
         self.stage = Stage::Starting;
     }
