@@ -13,8 +13,7 @@ use std::sync::Arc;
 use chat_proto::{MsgId, Name, StoredMessage};
 use offline_store::{
     Appended, CheckpointJob, Checkpointed, Discarded, Fetched, Limits, MailboxScan, OpenJob, OwedChannel, ReadJob,
-    RemoveJob,
-    Removed, Store, StoreError, SyncJob, Usage,
+    RemoveJob, Removed, Store, StoreError, SyncJob, Usage,
 };
 
 use crate::Db;

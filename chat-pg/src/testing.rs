@@ -3,7 +3,7 @@
 //! `CREATE DATABASE`), else on a private server started once per test process (`initdb` into a
 //! temporary directory, `pg_ctl start` on a unix socket there, `fsync` on), which a watchdog
 //! stops and removes when the process ends, however it ends. [`dedicated`] gives a test a
-//! server of its own, for [`TestDb::restart`], [`TestDb::stop`] and [`TestDb::start`]. Without PostgreSQL a test fails with one line
+//! server of its own, for [`TestDb::restart`] (fast or immediate), [`TestDb::stop`] and [`TestDb::start`]. Without PostgreSQL a test fails with one line
 //! that says how to get it.
 //!
 //! This module owns starting, restarting and stopping test servers; it must not be used
@@ -57,19 +57,21 @@ impl TestDb {
     /// # Errors
     /// What failed, on one line.
     pub fn restart(&self) -> Result<(), String> {
-        self.restart_as("fast")
+        self.restart_in("fast")
     }
 
-    /// [`TestDb::restart`] with `pg_ctl restart -m immediate` on a [`dedicated`] server: the
-    /// server quits without a checkpoint and recovers from its log as it starts, as after a crash.
+    /// As [`TestDb::restart`], but `pg_ctl restart -m immediate` on a [`dedicated`] server: it
+    /// stops as a crash would (no shutdown checkpoint; the start replays the WAL), so what was
+    /// committed survives and what was not is gone. On a shared or `CHATAPP_TEST_PG` server,
+    /// the same as [`TestDb::restart`].
     ///
     /// # Errors
     /// What failed, on one line.
     pub fn restart_immediate(&self) -> Result<(), String> {
-        self.restart_as("immediate")
+        self.restart_in("immediate")
     }
 
-    fn restart_as(&self, mode: &str) -> Result<(), String> {
+    fn restart_in(&self, mode: &str) -> Result<(), String> {
         if let Some(own) = &self.own {
             // `-l` as at the start: without it the server would write to (and hold) our pipes.
             return own.pg_ctl(&["restart", "-m", mode, "-w", "-t", "60", "-l", &own.log()]).map(drop);

@@ -254,6 +254,20 @@ fn the_next_sync_after_a_restart_succeeds_and_a_failed_sync_loses_nothing_acknow
     assert!(store.holds_durable(&bob, &msg(6)));
 }
 
+/// An immediate restart is a crash of the database: what a sync committed is there after it,
+/// the pool reconnects, and the next sync succeeds.
+#[test]
+fn what_was_synced_survives_an_immediate_restart() {
+    let db = testing::dedicated();
+    let (mut store, bob) = (node(&db), name("bob"));
+    append_all(&mut store, &bob, 0..3);
+    store.sync().expect("sync");
+    db.restart_immediate().expect("restart -m immediate");
+    append_all(&mut store, &bob, 3..5);
+    store.sync().expect("the pool reconnects");
+    assert_eq!(stored(&db, &bob), msgs(0..5));
+}
+
 #[test]
 fn a_newer_schema_is_refused() {
     let db = testing::database();

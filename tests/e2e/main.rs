@@ -8,6 +8,7 @@ mod harness;
 
 mod args;
 mod at_rest;
+mod campaign;
 mod channel;
 mod direct;
 mod disk;

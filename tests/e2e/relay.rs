@@ -123,6 +123,8 @@ struct Shared {
     stop: AtomicBool,
     /// The link is down: every datagram, either way, on any path, is dropped.
     cut: AtomicBool,
+    /// Set by [`Relay::heal`]: every datagram is forwarded at once, once.
+    healed: AtomicBool,
     counts: Counts,
     /// Datagrams the client sent, before any fault: [peer path, server path].
     sent: [AtomicU64; 2],
@@ -165,6 +167,7 @@ impl Relay {
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             cut: AtomicBool::new(false),
+            healed: AtomicBool::new(false),
             counts: Counts::default(),
             sent: [AtomicU64::new(0), AtomicU64::new(0)],
             captured: Mutex::new(Vec::new()),
@@ -220,6 +223,18 @@ impl Relay {
             .iter()
             .map(|d| self.shared.public.send_to(d, self.shared.server).expect("send from the relay's public socket"))
             .sum()
+    }
+
+    /// Ends the faults: from now on every datagram is forwarded at once, once (those already
+    /// delayed still arrive late).
+    pub fn heal(&self) {
+        self.shared.healed.store(true, Ordering::Relaxed);
+    }
+
+    /// How many datagrams it dropped or duplicated so far.
+    pub fn faults(&self) -> u64 {
+        let c = &self.shared.counts;
+        c.dropped.load(Ordering::Relaxed) + c.duplicated.load(Ordering::Relaxed)
     }
 
     pub fn report(&self) -> String {
@@ -299,7 +314,11 @@ fn record(shared: &Shared, server_path: bool, from_client: bool, bytes: &[u8]) {
 }
 
 fn forward(shared: &Shared, via: &Arc<UdpSocket>, to: SocketAddr, bytes: &[u8], server_path: bool) {
-    let faults = if server_path { shared.server_faults } else { shared.peer_faults };
+    let faults = match (shared.healed.load(Ordering::Relaxed), server_path) {
+        (true, _) => Faults::default(),
+        (false, true) => shared.server_faults,
+        (false, false) => shared.peer_faults,
+    };
     if shared.cut.load(Ordering::Relaxed) {
         shared.counts.dropped.fetch_add(1, Ordering::Relaxed);
         return;
