@@ -501,6 +501,53 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Records, at each line shown, whether the message was recorded or ACKed already.
+    struct Order {
+        record: PathBuf,
+        bob: std::net::UdpSocket,
+        seen: Vec<String>,
+    }
+
+    impl Sink for Order {
+        fn show(&mut self, event: Event) -> io::Result<()> {
+            let recorded = std::fs::read_to_string(&self.record).unwrap_or_default();
+            assert!(recorded.is_empty(), "recorded before it was shown: {recorded:?}");
+            let mut buf = [0u8; 2048];
+            let acked = self.bob.recv_from(&mut buf);
+            assert!(acked.is_err(), "ACKed before it was shown");
+            self.seen.push(event.to_string());
+            Ok(())
+        }
+    }
+
+    /// Issue 17, part 3: a message's line is shown, then the message is recorded in the
+    /// client's file, then its ACK leaves (the comment on `flush` says why this order).
+    #[tokio::test]
+    async fn a_message_is_shown_then_recorded_then_acked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alice.shown");
+        let bob = std::net::UdpSocket::bind(("127.0.0.1", crate::tests::BOB)).expect("bob's port");
+        bob.set_nonblocking(true).expect("nonblocking");
+        let mut f = crate::tests::Fixture::online(true);
+        let (inbox, mut record, _) = crate::record::load(&path, SHOWN_KEPT);
+        f.client.handle_record(inbox);
+        f.chat_from_bob(7, "hi");
+
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let channel = ClientChannel::new(KeyPair::from_secret([5; 32]), None, Entropy::from_seed([2; 32]));
+        let mut link = Link { server: f.client.server(), channel, former: Vec::new() };
+        let mut out = Order { record: path.clone(), bob, seen: Vec::new() };
+        let code = flush(&mut f.client, &mut link, &socket, &mut out, None, Some(&mut record)).await;
+        assert_eq!((code, &out.seen[..]), (None, &[">>> bob: hi".to_owned()][..]));
+        assert_eq!(std::fs::read_to_string(&path).expect("recorded"), "d bob 0000000000000007\n");
+        out.bob.set_nonblocking(false).expect("blocking");
+        out.bob.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 2048];
+        let (len, _) = out.bob.recv_from(&mut buf).expect("the ACK, after");
+        let acked = chat_proto::decode(&buf[..len]).expect("a datagram");
+        assert!(matches!(acked, chat_proto::Datagram::ChatAck { id: chat_proto::MsgId(7), .. }), "{acked:?}");
+    }
+
     #[test]
     fn a_pinned_server_key_is_kept_per_address_privately_and_a_damaged_file_names_its_line() {
         let dir = std::env::temp_dir().join(format!("chat-client-servers-{}", std::process::id()));

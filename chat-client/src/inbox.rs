@@ -130,7 +130,13 @@ impl Inbox {
         std::mem::take(&mut self.unsaved)
     }
 
-    fn first(&mut self, shown: Shown) -> bool {
+    /// Whether `shown` was shown (and is still remembered).
+    pub(crate) fn contains(&self, shown: &Shown) -> bool {
+        self.seen.contains(shown)
+    }
+
+    /// Records `shown`; true if it was not shown before.
+    pub(crate) fn first(&mut self, shown: Shown) -> bool {
         let new = self.remember(shown.clone());
         if new {
             self.unsaved.push(shown);

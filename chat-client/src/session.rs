@@ -5,8 +5,26 @@
 //! It owns the stage and the held lines. It makes no request and sends nothing: its methods
 //! say where the session goes, and the core makes the requests that go with it.
 
+use std::net::SocketAddr;
+
+use chat_proto::Datagram;
+
 use crate::event::Event;
 use crate::fetch::Fetch;
+use crate::inbox::Shown;
+
+/// A message held with its line, unanswered: it counts as shown, and its ACK leaves, only once
+/// its line is shown. A kill meanwhile loses nothing: its sender (or the server) still has it
+/// and sends it again.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    /// The message, for the record of what was shown.
+    pub shown: Shown,
+    /// Where its ACK goes.
+    pub to: SocketAddr,
+    /// Its ACK.
+    pub ack: Datagram,
+}
 
 /// What comes after a registration that is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +62,8 @@ pub(crate) struct Session {
     /// registration the client makes again on its own shows none.
     welcomed: bool,
     /// What arrived live while the client was registering or fetching stored messages: shown
-    /// after the welcome and the stored messages.
-    held: Vec<Event>,
+    /// after the welcome and the stored messages; a message with its ACK, which waits too.
+    held: Vec<(Event, Option<Unacked>)>,
 }
 
 impl Default for Session {
@@ -98,14 +116,29 @@ impl Session {
     /// Holds `e` until the registration is done, or returns it to show now.
     pub fn hold(&mut self, e: Event) -> Option<Event> {
         if self.holds() {
-            self.held.push(e);
+            self.held.push((e, None));
             return None;
         }
         Some(e)
     }
 
-    /// The held lines, to show now.
-    pub fn release(&mut self) -> Vec<Event> {
+    /// Holds the line of a message and its ACK until the registration is done, or returns them
+    /// to show and send now.
+    pub fn hold_message(&mut self, e: Event, unacked: Unacked) -> Option<(Event, Unacked)> {
+        if self.holds() {
+            self.held.push((e, Some(unacked)));
+            return None;
+        }
+        Some((e, unacked))
+    }
+
+    /// Whether the message `shown` is held (a copy of it is answered when it is shown).
+    pub fn holding(&self, shown: &Shown) -> bool {
+        self.held.iter().any(|(_, u)| u.as_ref().is_some_and(|u| u.shown == *shown))
+    }
+
+    /// The held lines, to show now, with the ACKs of the messages among them.
+    pub fn release(&mut self) -> Vec<(Event, Option<Unacked>)> {
         std::mem::take(&mut self.held)
     }
 

@@ -14,6 +14,8 @@ use crate::harness::{
 const STORED: usize = 300;
 /// How many alice has in flight at once while saving them.
 const BATCH: usize = 25;
+/// Long enough to show all of them on a loaded machine (about a second when idle).
+const ALL_SHOWN: Duration = Duration::from_secs(40);
 
 fn text(i: usize) -> String {
     format!("m{i:03}")
@@ -79,7 +81,7 @@ fn a_client_killed_while_showing_stored_messages_shows_none_twice_when_restarted
 
     let second = bob.respawn(&server);
     second.expect_line(WELCOME, WAIT);
-    await_shown(&second, STORED - 1, WAIT);
+    await_shown(&second, STORED - 1, ALL_SHOWN);
     second.assert_alive();
     assert_each_shown_once(&[&first, &second]);
 }
@@ -100,7 +102,7 @@ fn a_client_that_lost_its_server_while_showing_stored_messages_shows_none_twice_
 
     let second = bob.respawn(&server);
     second.expect_line(WELCOME, WAIT);
-    await_shown(&second, STORED - 1, WAIT);
+    await_shown(&second, STORED - 1, ALL_SHOWN);
     second.assert_alive();
     assert_each_shown_once(&[&first, &second]);
 }

@@ -13,8 +13,9 @@ use super::{Client, Kind, Path};
 const UNVERIFIED_KEPT: usize = 64;
 use crate::command::Command;
 use crate::event::Event;
+use crate::inbox::Shown;
 use crate::send::Outgoing;
-use crate::session::Stage;
+use crate::session::{Stage, Unacked};
 
 impl Client {
     // ---- messages ----
@@ -50,10 +51,34 @@ impl Client {
         } else {
             Datagram::ChatAck { id, proof }
         };
-        if self.inbox.first_chat(&sender, id) {
-            self.show_live(Event::Chat { from: sender, text });
+        let shown = Shown::Chat(sender.clone(), id);
+        self.show_message(Event::Chat { from: sender, text }, Unacked { shown, to: from, ack });
+    }
+
+    /// Shows a message and sends its ACK, in that order (the driver records it as shown
+    /// between the two), or holds both while the client is still registering or fetching: a
+    /// message is ACKed only once it is shown, so a client killed before it showed a held one
+    /// loses nothing. A copy of one shown before is ACKed again at once; a copy of one held,
+    /// never (the held one's ACK answers it).
+    fn show_message(&mut self, e: Event, unacked: Unacked) {
+        if self.inbox.contains(&unacked.shown) {
+            self.send_once(unacked.to, &unacked.ack);
+            return;
         }
-        self.send_once(from, &ack);
+        if self.session.holding(&unacked.shown) {
+            return;
+        }
+        if let Some((e, unacked)) = self.session.hold_message(e, unacked) {
+            self.deliver(e, unacked);
+        }
+    }
+
+    /// Shows a message unless it was shown already, then queues its ACK.
+    pub(super) fn deliver(&mut self, e: Event, Unacked { shown, to, ack }: Unacked) {
+        if self.inbox.first(shown) {
+            self.events.push_back((e, None));
+        }
+        self.send_once(to, &ack);
     }
 
     fn unauthentic(&mut self, from: &Name, what: &str) {
@@ -65,10 +90,8 @@ impl Client {
         if !self.session.answers_peers() {
             return;
         }
-        if self.inbox.first_channel(id) {
-            self.show_live(Event::Channel { from: sender, text });
-        }
-        self.send_once(self.server, &Datagram::ChannelAck { id });
+        let unacked = Unacked { shown: Shown::Channel(id), to: self.server, ack: Datagram::ChannelAck { id } };
+        self.show_message(Event::Channel { from: sender, text }, unacked);
     }
 
     /// The ACK of a chat we also relayed, back through the server from `acker`: it counts as

@@ -506,8 +506,12 @@ impl Client {
 
     /// Shows what was held back while registering or fetching.
     fn release_held(&mut self) {
-        let held = self.session.release();
-        self.events.extend(held.into_iter().map(|e| (e, None)));
+        for (e, unacked) in self.session.release() {
+            match unacked {
+                Some(unacked) => self.deliver(e, unacked),
+                None => self.events.push_back((e, None)),
+            }
+        }
     }
 
     /// Stops the client with `code` after `e` is shown (and whatever was held back: messages

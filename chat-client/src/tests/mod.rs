@@ -14,7 +14,7 @@ use crate::{Client, Command, Config, Entropy};
 
 const SERVER: u16 = 4000;
 const ME: u16 = 5001;
-const BOB: u16 = 5002;
+pub(crate) const BOB: u16 = 5002;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -96,8 +96,8 @@ fn table(version: u64, me_online: bool, bob_online: bool) -> Table {
     Table { version, clients: vec![row("alice", ME, me_online), row("bob", BOB, bob_online)] }
 }
 
-struct Fixture {
-    client: Client,
+pub(crate) struct Fixture {
+    pub(crate) client: Client,
     t0: Instant,
     now: Instant,
 }
@@ -132,7 +132,7 @@ impl Fixture {
     }
 
     /// A client registered at version 10 whose table shows bob as `bob_online`.
-    fn online(bob_online: bool) -> Self {
+    pub(crate) fn online(bob_online: bool) -> Self {
         Self::online_with(Config::default(), bob_online)
     }
 
@@ -180,7 +180,7 @@ impl Fixture {
         f
     }
 
-    fn chat_from_bob(&mut self, id: u64, t: &str) {
+    pub(crate) fn chat_from_bob(&mut self, id: u64, t: &str) {
         self.recv(BOB, chat(id, "bob", "alice", t));
     }
 
