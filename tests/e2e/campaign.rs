@@ -62,13 +62,24 @@ fn seed() -> u64 {
         .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64))
 }
 
-/// Steps every actor (and the traffic, if `traffic`) until `done` holds; panics after `PHASE`.
-fn settle(world: &mut World, chaos: &mut dyn Chaos, what: &str, traffic: bool, done: impl Fn(&World) -> bool) {
+/// Steps every actor (and the traffic, if `traffic`) until `done` holds, `PHASE` at most; says
+/// what did not happen in time (the scenario then fails, after its table line).
+fn settle(
+    world: &mut World,
+    chaos: &mut dyn Chaos,
+    what: &str,
+    traffic: bool,
+    done: impl Fn(&World) -> bool,
+) -> Option<String> {
     let deadline = Instant::now() + PHASE;
     while !done(world) {
-        assert!(Instant::now() < deadline, "campaign: {what} not within {PHASE:?}");
+        if Instant::now() >= deadline {
+            let stuck: Vec<String> = world.actors.iter().map(|a| format!("{} {:?}", a.name, a.stage)).collect();
+            return Some(format!("{what} not within {PHASE:?}: {}", stuck.join(", ")));
+        }
         step(world, chaos, traffic);
     }
+    None
 }
 
 fn step(world: &mut World, chaos: &mut dyn Chaos, traffic: bool) {
@@ -97,7 +108,9 @@ fn run(scenario: &str, chaos: &mut dyn Chaos) {
     let secs = env_u64("CHATAPP_CAMPAIGN_SECS").unwrap_or(20);
     let actors = (0..NAMES.len()).map(|i| chaos.actor(i)).collect();
     let mut world = World { actors, sent: Vec::new(), rng: Rng(seed) };
-    settle(&mut world, chaos, "the first registrations", false, all_online);
+    if let Some(stuck) = settle(&mut world, chaos, "the first registrations", false, all_online) {
+        panic!("campaign {scenario}: {stuck}");
+    }
 
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
@@ -106,17 +119,21 @@ fn run(scenario: &str, chaos: &mut dyn Chaos) {
     }
 
     chaos.heal(&mut world);
-    settle(&mut world, chaos, "every answer after the faults", false, quiet);
-    // Every client registers again, and so fetches what was stored for it.
-    let now = Instant::now();
-    world.actors.iter_mut().for_each(|a| a.leave(now, Duration::ZERO));
-    settle(&mut world, chaos, "a dereg and reg of every client", false, all_online);
+    let mut stuck = settle(&mut world, chaos, "every answer after the faults", false, quiet);
+    if stuck.is_none() {
+        // Every client registers again, and so fetches what was stored for it.
+        let now = Instant::now();
+        world.actors.iter_mut().for_each(|a| a.leave(now, Duration::ZERO));
+        stuck = settle(&mut world, chaos, "a dereg and reg of every client", false, all_online);
+    }
     let deadline = Instant::now() + PHASE;
     let tally = loop {
-        let (acked, unmatched) = world.acked();
+        let (acked, unmatched, mut notes) = world.acked();
         let outputs = world.outputs();
         let shown = ledger::shown(outputs.iter().map(|(n, l)| (n.as_str(), &l[..])));
-        let tally = ledger::Tally { unmatched, ..ledger::judge(&world.sent, &acked, &world.names(), &shown) };
+        let mut tally = ledger::Tally { unmatched, ..ledger::judge(&world.sent, &acked, &world.names(), &shown) };
+        notes.truncate(10);
+        tally.examples.extend(notes);
         if tally.lost == 0 || Instant::now() >= deadline {
             break tally;
         }
@@ -125,10 +142,18 @@ fn run(scenario: &str, chaos: &mut dyn Chaos) {
             step(&mut world, chaos, false);
         }
     };
-    report(scenario, seed, secs, &tally, chaos.count(&world), &world);
+    report(scenario, seed, secs, &tally, chaos.count(&world), &world, stuck);
 }
 
-fn report(scenario: &str, seed: u64, secs: u64, t: &ledger::Tally, faults: usize, world: &World) {
+fn report(
+    scenario: &str,
+    seed: u64,
+    secs: u64,
+    t: &ledger::Tally,
+    faults: usize,
+    world: &World,
+    stuck: Option<String>,
+) {
     let runs: usize = world.actors.iter().map(|a| a.runs.len()).sum();
     let line = format!(
         "campaign {scenario} sent {} acked {} lost {} doubled {} (unmatched {}, stray {}; {faults} faults, \
@@ -144,6 +169,9 @@ fn report(scenario: &str, seed: u64, secs: u64, t: &ledger::Tally, faults: usize
     }
     assert!(t.sent > 0 && t.acked > 0, "{line}: no traffic");
     assert!(t.ok(), "{line}\n{}", t.examples.join("\n"));
+    if let Some(stuck) = stuck {
+        panic!("{line}: {stuck}");
+    }
 }
 
 /// The file-store server SIGKILLed and restarted (same port, same data directory) every 2-5 s.
