@@ -9,7 +9,9 @@
 //! messages shown by a client they were not for), appends it to the file named by
 //! `CHATAPP_CAMPAIGN_REPORT` if set, and fails on any loss, double or checker error. The
 //! traffic lasts `CHATAPP_CAMPAIGN_SECS` seconds per scenario (20 by default, for CI), from the
-//! seed `CHATAPP_CAMPAIGN_SEED` (else the clock; it is printed).
+//! seed `CHATAPP_CAMPAIGN_SEED` (else the clock; it is printed). A failing scenario dumps every
+//! process's output, or, with `CHATAPP_CAMPAIGN_LOGS` naming a directory, writes the clients'
+//! there.
 //!
 //! Counting: `sent` and `acked` count messages; `lost` and `doubled` count deliveries (a
 //! message and one recipient). A `send_all` is owed to every other client of the scenario: all
@@ -167,11 +169,32 @@ fn report(
             eprintln!("campaign: cannot append to {path}: {e}");
         }
     }
+    if !t.ok() || stuck.is_some() {
+        save_outputs(scenario, world);
+    }
     assert!(t.sent > 0 && t.acked > 0, "{line}: no traffic");
     assert!(t.ok(), "{line}\n{}", t.examples.join("\n"));
     if let Some(stuck) = stuck {
         panic!("{line}: {stuck}");
     }
+}
+
+/// With `CHATAPP_CAMPAIGN_LOGS` naming a directory, writes each client run's stdout there
+/// (`<scenario>.<name>.<run>.log`) instead of into the failure's dump (a long run's output is
+/// too much for a terminal).
+fn save_outputs(scenario: &str, world: &World) {
+    let Ok(dir) = std::env::var("CHATAPP_CAMPAIGN_LOGS") else { return };
+    for actor in &world.actors {
+        for (k, run) in actor.runs.iter().enumerate() {
+            let path = std::path::Path::new(&dir).join(format!("{scenario}.{}.{k}.log", actor.name));
+            let text = run.client.stdout_lines().join("\n");
+            match std::fs::write(&path, text + "\n") {
+                Ok(()) => run.client.skip_dump(),
+                Err(e) => eprintln!("campaign: cannot write {}: {e}", path.display()),
+            }
+        }
+    }
+    eprintln!("campaign {scenario}: the clients' output is in {dir}");
 }
 
 /// The file-store server SIGKILLed and restarted (same port, same data directory) every 2-5 s.
