@@ -59,9 +59,14 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
+/// The seed of this scenario's traffic and faults: one per test (each runs on its own thread),
+/// so the printed seed replays both.
 fn seed() -> u64 {
-    env_u64("CHATAPP_CAMPAIGN_SEED")
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64))
+    thread_local! {
+        static SEED: u64 = env_u64("CHATAPP_CAMPAIGN_SEED")
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+    }
+    SEED.with(|s| *s)
 }
 
 /// Steps every actor (and the traffic, if `traffic`) until `done` holds, `PHASE` at most; says
