@@ -9,7 +9,9 @@
 //! messages shown by a client they were not for), appends it to the file named by
 //! `CHATAPP_CAMPAIGN_REPORT` if set, and fails on any loss, double or checker error. The
 //! traffic lasts `CHATAPP_CAMPAIGN_SECS` seconds per scenario (20 by default, for CI), from the
-//! seed `CHATAPP_CAMPAIGN_SEED` (else the clock; it is printed).
+//! seed `CHATAPP_CAMPAIGN_SEED` (else the clock; it is printed). A failing scenario dumps every
+//! process's output, or, with `CHATAPP_CAMPAIGN_LOGS` naming a directory, writes the clients'
+//! there.
 //!
 //! Counting: `sent` and `acked` count messages; `lost` and `doubled` count deliveries (a
 //! message and one recipient). A `send_all` is owed to every other client of the scenario: all
@@ -57,18 +59,34 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
+/// The seed of this scenario's traffic and faults: one per test (each runs on its own thread),
+/// so the printed seed replays both.
 fn seed() -> u64 {
-    env_u64("CHATAPP_CAMPAIGN_SEED")
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64))
+    thread_local! {
+        static SEED: u64 = env_u64("CHATAPP_CAMPAIGN_SEED")
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+    }
+    SEED.with(|s| *s)
 }
 
-/// Steps every actor (and the traffic, if `traffic`) until `done` holds; panics after `PHASE`.
-fn settle(world: &mut World, chaos: &mut dyn Chaos, what: &str, traffic: bool, done: impl Fn(&World) -> bool) {
+/// Steps every actor (and the traffic, if `traffic`) until `done` holds, `PHASE` at most; says
+/// what did not happen in time (the scenario then fails, after its table line).
+fn settle(
+    world: &mut World,
+    chaos: &mut dyn Chaos,
+    what: &str,
+    traffic: bool,
+    done: impl Fn(&World) -> bool,
+) -> Option<String> {
     let deadline = Instant::now() + PHASE;
     while !done(world) {
-        assert!(Instant::now() < deadline, "campaign: {what} not within {PHASE:?}");
+        if Instant::now() >= deadline {
+            let stuck: Vec<String> = world.actors.iter().map(|a| format!("{} {:?}", a.name, a.stage)).collect();
+            return Some(format!("{what} not within {PHASE:?}: {}", stuck.join(", ")));
+        }
         step(world, chaos, traffic);
     }
+    None
 }
 
 fn step(world: &mut World, chaos: &mut dyn Chaos, traffic: bool) {
@@ -97,7 +115,9 @@ fn run(scenario: &str, chaos: &mut dyn Chaos) {
     let secs = env_u64("CHATAPP_CAMPAIGN_SECS").unwrap_or(20);
     let actors = (0..NAMES.len()).map(|i| chaos.actor(i)).collect();
     let mut world = World { actors, sent: Vec::new(), rng: Rng(seed) };
-    settle(&mut world, chaos, "the first registrations", false, all_online);
+    if let Some(stuck) = settle(&mut world, chaos, "the first registrations", false, all_online) {
+        panic!("campaign {scenario}: {stuck}");
+    }
 
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
@@ -106,17 +126,21 @@ fn run(scenario: &str, chaos: &mut dyn Chaos) {
     }
 
     chaos.heal(&mut world);
-    settle(&mut world, chaos, "every answer after the faults", false, quiet);
-    // Every client registers again, and so fetches what was stored for it.
-    let now = Instant::now();
-    world.actors.iter_mut().for_each(|a| a.leave(now, Duration::ZERO));
-    settle(&mut world, chaos, "a dereg and reg of every client", false, all_online);
+    let mut stuck = settle(&mut world, chaos, "every answer after the faults", false, quiet);
+    if stuck.is_none() {
+        // Every client registers again, and so fetches what was stored for it.
+        let now = Instant::now();
+        world.actors.iter_mut().for_each(|a| a.leave(now, Duration::ZERO));
+        stuck = settle(&mut world, chaos, "a dereg and reg of every client", false, all_online);
+    }
     let deadline = Instant::now() + PHASE;
     let tally = loop {
-        let (acked, unmatched) = world.acked();
+        let (acked, unmatched, mut notes) = world.acked();
         let outputs = world.outputs();
         let shown = ledger::shown(outputs.iter().map(|(n, l)| (n.as_str(), &l[..])));
-        let tally = ledger::Tally { unmatched, ..ledger::judge(&world.sent, &acked, &world.names(), &shown) };
+        let mut tally = ledger::Tally { unmatched, ..ledger::judge(&world.sent, &acked, &world.names(), &shown) };
+        notes.truncate(10);
+        tally.examples.extend(notes);
         if tally.lost == 0 || Instant::now() >= deadline {
             break tally;
         }
@@ -125,10 +149,18 @@ fn run(scenario: &str, chaos: &mut dyn Chaos) {
             step(&mut world, chaos, false);
         }
     };
-    report(scenario, seed, secs, &tally, chaos.count(&world), &world);
+    report(scenario, seed, secs, &tally, chaos.count(&world), &world, stuck);
 }
 
-fn report(scenario: &str, seed: u64, secs: u64, t: &ledger::Tally, faults: usize, world: &World) {
+fn report(
+    scenario: &str,
+    seed: u64,
+    secs: u64,
+    t: &ledger::Tally,
+    faults: usize,
+    world: &World,
+    stuck: Option<String>,
+) {
     let runs: usize = world.actors.iter().map(|a| a.runs.len()).sum();
     let line = format!(
         "campaign {scenario} sent {} acked {} lost {} doubled {} (unmatched {}, stray {}; {faults} faults, \
@@ -142,8 +174,32 @@ fn report(scenario: &str, seed: u64, secs: u64, t: &ledger::Tally, faults: usize
             eprintln!("campaign: cannot append to {path}: {e}");
         }
     }
+    if !t.ok() || stuck.is_some() {
+        save_outputs(scenario, world);
+    }
     assert!(t.sent > 0 && t.acked > 0, "{line}: no traffic");
     assert!(t.ok(), "{line}\n{}", t.examples.join("\n"));
+    if let Some(stuck) = stuck {
+        panic!("{line}: {stuck}");
+    }
+}
+
+/// With `CHATAPP_CAMPAIGN_LOGS` naming a directory, writes each client run's stdout there
+/// (`<scenario>.<name>.<run>.log`) instead of into the failure's dump (a long run's output is
+/// too much for a terminal).
+fn save_outputs(scenario: &str, world: &World) {
+    let Ok(dir) = std::env::var("CHATAPP_CAMPAIGN_LOGS") else { return };
+    for actor in &world.actors {
+        for (k, run) in actor.runs.iter().enumerate() {
+            let path = std::path::Path::new(&dir).join(format!("{scenario}.{}.{k}.log", actor.name));
+            let text = run.client.stdout_lines().join("\n");
+            match std::fs::write(&path, text + "\n") {
+                Ok(()) => run.client.skip_dump(),
+                Err(e) => eprintln!("campaign: cannot write {}: {e}", path.display()),
+            }
+        }
+    }
+    eprintln!("campaign {scenario}: the clients' output is in {dir}");
 }
 
 /// The file-store server SIGKILLed and restarted (same port, same data directory) every 2-5 s.

@@ -288,19 +288,27 @@ impl World {
         run.client.send_line(&line);
     }
 
-    /// Which messages were acknowledged, from every run's outcome lines, and how many outcome
-    /// lines could not be tied to a command.
-    pub fn acked(&self) -> (Vec<bool>, usize) {
+    /// Which messages were acknowledged, from every run's outcome lines, how many outcome
+    /// lines could not be tied to a command, and which runs those were.
+    pub fn acked(&self) -> (Vec<bool>, usize, Vec<String>) {
         let mut acked = vec![false; self.sent.len()];
-        let mut unmatched = 0;
-        for run in self.actors.iter().flat_map(|a| &a.runs) {
+        let (mut unmatched, mut notes) = (0, Vec::new());
+        for (actor, (k, run)) in self.actors.iter().flat_map(|a| a.runs.iter().enumerate().map(move |r| (a, r))) {
             let (a, u) = ledger::attribute(&run.client.stdout_lines(), &run.issued, run.end);
             for (n, ack) in run.sends.iter().zip(a) {
                 acked[*n] = ack;
             }
+            if u > 0 {
+                notes.push(format!(
+                    "unmatched: {} run {k} ({:?}): {} sends, {u} outcome lines off",
+                    actor.name,
+                    run.end,
+                    run.sends.len()
+                ));
+            }
             unmatched += u;
         }
-        (acked, unmatched)
+        (acked, unmatched, notes)
     }
 
     /// Every `(name, stdout)` of every run.

@@ -336,6 +336,11 @@ impl Proc {
         self.shared.lock().lines[1].clone()
     }
 
+    /// Keeps the child's output out of a panic's dump (a test that saved it elsewhere).
+    pub fn skip_dump(&self) {
+        self.dumped.set(true);
+    }
+
     /// Panics with `msg` and the child's whole captured output.
     pub fn fail(&self, msg: &str) -> ! {
         self.dumped.set(true);
