@@ -287,9 +287,11 @@ fn keep(core: &mut Client, files: Option<&Files>) {
 /// or 0 if the output is gone (a closed terminal is a silent leave).
 ///
 /// The order is what makes a message shown once across restarts: its line is printed, then
-/// recorded, then its ACK (or the `fetch_done` of stored ones) leaves. A kill between the line
-/// and the record shows it again at the next run, but that message was never acknowledged: its
-/// sender retries (or the server still holds it), and seeing it twice is the lesser harm.
+/// recorded (before the next line is printed), then its ACK (or the `fetch_done` of stored
+/// ones) leaves, once every line of the batch is shown and recorded. A kill between a line and
+/// its record shows that one line again at the next run, but that message was never
+/// acknowledged: its sender retries (or the server still holds it), and seeing it twice is the
+/// lesser harm.
 /// Recording first would, after a kill before the line, leave a message recorded as shown that
 /// nobody saw, and ACKed again as a duplicate by the next run: lost while its sender is told it
 /// was received. Printing and recording are each one `write`, so that window is a few
@@ -300,7 +302,7 @@ async fn flush(
     socket: &UdpSocket,
     out: &mut impl Sink,
     files: Option<&Files>,
-    record: Option<&mut ShownFile>,
+    mut record: Option<&mut ShownFile>,
 ) -> Option<i32> {
     link.follow(core, files);
     let Link { server, channel, .. } = link;
@@ -317,16 +319,17 @@ async fn flush(
         }
     }
     let exiting = core.poll_exit().is_some();
-    while let Some((event, turn)) = core.poll_answer() {
-        let shown = if exiting { out.show_last(event) } else { out.show_answer(event, turn) };
-        if shown.is_err() {
+    while let Some((event, turn, message)) = core.poll_line() {
+        let printed = if exiting { out.show_last(event) } else { out.show_answer(event, turn) };
+        if printed.is_err() {
             return Some(0);
         }
-    }
-    let shown = core.poll_shown();
-    if let Some(record) = record {
-        if let Some(problem) = record.append(&shown, core.record()) {
-            core.notice(problem);
+        // Recorded right after its own line, before the next line is printed: a kill shows
+        // again at most the one line it cut in.
+        if let (Some(record), Some(message)) = (record.as_deref_mut(), message) {
+            if let Some(problem) = record.append(&message, core.record()) {
+                core.notice(problem);
+            }
         }
     }
     while let Some(Transmit { to, bytes }) = core.poll_transmit() {
@@ -501,29 +504,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Records, at each line shown, whether the message was recorded or ACKed already.
+    /// Checks, at each line shown, that the record holds exactly the messages of the lines
+    /// shown before it (each recorded right after its own line), and that no ACK left yet.
     struct Order {
         record: PathBuf,
         bob: std::net::UdpSocket,
         seen: Vec<String>,
+        /// The record's line for each line shown so far.
+        kept: String,
+        /// The record's line for each message, in the order they are shown.
+        lines: Vec<String>,
     }
 
     impl Sink for Order {
         fn show(&mut self, event: Event) -> io::Result<()> {
             let recorded = std::fs::read_to_string(&self.record).unwrap_or_default();
-            assert!(recorded.is_empty(), "recorded before it was shown: {recorded:?}");
+            assert_eq!(recorded, self.kept, "the record at line {} ({event})", self.seen.len() + 1);
             let mut buf = [0u8; 2048];
             let acked = self.bob.recv_from(&mut buf);
             assert!(acked.is_err(), "ACKed before it was shown");
+            if let Some(line) = self.lines.get(self.seen.len()) {
+                self.kept.push_str(line);
+            }
             self.seen.push(event.to_string());
             Ok(())
         }
     }
 
-    /// Issue 17, part 3: a message's line is shown, then the message is recorded in the
-    /// client's file, then its ACK leaves (the comment on `flush` says why this order).
-    #[tokio::test]
-    async fn a_message_is_shown_then_recorded_then_acked() {
+    /// Bob's port is a fixed one: the tests that bind it take turns.
+    static BOB_PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Bob's chats `ids` come in at once, then one `flush`: each line is shown, then recorded
+    /// (checked by [`Order`] at the next line), and the ACKs leave only after all of them.
+    async fn shown_recorded_acked(ids: &[u64]) {
+        let _turn = BOB_PORT.lock().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("alice.shown");
         let bob = std::net::UdpSocket::bind(("127.0.0.1", crate::tests::BOB)).expect("bob's port");
@@ -531,21 +545,45 @@ mod tests {
         let mut f = crate::tests::Fixture::online(true);
         let (inbox, mut record, _) = crate::record::load(&path, SHOWN_KEPT);
         f.client.handle_record(inbox);
-        f.chat_from_bob(7, "hi");
+        for &id in ids {
+            f.chat_from_bob(id, &format!("hi {id}"));
+        }
 
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let channel = ClientChannel::new(KeyPair::from_secret([5; 32]), None, Entropy::from_seed([2; 32]));
         let mut link = Link { server: f.client.server(), channel, former: Vec::new() };
-        let mut out = Order { record: path.clone(), bob, seen: Vec::new() };
+        let lines: Vec<String> = ids.iter().map(|id| format!("d bob {id:016x}\n")).collect();
+        let mut out = Order { record: path.clone(), bob, seen: Vec::new(), kept: String::new(), lines: lines.clone() };
         let code = flush(&mut f.client, &mut link, &socket, &mut out, None, Some(&mut record)).await;
-        assert_eq!((code, &out.seen[..]), (None, &[">>> bob: hi".to_owned()][..]));
-        assert_eq!(std::fs::read_to_string(&path).expect("recorded"), "d bob 0000000000000007\n");
+        let shown: Vec<String> = ids.iter().map(|id| format!(">>> bob: hi {id}")).collect();
+        assert_eq!((code, &out.seen[..]), (None, &shown[..]));
+        assert_eq!(std::fs::read_to_string(&path).expect("recorded"), lines.concat());
         out.bob.set_nonblocking(false).expect("blocking");
         out.bob.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
-        let mut buf = [0u8; 2048];
-        let (len, _) = out.bob.recv_from(&mut buf).expect("the ACK, after");
-        let acked = chat_proto::decode(&buf[..len]).expect("a datagram");
-        assert!(matches!(acked, chat_proto::Datagram::ChatAck { id: chat_proto::MsgId(7), .. }), "{acked:?}");
+        for &id in ids {
+            let mut buf = [0u8; 2048];
+            let (len, _) = out.bob.recv_from(&mut buf).expect("the ACK, after");
+            let acked = chat_proto::decode(&buf[..len]).expect("a datagram");
+            assert!(
+                matches!(acked, chat_proto::Datagram::ChatAck { id: chat_proto::MsgId(i), .. } if i == id),
+                "{acked:?}"
+            );
+        }
+    }
+
+    /// Issue 17, part 3: a message's line is shown, then the message is recorded in the
+    /// client's file, then its ACK leaves (the comment on `flush` says why this order).
+    #[tokio::test]
+    async fn a_message_is_shown_then_recorded_then_acked() {
+        shown_recorded_acked(&[7]).await;
+    }
+
+    /// Each message of a batch is recorded right after its own line, before the next line is
+    /// printed: a kill in the middle of a batch shows again at most the line it cut in, not
+    /// every line printed before it (the campaign's `doubled cmp.d.cy.365`).
+    #[tokio::test]
+    async fn each_line_of_a_batch_is_recorded_before_the_next_is_shown() {
+        shown_recorded_acked(&[7, 8, 9]).await;
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The inbox's record of the messages this client has shown, so that a duplicate is ACKed again
 //! but shown once, live or stored, also after the client restarts: the driver keeps the record
-//! in a file ([`crate::record`]), loads it at start and appends what [`Inbox::poll_unsaved`]
-//! hands it before the ACKs of those messages leave.
+//! in a file ([`crate::record`]), loads it at start and appends each message's id right after
+//! its line is printed (the core hands the id out with the line), before its ACK leaves.
 //!
 //! It owns only the ids (bounded, oldest forgotten first) and their text form; it neither shows
 //! nor answers anything, and touches no file.
@@ -36,6 +36,16 @@ impl fmt::Display for Shown {
     }
 }
 
+/// The message a stored one is.
+impl From<&StoredMessage> for Shown {
+    fn from(m: &StoredMessage) -> Self {
+        match m.origin {
+            Origin::Direct => Self::Chat(m.from.clone(), m.id),
+            Origin::Channel => Self::Channel(m.id),
+        }
+    }
+}
+
 /// A line of the record file that is not a [`Shown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a shown message's line")]
@@ -58,13 +68,12 @@ impl FromStr for Shown {
     }
 }
 
-/// The messages shown lately, oldest first, and those not yet handed to the driver to keep.
+/// The messages shown lately, oldest first.
 #[derive(Debug)]
 pub(crate) struct Inbox {
     seen: HashSet<Shown>,
     order: VecDeque<Shown>,
     capacity: usize,
-    unsaved: Vec<Shown>,
 }
 
 impl Default for Inbox {
@@ -76,11 +85,11 @@ impl Default for Inbox {
 impl Inbox {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { seen: HashSet::new(), order: VecDeque::new(), capacity, unsaved: Vec::new() }
+        Self { seen: HashSet::new(), order: VecDeque::new(), capacity }
     }
 
     /// The record kept in `text` (one [`Shown`] a line, oldest first), and how many of its
-    /// lines were damaged (skipped: the others still count). What it loads is kept already.
+    /// lines were damaged (skipped: the others still count).
     pub(crate) fn parse(text: &str, capacity: usize) -> (Self, usize) {
         let mut inbox = Self::with_capacity(capacity);
         let mut damaged = 0;
@@ -124,12 +133,6 @@ impl Inbox {
         }
     }
 
-    /// What was recorded since the last call, for the driver to keep (append to the file)
-    /// before anything it sends next leaves.
-    pub(crate) fn poll_unsaved(&mut self) -> Vec<Shown> {
-        std::mem::take(&mut self.unsaved)
-    }
-
     /// Whether `shown` was shown (and is still remembered).
     pub(crate) fn contains(&self, shown: &Shown) -> bool {
         self.seen.contains(shown)
@@ -137,11 +140,7 @@ impl Inbox {
 
     /// Records `shown`; true if it was not shown before.
     pub(crate) fn first(&mut self, shown: Shown) -> bool {
-        let new = self.remember(shown.clone());
-        if new {
-            self.unsaved.push(shown);
-        }
-        new
+        self.remember(shown)
     }
 
     /// Remembers `shown`, forgetting the oldest past the capacity; true if it was new.
@@ -188,22 +187,18 @@ mod tests {
     }
 
     #[test]
-    fn what_was_shown_survives_a_reload_of_its_lines_and_only_new_ones_are_handed_out() {
+    fn what_was_shown_survives_a_reload_of_its_lines() {
         let mut inbox = Inbox::default();
         assert!(inbox.first_chat(&name("bob"), MsgId(0xdead_beef)));
         assert!(inbox.first_channel(MsgId(u64::MAX)));
         assert!(!inbox.first_channel(MsgId(u64::MAX)));
-        let unsaved = inbox.poll_unsaved();
-        assert_eq!(unsaved, [Shown::Chat(name("bob"), MsgId(0xdead_beef)), Shown::Channel(MsgId(u64::MAX))]);
-        assert!(inbox.poll_unsaved().is_empty(), "handed out once");
-        let text: String = unsaved.iter().map(|s| format!("{s}\n")).collect();
+        let text = inbox.lines();
         assert_eq!(text, "d bob 00000000deadbeef\nc ffffffffffffffff\n");
 
         let (mut again, damaged) = Inbox::parse(&text, SHOWN_KEPT);
         assert_eq!(damaged, 0);
         assert!(!again.first_chat(&name("bob"), MsgId(0xdead_beef)), "shown before the restart");
         assert!(!again.first_channel(MsgId(u64::MAX)));
-        assert!(again.poll_unsaved().is_empty(), "what was loaded is kept already");
         assert!(again.first_chat(&name("carol"), MsgId(0xdead_beef)));
         assert_eq!(again.lines(), format!("{text}d carol 00000000deadbeef\n"));
     }

@@ -79,16 +79,14 @@ fn damaged_path(path: &Path) -> PathBuf {
 }
 
 impl ShownFile {
-    /// Appends `shown` (oldest first); past twice the bound, rewrites the file from `inbox`.
-    /// A problem is returned once, for the user to be told; later ones are only logged.
-    pub(crate) fn append(&mut self, shown: &[Shown], inbox: &Inbox) -> Option<String> {
-        if shown.is_empty() {
-            return None;
-        }
-        let text: String = shown.iter().map(|s| format!("{s}\n")).collect();
-        // One write for the whole batch: a kill leaves it whole or cut at its end.
-        let result = self.open().and_then(|f| f.write_all(text.as_bytes()));
-        self.lines += shown.len();
+    /// Appends `shown`, the message whose line was just printed; past twice the bound,
+    /// rewrites the file from `inbox`. A problem is returned once, for the user to be told;
+    /// later ones are only logged.
+    pub(crate) fn append(&mut self, shown: &Shown, inbox: &Inbox) -> Option<String> {
+        // One write for the line: a kill leaves it whole, or cut short (skipped at the next
+        // load, its message shown again).
+        let result = self.open().and_then(|f| f.write_all(format!("{shown}\n").as_bytes()));
+        self.lines += 1;
         if let Err(e) = result {
             self.file = None;
             return self.told(format!("Cannot keep the record of shown messages in {}: {e}.", self.path.display()));
@@ -149,14 +147,12 @@ mod tests {
         Shown::Chat(Name::new("bob").expect("name"), MsgId(i))
     }
 
-    /// Shows `ids` through `inbox` and appends what it hands out, as the driver does.
+    /// Shows `ids` through `inbox` and appends each, as the driver does.
     fn show(inbox: &mut Inbox, file: &mut ShownFile, ids: std::ops::Range<u64>) {
-        let bob = Name::new("bob").expect("name");
         for i in ids {
-            assert!(inbox.first_chat(&bob, MsgId(i)));
+            assert!(inbox.first(chat(i)));
+            assert_eq!(file.append(&chat(i), inbox), None);
         }
-        let unsaved = inbox.poll_unsaved();
-        assert_eq!(file.append(&unsaved, inbox), None);
     }
 
     #[test]
@@ -236,10 +232,10 @@ mod tests {
         assert!(warning.starts_with("Cannot read the record of shown messages"), "{warning}");
         let bob = Name::new("bob").expect("name");
         assert!(inbox.first_chat(&bob, MsgId(1)));
-        let problem = file.append(&inbox.poll_unsaved(), &inbox).expect("told once");
+        let problem = file.append(&chat(1), &inbox).expect("told once");
         assert!(problem.starts_with("Cannot keep the record"), "{problem}");
         assert!(inbox.first_chat(&bob, MsgId(2)));
-        assert_eq!(file.append(&inbox.poll_unsaved(), &inbox), None, "not told again");
+        assert_eq!(file.append(&chat(2), &inbox), None, "not told again");
         assert!(path.is_dir(), "left as it was");
     }
 }

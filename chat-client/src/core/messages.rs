@@ -75,8 +75,8 @@ impl Client {
 
     /// Shows a message unless it was shown already, then queues its ACK.
     pub(super) fn deliver(&mut self, e: Event, Unacked { shown, to, ack }: Unacked) {
-        if self.inbox.first(shown) {
-            self.events.push_back((e, None));
+        if self.inbox.first(shown.clone()) {
+            self.events.push_back((e, None, Some(shown)));
         }
         self.send_once(to, &ack);
     }

@@ -132,8 +132,9 @@ pub struct Client {
     exit: Option<i32>,
     out: VecDeque<Transmit>,
     /// What to show, each with the turn of the command it answers (none: not an answer, or
-    /// held for the order of the commands first).
-    events: VecDeque<(Event, Option<u64>)>,
+    /// held for the order of the commands first) and the message it shows, if it shows one
+    /// (for the driver to record right after its line).
+    events: VecDeque<(Event, Option<u64>, Option<Shown>)>,
     next_id: u64,
     /// Nonces for sealing.
     entropy: Entropy,
@@ -218,12 +219,6 @@ impl Client {
     /// those messages are not shown again.
     pub(crate) fn handle_record(&mut self, inbox: Inbox) {
         self.inbox = inbox;
-    }
-
-    /// The messages shown since the last call, for the driver to keep in the record before
-    /// the datagrams queued with them (their ACKs, a `fetch_done`) leave.
-    pub(crate) fn poll_shown(&mut self) -> Vec<Shown> {
-        self.inbox.poll_unsaved()
     }
 
     /// The whole record of what was shown, to compact its file.
@@ -408,6 +403,13 @@ impl Client {
     /// ([`Config::answers_in_order`]). A program that shows messages' states (a gateway) uses it
     /// to tell which `send` an outcome belongs to.
     pub fn poll_answer(&mut self) -> Option<(Event, Option<u64>)> {
+        self.poll_line().map(|(e, turn, _)| (e, turn))
+    }
+
+    /// As [`Client::poll_answer`], with the message the line shows, if it shows one: for the
+    /// driver to keep in the record right after printing that line, before it prints the next
+    /// and before the datagrams queued with it (its ACK, a `fetch_done`) leave.
+    pub(crate) fn poll_line(&mut self) -> Option<(Event, Option<u64>, Option<Shown>)> {
         self.events.pop_front()
     }
 
@@ -476,7 +478,7 @@ impl Client {
             Some(turn) => self.answers.say(turn, e),
             None => Some(e),
         };
-        self.events.extend(e.map(|e| (e, self.turn)));
+        self.events.extend(e.map(|e| (e, self.turn, None)));
     }
 
     /// Emits what `f` emits as lines of command `turn` (none: not caused by a command).
@@ -489,7 +491,7 @@ impl Client {
     /// Shows every line held for the order of the commands (the client is exiting).
     fn show_held_answers(&mut self) {
         let held = self.answers.drain();
-        self.events.extend(held.into_iter().map(|e| (e, None)));
+        self.events.extend(held.into_iter().map(|e| (e, None, None)));
     }
 
     /// Finishes the turns of commands that have nothing more in flight, showing what waited
@@ -499,7 +501,7 @@ impl Client {
         for turn in self.answers.open() {
             if !live.contains(&turn) {
                 let show = self.answers.finish(turn);
-                self.events.extend(show.into_iter().map(|e| (e, None)));
+                self.events.extend(show.into_iter().map(|e| (e, None, None)));
             }
         }
     }
@@ -509,7 +511,7 @@ impl Client {
         for (e, unacked) in self.session.release() {
             match unacked {
                 Some(unacked) => self.deliver(e, unacked),
-                None => self.events.push_back((e, None)),
+                None => self.events.push_back((e, None, None)),
             }
         }
     }

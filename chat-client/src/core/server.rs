@@ -12,6 +12,7 @@ use chat_proto::{
 
 use super::{Client, Kind};
 use crate::event::{Event, Presence};
+use crate::inbox::Shown;
 use crate::session::Stage;
 use crate::table::{Applied, LocalTable};
 
@@ -185,7 +186,10 @@ impl Client {
         if self.session.fetch_mut().is_some_and(crate::fetch::Fetch::announce) {
             self.emit(Event::HaveMessages);
         }
-        self.emit(Event::Stored(m));
+        // Answers no command (a fetch runs outside any turn): shown in its place, with the
+        // message for the driver to record right after its line.
+        let shown = Shown::from(&m);
+        self.events.push_back((Event::Stored(m), None, Some(shown)));
     }
 
     pub(super) fn dereg(&mut self, now: Instant, then_exit: bool) {
