@@ -44,13 +44,16 @@ impl Rng {
     }
 }
 
-/// Kill a run once it has shown `shown` stored messages of a fetch that started after stdout
-/// line `from`, `times` times (the next runs fetch again, from line 0).
+/// Kill a run `after` it has shown `shown` stored messages of a fetch that started after stdout
+/// line `from`, `times` times (the next runs fetch again, from line 0). `after` (0-30 ms, drawn
+/// per kill) puts the kill at an arbitrary instant of the fetch, as a crash comes, rather than
+/// always within a millisecond of the line the harness read.
 #[derive(Clone, Copy, Debug)]
 pub struct FetchKill {
     pub from: usize,
     pub shown: usize,
     pub times: u32,
+    pub after: Duration,
 }
 
 /// Where an actor is in its life.
@@ -190,7 +193,7 @@ impl Actor {
     /// With `kill_in_fetch` set and a fetch under way in this run: waits (2 s at most) for that
     /// many stored messages to show, then SIGKILLs the run and starts the next.
     fn kill_mid_fetch(&mut self, server_port: u16) {
-        let Some(FetchKill { from, shown, times }) = self.kill_in_fetch else { return };
+        let Some(FetchKill { from, shown, times, after }) = self.kill_in_fetch else { return };
         let lines = self.run().client.stdout_since(from);
         let Some(start) = lines.iter().position(|l| l == HAVE_MESSAGES).map(|i| i + from) else { return };
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -201,7 +204,8 @@ impl Actor {
         while count() < shown && Instant::now() < deadline && self.run().client.exit_status().is_none() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        self.kill_in_fetch = (times > 1).then_some(FetchKill { from: 0, shown, times: times - 1 });
+        std::thread::sleep(after);
+        self.kill_in_fetch = (times > 1).then_some(FetchKill { from: 0, shown, times: times - 1, after });
         self.kills += 1;
         self.restart(server_port);
     }
