@@ -79,9 +79,10 @@ async fn serve(port: u16, opts: &Options, shutdown: CancellationToken) -> Result
             // The nodes share one identity: the first node's, kept in the database.
             let own = identity::load_or_create(&key_file).map_err(AppError::ServerKey)?;
             let key = chat_pg::shared_identity(&db, &own)?;
-            let store = chat_pg::PgStore::new(db.clone(), limits);
             let advertise = opts.advertise.unwrap_or_else(|| advertised(local));
-            let cluster = chat_pg::Cluster::join(db, advertise, chat_pg::ClusterConfig::default())?;
+            let cluster = chat_pg::Cluster::join(db.clone(), advertise, chat_pg::ClusterConfig::default())?;
+            // The channel messages it owes are its node's rows: taken over if it dies.
+            let store = chat_pg::PgStore::new(db, limits).owed_by(cluster.node());
             tracing::info!(
                 "chatapp server node {} listening on {local} (clients reach it at {advertise}), table and messages in {}",
                 cluster.node(),

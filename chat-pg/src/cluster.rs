@@ -339,7 +339,7 @@ async fn follow_once(
                 }
             }
             while woken.try_recv().is_ok() {}
-            if within(patience, catch_up(&client, f, seen)).await? {
+            if within(patience, catch_up(&mut client, f, seen)).await? {
                 // A row from a node this one has not seen beat yet: a node that just joined.
                 within(patience, live_nodes(&client, f, seen)).await?;
             }
@@ -376,10 +376,11 @@ async fn within<T>(
     Ok(tokio::time::timeout(patience, work).await.map_err(|_| Lost::Silent(patience))??)
 }
 
-/// Passes on the rows changed after the last version seen, and the messages for this node;
-/// returns whether a row was registered at a node not known live.
+/// Passes on the rows changed after the last version seen, and the messages for this node (the
+/// channel copies among them recorded as owed by this node in the transaction that deletes
+/// them); returns whether a row was registered at a node not known live.
 async fn catch_up(
-    client: &tokio_postgres::Client,
+    client: &mut tokio_postgres::Client,
     f: &Follower,
     seen: &mut Seen,
 ) -> Result<bool, tokio_postgres::Error> {
@@ -410,20 +411,66 @@ async fn catch_up(
         }
         let _ = f.tx.send(ClusterEvent::Rows(shared));
     }
-    let mut msgs = client
-        .query("DELETE FROM peer_messages WHERE to_node = $1 RETURNING id, from_node, body::text", &[&me])
-        .await?;
-    msgs.sort_by_key(|r| r.try_get::<_, i64>(0).unwrap_or_default());
-    for r in &msgs {
-        let (from, body): (i64, String) = (r.try_get(1)?, r.try_get(2)?);
-        match serde_json::from_str::<PeerMsg>(&body) {
-            Ok(msg) => {
-                let _ = f.tx.send(ClusterEvent::Peer(from.unsigned_abs(), msg));
-            }
-            Err(e) => tracing::warn!(from, "skipped a damaged message from another node: {e}"),
-        }
+    let tx = client.transaction().await?;
+    let msgs =
+        tx.query("DELETE FROM peer_messages WHERE to_node = $1 RETURNING id, from_node, body::text", &[&me]).await?;
+    let msgs = peer_msgs(&msgs, "skipped a damaged message from another node")?;
+    own(&tx, me, &msgs).await?;
+    tx.commit().await?;
+    for (from, msg) in msgs {
+        let _ = f.tx.send(ClusterEvent::Peer(from, msg));
     }
     Ok(stranger)
+}
+
+/// The messages in rows of `id, from_node, body`, in the order they were sent (a damaged one is
+/// left out, with `damaged` as warning).
+fn peer_msgs(rows: &[tokio_postgres::Row], damaged: &str) -> Result<Vec<(NodeId, PeerMsg)>, tokio_postgres::Error> {
+    let mut msgs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (id, from, body): (i64, i64, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        match serde_json::from_str::<PeerMsg>(&body) {
+            Ok(msg) => msgs.push((id, from.unsigned_abs(), msg)),
+            Err(e) => tracing::warn!(from, "{damaged}: {e}"),
+        }
+    }
+    msgs.sort_by_key(|(id, ..)| *id);
+    Ok(msgs.into_iter().map(|(_, from, msg)| (from, msg)).collect())
+}
+
+/// Records the channel copies among `msgs` as owed by node `me` (rows of `owed_channels`, which
+/// its store deletes once each member was served), in `tx`: a copy this node takes up survives
+/// its death, taken over by the node that removes it. A row it holds already for the same
+/// message is kept.
+async fn own(
+    tx: &tokio_postgres::Transaction<'_>,
+    me: i64,
+    msgs: &[(NodeId, PeerMsg)],
+) -> Result<(), tokio_postgres::Error> {
+    let mut insert = None;
+    for (_, msg) in msgs {
+        let PeerMsg::Channel { members, msg } = msg else { continue };
+        let owed = offline_store::OwedChannel { msg: msg.clone(), members: members.clone() };
+        let body = match serde_json::to_string(&owed) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(from = %msg.from, "channel copy not recorded as owed: {e}");
+                continue;
+            }
+        };
+        let statement = match &insert {
+            Some(s) => s,
+            None => insert.insert(
+                tx.prepare(
+                    "INSERT INTO owed_channels (node, sender, id, body) VALUES ($1, $2, $3, $4::text::json) \
+                     ON CONFLICT (node, sender, id) DO NOTHING",
+                )
+                .await?,
+            ),
+        };
+        tx.execute(statement, &[&me, &msg.from.as_str(), &crate::queries::to_db(msg.id), &body]).await?;
+    }
+    Ok(())
 }
 
 /// Beats (entering this node again if another removed it), removes the dead nodes when this one
@@ -479,25 +526,40 @@ async fn heartbeat(
         }
         // Messages for nodes that are gone: channel copies their members were to get are this
         // node's to store now (they are offline), so that no copy whose sender was answered is
-        // lost with the node it was handed to.
-        let mut orphans = tx
+        // lost with the node it was handed to. So are the copies the nodes that are gone still
+        // owed their members (relayed, or read from another node, and not yet ACKed or stored):
+        // their rows become this node's, in the same transaction, so a copy outlives each node
+        // that dies holding it.
+        let orphans = tx
             .query(
                 "DELETE FROM peer_messages p WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = p.to_node) \
                  RETURNING id, from_node, body::text",
                 &[],
             )
             .await?;
-        tx.commit().await?;
-        orphans.sort_by_key(|r| r.try_get::<_, i64>(0).unwrap_or_default());
-        for r in &orphans {
-            let (from, body): (i64, String) = (r.try_get(1)?, r.try_get(2)?);
-            match serde_json::from_str::<PeerMsg>(&body) {
-                Ok(msg @ PeerMsg::Channel { .. }) => {
-                    let _ = f.tx.send(ClusterEvent::Peer(from.unsigned_abs(), msg));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(from, "skipped a damaged message for a node that is gone: {e}"),
+        let mut orphans = peer_msgs(&orphans, "skipped a damaged message for a node that is gone")?;
+        orphans.retain(|(_, msg)| matches!(msg, PeerMsg::Channel { .. }));
+        let owed = tx
+            .query(
+                "DELETE FROM owed_channels o WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = o.node) \
+                 RETURNING node, body::text",
+                &[],
+            )
+            .await?;
+        for r in &owed {
+            let (node, body): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
+            match serde_json::from_str::<offline_store::OwedChannel>(&body) {
+                Ok(o) => orphans.push((node.unsigned_abs(), PeerMsg::Channel { members: o.members, msg: o.msg })),
+                Err(e) => tracing::warn!(node, "skipped a damaged owed channel message of a node that is gone: {e}"),
             }
+        }
+        own(&tx, me, &orphans).await?;
+        tx.commit().await?;
+        if !owed.is_empty() {
+            tracing::warn!(messages = owed.len(), "channel messages owed by nodes that are gone: taken over");
+        }
+        for (from, msg) in orphans {
+            let _ = f.tx.send(ClusterEvent::Peer(from, msg));
         }
     }
     live_nodes(client, f, seen).await

@@ -87,13 +87,40 @@ where
     }
 }
 
-/// The columns of a batch of messages to insert, one entry per message, in order.
+/// The columns of a batch of messages to insert, one entry per message, in order, and the
+/// changes to the node's owed channel messages that ride with it.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub(crate) recipients: Vec<String>,
     pub(crate) senders: Vec<String>,
     pub(crate) ids: Vec<i64>,
     pub(crate) bodies: Vec<String>,
+    /// The owed records to write (`owed_channels`), and those to delete.
+    pub(crate) owed: OwedChanges,
+}
+
+/// Changes to one node's rows of `owed_channels`.
+#[derive(Debug, Default)]
+pub(crate) struct OwedChanges {
+    pub(crate) node: i64,
+    /// Sender, id, and the record (an `OwedChannel` as JSON) of each message noted.
+    pub(crate) noted: Vec<(String, i64, String)>,
+    /// Sender and id of each message done.
+    pub(crate) done: Vec<(String, i64)>,
+}
+
+impl OwedChanges {
+    pub(crate) fn note(&mut self, from: &Name, id: MsgId, body: String) {
+        self.noted.push((from.as_str().to_owned(), to_db(id), body));
+    }
+
+    pub(crate) fn done(&mut self, from: &Name, id: MsgId) {
+        self.done.push((from.as_str().to_owned(), to_db(id)));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.noted.is_empty() && self.done.is_empty()
+    }
 }
 
 impl Batch {
@@ -105,26 +132,58 @@ impl Batch {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.ids.is_empty() && self.owed.is_empty()
     }
 }
 
 /// Stores the batch in one transaction, with a synchronous commit: each message is stored once
-/// per (recipient, sender, id), whoever stored it first. One statement, so its own transaction
-/// (all or nothing) and one round trip; the connection's session has `synchronous_commit=on`
-/// (see [`crate::Db::connect`]).
+/// per (recipient, sender, id), whoever stored it first; then the owed records noted are
+/// written (again: the same record) and those done deleted. Without owed changes, one
+/// statement, so its own transaction and one round trip; the connection's session has
+/// `synchronous_commit=on` (see [`crate::Db::connect`]). Run twice, it changes nothing more.
 pub(crate) async fn insert(pool: &Pool, batch: &Batch) -> Result<(), QueryError> {
+    const INSERT: &str = "INSERT INTO offline_messages (recipient, sender, id, body) \
+         SELECT r, s, i, b::json FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) \
+         WITH ORDINALITY AS t (r, s, i, b, n) ORDER BY n \
+         ON CONFLICT (recipient, sender, id) DO NOTHING";
     retrying(pool, "insert", |pool| async move {
-        let client = pool.get().await?;
-        let insert = client
-            .prepare_cached(
-                "INSERT INTO offline_messages (recipient, sender, id, body) \
-                 SELECT r, s, i, b::json FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) \
-                 WITH ORDINALITY AS t (r, s, i, b, n) ORDER BY n \
-                 ON CONFLICT (recipient, sender, id) DO NOTHING",
-            )
-            .await?;
-        client.execute(&insert, &[&batch.recipients, &batch.senders, &batch.ids, &batch.bodies]).await?;
+        let mut client = pool.get().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&batch.recipients, &batch.senders, &batch.ids, &batch.bodies];
+        if batch.owed.is_empty() {
+            let insert = client.prepare_cached(INSERT).await?;
+            client.execute(&insert, &params).await?;
+            return Ok(());
+        }
+        let tx = client.transaction().await?;
+        if !batch.ids.is_empty() {
+            let insert = tx.prepare_cached(INSERT).await?;
+            tx.execute(&insert, &params).await?;
+        }
+        let OwedChanges { node, noted, done } = &batch.owed;
+        if !noted.is_empty() {
+            let note = tx
+                .prepare_cached(
+                    "INSERT INTO owed_channels (node, sender, id, body) VALUES ($1, $2, $3, $4::text::json) \
+                     ON CONFLICT (node, sender, id) DO UPDATE SET body = EXCLUDED.body",
+                )
+                .await?;
+            for (from, id, body) in noted {
+                tx.execute(&note, &[node, from, id, body]).await?;
+            }
+        }
+        if !done.is_empty() {
+            let senders: Vec<&str> = done.iter().map(|(from, _)| from.as_str()).collect();
+            let ids: Vec<i64> = done.iter().map(|&(_, id)| id).collect();
+            let delete = tx
+                .prepare_cached(
+                    "DELETE FROM owed_channels WHERE node = $1 \
+                     AND (sender, id) IN (SELECT * FROM unnest($2::text[], $3::bigint[]))",
+                )
+                .await?;
+            tx.execute(&delete, &[node, &senders, &ids]).await?;
+        }
+        tx.commit().await?;
         Ok(())
     })
     .await

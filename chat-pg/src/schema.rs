@@ -1,12 +1,13 @@
-//! The database's schema: the migrations in order (`schema.sql` is version 1, the mailboxes; `cluster.sql` version 2, the shared table), and the
-//! `meta` table that says which have run.
+//! The database's schema: the migrations in order (`schema.sql` is version 1, the mailboxes;
+//! `cluster.sql` version 2, the shared table; `owed.sql` version 3, the channel messages each
+//! node still owes), and the `meta` table that says which have run.
 //!
 //! This module owns the DDL; nothing else creates or alters a table.
 
 use crate::db::DbError;
 
 /// Each version's SQL, in order: version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("cluster.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("cluster.sql"), include_str!("owed.sql")];
 
 /// An arbitrary constant for `pg_advisory_xact_lock`: nodes that start together migrate one
 /// after the other.

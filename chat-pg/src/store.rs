@@ -48,6 +48,12 @@ type Key = (Name, MsgId);
 ///   removes nothing more, and messages other nodes appended meanwhile stay.
 /// - Checkpoints have nothing to do; removals do not make other disk work
 ///   [`StoreError::Busy`] (only a second removal is refused while one is out).
+/// - With a node ([`PgStore::owed_by`]), the channel messages owed ([`Store::note_owed`]) are
+///   rows of `owed_channels` under that node, written by the sync that follows the note (the
+///   one that holds the sender's ACK) and deleted by the one that follows the done. Node ids
+///   are new at each start, so [`Store::owed`] is what this run noted: a previous run's rows
+///   are taken over by the node that removes its dead node (see [`crate::Cluster`]). Without a
+///   node they are kept in memory only.
 /// - A failed statement is [`StoreError::Database`]; [`StoreError::is_no_space`] is false
 ///   for it, so [`Store::discard_failed_batch`] (which drops a failed batch from memory: a
 ///   failed transaction stored nothing) is not called by the server.
@@ -66,9 +72,14 @@ pub struct PgStore {
     removing: Option<(Name, Vec<Key>)>,
     /// Counts evictions and finished removals: a scan made before one is stale.
     stamp: u64,
-    /// The channel messages still owed to online members: kept in memory only (a node that
-    /// dies loses them; see docs/ARCHITECTURE.md, "Left as it is").
+    /// The channel messages this run noted as owed to online members and not done.
     owed: Vec<OwedChannel>,
+    /// The node whose rows of `owed_channels` the owed messages are (none: memory only).
+    node: Option<i64>,
+    /// Changes to those rows not handed to a sync yet: a record to write, or `None` to delete.
+    owed_pending: HashMap<Key, Option<String>>,
+    /// Those handed to a sync not known to have succeeded (written again by the next).
+    owed_out: HashMap<Key, Option<String>>,
 }
 
 /// What this node knows of one mailbox.
@@ -209,6 +220,25 @@ impl PgStore {
             removing: None,
             stamp: 0,
             owed: Vec::new(),
+            node: None,
+            owed_pending: HashMap::new(),
+            owed_out: HashMap::new(),
+        }
+    }
+
+    /// The store of node `node` of a cluster: the channel messages it owes are durable rows of
+    /// its own, which the node that removes it when it dies takes over.
+    #[must_use]
+    pub fn owed_by(mut self, node: chat_server::cluster::NodeId) -> Self {
+        self.node = Some(i64::try_from(node).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// Notes a change to this node's owed rows for the next sync (`None`: delete the row).
+    fn owed_change(&mut self, key: Key, record: Option<String>) {
+        if self.node.is_some() {
+            self.owed_pending.insert(key, record);
+            self.appended = true;
         }
     }
 
@@ -287,6 +317,17 @@ impl Store for PgStore {
                 batch.push(name, &key.0, key.1, json?);
             }
         }
+        if let Some(node) = self.node {
+            // The changes of a sync that failed go again, overwritten by any made since.
+            self.owed_out.extend(self.owed_pending.drain());
+            batch.owed.node = node;
+            for ((from, id), record) in &self.owed_out {
+                match record {
+                    Some(json) => batch.owed.note(from, *id, json.clone()),
+                    None => batch.owed.done(from, *id),
+                }
+            }
+        }
         self.out = true;
         if batch.is_empty() {
             return Ok(Some(SyncJob::done()));
@@ -301,6 +342,7 @@ impl Store for PgStore {
         if !std::mem::take(&mut self.out) {
             return;
         }
+        self.owed_out.clear();
         let names: Vec<Name> = self.dirty.iter().cloned().collect();
         for name in names {
             if let Some(b) = self.boxes.get_mut(&name) {
@@ -493,13 +535,19 @@ impl Store for PgStore {
     }
 
     fn note_owed(&mut self, owed: &OwedChannel) -> Result<(), StoreError> {
-        self.owed_done(&owed.msg.from, owed.msg.id);
+        let json = serde_json::to_string(owed)
+            .map_err(|e| StoreError::Database { op: "encode an owed channel message", source: Box::new(e) })?;
+        self.owed.retain(|o| o.msg.from != owed.msg.from || o.msg.id != owed.msg.id);
         self.owed.push(owed.clone());
+        self.owed_change((owed.msg.from.clone(), owed.msg.id), Some(json));
         Ok(())
     }
 
+    /// Also deletes a row this node took over, or wrote as it read a message of another node
+    /// (see [`crate::Cluster`]), though this run did not note it.
     fn owed_done(&mut self, from: &Name, id: MsgId) {
         self.owed.retain(|o| &o.msg.from != from || o.msg.id != id);
+        self.owed_change((from.clone(), id), None);
     }
 
     fn owed(&self) -> Vec<OwedChannel> {

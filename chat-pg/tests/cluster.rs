@@ -261,3 +261,105 @@ fn a_node_cut_from_postgres_for_the_dead_node_window_is_adrift_until_it_follows_
     let back = next_event(&mut a, Duration::from_secs(20), |e| matches!(e, ClusterEvent::Following(_)).then_some(e));
     assert!(matches!(back, Some(ClusterEvent::Following(true))), "{back:?}");
 }
+
+/// The nodes whose rows of `owed_channels` hold a message of `sender`.
+fn owed_rows(db: &TestDb, sender: &str) -> Vec<u64> {
+    let sender = sender.to_owned();
+    let db = Db::connect(db.url(), TIMEOUT).expect("connects");
+    let rows = db
+        .run(move |pool| async move {
+            let client = pool.get().await.expect("a connection");
+            client
+                .query("SELECT node FROM owed_channels WHERE sender = $1 ORDER BY node", &[&sender])
+                .await
+                .expect("reads the owed channel messages")
+        })
+        .expect("runs");
+    rows.iter().map(|r| r.get::<_, i64>(0).unsigned_abs()).collect()
+}
+
+/// A channel message a node noted as owed to its online members (with the sync that holds the
+/// sender's ACK) outlives the node: the node that removes it when it stops beating is handed it,
+/// to store for the members (offline now), and owes it in its place until its own store's done.
+#[test]
+fn a_channel_message_a_dead_node_still_owed_is_taken_over_by_the_node_that_sweeps_it() {
+    use chat_pg::PgStore;
+    use chat_proto::{Body, MsgId, Name, Origin, StoredMessage, Text};
+    use chat_server::cluster::{ClusterEvent, PeerMsg};
+    use offline_store::{Limits, OwedChannel, Store};
+
+    let db = testing::database();
+    let cfg = ClusterConfig { heartbeat: Duration::from_millis(100), dead_after: Duration::from_millis(600) };
+    let join = |port| Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(port), cfg).expect("joins");
+    let store = |node| PgStore::new(Db::connect(db.url(), TIMEOUT).expect("connects"), Limits::default()).owed_by(node);
+    let owed = OwedChannel {
+        msg: StoredMessage {
+            id: MsgId(u64::MAX - 6), // past i64::MAX: kept as the same 64 bits
+            from: Name::new("alice").expect("name"),
+            origin: Origin::Channel,
+            at: chrono::Utc::now(),
+            body: Body::Text(Text::new("all").expect("text")),
+        },
+        members: vec![Name::new("bob").expect("name"), Name::new("carol").expect("name")],
+    };
+    let b = join(7002);
+    let b_node = b.node();
+    let mut b_store = store(b_node);
+    b_store.note_owed(&owed).expect("noted");
+    b_store.start_sync().expect("starts").expect("a sync for the note").run().expect("commits");
+    b_store.sync_done();
+    assert_eq!(owed_rows(&db, "alice"), [b_node], "durable with B's sync");
+    drop((b, b_store)); // B dies: its heartbeat stops
+    let mut a = join(7001);
+    let handed = next_event(&mut a, Duration::from_secs(10), |e| match e {
+        ClusterEvent::Peer(from, msg) => Some((from, msg)),
+        _ => None,
+    });
+    let expected = PeerMsg::Channel { members: owed.members.clone(), msg: owed.msg.clone() };
+    assert_eq!(handed, Some((b_node, expected)), "A, which removed B, is handed what B owed");
+    assert_eq!(owed_rows(&db, "alice"), [a.node()], "A owes it now, as it takes it");
+    // Once A's members are served, A's store deletes the row with its next sync.
+    let mut a_store = store(a.node());
+    a_store.owed_done(&owed.msg.from, owed.msg.id);
+    a_store.start_sync().expect("starts").expect("a sync for the done").run().expect("commits");
+    a_store.sync_done();
+    assert_eq!(owed_rows(&db, "alice"), Vec::<u64>::new(), "done");
+}
+
+/// A channel copy a node reads from another is recorded as owed by it in the transaction that
+/// deletes it: a node that dies before its members have it leaves it to the node that sweeps it.
+#[test]
+fn a_channel_copy_a_node_reads_is_owed_by_it_as_it_takes_it() {
+    use chat_proto::{Body, MsgId, Name, Origin, StoredMessage, Text};
+    use chat_server::cluster::{ClusterEvent, PeerMsg};
+
+    let db = testing::database();
+    let cfg = ClusterConfig { heartbeat: Duration::from_millis(100), dead_after: Duration::from_millis(600) };
+    let join = |port| Cluster::join(Db::connect(db.url(), TIMEOUT).expect("connects"), addr(port), cfg).expect("joins");
+    let mut a = join(7001);
+    let mut b = join(7002);
+    let msg = PeerMsg::Channel {
+        members: vec![Name::new("bob").expect("name")],
+        msg: StoredMessage {
+            id: MsgId(8),
+            from: Name::new("dave").expect("name"),
+            origin: Origin::Channel,
+            at: chrono::Utc::now(),
+            body: Body::Text(Text::new("all").expect("text")),
+        },
+    };
+    a.write(&[], &[(b.node(), msg.clone())]).expect("A hands B the copy");
+    let read = next_event(&mut b, Duration::from_secs(10), |e| match e {
+        ClusterEvent::Peer(_, got) => Some(got),
+        _ => None,
+    });
+    assert_eq!(read, Some(msg.clone()));
+    assert_eq!(owed_rows(&db, "dave"), [b.node()], "B owes it as it reads it");
+    drop(b);
+    let handed = next_event(&mut a, Duration::from_secs(10), |e| match e {
+        ClusterEvent::Peer(_, got) => Some(got),
+        _ => None,
+    });
+    assert_eq!(handed, Some(msg), "A, which removed B, is handed the copy B had read");
+    assert_eq!(owed_rows(&db, "dave"), [a.node()]);
+}

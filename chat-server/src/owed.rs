@@ -22,6 +22,16 @@ impl Owed {
         }
     }
 
+    /// `msg` is on its way to `members` too (a copy handed over by another node, which may
+    /// come again): added to those it is owed to already.
+    pub fn add(&mut self, msg: &StoredMessage, members: impl IntoIterator<Item = Name>) {
+        let key = (msg.from.clone(), msg.id);
+        let members: HashSet<Name> = members.into_iter().collect();
+        if !members.is_empty() {
+            self.open.entry(key).or_default().extend(members);
+        }
+    }
+
     /// `member`'s copy of `msg` was ACKed or stored (or handed to another node). Returns true
     /// when that was the last member owed it: the message is done.
     pub fn served(&mut self, msg: &StoredMessage, member: &Name) -> bool {

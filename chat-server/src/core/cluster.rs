@@ -133,21 +133,26 @@ impl<S: Store> Server<S> {
         self.peers.send(node, PeerMsg::Channel { members, msg: msg.clone() });
     }
 
-    /// Another node's channel message for `members` here: delivered to each online here (with
-    /// the usual window, probe and storage), stored for the others.
+    /// Another node's channel message for `members` here (or one a node that is gone still
+    /// owed them): delivered to each online here (with the usual window, probe and storage),
+    /// stored for the others. Owed until each is served: the shared store recorded it as owed
+    /// by this node as it handed it over, and the store's done deletes that record.
     fn deliver_for_peer(&mut self, now: Instant, members: Vec<Name>, msg: chat_proto::StoredMessage) {
         let Body::Text(text) = msg.body.clone() else {
             tracing::warn!(from = %msg.from, "dropped a channel message from another node that is not text");
+            self.storage.owed_done(&msg.from, msg.id);
             return;
         };
         let bytes: Arc<[u8]> = match encode(&Datagram::Channel { id: msg.id, from: msg.from.clone(), text }) {
             Ok(b) => b.into(),
             Err(e) => {
                 tracing::warn!(from = %msg.from, "channel message from another node cannot be relayed: {e}");
+                self.storage.owed_done(&msg.from, msg.id);
                 return;
             }
         };
         let msg = Arc::new(msg);
+        self.owed.add(&msg, members.iter().cloned());
         for name in members {
             match self.clients.get(&name).filter(|e| e.online && e.home.is_none()).map(|e| e.addr) {
                 Some(addr) => {
