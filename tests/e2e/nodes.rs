@@ -11,6 +11,7 @@ use crate::harness::{
     CHANNEL_ACKED, Client, HAVE_MESSAGES, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, acked_by, channel, chat,
     free_port, new_dir,
 };
+use crate::relay::{Faults, start_behind_relay};
 
 /// The keepalive the nodes run with: short, so an idle client notices a dead node quickly.
 const KEEPALIVE_MS: &str = "500";
@@ -429,4 +430,34 @@ fn a_message_stored_by_another_node_is_fetched_in_order_from_a_node_that_knew_th
     bob.send_line("reg bob");
     bob.expect_line(WELCOME, WAIT);
     bob.assert_never(HAVE_MESSAGES, Duration::from_secs(1));
+}
+
+/// Issue 17, part 4 across nodes: a send_all ACKed while bob's copy is still on its way from his
+/// node (his link cut), then that node killed. The node that removes it takes over what it
+/// owed and stores bob's copy (he is offline then), or delivers it if bob is already back with
+/// it: bob shows the message exactly once.
+#[test]
+fn an_acked_send_all_owed_by_a_killed_node_reaches_its_member_once_through_the_other_node() {
+    let db = database();
+    // A 2 s ACK window: bob's copy is still on its way (not yet probed and stored for him) when
+    // the kill comes, however loaded the machine.
+    let mut a = Server::start_with(&["--store", db.url(), "--keepalive-ms", KEEPALIVE_MS, "--ack-timeout-ms", "2000"]);
+    let b = node(&db);
+    // Node a lists node b to its clients, for bob to move to.
+    a.expect_contains("the other live nodes changed", WAIT);
+    let mut alice = Client::start("alice", &a);
+    let (bob, relay) = start_behind_relay("bob", a.port, Faults::default(), Faults::default(), 1, &[]);
+    bob.expect_line(WELCOME, WAIT);
+    alice.expect_line(TABLE, WAIT);
+    relay.cut(true);
+    alice.send_line("send_all owed by node a");
+    alice.expect_line(CHANNEL_ACKED, WAIT);
+    a.kill();
+    b.expect_contains("channel messages owed by nodes that are gone: taken over", Duration::from_secs(40));
+    relay.cut(false);
+    let line = channel("alice", "owed by node a");
+    bob.expect_line(&line, Duration::from_secs(40));
+    bob.assert_never(&line, Duration::from_secs(3));
+    bob.assert_count(&line, 1);
+    bob.assert_alive();
 }
