@@ -25,6 +25,12 @@ use crate::db::{Db, DbError, deepest};
 /// The channel every node listens on.
 const CHANNEL: &str = "chatapp";
 
+/// The other live nodes: not this one, nor one at this node's own address (this node's former
+/// self, restarted on the same address: dead, whatever its heartbeat says, and a node never
+/// lists itself to its clients).
+const LIVE_NODES: &str = "SELECT id, addr FROM nodes \
+    WHERE id <> $1 AND addr <> $3 AND heartbeat >= now() - make_interval(secs => $2)";
+
 /// How often a node beats and looks at the others, and when one counts as dead.
 #[derive(Debug, Clone, Copy)]
 pub struct ClusterConfig {
@@ -105,16 +111,15 @@ impl Cluster {
         // The live nodes before this one serves: until it knows them, a client of another
         // node would count as one of a node that is gone, whose name anyone may take.
         let (me, dead_after, url) = (signed(node), cfg.dead_after.as_secs_f64(), db.url().to_owned());
+        let here = addr.to_string();
         let live = db.run(move |pool| async move {
             let client =
                 pool.get().await.map_err(|e| DbError::Unreachable { url: url.clone(), reason: deepest(&e) })?;
-            let rows = client
-                .query(
-                    "SELECT id, addr FROM nodes WHERE id <> $1 AND heartbeat >= now() - make_interval(secs => $2)",
-                    &[&me, &dead_after],
-                )
-                .await
-                .map_err(|source| DbError::Query { url, op: "read the live nodes", source })?;
+            let rows = client.query(LIVE_NODES, &[&me, &dead_after, &here]).await.map_err(|source| DbError::Query {
+                url,
+                op: "read the live nodes",
+                source,
+            })?;
             Ok::<_, DbError>(live_from(&rows))
         })??;
         let _ = tx.send(ClusterEvent::Nodes(live));
@@ -581,13 +586,8 @@ async fn live_nodes(
     f: &Follower,
     seen: &mut Seen,
 ) -> Result<(), tokio_postgres::Error> {
-    let (me, dead_after) = (signed(f.me), f.cfg.dead_after.as_secs_f64());
-    let live = client
-        .query(
-            "SELECT id, addr FROM nodes WHERE id <> $1 AND heartbeat >= now() - make_interval(secs => $2)",
-            &[&me, &dead_after],
-        )
-        .await?;
+    let (me, dead_after, here) = (signed(f.me), f.cfg.dead_after.as_secs_f64(), f.addr.to_string());
+    let live = client.query(LIVE_NODES, &[&me, &dead_after, &here]).await?;
     let live = live_from(&live);
     if seen.live.as_ref() != Some(&live) {
         seen.live = Some(live.clone());

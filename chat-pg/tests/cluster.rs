@@ -363,3 +363,23 @@ fn a_channel_copy_a_node_reads_is_owed_by_it_as_it_takes_it() {
     assert_eq!(handed, Some(msg), "A, which removed B, is handed the copy B had read");
     assert_eq!(owed_rows(&db, "dave"), [a.node()]);
 }
+
+/// A node restarted on its address is a new node: the row of its former self, still beating
+/// a moment ago, is not listed among the other live nodes (its clients would be told to move to
+/// the node they are at).
+#[test]
+fn a_node_does_not_list_its_former_self_at_its_own_address() {
+    use chat_server::cluster::ClusterEvent;
+
+    let db = testing::database();
+    let former = node(&db, 7001);
+    let other = node(&db, 7002);
+    drop(former); // killed: its row stays, with a fresh heartbeat
+    let mut again = node(&db, 7001);
+    match again.events().try_recv() {
+        Ok(ClusterEvent::Nodes(live)) => {
+            assert_eq!(live.into_iter().collect::<Vec<_>>(), [(other.node(), addr(7002))], "only the other node")
+        }
+        other => panic!("the live nodes first, at once: {other:?}"),
+    }
+}
