@@ -31,6 +31,35 @@ const BATCH: usize = 256;
 /// How many replies wait at most for a write to the shared store that failed.
 const HELD_MAX: usize = 65_536;
 
+/// The replies waiting for a write to the shared store, in order, at most `cap` of them: past
+/// it the oldest are dropped (UDP: their clients retransmit), so a flood while the store is
+/// down cannot grow the server's memory.
+struct Held<T> {
+    queue: std::collections::VecDeque<T>,
+    cap: usize,
+}
+
+impl<T> Held<T> {
+    fn new(cap: usize) -> Self {
+        Self { queue: std::collections::VecDeque::new(), cap }
+    }
+
+    fn extend(&mut self, items: impl IntoIterator<Item = T>) {
+        for item in items {
+            if self.queue.len() == self.cap {
+                self.queue.pop_front();
+            }
+            self.queue.push_back(item);
+        }
+    }
+
+    /// All that waits, in order, if `ready`; nothing otherwise.
+    fn release(&mut self, ready: bool) -> std::collections::vec_deque::Drain<'_, T> {
+        let end = if ready { self.queue.len() } else { 0 };
+        self.queue.drain(..end)
+    }
+}
+
 /// Serves on `socket` with the static key `key` until `shutdown` is cancelled, then finishes
 /// the disk work and checkpoints the store. The client table is loaded from `tables` at start
 /// and written there whenever it changes; a shared one also brings the other nodes' changes
@@ -70,7 +99,7 @@ pub async fn run<S: Store>(
     // Channel messages the last run acknowledged but had not delivered to every member.
     core.resume_owed(Instant::now());
     let mut saved = Saved { version: core.table_version(), logged_rows: 0, peers: Vec::new(), retry_at: None };
-    let mut held = std::collections::VecDeque::new();
+    let mut held = Held::new(HELD_MAX);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut plain = vec![0u8; MAX_DATAGRAM + 1];
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
@@ -117,15 +146,10 @@ pub async fn run<S: Store>(
         // docs/BENCHMARKS.md). The core allows either: no handler touches the disk.
         run_jobs(&mut core, now);
         saved.keep(&mut core, &mut tables);
-        held.extend(std::iter::from_fn(|| core.poll_transmit_keyed()));
         // An ACK may rest on a message to another node (a channel copy for its members): while
-        // one is not written, the replies wait with it, in order (bounded: the oldest go, and
-        // their clients retransmit).
-        while held.len() > HELD_MAX {
-            held.pop_front();
-        }
-        while !saved.peers_unwritten() {
-            let Some((t, key)) = held.pop_front() else { break };
+        // one is not written, the replies wait with it, in order.
+        held.extend(std::iter::from_fn(|| core.poll_transmit_keyed()));
+        for (t, key) in held.release(!saved.peers_unwritten()) {
             let key = key.or_else(|| core.key_at(t.to));
             channel.send(now, t.to, key, &t.bytes);
         }
@@ -250,5 +274,24 @@ impl Saved {
             Ok(()) => self.version = core.table_version(),
             Err(e) => tracing::error!("{}", chat_core::report(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_wait_in_order_until_released_and_past_the_cap_the_oldest_go() {
+        // What the driver holds: 65,536 (a flood at the full receive rate for the dead-node
+        // window fills it; ten times as many would be ~100 MB of datagrams).
+        let mut held = Held::new(HELD_MAX);
+        held.extend(0..65_546);
+        assert_eq!(held.release(false).count(), 0, "nothing leaves while the write is pending");
+        let out: Vec<usize> = held.release(true).collect();
+        assert_eq!(out.len(), 65_536, "at most 65,536 wait");
+        assert_eq!(out.first(), Some(&10), "the oldest went");
+        assert_eq!(out.last(), Some(&65_545), "in order");
+        assert_eq!(held.release(true).count(), 0, "released once");
     }
 }
