@@ -286,19 +286,16 @@ fn keep(core: &mut Client, files: Option<&Files>) {
 /// the core queued (to the server through the link's channel); the exit code once it is done,
 /// or 0 if the output is gone (a closed terminal is a silent leave).
 ///
-/// The order is what makes a message shown once across restarts: its id is recorded, then its
-/// line is printed (before the next one is recorded), then its ACK (or the `fetch_done` of
-/// stored ones) leaves, once every line of the batch is recorded and shown. Each is one `write`
-/// (neither needs an `fsync` to survive a process kill: see the record). A kill between the two
-/// would leave a message recorded that was never printed, ACKed as a duplicate by the next run:
-/// lost. The other order would show it twice instead. Recording first is chosen because of
-/// where a kill lands in practice: printing to a pipe wakes its reader, and on a busy machine
-/// the client loses the CPU right after that write, often for milliseconds. That pause, where
-/// a kill that follows a line the user (or a harness) saw comes, is after a line and its record
-/// both, where a kill harms nothing; printing first put it between a line and its record, and
-/// the reliability campaign found one line in twenty kills shown twice. The window left,
-/// between the record's write and the line's, is two system calls with nothing in between that
-/// yields the CPU.
+/// The order is what makes a message shown once across restarts: its line is printed, then
+/// recorded (before the next line is printed), then its ACK (or the `fetch_done` of stored
+/// ones) leaves, once every line of the batch is shown and recorded. A kill between a line and
+/// its record shows that one line again at the next run, but that message was never
+/// acknowledged: its sender retries (or the server still holds it), and seeing it twice is the
+/// lesser harm.
+/// Recording first would, after a kill before the line, leave a message recorded as shown that
+/// nobody saw, and ACKed again as a duplicate by the next run: lost while its sender is told it
+/// was received. Printing and recording are each one `write`, so that window is a few
+/// microseconds wide; neither needs an `fsync` to survive a process kill (see the record).
 async fn flush(
     core: &mut Client,
     link: &mut Link,
@@ -323,15 +320,16 @@ async fn flush(
     }
     let exiting = core.poll_exit().is_some();
     while let Some((event, turn, message)) = core.poll_line() {
-        // Recorded right before its own line (see above for why this order).
+        let printed = if exiting { out.show_last(event) } else { out.show_answer(event, turn) };
+        if printed.is_err() {
+            return Some(0);
+        }
+        // Recorded right after its own line, before the next line is printed: a kill shows
+        // again at most the one line it cut in.
         if let (Some(record), Some(message)) = (record.as_deref_mut(), message) {
             if let Some(problem) = record.append(&message, core.record()) {
                 core.notice(problem);
             }
-        }
-        let printed = if exiting { out.show_last(event) } else { out.show_answer(event, turn) };
-        if printed.is_err() {
-            return Some(0);
         }
     }
     while let Some(Transmit { to, bytes }) = core.poll_transmit() {
@@ -507,8 +505,7 @@ mod tests {
     }
 
     /// Checks, at each line shown, that the record holds exactly the messages of the lines
-    /// shown before it and its own (each recorded right before its own line), and that no ACK
-    /// left yet.
+    /// shown before it (each recorded right after its own line), and that no ACK left yet.
     struct Order {
         record: PathBuf,
         bob: std::net::UdpSocket,
@@ -521,14 +518,14 @@ mod tests {
 
     impl Sink for Order {
         fn show(&mut self, event: Event) -> io::Result<()> {
-            if let Some(line) = self.lines.get(self.seen.len()) {
-                self.kept.push_str(line);
-            }
             let recorded = std::fs::read_to_string(&self.record).unwrap_or_default();
             assert_eq!(recorded, self.kept, "the record at line {} ({event})", self.seen.len() + 1);
             let mut buf = [0u8; 2048];
             let acked = self.bob.recv_from(&mut buf);
             assert!(acked.is_err(), "ACKed before it was shown");
+            if let Some(line) = self.lines.get(self.seen.len()) {
+                self.kept.push_str(line);
+            }
             self.seen.push(event.to_string());
             Ok(())
         }
@@ -537,8 +534,8 @@ mod tests {
     /// Bob's port is a fixed one: the tests that bind it take turns.
     static BOB_PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-    /// Bob's chats `ids` come in at once, then one `flush`: each message is recorded, then its
-    /// line shown (checked by [`Order`] at each line), and the ACKs leave only after all of them.
+    /// Bob's chats `ids` come in at once, then one `flush`: each line is shown, then recorded
+    /// (checked by [`Order`] at the next line), and the ACKs leave only after all of them.
     async fn shown_recorded_acked(ids: &[u64]) {
         let _turn = BOB_PORT.lock().await;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -574,17 +571,18 @@ mod tests {
         }
     }
 
-    /// Issue 17, part 3: a message is recorded in the client's file, then its line is shown,
-    /// then its ACK leaves (the comment on `flush` says why this order).
+    /// Issue 17, part 3: a message's line is shown, then the message is recorded in the
+    /// client's file, then its ACK leaves (the comment on `flush` says why this order).
     #[tokio::test]
-    async fn a_message_is_recorded_then_shown_then_acked() {
+    async fn a_message_is_shown_then_recorded_then_acked() {
         shown_recorded_acked(&[7]).await;
     }
 
-    /// Each message of a batch is recorded right before its own line, not the whole batch
-    /// before or after all of its lines.
+    /// Each message of a batch is recorded right after its own line, before the next line is
+    /// printed: a kill in the middle of a batch shows again at most the line it cut in, not
+    /// every line printed before it (the campaign's `doubled cmp.d.cy.365`).
     #[tokio::test]
-    async fn each_line_of_a_batch_is_recorded_right_before_it_is_shown() {
+    async fn each_line_of_a_batch_is_recorded_before_the_next_is_shown() {
         shown_recorded_acked(&[7, 8, 9]).await;
     }
 
