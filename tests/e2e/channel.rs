@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use crate::harness::Client;
 use crate::harness::{
     CHANNEL_ACKED, CHANNEL_NOT_RESPONDING, HAVE_MESSAGES, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, channel,
     no_ack_from, start_clients,
 };
-use crate::relay::{Faults, start_behind_relay};
+use crate::relay::{Faults, Relay, start_behind_relay};
 
 #[test]
 fn channel_message_reaches_everyone_but_the_sender() {
@@ -133,19 +134,14 @@ fn an_acked_send_all_reaches_an_online_member_once_across_a_server_kill() {
     // was the old node's: he is offline now) and tells him so at his next keepalive.
     let mut server = Server::start_with(&["--ack-timeout-ms", "2000", "--keepalive-ms", "1000"]);
     let [mut alice] = start_clients(&server, ["alice"]);
-    let (bob, relay) = start_behind_relay("bob", server.port, Faults::default(), Faults::default(), 1, &[]);
-    bob.expect_line(WELCOME, WAIT);
-    alice.expect_line(TABLE, WAIT);
-    relay.cut(true);
-    alice.send_line("send_all owed to bob");
-    alice.expect_line(CHANNEL_ACKED, WAIT);
+    let (bob, relay) = acked_while_bob_is_cut_off(&mut alice, server.port, "owed to bob");
     server.restart();
     relay.cut(false);
     // Live (the file store's server resumes the delivery), or stored and fetched (over
     // PostgreSQL the restarted server is a new node, which takes over what the old one owed its
     // members, offline now): either way once.
     let (live, stored) = (channel("alice", "owed to bob"), ">>> Channel_Message alice: ");
-    let shown = |bob: &crate::harness::Client| {
+    let shown = |bob: &Client| {
         let lines = bob.stdout_lines();
         lines.iter().filter(|l| **l == live || (l.starts_with(stored) && l.ends_with(" owed to bob"))).count()
     };
@@ -159,4 +155,16 @@ fn an_acked_send_all_reaches_an_online_member_once_across_a_server_kill() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(shown(&bob), 1, "shown once: {:?}", bob.stdout_lines());
     bob.assert_alive();
+}
+
+/// bob joins behind a relay at `server_port`, his link is cut, and alice's `send_all <text>`
+/// is ACKed: a copy the server owes an online member it cannot reach yet.
+pub(crate) fn acked_while_bob_is_cut_off(alice: &mut Client, server_port: u16, text: &str) -> (Client, Relay) {
+    let (bob, relay) = start_behind_relay("bob", server_port, Faults::default(), Faults::default(), 1, &[]);
+    bob.expect_line(WELCOME, WAIT);
+    alice.expect_line(TABLE, WAIT);
+    relay.cut(true);
+    alice.send_line(&format!("send_all {text}"));
+    alice.expect_line(CHANNEL_ACKED, WAIT);
+    (bob, relay)
 }

@@ -11,7 +11,6 @@ use crate::harness::{
     CHANNEL_ACKED, Client, HAVE_MESSAGES, OFFLINE_BYE, SAVED, Server, TABLE, WAIT, WELCOME, acked_by, channel, chat,
     free_port, new_dir,
 };
-use crate::relay::{Faults, start_behind_relay};
 
 /// The keepalive the nodes run with: short, so an idle client notices a dead node quickly.
 const KEEPALIVE_MS: &str = "500";
@@ -446,12 +445,7 @@ fn an_acked_send_all_owed_by_a_killed_node_reaches_its_member_once_through_the_o
     // Node a lists node b to its clients, for bob to move to.
     a.expect_contains("the other live nodes changed", WAIT);
     let mut alice = Client::start("alice", &a);
-    let (bob, relay) = start_behind_relay("bob", a.port, Faults::default(), Faults::default(), 1, &[]);
-    bob.expect_line(WELCOME, WAIT);
-    alice.expect_line(TABLE, WAIT);
-    relay.cut(true);
-    alice.send_line("send_all owed by node a");
-    alice.expect_line(CHANNEL_ACKED, WAIT);
+    let (bob, relay) = crate::channel::acked_while_bob_is_cut_off(&mut alice, a.port, "owed by node a");
     a.kill();
     // Node b removes node a (and, in that transaction, takes over what a still owed).
     b.expect_contains("nodes stopped beating: removed", Duration::from_secs(40));

@@ -196,24 +196,34 @@ impl<S: Store> Server<S> {
     /// stored. Call it once, after the table is restored.
     pub fn resume_owed(&mut self, now: Instant) {
         for OwedChannel { msg, members } in self.storage.owed() {
-            let Body::Text(text) = msg.body.clone() else {
-                tracing::warn!(from = %msg.from, "dropped an owed channel message that is not text");
-                self.storage.owed_done(&msg.from, msg.id);
-                continue;
-            };
-            let bytes: Arc<[u8]> = match encode(&Datagram::Channel { id: msg.id, from: msg.from.clone(), text }) {
-                Ok(b) => b.into(),
-                Err(e) => {
-                    tracing::warn!(from = %msg.from, "owed channel message cannot be relayed: {e}");
-                    self.storage.owed_done(&msg.from, msg.id);
-                    continue;
-                }
-            };
+            let Some(bytes) = self.owed_channel_bytes(&msg, "owed by the last run") else { continue };
             tracing::info!(from = %msg.from, members = members.len(), "channel message owed by the last run: delivered again");
             let msg = Arc::new(msg);
             self.owed.open(&msg, members.iter().cloned());
             for name in members {
                 self.resume_copy(now, name, (Arc::clone(&msg), Arc::clone(&bytes)));
+            }
+        }
+    }
+
+    /// The `channel` datagram of `msg`, a channel message owed to members (`whose`: where it
+    /// came from, for the log); `None`, and the store's record of it done, for one that cannot
+    /// be relayed (not text, or not encodable): it is dropped rather than owed for ever.
+    pub(super) fn owed_channel_bytes(&mut self, msg: &StoredMessage, whose: &str) -> Option<Arc<[u8]>> {
+        let encoded = match msg.body.clone() {
+            Body::Text(text) => encode(&Datagram::Channel { id: msg.id, from: msg.from.clone(), text }),
+            _ => {
+                tracing::warn!(from = %msg.from, "dropped a channel message {whose} that is not text");
+                self.storage.owed_done(&msg.from, msg.id);
+                return None;
+            }
+        };
+        match encoded {
+            Ok(bytes) => Some(bytes.into()),
+            Err(e) => {
+                tracing::warn!(from = %msg.from, "dropped a channel message {whose} that cannot be relayed: {e}");
+                self.storage.owed_done(&msg.from, msg.id);
+                None
             }
         }
     }

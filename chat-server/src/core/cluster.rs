@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_proto::{Body, Datagram, Name, encode};
+use chat_proto::Name;
 use offline_store::Store;
 
 use super::Server;
@@ -138,19 +138,7 @@ impl<S: Store> Server<S> {
     /// stored for the others. Owed until each is served: the shared store recorded it as owed
     /// by this node as it handed it over, and the store's done deletes that record.
     fn deliver_for_peer(&mut self, now: Instant, members: Vec<Name>, msg: chat_proto::StoredMessage) {
-        let Body::Text(text) = msg.body.clone() else {
-            tracing::warn!(from = %msg.from, "dropped a channel message from another node that is not text");
-            self.storage.owed_done(&msg.from, msg.id);
-            return;
-        };
-        let bytes: Arc<[u8]> = match encode(&Datagram::Channel { id: msg.id, from: msg.from.clone(), text }) {
-            Ok(b) => b.into(),
-            Err(e) => {
-                tracing::warn!(from = %msg.from, "channel message from another node cannot be relayed: {e}");
-                self.storage.owed_done(&msg.from, msg.id);
-                return;
-            }
-        };
+        let Some(bytes) = self.owed_channel_bytes(&msg, "from another node") else { return };
         let msg = Arc::new(msg);
         self.owed.add(&msg, members.iter().cloned());
         for name in members {
