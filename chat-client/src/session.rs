@@ -26,6 +26,9 @@ pub(crate) struct Unacked {
     pub ack: Datagram,
 }
 
+/// How many messages from peers wait at most, unanswered, for a registration or fetch to end.
+pub(crate) const HELD_MESSAGES: usize = 1024;
+
 /// What comes after a registration that is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Then {
@@ -123,10 +126,16 @@ impl Session {
     }
 
     /// Holds the line of a message and its ACK until the registration is done, or returns them
-    /// to show and send now.
+    /// to show and send now. Past [`HELD_MESSAGES`] held, a message is dropped unanswered: its
+    /// sender retransmits it, or leaves it with the server, so nothing is lost, and peers that
+    /// send while this client fetches cannot grow its memory without end.
     pub fn hold_message(&mut self, e: Event, unacked: Unacked) -> Option<(Event, Unacked)> {
         if self.holds() {
-            self.held.push((e, Some(unacked)));
+            if self.held.iter().filter(|(_, u)| u.is_some()).count() < HELD_MESSAGES {
+                self.held.push((e, Some(unacked)));
+            } else {
+                tracing::debug!("dropped a message unanswered: {HELD_MESSAGES} wait for the registration");
+            }
             return None;
         }
         Some((e, unacked))

@@ -117,6 +117,33 @@ fn live_messages_during_a_fetch_come_after_the_stored_ones() {
     assert!(matches!(f.sent()[..], [(BOB, Datagram::ChatAck { id: MsgId(5), .. })]), "a copy now: ACKed again");
 }
 
+/// Live messages that come during a fetch wait unanswered, 1,024 at most: past that one is
+/// dropped without an ACK (its sender retransmits or leaves it with the server), so peers
+/// cannot grow a fetching client's memory without end.
+#[test]
+fn at_most_1024_live_messages_wait_during_a_fetch_and_the_others_go_unanswered() {
+    let mut f = Fixture::online(true);
+    let id = f.dereg_and_reg();
+    f.registered(id, 40, 1);
+    f.events();
+    let [(SERVER, Datagram::Fetch { id: fetch, .. })] = f.sent()[..] else { panic!() };
+    for i in 0..1_034u64 {
+        f.recv(BOB, chat(100 + i, "bob", "alice", &format!("live {i}")));
+    }
+    assert!(f.events().is_empty() && f.sent().is_empty(), "held, unanswered");
+    let at = Utc.with_ymd_and_hms(2026, 11, 23, 14, 5, 9).single().expect("time");
+    f.recv(SERVER, Datagram::Stored { id: fetch, index: 0, message: stored_direct(6, "bob", "stored", at) });
+    let [(SERVER, Datagram::FetchDone { id, .. })] = f.sent()[..] else { panic!() };
+    f.recv(SERVER, Datagram::Ack { id });
+    let live = f.events().into_iter().filter(|l| l.starts_with(">>> bob: live ")).count();
+    assert_eq!(live, 1_024, "the first 1,024 shown");
+    let acks = f.sent().iter().filter(|(_, d)| matches!(d, Datagram::ChatAck { .. })).count();
+    assert_eq!(acks, 1_024, "and only those ACKed");
+    // The ten dropped come again (the sender's retransmission): shown and ACKed now.
+    f.recv(BOB, chat(100 + 1_030, "bob", "alice", "live 1030"));
+    assert_eq!(f.events(), [">>> bob: live 1030"]);
+}
+
 #[test]
 fn a_stored_message_with_the_largest_index_is_dropped_without_overflow() {
     let (mut f, fetches) = fetching(1);
